@@ -1,0 +1,143 @@
+//! The Kafka listener: accepts connections (bounded by a semaphore) and runs one
+//! [`Connection`] task each. On shutdown the listener stops accepting, every connection
+//! finishes the request it is handling and closes, and [`KafkaListener::run`] returns once
+//! the last connection task has ended.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use strom_protocol::frame::{self, FrameError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::apis::Apis;
+use crate::BrokerSettings;
+
+/// A bound Kafka listener.
+pub struct KafkaListener {
+    listener: TcpListener,
+    name: String,
+    settings: BrokerSettings,
+    apis: Arc<Apis>,
+}
+
+impl KafkaListener {
+    /// Binds `addr` (for example `127.0.0.1:9092`).
+    pub async fn bind(name: &str, addr: &str, settings: BrokerSettings, apis: Arc<Apis>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(KafkaListener { listener, name: name.to_string(), settings, apis })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts until `shutdown`, then waits for every connection to close.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let limit = Arc::new(Semaphore::new(self.settings.max_connections));
+        let tasks = TaskTracker::new();
+        let mut backoff_ms = 1;
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = self.listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => {
+                    backoff_ms = 1;
+                    a
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(listener = %self.name, error = %e, backoff_ms, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(1000);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = Connection {
+                stream,
+                peer,
+                settings: self.settings.clone(),
+                apis: self.apis.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let span = tracing::debug_span!("conn", node = self.settings.node_id, %peer);
+            tasks.spawn(
+                async move {
+                    if let Err(e) = conn.run().await {
+                        tracing::debug!(error = %e, "connection closed");
+                    }
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+        tasks.close();
+        tasks.wait().await;
+        tracing::debug!(listener = %self.name, "listener stopped");
+    }
+}
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("idle for {0} ms")]
+    Idle(u64),
+}
+
+/// One client connection: reads frames, hands each to [`Apis`], writes the answer.
+pub struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: BrokerSettings,
+    apis: Arc<Apis>,
+    shutdown: CancellationToken,
+}
+
+impl Connection {
+    async fn run(mut self) -> Result<(), ConnectionError> {
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let idle = Duration::from_millis(self.settings.connections_max_idle_ms);
+        loop {
+            while let Some(frame) = frame::split_frame(&mut buf, self.settings.socket_request_max_bytes)? {
+                // `None`: an acks=0 produce, which Kafka never answers.
+                if let Some(response) = self.apis.handle(frame).await? {
+                    self.stream.write_all(&response).await?;
+                }
+            }
+            let read = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                r = tokio::time::timeout(idle, self.stream.read_buf(&mut buf)) => r,
+            };
+            match read {
+                Err(_) => return Err(ConnectionError::Idle(self.settings.connections_max_idle_ms)),
+                Ok(Ok(0)) => {
+                    tracing::trace!(peer = %self.peer, "peer closed");
+                    return Ok(());
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+}

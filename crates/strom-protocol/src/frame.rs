@@ -1,0 +1,108 @@
+//! Kafka framing: every request and response is a 4-byte big-endian length, then that many
+//! bytes. A request body starts with a request header whose version depends on the API key
+//! and version; a response starts with a response header likewise.
+//!
+//! **API boundary:** the broker reads frames with [`split_frame`] and decodes them with
+//! [`decode_request`]; it encodes answers with [`encode_response`]. Nothing else in Strom
+//! parses Kafka headers.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+/// What can be wrong with a frame. Each one closes the connection it arrived on (as Kafka
+/// does), except [`FrameError::UnsupportedVersion`], which the broker answers for ApiVersions.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("request of {size} bytes is larger than socket.request.max.bytes ({max})")]
+    TooLarge { size: i64, max: usize },
+    #[error("negative frame length {0}")]
+    NegativeLength(i32),
+    #[error("frame too short for a request header")]
+    Truncated,
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    #[error("{api:?} version {version} is not supported")]
+    UnsupportedVersion { api: ApiKey, version: i16, correlation_id: i32 },
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed { api: ApiKey, version: i16, reason: String },
+}
+
+/// Takes one whole frame (without its length prefix) off the front of `buf`, or `None` when
+/// more bytes are needed. A length over `max_bytes` is refused before anything is buffered.
+pub fn split_frame(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Bytes>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if len < 0 {
+        return Err(FrameError::NegativeLength(len));
+    }
+    if len as usize > max_bytes {
+        return Err(FrameError::TooLarge { size: len as i64, max: max_bytes });
+    }
+    if buf.len() < 4 + len as usize {
+        buf.reserve(4 + len as usize - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    Ok(Some(buf.split_to(len as usize).freeze()))
+}
+
+/// A decoded request.
+#[derive(Debug)]
+pub struct Request {
+    pub api_key: ApiKey,
+    pub header: RequestHeader,
+    pub body: RequestKind,
+}
+
+/// The fixed start of every request header (key, version, correlation id), readable even
+/// when the rest is not.
+pub fn peek_header(frame: &[u8]) -> Result<(i16, i16, i32), FrameError> {
+    if frame.len() < 8 {
+        return Err(FrameError::Truncated);
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    Ok((key, version, correlation_id))
+}
+
+/// Decodes a request frame. `supported` says which versions this node serves for an API key.
+pub fn decode_request(
+    mut frame: Bytes,
+    supported: impl Fn(ApiKey) -> Option<(i16, i16)>,
+) -> Result<Request, FrameError> {
+    let (key, version, correlation_id) = peek_header(&frame)?;
+    let api_key = ApiKey::try_from(key).map_err(|_| FrameError::UnknownApiKey(key))?;
+    match supported(api_key) {
+        Some((min, max)) if (min..=max).contains(&version) => {}
+        _ => return Err(FrameError::UnsupportedVersion { api: api_key, version, correlation_id }),
+    }
+    let malformed = |e: &dyn std::fmt::Display| FrameError::Malformed { api: api_key, version, reason: e.to_string() };
+    let header_version = api_key.request_header_version(version);
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| malformed(&e))?;
+    let body = RequestKind::decode(api_key, &mut frame, version).map_err(|e| malformed(&e))?;
+    Ok(Request { api_key, header, body })
+}
+
+/// Encodes a response frame (length prefix included) for a request of `api_key` at `version`.
+pub fn encode_response<M: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &M,
+) -> Result<Bytes, FrameError> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    let fail =
+        |e: &dyn std::fmt::Display| FrameError::Malformed { api: api_key, version, reason: format!("encode: {e}") };
+    let size = header.compute_size(header_version).map_err(|e| fail(&e))?
+        + body.compute_size(version).map_err(|e| fail(&e))?;
+    let mut out = BytesMut::with_capacity(4 + size);
+    out.put_i32(size as i32);
+    header.encode(&mut out, header_version).map_err(|e| fail(&e))?;
+    body.encode(&mut out, version).map_err(|e| fail(&e))?;
+    Ok(out.freeze())
+}

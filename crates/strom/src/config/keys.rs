@@ -1,0 +1,106 @@
+//! The table of configuration keys Strom knows: Kafka's names, Kafka's defaults.
+//!
+//! Defaults follow Apache Kafka's, except where Kafka's own shipped single-node
+//! `config/server.properties` overrides them (the internal topics' replication factors,
+//! the initial rebalance delay), since `strom server` with no arguments is a single node.
+//! The defaults that make a whole node (`node.id`, `process.roles`, listeners, voters)
+//! are those of that same shipped file, with our data directory `./data`.
+
+/// One known key.
+pub struct KeyDef {
+    pub name: &'static str,
+    /// `None`: unset unless the user sets it.
+    pub default: Option<&'static str>,
+    pub doc: &'static str,
+}
+
+const fn key(name: &'static str, default: Option<&'static str>, doc: &'static str) -> KeyDef {
+    KeyDef { name, default, doc }
+}
+
+/// Keys Strom reads. Anything else is warned about (see [`ACCEPTED_WITHOUT_EFFECT`]).
+pub const KEYS: &[KeyDef] = &[
+    key("node.id", Some("1"), "This node's id, unique in the cluster."),
+    key("process.roles", Some("broker,controller"), "broker, controller, or both."),
+    key("controller.quorum.voters", Some("1@127.0.0.1:9093"), "The controller quorum: id@host:port,…"),
+    key(
+        "listeners",
+        Some("PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"),
+        "Listeners to bind: NAME://host:port,…",
+    ),
+    key("advertised.listeners", None, "Listeners given to clients; defaults to the broker listeners."),
+    key(
+        "listener.security.protocol.map",
+        Some("CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"),
+        "Listener name to security protocol.",
+    ),
+    key("controller.listener.names", Some("CONTROLLER"), "Listener names used by the controller."),
+    key("inter.broker.listener.name", Some("PLAINTEXT"), "Listener brokers use to reach each other."),
+    key("log.dirs", Some("./data"), "Directory (comma-separated list) holding partition logs and metadata."),
+    key("log.dir", None, "Used when log.dirs is not set."),
+    key("num.partitions", Some("1"), "Partitions of an auto-created topic."),
+    key("default.replication.factor", Some("1"), "Replication factor of an auto-created topic."),
+    key("min.insync.replicas", Some("1"), "Fewest in-sync replicas for an acks=all produce."),
+    key("auto.create.topics.enable", Some("true"), "Create a topic on first Metadata or Produce."),
+    key("auto.leader.rebalance.enable", Some("true"), "Move leadership back to preferred replicas."),
+    key("log.segment.bytes", Some("1073741824"), "Roll a segment at this size."),
+    key("log.roll.ms", None, "Roll a segment at this age (wins over log.roll.hours)."),
+    key("log.roll.hours", Some("168"), "Roll a segment at this age."),
+    key("log.retention.ms", None, "Delete segments older than this (-1: keep forever); wins over minutes/hours."),
+    key("log.retention.minutes", None, "Retention in minutes; wins over hours."),
+    key("log.retention.hours", Some("168"), "Retention in hours."),
+    key("log.retention.bytes", Some("-1"), "Delete old segments past this partition size (-1: no limit)."),
+    key("log.retention.check.interval.ms", Some("300000"), "How often retention runs."),
+    key("log.index.interval.bytes", Some("4096"), "Bytes between two offset index entries."),
+    key(
+        "log.flush.interval.messages",
+        Some("9223372036854775807"),
+        "fsync after this many messages (Kafka's default: never; durability comes from replication).",
+    ),
+    key("log.flush.interval.ms", None, "fsync at least this often."),
+    key("offsets.topic.replication.factor", Some("1"), "Replication factor of __consumer_offsets."),
+    key("offsets.topic.num.partitions", Some("50"), "Partitions of __consumer_offsets."),
+    key("replica.lag.time.max.ms", Some("30000"), "A follower this far behind leaves the ISR."),
+    key("broker.session.timeout.ms", Some("9000"), "A broker silent this long is fenced."),
+    key("broker.heartbeat.interval.ms", Some("2000"), "How often a broker heartbeats the controller."),
+    key("broker.rack", None, "Rack of this broker, for rack-aware placement."),
+    key("unclean.leader.election.enable", Some("false"), "Allow an out-of-sync replica to become leader."),
+    key("message.max.bytes", Some("1048588"), "Largest record batch a broker accepts."),
+    key("socket.request.max.bytes", Some("104857600"), "Largest request a broker reads."),
+    key("group.initial.rebalance.delay.ms", Some("0"), "Wait for more members before the first rebalance."),
+    key("metrics.listener", Some("127.0.0.1:9464"), "HTTP address of /metrics, /healthz and /readyz."),
+    key("max.connections", Some("1000"), "Most client connections a broker holds at once."),
+    key("connections.max.idle.ms", Some("600000"), "Close a client connection idle this long."),
+];
+
+/// Kafka keys that are commonly set in `server.properties` and that Strom accepts without
+/// acting on them: they are neither errors nor worth a warning.
+pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
+    "num.network.threads",
+    "num.io.threads",
+    "num.recovery.threads.per.data.dir",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
+    "controller.quorum.bootstrap.servers",
+    "log.cleaner.enable",
+    "zookeeper.connect",
+];
+
+/// Looks a key up in [`KEYS`].
+pub fn find(name: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// True for a key Strom reads or knowingly ignores.
+pub fn is_known(name: &str) -> bool {
+    find(name).is_some() || ACCEPTED_WITHOUT_EFFECT.contains(&name)
+}
+
+/// The environment variable that sets `key`: `STROM_` + upper case, dots as underscores.
+pub fn env_var_name(key: &str) -> String {
+    format!("STROM_{}", key.replace(['.', '-'], "_").to_ascii_uppercase())
+}

@@ -1,0 +1,382 @@
+//! Node configuration: Kafka's `server.properties` key names and defaults.
+//!
+//! Layers, lowest precedence first: built-in defaults ([`keys::KEYS`]), the `--config`
+//! file, `STROM_<KEY>` environment variables (dots as underscores), `--override key=value`.
+//! [`RawConfig`] holds the merged strings with where each came from; [`NodeConfig::from_raw`]
+//! turns them into typed values and checks the whole setup. Every error names the key.
+
+pub mod keys;
+mod parse;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use parse::{Listener, Voter};
+
+/// Where a value came from (Kafka's DescribeConfigs calls these config sources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File,
+    Env,
+    Override,
+}
+
+/// A configuration problem. The node refuses to start on any of these (exit code 2).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("invalid --override {0:?}: expected key=value")]
+    OverrideSyntax(String),
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    BadValue { key: String, value: String, reason: String },
+    #[error("{key}: {reason}")]
+    Inconsistent { key: String, reason: String },
+}
+
+impl ConfigError {
+    /// The key the error is about, if it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::BadValue { key, .. } | ConfigError::Inconsistent { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+fn inconsistent(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Inconsistent { key: key.to_string(), reason: reason.into() }
+}
+
+/// The merged key/value strings, each with its source.
+#[derive(Debug, Clone, Default)]
+pub struct RawConfig {
+    values: BTreeMap<String, (String, Source)>,
+    /// Keys set by the user that Strom does not know (warned about at start).
+    pub unknown_keys: Vec<String>,
+}
+
+impl RawConfig {
+    /// Merges the layers. `env` is the process environment (passed in so tests control it).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut raw = RawConfig::default();
+        for k in keys::KEYS {
+            if let Some(d) = k.default {
+                raw.values.insert(k.name.to_string(), (d.to_string(), Source::Default));
+            }
+        }
+        if let Some(path) = file {
+            let f = std::fs::File::open(path)
+                .map_err(|e| ConfigError::File { path: path.to_path_buf(), reason: e.to_string() })?;
+            let props = java_properties::read(std::io::BufReader::new(f))
+                .map_err(|e| ConfigError::File { path: path.to_path_buf(), reason: e.to_string() })?;
+            for (k, v) in props {
+                raw.set(k.trim().to_string(), v.trim().to_string(), Source::File);
+            }
+        }
+        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("STROM_")).collect();
+        env.sort();
+        for (var, v) in env {
+            match env_key(&var) {
+                Some(k) => raw.set(k.to_string(), v, Source::Env),
+                None => raw.unknown_keys.push(var),
+            }
+        }
+        for o in overrides {
+            let (k, v) = o.split_once('=').ok_or_else(|| ConfigError::OverrideSyntax(o.clone()))?;
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(ConfigError::OverrideSyntax(o.clone()));
+            }
+            raw.set(k.to_string(), v.trim().to_string(), Source::Override);
+        }
+        Ok(raw)
+    }
+
+    fn set(&mut self, key: String, value: String, source: Source) {
+        if !keys::is_known(&key) && !self.unknown_keys.contains(&key) {
+            self.unknown_keys.push(key.clone());
+        }
+        self.values.insert(key, (value, source));
+    }
+
+    /// The value of `key` (after merging), if any.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(|(v, _)| v.as_str())
+    }
+
+    /// Where the value of `key` came from.
+    pub fn source(&self, key: &str) -> Option<Source> {
+        self.values.get(key).map(|(_, s)| *s)
+    }
+
+    /// Every merged key and value.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, Source)> {
+        self.values.iter().map(|(k, (v, s))| (k.as_str(), v.as_str(), *s))
+    }
+}
+
+/// Maps `STROM_LOG_RETENTION_MS` back to `log.retention.ms` by matching the known keys.
+fn env_key(var: &str) -> Option<&'static str> {
+    keys::KEYS
+        .iter()
+        .map(|k| k.name)
+        .chain(keys::ACCEPTED_WITHOUT_EFFECT.iter().copied())
+        .find(|k| keys::env_var_name(k) == var)
+}
+
+/// What a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+/// Defaults for partition logs (topics may override them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDefaults {
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    /// `None`: keep forever.
+    pub retention_ms: Option<u64>,
+    /// `None`: no size limit.
+    pub retention_bytes: Option<u64>,
+    pub retention_check_interval_ms: u64,
+    pub index_interval_bytes: u64,
+    pub flush_interval_messages: u64,
+    pub flush_interval_ms: Option<u64>,
+}
+
+/// The typed, validated configuration of one node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: i32,
+    pub roles: Roles,
+    pub quorum_voters: Vec<Voter>,
+    pub listeners: Vec<Listener>,
+    /// What clients are told, one per broker listener.
+    pub advertised_listeners: Vec<Listener>,
+    pub security_protocols: BTreeMap<String, String>,
+    pub controller_listener_names: Vec<String>,
+    pub inter_broker_listener_name: String,
+    pub log_dirs: Vec<PathBuf>,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub min_insync_replicas: i32,
+    pub auto_create_topics_enable: bool,
+    pub auto_leader_rebalance_enable: bool,
+    pub log: LogDefaults,
+    pub offsets_topic_replication_factor: i16,
+    pub offsets_topic_num_partitions: i32,
+    pub replica_lag_time_max_ms: u64,
+    pub broker_session_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+    pub broker_rack: Option<String>,
+    pub unclean_leader_election_enable: bool,
+    pub message_max_bytes: i32,
+    pub socket_request_max_bytes: i32,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub metrics_listener: Option<SocketAddr>,
+    pub max_connections: usize,
+    pub connections_max_idle_ms: u64,
+    /// The merged strings, kept for DescribeConfigs (values and sources).
+    pub raw: RawConfig,
+}
+
+impl NodeConfig {
+    /// Parses and validates. The first problem found is returned.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        use parse::*;
+        let r = &raw;
+        let node_id: i32 = int(r, "node.id")?;
+        if node_id < 0 {
+            return Err(bad(r, "node.id", "must be 0 or greater"));
+        }
+        let roles = roles(r)?;
+        let quorum_voters = match r.get("controller.quorum.voters") {
+            Some(v) if !v.trim().is_empty() => voters(r, v)?,
+            _ => Vec::new(),
+        };
+        let security_protocols = protocol_map(r)?;
+        let listeners = listeners(r, "listeners", &security_protocols)?;
+        let controller_listener_names = list(r, "controller.listener.names");
+        let inter_broker_listener_name = r.get("inter.broker.listener.name").unwrap_or("").trim().to_string();
+
+        // Roles against quorum and listeners (KRaft's own start-up checks).
+        if quorum_voters.is_empty() {
+            return Err(inconsistent(
+                "controller.quorum.voters",
+                "must be set: every node needs the controller quorum",
+            ));
+        }
+        if roles.controller {
+            if !quorum_voters.iter().any(|v| v.id == node_id) {
+                return Err(inconsistent(
+                    "controller.quorum.voters",
+                    format!("node.id {node_id} has the controller role but is not one of the voters"),
+                ));
+            }
+            let Some(first) = controller_listener_names.first() else {
+                return Err(inconsistent(
+                    "controller.listener.names",
+                    "must name a listener when process.roles has controller",
+                ));
+            };
+            if !listeners.iter().any(|l| &l.name == first) {
+                return Err(inconsistent("controller.listener.names", format!("listener {first} is not in listeners")));
+            }
+        }
+        if roles.broker {
+            if !roles.controller {
+                if let Some(l) = listeners.iter().find(|l| controller_listener_names.contains(&l.name)) {
+                    return Err(inconsistent(
+                        "listeners",
+                        format!("a broker-only node must not bind the controller listener {}", l.name),
+                    ));
+                }
+            }
+            if !listeners.iter().any(|l| l.name == inter_broker_listener_name) {
+                return Err(inconsistent(
+                    "inter.broker.listener.name",
+                    format!("listener {inter_broker_listener_name:?} is not in listeners"),
+                ));
+            }
+        }
+        let broker_listeners: Vec<&Listener> =
+            listeners.iter().filter(|l| !controller_listener_names.contains(&l.name)).collect();
+        let advertised_listeners = match r.get("advertised.listeners") {
+            Some(v) if !v.trim().is_empty() => {
+                let adv = listeners_from(r, "advertised.listeners", v, &security_protocols)?;
+                if let Some(l) = adv.iter().find(|l| l.host == "0.0.0.0" || l.host == "::") {
+                    return Err(inconsistent(
+                        "advertised.listeners",
+                        format!("{} cannot use the nonroutable meta-address {}", l.name, l.host),
+                    ));
+                }
+                for l in &adv {
+                    if !listeners.iter().any(|b| b.name == l.name) {
+                        return Err(inconsistent(
+                            "advertised.listeners",
+                            format!("listener {} is not in listeners", l.name),
+                        ));
+                    }
+                }
+                adv
+            }
+            _ => broker_listeners.iter().map(|l| Listener { host: routable_host(&l.host), ..(*l).clone() }).collect(),
+        };
+
+        let log_dirs: Vec<PathBuf> = match r.get("log.dirs").or_else(|| r.get("log.dir")) {
+            Some(v) => v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from).collect(),
+            None => Vec::new(),
+        };
+        if log_dirs.is_empty() {
+            return Err(bad(r, "log.dirs", "must name at least one directory"));
+        }
+
+        let log = LogDefaults {
+            segment_bytes: int_at_least(r, "log.segment.bytes", 14)?,
+            segment_ms: ms_with_fallback(r, "log.roll.ms", None, "log.roll.hours")?
+                .ok_or_else(|| bad(r, "log.roll.hours", "must not be -1"))?,
+            retention_ms: ms_with_fallback(
+                r,
+                "log.retention.ms",
+                Some("log.retention.minutes"),
+                "log.retention.hours",
+            )?,
+            retention_bytes: optional_limit(r, "log.retention.bytes")?,
+            retention_check_interval_ms: int_at_least(r, "log.retention.check.interval.ms", 1)?,
+            index_interval_bytes: int_at_least(r, "log.index.interval.bytes", 0)?,
+            flush_interval_messages: int_at_least(r, "log.flush.interval.messages", 1)?,
+            flush_interval_ms: match r.get("log.flush.interval.ms") {
+                Some(_) => Some(int_at_least(r, "log.flush.interval.ms", 0)?),
+                None => None,
+            },
+        };
+
+        let broker_session_timeout_ms: u64 = int_at_least(r, "broker.session.timeout.ms", 1)?;
+        let broker_heartbeat_interval_ms: u64 = int_at_least(r, "broker.heartbeat.interval.ms", 1)?;
+        if broker_heartbeat_interval_ms >= broker_session_timeout_ms {
+            return Err(inconsistent(
+                "broker.heartbeat.interval.ms",
+                format!("{broker_heartbeat_interval_ms} must be less than broker.session.timeout.ms ({broker_session_timeout_ms})"),
+            ));
+        }
+        let metrics_listener = match r.get("metrics.listener").map(str::trim) {
+            None | Some("") => None,
+            Some(v) => Some(
+                v.parse::<SocketAddr>()
+                    .map_err(|_| bad(r, "metrics.listener", "expected ip:port, or empty to disable"))?,
+            ),
+        };
+
+        Ok(NodeConfig {
+            node_id,
+            roles,
+            quorum_voters,
+            advertised_listeners,
+            listeners,
+            security_protocols,
+            controller_listener_names,
+            inter_broker_listener_name,
+            log_dirs,
+            num_partitions: int_in(r, "num.partitions", 1, i32::MAX as i64)? as i32,
+            default_replication_factor: int_in(r, "default.replication.factor", 1, i16::MAX as i64)? as i16,
+            min_insync_replicas: int_in(r, "min.insync.replicas", 1, i32::MAX as i64)? as i32,
+            auto_create_topics_enable: boolean(r, "auto.create.topics.enable")?,
+            auto_leader_rebalance_enable: boolean(r, "auto.leader.rebalance.enable")?,
+            log,
+            offsets_topic_replication_factor: int_in(r, "offsets.topic.replication.factor", 1, i16::MAX as i64)? as i16,
+            offsets_topic_num_partitions: int_in(r, "offsets.topic.num.partitions", 1, i32::MAX as i64)? as i32,
+            replica_lag_time_max_ms: int_at_least(r, "replica.lag.time.max.ms", 1)?,
+            broker_session_timeout_ms,
+            broker_heartbeat_interval_ms,
+            broker_rack: r.get("broker.rack").map(str::trim).filter(|s| !s.is_empty()).map(String::from),
+            unclean_leader_election_enable: boolean(r, "unclean.leader.election.enable")?,
+            message_max_bytes: int_in(r, "message.max.bytes", 0, i32::MAX as i64)? as i32,
+            socket_request_max_bytes: int_in(r, "socket.request.max.bytes", 1, i32::MAX as i64)? as i32,
+            group_initial_rebalance_delay_ms: int_at_least(r, "group.initial.rebalance.delay.ms", 0)?,
+            metrics_listener,
+            max_connections: int_at_least(r, "max.connections", 1)? as usize,
+            connections_max_idle_ms: int_at_least(r, "connections.max.idle.ms", 1)?,
+            raw,
+        })
+    }
+
+    /// The listener the controller quorum binds (present when this node is a controller).
+    pub fn controller_listener(&self) -> Option<&Listener> {
+        let name = self.controller_listener_names.first()?;
+        self.roles.controller.then(|| self.listeners.iter().find(|l| &l.name == name)).flatten()
+    }
+
+    /// The listeners Kafka clients connect to (present when this node is a broker).
+    pub fn broker_listeners(&self) -> Vec<&Listener> {
+        if !self.roles.broker {
+            return Vec::new();
+        }
+        self.listeners.iter().filter(|l| !self.controller_listener_names.contains(&l.name)).collect()
+    }
+}
+
+/// The host to advertise for a bind host: the machine's host name for a wildcard bind (as
+/// Kafka does), otherwise the host itself.
+fn routable_host(host: &str) -> String {
+    if host.is_empty() || host == "0.0.0.0" || host == "::" {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    } else {
+        host.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+use std::io::Write;
+
+use super::*;
+
+fn load(file: Option<&str>, env: &[(&str, &str)], overrides: &[&str]) -> Result<NodeConfig, ConfigError> {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    if let Some(text) = file {
+        tmp.as_file().write_all(text.as_bytes()).unwrap();
+    }
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    let raw = RawConfig::load(file.map(|_| tmp.path()), env, &overrides)?;
+    NodeConfig::from_raw(raw)
+}
+
+fn ov(overrides: &[&str]) -> Result<NodeConfig, ConfigError> {
+    load(None, &[], overrides)
+}
+
+fn err_key(r: Result<NodeConfig, ConfigError>) -> String {
+    r.expect_err("expected a config error").key().expect("error names a key").to_string()
+}
+
+#[test]
+fn defaults_are_a_single_node_cluster_on_9092() {
+    let c = ov(&[]).unwrap();
+    assert_eq!(c.node_id, 1);
+    assert_eq!(c.roles, Roles { broker: true, controller: true });
+    assert_eq!(c.quorum_voters, vec![Voter { id: 1, host: "127.0.0.1".into(), port: 9093 }]);
+    let b = c.broker_listeners();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].bind_addr(), "127.0.0.1:9092");
+    assert_eq!(c.controller_listener().unwrap().bind_addr(), "127.0.0.1:9093");
+    assert_eq!(c.advertised_listeners[0].host, "127.0.0.1");
+    assert_eq!(c.log_dirs, vec![PathBuf::from("./data")]);
+    assert_eq!(c.num_partitions, 1);
+    assert_eq!(c.log.segment_bytes, 1 << 30);
+    assert_eq!(c.log.retention_ms, Some(168 * 3_600_000));
+    assert_eq!(c.log.retention_bytes, None);
+    assert_eq!(c.message_max_bytes, 1_048_588);
+    assert!(c.raw.unknown_keys.is_empty());
+    assert_eq!(c.raw.source("node.id"), Some(Source::Default));
+}
+
+#[test]
+fn every_listed_key_is_read() {
+    let c = ov(&[
+        "node.id=3",
+        "process.roles=broker",
+        "controller.quorum.voters=1@a:9093,2@b:9093,3@c:9093",
+        "listeners=INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:19092",
+        "advertised.listeners=INTERNAL://node3:9092,EXTERNAL://localhost:19092",
+        "listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=INTERNAL",
+        "log.dirs=/d1, /d2",
+        "num.partitions=6",
+        "default.replication.factor=3",
+        "min.insync.replicas=2",
+        "auto.create.topics.enable=false",
+        "log.segment.bytes=1048576",
+        "log.retention.hours=1",
+        "log.retention.bytes=1000000",
+        "log.flush.interval.messages=1",
+        "log.flush.interval.ms=50",
+        "offsets.topic.replication.factor=3",
+        "offsets.topic.num.partitions=10",
+        "replica.lag.time.max.ms=2000",
+        "broker.session.timeout.ms=3000",
+        "broker.heartbeat.interval.ms=500",
+        "unclean.leader.election.enable=true",
+        "message.max.bytes=2000000",
+        "socket.request.max.bytes=5000000",
+        "group.initial.rebalance.delay.ms=3000",
+        "broker.rack=r1",
+    ])
+    .unwrap();
+    assert_eq!(c.node_id, 3);
+    assert_eq!(c.roles, Roles { broker: true, controller: false });
+    assert_eq!(c.quorum_voters.len(), 3);
+    assert_eq!(c.quorum_voters[2], Voter { id: 3, host: "c".into(), port: 9093 });
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.advertised_listeners[1].host, "localhost");
+    assert_eq!(c.advertised_listeners[1].security_protocol, "SASL_PLAINTEXT");
+    assert_eq!(c.inter_broker_listener_name, "INTERNAL");
+    assert_eq!(c.log_dirs, vec![PathBuf::from("/d1"), PathBuf::from("/d2")]);
+    assert_eq!(c.num_partitions, 6);
+    assert_eq!(c.default_replication_factor, 3);
+    assert_eq!(c.min_insync_replicas, 2);
+    assert!(!c.auto_create_topics_enable);
+    assert_eq!(c.log.segment_bytes, 1_048_576);
+    assert_eq!(c.log.retention_ms, Some(3_600_000));
+    assert_eq!(c.log.retention_bytes, Some(1_000_000));
+    assert_eq!(c.log.flush_interval_messages, 1);
+    assert_eq!(c.log.flush_interval_ms, Some(50));
+    assert_eq!(c.offsets_topic_replication_factor, 3);
+    assert_eq!(c.offsets_topic_num_partitions, 10);
+    assert_eq!(c.replica_lag_time_max_ms, 2000);
+    assert_eq!(c.broker_session_timeout_ms, 3000);
+    assert_eq!(c.broker_heartbeat_interval_ms, 500);
+    assert!(c.unclean_leader_election_enable);
+    assert_eq!(c.message_max_bytes, 2_000_000);
+    assert_eq!(c.socket_request_max_bytes, 5_000_000);
+    assert_eq!(c.group_initial_rebalance_delay_ms, 3000);
+    assert_eq!(c.broker_rack.as_deref(), Some("r1"));
+    assert!(c.controller_listener().is_none());
+}
+
+#[test]
+fn retention_ms_wins_over_minutes_and_hours() {
+    let c = ov(&["log.retention.hours=5", "log.retention.minutes=7"]).unwrap();
+    assert_eq!(c.log.retention_ms, Some(7 * 60_000));
+    let c = ov(&["log.retention.hours=5", "log.retention.minutes=7", "log.retention.ms=123"]).unwrap();
+    assert_eq!(c.log.retention_ms, Some(123));
+    let c = ov(&["log.retention.ms=-1"]).unwrap();
+    assert_eq!(c.log.retention_ms, None);
+}
+
+#[test]
+fn precedence_is_file_then_env_then_override() {
+    let file = "# comment\nnum.partitions=2\nmin.insync.replicas = 2\nlog.segment.bytes: 5000\n";
+    let c = load(Some(file), &[], &[]).unwrap();
+    assert_eq!((c.num_partitions, c.min_insync_replicas, c.log.segment_bytes), (2, 2, 5000));
+    assert_eq!(c.raw.source("num.partitions"), Some(Source::File));
+
+    let env = [("STROM_NUM_PARTITIONS", "3"), ("STROM_LOG_SEGMENT_BYTES", "6000")];
+    let c = load(Some(file), &env, &[]).unwrap();
+    assert_eq!((c.num_partitions, c.min_insync_replicas, c.log.segment_bytes), (3, 2, 6000));
+    assert_eq!(c.raw.source("num.partitions"), Some(Source::Env));
+
+    let c = load(Some(file), &env, &["num.partitions=4"]).unwrap();
+    assert_eq!((c.num_partitions, c.min_insync_replicas, c.log.segment_bytes), (4, 2, 6000));
+    assert_eq!(c.raw.source("num.partitions"), Some(Source::Override));
+}
+
+#[test]
+fn unknown_keys_are_collected_for_a_warning_not_refused() {
+    let c =
+        load(Some("no.such.key=1\nnum.io.threads=8\n"), &[("STROM_NOPE", "x"), ("PATH", "/bin")], &["also.unknown=2"])
+            .unwrap();
+    assert_eq!(c.raw.unknown_keys, vec!["no.such.key", "STROM_NOPE", "also.unknown"]);
+}
+
+#[test]
+fn missing_config_file_is_an_error_naming_the_path() {
+    let raw = RawConfig::load(Some(Path::new("/no/such/server.properties")), Vec::new(), &[]);
+    let e = raw.unwrap_err();
+    assert!(e.to_string().contains("/no/such/server.properties"), "{e}");
+}
+
+#[test]
+fn override_without_equals_is_refused() {
+    let e = RawConfig::load(None, Vec::new(), &["node.id".to_string()]).unwrap_err();
+    assert_eq!(e, ConfigError::OverrideSyntax("node.id".into()));
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases: &[(&str, &str)] = &[
+        ("node.id=abc", "node.id"),
+        ("node.id=-1", "node.id"),
+        ("process.roles=worker", "process.roles"),
+        ("process.roles=", "process.roles"),
+        ("controller.quorum.voters=1@nohostport", "controller.quorum.voters"),
+        ("controller.quorum.voters=1@a:1,1@b:2", "controller.quorum.voters"),
+        ("listeners=PLAINTEXT//127.0.0.1:9092", "listeners"),
+        ("listeners=BOGUS://127.0.0.1:9092", "listeners"),
+        ("listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9092", "listeners"),
+        ("listener.security.protocol.map=PLAINTEXT:CARRIER_PIGEON", "listener.security.protocol.map"),
+        ("log.dirs= , ", "log.dirs"),
+        ("num.partitions=0", "num.partitions"),
+        ("default.replication.factor=0", "default.replication.factor"),
+        ("min.insync.replicas=0", "min.insync.replicas"),
+        ("auto.create.topics.enable=yes", "auto.create.topics.enable"),
+        ("log.segment.bytes=10", "log.segment.bytes"),
+        ("log.retention.hours=x", "log.retention.hours"),
+        ("log.retention.ms=-5", "log.retention.ms"),
+        ("log.retention.bytes=-2", "log.retention.bytes"),
+        ("log.flush.interval.messages=0", "log.flush.interval.messages"),
+        ("log.flush.interval.ms=soon", "log.flush.interval.ms"),
+        ("offsets.topic.replication.factor=0", "offsets.topic.replication.factor"),
+        ("offsets.topic.num.partitions=0", "offsets.topic.num.partitions"),
+        ("replica.lag.time.max.ms=0", "replica.lag.time.max.ms"),
+        ("broker.session.timeout.ms=-1", "broker.session.timeout.ms"),
+        ("broker.heartbeat.interval.ms=x", "broker.heartbeat.interval.ms"),
+        ("unclean.leader.election.enable=1", "unclean.leader.election.enable"),
+        ("message.max.bytes=99999999999", "message.max.bytes"),
+        ("socket.request.max.bytes=0", "socket.request.max.bytes"),
+        ("group.initial.rebalance.delay.ms=-3", "group.initial.rebalance.delay.ms"),
+        ("metrics.listener=localhost", "metrics.listener"),
+    ];
+    for (o, key) in cases {
+        let e = ov(&[o]).expect_err(o);
+        assert_eq!(e.key(), Some(*key), "{o}: {e}");
+        assert!(e.to_string().contains(key), "message names the key: {e}");
+    }
+}
+
+#[test]
+fn contradictory_setups_are_refused() {
+    // A broker needs a quorum to talk to.
+    assert_eq!(err_key(ov(&["process.roles=broker", "controller.quorum.voters="])), "controller.quorum.voters");
+    // A controller must be one of the voters.
+    assert_eq!(err_key(ov(&["node.id=2"])), "controller.quorum.voters");
+    // The controller listener must be bound.
+    assert_eq!(err_key(ov(&["listeners=PLAINTEXT://127.0.0.1:9092"])), "controller.listener.names");
+    // A broker-only node must not bind the controller listener.
+    assert_eq!(err_key(ov(&["process.roles=broker"])), "listeners");
+    // The inter-broker listener must exist.
+    assert_eq!(err_key(ov(&["inter.broker.listener.name=INTERNAL"])), "inter.broker.listener.name");
+    // Clients cannot be sent to 0.0.0.0.
+    assert_eq!(err_key(ov(&["advertised.listeners=PLAINTEXT://0.0.0.0:9092"])), "advertised.listeners");
+    // Heartbeats must come more often than the session times out.
+    assert_eq!(
+        err_key(ov(&["broker.heartbeat.interval.ms=9000", "broker.session.timeout.ms=9000"])),
+        "broker.heartbeat.interval.ms"
+    );
+}
+
+#[test]
+fn wildcard_bind_advertises_the_host_name() {
+    let c = ov(&["listeners=PLAINTEXT://0.0.0.0:9092,CONTROLLER://127.0.0.1:9093"]).unwrap();
+    assert_ne!(c.advertised_listeners[0].host, "0.0.0.0");
+    assert!(!c.advertised_listeners[0].host.is_empty());
+}
+
+#[test]
+fn env_var_names_use_underscores() {
+    assert_eq!(keys::env_var_name("log.retention.ms"), "STROM_LOG_RETENTION_MS");
+    assert_eq!(env_key("STROM_LOG_RETENTION_MS"), Some("log.retention.ms"));
+    assert_eq!(env_key("STROM_NOT_A_KEY"), None);
+}

@@ -1,0 +1,13 @@
+//! The `strom` crate: runs a node (`strom server`, also the default with no arguments) and carries the
+//! admin and console tools. `main.rs` is only the command line; everything else is here.
+//!
+//! # Layout
+//! - [`config`]: Kafka `server.properties` keys, layering (file, env, override), validation.
+//! - [`node`]: assembles a node from its roles: data directory, controller, broker listeners.
+//! - [`logging`]: `tracing` setup; the node id on every line.
+//! - [`shutdown`]: SIGINT/SIGTERM handling.
+
+pub mod config;
+pub mod logging;
+pub mod node;
+pub mod shutdown;

@@ -1,0 +1,101 @@
+//! `strom`: the command line. See the crate docs in `lib.rs` for the layout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use strom::config::{NodeConfig, RawConfig};
+use strom::logging::{self, LogFormat};
+use strom::{node, shutdown};
+
+#[derive(Parser, Debug)]
+#[command(name = "strom", version, about = "An event-streaming cluster that speaks the Kafka protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node. With no arguments: a complete single-node cluster on 127.0.0.1:9092.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct ServerArgs {
+    /// A Kafka-style server.properties file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Set one key, overriding the file and STROM_* environment variables. Repeatable.
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormatArg,
+}
+
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+enum LogFormatArg {
+    #[default]
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+/// Exit code for a configuration the node refuses.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Server(ServerArgs::default())) {
+        Command::Server(args) => server(args),
+    }
+}
+
+fn server(args: ServerArgs) -> ExitCode {
+    let config =
+        RawConfig::load(args.config.as_deref(), std::env::vars(), &args.overrides).and_then(NodeConfig::from_raw);
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("strom: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    logging::init(args.log_format.into(), Some(config.node_id));
+    for key in &config.raw.unknown_keys {
+        tracing::warn!(key = %key, "unknown configuration key (ignored)");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        shutdown::watch_signals(shutdown.clone())?;
+        node::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            match e.downcast_ref::<node::StartError>() {
+                Some(node::StartError::Config(_)) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: README's test command. Installs what it needs (a Python venv with
+# real Kafka clients), builds once, runs the Rust tests, then the real-client tests against
+# the same debug binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+echo "== building (debug, once)"
+cargo build --workspace --all-targets --locked 2>&1 | tail -n 3
+
+echo "== rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast -j 2
+else
+  cargo test --workspace --locked -j 2
+fi
+
+shopt -s nullglob
+py_tests=(tests/compat/test_*.py)
+if (( ${#py_tests[@]} > 0 )); then
+  echo "== real-client tests (python venv: confluent-kafka, kafka-python)"
+  venv="$root/tests/.venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+  STROM_BIN="$root/target/debug/strom" "$venv/bin/python" -m pytest -q tests/compat
+fi
+echo "== all tests passed"
