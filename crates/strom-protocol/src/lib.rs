@@ -1,6 +1,7 @@
 //! strom-protocol: what travels on the wire, and nothing that does I/O.
 //!
 //! # Layout
+//! - [`batch`]: a zero-copy view of RecordBatch v2 headers and the batch validator.
 //! - [`frame`]: Kafka's size-prefixed framing and request/response headers; request bodies are
 //!   the `kafka-protocol` crate's codecs, generated from Kafka's own message specs.
 //! - [`proto`]: the node-to-node gRPC types and services generated from `proto/` (Raft
@@ -9,6 +10,7 @@
 //! **Architecture invariant:** this crate never touches a socket or a file. Every other crate
 //! may depend on it; it depends on no other Strom crate.
 
+pub mod batch;
 pub mod frame;
 
 pub use kafka_protocol;

@@ -1,1 +1,31 @@
-//! strom-storage
+//! strom-storage: the partition log.
+//!
+//! # Layout
+//! - [`log`]: [`Log`], one partition replica's log: append (leader and follower paths), read,
+//!   lookups, truncation, retention, flush, recovery on open. It owns its directory.
+//! - `segment`: one `.log` file with its sparse `.index` and `.timeindex`.
+//! - `index`: the sparse offset and time indexes (in memory, persisted on flush and roll).
+//! - `checkpoint`: the leader-epoch and recovery-point checkpoint files.
+//! - [`error`]: [`LogError`], every failure with the Kafka error code it maps to.
+//!
+//! On disk, as Kafka: `<dir>/<topic>-<partition>/00000000000000000000.log|.index|.timeindex`,
+//! `leader-epoch-checkpoint`, and (one per partition here, where Kafka keeps one per log dir)
+//! `recovery-point-offset-checkpoint`.
+//!
+//! **Architecture invariant:** stored batches are byte-for-byte the producer's, except the base
+//! offset and partition leader epoch, which sit outside the CRC. Nothing here re-encodes or
+//! decompresses on the append or read path.
+//!
+//! **Architecture invariant:** everything below the recovery point has been fsync'd; recovery
+//! validates everything above it and cuts only a torn or corrupt tail of the last segment.
+
+mod checkpoint;
+mod config;
+pub mod error;
+mod index;
+pub mod log;
+mod segment;
+
+pub use config::LogConfig;
+pub use error::LogError;
+pub use log::{AppendInfo, Log, ReadResult, RecoveryReport};

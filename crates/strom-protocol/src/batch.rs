@@ -1,0 +1,288 @@
+//! A zero-copy view of a Kafka RecordBatch (magic v2) header.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  baseOffset              ┐ outside the CRC: the broker patches these two
+//!      8     4  batchLength             │ (bytes after this field)
+//!     12     4  partitionLeaderEpoch    ┘
+//!     16     1  magic (2)
+//!     17     4  crc (CRC-32C of bytes 21..end)
+//!     21     2  attributes (bits 0-2 compression, 3 timestamp type, 4 transactional, 5 control)
+//!     23     4  lastOffsetDelta
+//!     27     8  baseTimestamp
+//!     35     8  maxTimestamp
+//!     43     8  producerId
+//!     51     2  producerEpoch
+//!     53     4  baseSequence
+//!     57     4  recordsCount
+//!     61        records…
+//! ```
+//!
+//! Validation reads only the header and checks the CRC; it never decodes records.
+
+/// Bytes of the header before the records.
+pub const HEADER_LEN: usize = 61;
+/// `baseOffset` + `batchLength`: the bytes not counted by `batchLength`.
+pub const LOG_OVERHEAD: usize = 12;
+/// The only record format Strom stores.
+pub const MAGIC_V2: i8 = 2;
+
+const CRC_START: usize = 21;
+
+/// What is wrong with a batch. Each maps to the Kafka error a producer gets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch truncated: need {needed} bytes, have {have}")]
+    Truncated { needed: usize, have: usize },
+    #[error("batch length {0} is impossible")]
+    BadLength(i32),
+    #[error("record batch magic {0} is not supported (only v2)")]
+    UnsupportedMagic(i8),
+    #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("record count {count} does not match last offset delta {last_offset_delta}")]
+    BadRecordCount { count: i32, last_offset_delta: i32 },
+}
+
+impl BatchError {
+    /// The Kafka error code for a producer (CORRUPT_MESSAGE, UNSUPPORTED_VERSION, INVALID_RECORD).
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            BatchError::Truncated { .. } | BatchError::BadLength(_) | BatchError::CrcMismatch { .. } => 2,
+            BatchError::UnsupportedMagic(_) => 35,
+            BatchError::BadRecordCount { .. } => 87,
+        }
+    }
+}
+
+/// A borrowed view of one batch (header and records).
+#[derive(Clone, Copy)]
+pub struct BatchView<'a> {
+    bytes: &'a [u8],
+}
+
+impl std::fmt::Debug for BatchView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchView")
+            .field("base_offset", &self.base_offset())
+            .field("size", &self.size())
+            .field("records", &self.records_count())
+            .finish()
+    }
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+/// The total size of the batch starting at `buf[0]` as its header claims, if the first 12
+/// bytes are present.
+pub fn claimed_size(buf: &[u8]) -> Option<Result<usize, BatchError>> {
+    if buf.len() < LOG_OVERHEAD {
+        return None;
+    }
+    let len = be_i32(buf, 8);
+    if len < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+        return Some(Err(BatchError::BadLength(len)));
+    }
+    Some(Ok(LOG_OVERHEAD + len as usize))
+}
+
+impl<'a> BatchView<'a> {
+    /// Parses the first batch in `buf`: checks the length and magic only (cheap: used when
+    /// scanning stored data whose CRC was checked on the way in). Returns the view and its size.
+    pub fn parse(buf: &'a [u8]) -> Result<BatchView<'a>, BatchError> {
+        let size = match claimed_size(buf) {
+            None => return Err(BatchError::Truncated { needed: LOG_OVERHEAD, have: buf.len() }),
+            Some(r) => r?,
+        };
+        if buf.len() < size {
+            return Err(BatchError::Truncated { needed: size, have: buf.len() });
+        }
+        let magic = buf[16] as i8;
+        if magic != MAGIC_V2 {
+            return Err(BatchError::UnsupportedMagic(magic));
+        }
+        Ok(BatchView { bytes: &buf[..size] })
+    }
+
+    /// [`parse`](Self::parse) plus the CRC-32C and the record count checks: what a batch from
+    /// the network or a torn file must pass.
+    pub fn parse_validated(buf: &'a [u8]) -> Result<BatchView<'a>, BatchError> {
+        let v = Self::parse(buf)?;
+        let computed = crc32c::crc32c(&v.bytes[CRC_START..]);
+        if computed != v.crc() {
+            return Err(BatchError::CrcMismatch { stored: v.crc(), computed });
+        }
+        if v.records_count() < 1 || v.last_offset_delta() != v.records_count() - 1 {
+            return Err(BatchError::BadRecordCount {
+                count: v.records_count(),
+                last_offset_delta: v.last_offset_delta(),
+            });
+        }
+        Ok(v)
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+    pub fn base_offset(&self) -> i64 {
+        be_i64(self.bytes, 0)
+    }
+    pub fn partition_leader_epoch(&self) -> i32 {
+        be_i32(self.bytes, 12)
+    }
+    pub fn crc(&self) -> u32 {
+        be_i32(self.bytes, 17) as u32
+    }
+    pub fn attributes(&self) -> i16 {
+        be_i16(self.bytes, 21)
+    }
+    /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
+    pub fn compression(&self) -> u8 {
+        (self.attributes() & 0x7) as u8
+    }
+    pub fn is_transactional(&self) -> bool {
+        self.attributes() & 0x10 != 0
+    }
+    pub fn is_control(&self) -> bool {
+        self.attributes() & 0x20 != 0
+    }
+    pub fn last_offset_delta(&self) -> i32 {
+        be_i32(self.bytes, 23)
+    }
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset() + self.last_offset_delta() as i64
+    }
+    pub fn base_timestamp(&self) -> i64 {
+        be_i64(self.bytes, 27)
+    }
+    pub fn max_timestamp(&self) -> i64 {
+        be_i64(self.bytes, 35)
+    }
+    pub fn producer_id(&self) -> i64 {
+        be_i64(self.bytes, 43)
+    }
+    pub fn producer_epoch(&self) -> i16 {
+        be_i16(self.bytes, 51)
+    }
+    pub fn base_sequence(&self) -> i32 {
+        be_i32(self.bytes, 53)
+    }
+    pub fn records_count(&self) -> i32 {
+        be_i32(self.bytes, 57)
+    }
+}
+
+/// The 16 bytes outside the CRC with the base offset and leader epoch replaced: written in
+/// front of `batch[16..]` so the producer's bytes are stored without being copied or
+/// re-encoded.
+pub fn patched_prefix(batch: &[u8], base_offset: i64, leader_epoch: i32) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    p[8..12].copy_from_slice(&batch[8..12]);
+    p[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+    p
+}
+
+/// Builds a valid uncompressed batch of `values` (no keys, no headers): for tests, benchmarks
+/// and tools that need batches without a client.
+pub fn build_batch(base_offset: i64, base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
+    let mut records = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut r = Vec::with_capacity(v.len() + 16);
+        r.push(0); // attributes
+        varint(&mut r, 0); // timestamp delta
+        varint(&mut r, i as i64); // offset delta
+        varint(&mut r, -1); // key: null
+        varint(&mut r, v.len() as i64);
+        r.extend_from_slice(v);
+        varint(&mut r, 0); // headers
+        varint(&mut records, r.len() as i64);
+        records.extend_from_slice(&r);
+    }
+    let mut b = Vec::with_capacity(HEADER_LEN + records.len());
+    b.extend_from_slice(&base_offset.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+    b.push(MAGIC_V2 as u8);
+    b.extend_from_slice(&[0; 4]); // crc, below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&(values.len() as i32 - 1).to_be_bytes());
+    b.extend_from_slice(&base_timestamp.to_be_bytes());
+    b.extend_from_slice(&base_timestamp.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&(values.len() as i32).to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_batch_validates_and_reads_back() {
+        let b = build_batch(0, 1_000, &[b"a", b"bb", b"ccc"]);
+        let v = BatchView::parse_validated(&b).unwrap();
+        assert_eq!(v.size(), b.len());
+        assert_eq!(v.records_count(), 3);
+        assert_eq!(v.last_offset_delta(), 2);
+        assert_eq!(v.max_timestamp(), 1_000);
+        assert_eq!(v.compression(), 0);
+    }
+
+    #[test]
+    fn every_flipped_byte_inside_the_crc_is_caught() {
+        let b = build_batch(0, 1_000, &[b"hello", b"world"]);
+        for i in CRC_START..b.len() {
+            let mut c = b.clone();
+            c[i] ^= 0x40;
+            assert!(BatchView::parse_validated(&c).is_err(), "flip at {i} not caught");
+        }
+    }
+
+    #[test]
+    fn patching_offset_and_epoch_keeps_the_crc_valid() {
+        let b = build_batch(0, 5, &[b"x"]);
+        let mut p = patched_prefix(&b, 42, 7).to_vec();
+        p.extend_from_slice(&b[16..]);
+        let v = BatchView::parse_validated(&p).unwrap();
+        assert_eq!((v.base_offset(), v.partition_leader_epoch()), (42, 7));
+    }
+
+    #[test]
+    fn bad_headers_are_refused_with_their_kafka_code() {
+        let b = build_batch(0, 5, &[b"x"]);
+        assert_eq!(BatchView::parse_validated(&b[..30]).unwrap_err().kafka_code(), 2);
+        let mut m = b.clone();
+        m[16] = 1;
+        assert_eq!(BatchView::parse_validated(&m).unwrap_err().kafka_code(), 35);
+        let mut l = b.clone();
+        l[8..12].copy_from_slice(&3i32.to_be_bytes());
+        assert!(matches!(BatchView::parse(&l), Err(BatchError::BadLength(3))));
+    }
+}

@@ -1,0 +1,37 @@
+//! Per-log settings (the topic-level names in comments).
+
+/// How a [`crate::Log`] behaves. Built from broker defaults and topic overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when the active segment would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment's first batch is this old.
+    pub segment_ms: Option<u64>,
+    /// `retention.ms`: delete segments whose newest record is older (`None`: forever).
+    pub retention_ms: Option<u64>,
+    /// `retention.bytes`: delete oldest segments while the log is larger (`None`: no limit).
+    pub retention_bytes: Option<u64>,
+    /// `index.interval.bytes`: bytes between two index entries.
+    pub index_interval_bytes: u64,
+    /// `flush.messages`: fdatasync after this many messages (1: every append).
+    pub flush_interval_messages: u64,
+    /// `flush.ms`: fdatasync when the oldest unflushed append is this old.
+    pub flush_interval_ms: Option<u64>,
+    /// `max.message.bytes`: the largest batch accepted.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: Some(7 * 24 * 3_600_000),
+            retention_ms: Some(7 * 24 * 3_600_000),
+            retention_bytes: None,
+            index_interval_bytes: 4096,
+            flush_interval_messages: u64::MAX,
+            flush_interval_ms: None,
+            max_batch_bytes: 1_048_588,
+        }
+    }
+}

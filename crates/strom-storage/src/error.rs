@@ -1,0 +1,41 @@
+//! Log errors, each with the Kafka error code a client receives.
+
+use strom_protocol::batch::BatchError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("i/o error on {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("invalid batch: {0}")]
+    Batch(#[from] BatchError),
+    #[error("batch of {size} bytes is larger than the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("empty append")]
+    Empty,
+    #[error("follower batch at offset {got} does not continue the log at {expected}")]
+    NotContiguous { expected: i64, got: i64 },
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    #[error("segment {segment} is corrupt at byte {position}: {reason}; the partition is offline")]
+    Corrupt { segment: String, position: u64, reason: String },
+    #[error("the log is offline after an earlier error")]
+    Offline,
+}
+
+impl LogError {
+    /// Kafka's error code for this failure.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Offline => 56, // KAFKA_STORAGE_ERROR
+            LogError::Batch(b) => b.kafka_code(),
+            LogError::TooLarge { .. } => 10, // MESSAGE_TOO_LARGE
+            LogError::Empty => 87,           // INVALID_RECORD
+            LogError::NotContiguous { .. } => 2,
+            LogError::OffsetOutOfRange { .. } => 1,
+        }
+    }
+
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        LogError::Io { path: path.display().to_string(), source }
+    }
+}

@@ -1,0 +1,601 @@
+//! [`Log`]: one partition replica's log.
+//!
+//! Rules this module keeps (checked with debug assertions where cheap):
+//! - offsets are dense and ascending: each batch's base offset is the previous batch's last
+//!   offset + 1, across segments; `log_start_offset ≤ next_offset` (the log end offset, LEO);
+//! - the leader-epoch cache is ascending in both epoch and start offset, and no entry starts at
+//!   or past the LEO;
+//! - the recovery point never passes the LEO, and everything below it has been fsync'd.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+use strom_protocol::batch::{self, BatchView};
+
+use crate::checkpoint;
+use crate::segment::{BatchMeta, Segment};
+use crate::{LogConfig, LogError};
+
+const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+
+/// What an append wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub records: i64,
+    pub bytes: u64,
+}
+
+/// Whole batches read from the log.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Stored batch bytes, exactly as on disk.
+    pub records: Bytes,
+    /// Offset after the last batch returned (where the next read starts).
+    pub next_offset: i64,
+}
+
+/// What recovery found on open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub clean_shutdown: bool,
+    pub segments: usize,
+    pub segments_scanned: usize,
+    pub batches_scanned: u64,
+    /// Bytes cut from the tail of the last segment, and why.
+    pub truncated_bytes: u64,
+    pub truncation_reason: Option<String>,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    next_offset: i64,
+    recovery_point: i64,
+    /// (leader epoch, first offset written in it), ascending.
+    epochs: Vec<(i32, i64)>,
+    unflushed_messages: u64,
+    first_unflushed_at: Option<Instant>,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering from a crash if needed.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
+        std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+        let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = clean_marker.exists();
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+            let name = entry.map_err(|e| LogError::io(dir, e))?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(base);
+                }
+            } else if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(dir.join(name.as_ref()));
+            }
+        }
+        bases.sort_unstable();
+        let recovery_point = if clean { i64::MAX } else { checkpoint::read_recovery_point(dir).unwrap_or(-1) };
+        let mut report = RecoveryReport { clean_shutdown: clean, segments: bases.len(), ..Default::default() };
+        let mut segments = BTreeMap::new();
+        let mut scanned_epochs: Vec<(i32, i64)> = Vec::new();
+        let scan_from_idx = bases.iter().rposition(|b| *b <= recovery_point).unwrap_or(0);
+        for (i, &base) in bases.iter().enumerate() {
+            let mut seg = Segment::open(dir, base, config.index_interval_bytes)?;
+            let last = i + 1 == bases.len();
+            let trusted = (clean || i < scan_from_idx) && seg.load_trusted(bases.get(i + 1).copied())?;
+            if !trusted {
+                report.segments_scanned += 1;
+                let file_len = seg.size;
+                let mut on_batch = |m: &BatchMeta| {
+                    if scanned_epochs.last().is_none_or(|(e, _)| m.leader_epoch > *e) && m.leader_epoch >= 0 {
+                        scanned_epochs.push((m.leader_epoch, m.base_offset));
+                    }
+                };
+                let (n, stop) = seg.recover(&mut on_batch)?;
+                report.batches_scanned += n;
+                if let Some(stop) = stop {
+                    if !last {
+                        return Err(LogError::Corrupt {
+                            segment: seg.log_path.display().to_string(),
+                            position: stop.position,
+                            reason: stop.reason,
+                        });
+                    }
+                    let cut = file_len - stop.position;
+                    tracing::warn!(
+                        segment = %seg.log_path.display(),
+                        position = stop.position,
+                        bytes_cut = cut,
+                        batches_kept = n,
+                        reason = %stop.reason,
+                        "recovery cut a torn or corrupt tail"
+                    );
+                    seg.truncate_to_position(stop.position, seg.next_offset)?;
+                    report.truncated_bytes = cut;
+                    report.truncation_reason = Some(stop.reason);
+                }
+                if let Some(prev) = segments.values().last() {
+                    let prev: &Segment = prev;
+                    if seg.size > 0 && prev.next_offset != base {
+                        return Err(LogError::Corrupt {
+                            segment: seg.log_path.display().to_string(),
+                            position: 0,
+                            reason: format!("segment starts at {base}, previous ends at {}", prev.next_offset),
+                        });
+                    }
+                }
+            }
+            segments.insert(base, seg);
+        }
+        let _ = std::fs::remove_file(&clean_marker);
+        let log_start_file =
+            checkpoint::read(dir, LOG_START_FILE).and_then(|l| l.first().and_then(|s| s.parse::<i64>().ok()));
+        if segments.is_empty() {
+            let start = log_start_file.unwrap_or(0);
+            segments.insert(start, Segment::create(dir, start, config.index_interval_bytes)?);
+        }
+        let first_base = *segments.keys().next().unwrap_or(&0);
+        let next_offset = segments.values().last().map_or(first_base, |s| s.next_offset);
+        let log_start_offset = log_start_file.unwrap_or(first_base).clamp(first_base, next_offset);
+
+        let mut epochs = checkpoint::read_leader_epochs(dir).unwrap_or_default();
+        for (e, o) in scanned_epochs {
+            if epochs.last().is_none_or(|(le, _)| e > *le) {
+                epochs.push((e, o));
+            }
+        }
+        epochs.retain(|(_, o)| *o < next_offset);
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            next_offset,
+            recovery_point: 0,
+            epochs,
+            unflushed_messages: 0,
+            first_unflushed_at: None,
+        };
+        log.flush()?;
+        checkpoint::write_leader_epochs(dir, &log.epochs)?;
+        Ok((log, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+    /// The first offset still stored.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    /// The log end offset (LEO): the offset the next record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+    /// The latest leader epoch written to this log, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.last().map(|(e, _)| *e)
+    }
+    /// The leader-epoch cache: (epoch, start offset) ascending.
+    pub fn epochs(&self) -> &[(i32, i64)] {
+        &self.epochs
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    /// Bytes stored over all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    /// Appends producer batches as the leader: validates each (magic, length, CRC-32C, record
+    /// count), then assigns offsets from the LEO and stamps `leader_epoch`. All or nothing:
+    /// one bad batch refuses the whole append before anything is written.
+    pub fn append_as_leader(&mut self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, LogError> {
+        let views = self.validate(batches)?;
+        let mut next = self.next_offset;
+        let mut metas = Vec::with_capacity(views.len());
+        for v in &views {
+            let m = BatchMeta {
+                position: 0,
+                size: v.size() as u64,
+                base_offset: next,
+                last_offset: next + v.last_offset_delta() as i64,
+                max_timestamp: v.max_timestamp(),
+                leader_epoch,
+                records: v.records_count(),
+            };
+            next = m.last_offset + 1;
+            metas.push(m);
+        }
+        self.assign_epoch(leader_epoch, self.next_offset)?;
+        for (v, m) in views.iter().zip(&metas) {
+            let prefix = batch::patched_prefix(v.bytes(), m.base_offset, leader_epoch);
+            self.write_batch(&prefix, &v.bytes()[prefix.len()..], m, now_ms)?;
+        }
+        self.after_append(&metas)
+    }
+
+    /// Appends batches that already carry offsets and epochs (the follower path): they must
+    /// continue the log exactly at the LEO.
+    pub fn append_as_follower(&mut self, batches: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        let views = self.validate(batches)?;
+        let mut expected = self.next_offset;
+        let mut metas = Vec::with_capacity(views.len());
+        for v in &views {
+            if v.base_offset() != expected {
+                return Err(LogError::NotContiguous { expected, got: v.base_offset() });
+            }
+            metas.push(BatchMeta {
+                position: 0,
+                size: v.size() as u64,
+                base_offset: v.base_offset(),
+                last_offset: v.last_offset(),
+                max_timestamp: v.max_timestamp(),
+                leader_epoch: v.partition_leader_epoch(),
+                records: v.records_count(),
+            });
+            expected = v.last_offset() + 1;
+        }
+        for (v, m) in views.iter().zip(&metas) {
+            if m.leader_epoch >= 0 {
+                self.assign_epoch(m.leader_epoch, m.base_offset)?;
+            }
+            self.write_batch(&v.bytes()[..16], &v.bytes()[16..], m, now_ms)?;
+        }
+        self.after_append(&metas)
+    }
+
+    fn validate<'a>(&self, batches: &'a [u8]) -> Result<Vec<BatchView<'a>>, LogError> {
+        if batches.is_empty() {
+            return Err(LogError::Empty);
+        }
+        let mut views = Vec::new();
+        let mut rest = batches;
+        while !rest.is_empty() {
+            let v = BatchView::parse_validated(rest)?;
+            if v.size() > self.config.max_batch_bytes {
+                return Err(LogError::TooLarge { size: v.size(), max: self.config.max_batch_bytes });
+            }
+            rest = &rest[v.size()..];
+            views.push(v);
+        }
+        Ok(views)
+    }
+
+    fn write_batch(&mut self, prefix: &[u8], rest: &[u8], meta: &BatchMeta, now_ms: i64) -> Result<(), LogError> {
+        self.maybe_roll(meta.size, now_ms)?;
+        let active = self.active();
+        active.append(prefix, rest, meta)?;
+        debug_assert_eq!(active.next_offset, meta.last_offset + 1);
+        self.next_offset = meta.last_offset + 1;
+        Ok(())
+    }
+
+    fn after_append(&mut self, metas: &[BatchMeta]) -> Result<AppendInfo, LogError> {
+        let records: i64 = metas.iter().map(|m| m.records as i64).sum();
+        let (Some(first), Some(last)) = (metas.first(), metas.last()) else {
+            return Err(LogError::Empty);
+        };
+        self.unflushed_messages += records as u64;
+        self.first_unflushed_at.get_or_insert_with(Instant::now);
+        if self.unflushed_messages >= self.config.flush_interval_messages {
+            self.flush()?;
+        }
+        Ok(AppendInfo {
+            first_offset: first.base_offset,
+            last_offset: last.last_offset,
+            max_timestamp: metas.iter().map(|m| m.max_timestamp).max().unwrap_or(-1),
+            records,
+            bytes: metas.iter().map(|m| m.size).sum(),
+        })
+    }
+
+    /// Records that `epoch` starts at `offset` (if it is new), in the checkpoint too.
+    fn assign_epoch(&mut self, epoch: i32, offset: i64) -> Result<(), LogError> {
+        if self.epochs.last().is_some_and(|(e, _)| *e >= epoch) {
+            return Ok(());
+        }
+        debug_assert!(self.epochs.last().is_none_or(|(_, o)| *o <= offset));
+        self.epochs.push((epoch, offset));
+        checkpoint::write_leader_epochs(&self.dir, &self.epochs)
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {
+        let cfg = self.config.clone();
+        let active = self.active();
+        let full = active.size > 0 && active.size + incoming > cfg.segment_bytes;
+        let old = match (cfg.segment_ms, active.first_timestamp) {
+            (Some(ms), Some(first)) => now_ms.saturating_sub(first) >= ms as i64,
+            _ => false,
+        };
+        // Positions in the index are u32: never let a segment pass 4 GiB.
+        let too_big_for_index = active.size + incoming > u32::MAX as u64;
+        if full || (old && active.size > 0) || (too_big_for_index && active.size > 0) {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (flushed) and starts a new one at the LEO.
+    pub fn roll(&mut self) -> Result<(), LogError> {
+        let next = self.next_offset;
+        self.active().flush()?;
+        let seg = Segment::create(&self.dir, next, self.config.index_interval_bytes)?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = next, "segment rolled");
+        self.segments.insert(next, seg);
+        Ok(())
+    }
+
+    /// fdatasync the active segment and its indexes, then move the recovery point to the LEO.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.active().flush()?;
+        if self.recovery_point != self.next_offset {
+            checkpoint::write_recovery_point(&self.dir, self.next_offset)?;
+            self.recovery_point = self.next_offset;
+        }
+        self.unflushed_messages = 0;
+        self.first_unflushed_at = None;
+        Ok(())
+    }
+
+    /// Flushes if `log.flush.interval.ms` has passed since the oldest unflushed append.
+    pub fn flush_if_due(&mut self) -> Result<bool, LogError> {
+        match (self.config.flush_interval_ms, self.first_unflushed_at) {
+            (Some(ms), Some(t)) if t.elapsed().as_millis() as u64 >= ms => self.flush().map(|_| true),
+            _ => Ok(false),
+        }
+    }
+
+    /// Flushes and marks the shutdown clean, so the next open trusts every segment.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.flush()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        std::fs::File::create(&marker).and_then(|f| f.sync_all()).map_err(|e| LogError::io(&marker, e))?;
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io(&self.dir, e))
+    }
+
+    /// Reads whole batches from `offset`: at least the first batch (even past `max_bytes`,
+    /// as Kafka does, so a consumer is never stuck), then more while they fit. Batches at or
+    /// past `max_offset` (the high watermark, for consumers) are not returned.
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: Option<i64>) -> Result<ReadResult, LogError> {
+        if offset < self.log_start_offset || offset > self.next_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end: self.next_offset,
+            });
+        }
+        let limit = max_offset.unwrap_or(self.next_offset).min(self.next_offset);
+        let empty = ReadResult { records: Bytes::new(), next_offset: offset };
+        if offset >= limit {
+            return Ok(empty);
+        }
+        for (_, seg) in self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..))
+        {
+            let Some(first) = seg.position_of(offset)? else { continue };
+            if first.base_offset >= limit {
+                return Ok(empty);
+            }
+            let mut end = first.position + first.size;
+            let mut next_offset = first.last_offset + 1;
+            while end < seg.size {
+                let m = seg.header_at(end)?;
+                if m.base_offset >= limit || (end + m.size - first.position) as usize > max_bytes {
+                    break;
+                }
+                end += m.size;
+                next_offset = m.last_offset + 1;
+            }
+            let records = seg.read_at(first.position, (end - first.position) as usize)?;
+            return Ok(ReadResult { records, next_offset });
+        }
+        Ok(empty)
+    }
+
+    /// The first offset whose batch has a max timestamp ≥ `ts`, with that timestamp; `None`
+    /// when every record is older. (Batch precision: Kafka returns the first record; for
+    /// batches of one record, the common case for timestamps, they agree.)
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for seg in self.segments.values() {
+            if seg.max_timestamp < ts {
+                continue;
+            }
+            let mut pos = seg.index.lookup_time(ts) as u64;
+            while pos < seg.size {
+                let m = seg.header_at(pos)?;
+                if m.max_timestamp >= ts && m.last_offset >= self.log_start_offset {
+                    return Ok(Some((m.base_offset.max(self.log_start_offset), m.max_timestamp)));
+                }
+                pos += m.size;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest timestamp in the log and the offset it belongs to (ListOffsets -3).
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.segments
+            .values()
+            .filter(|s| s.max_timestamp >= 0)
+            .max_by_key(|s| s.max_timestamp)
+            .map(|s| (s.offset_of_max_timestamp, s.max_timestamp))
+    }
+
+    /// Removes everything at and after `offset` (follower truncation). `offset` is rounded
+    /// down to the start of the batch containing it. Returns the new LEO.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<i64, LogError> {
+        if offset >= self.next_offset {
+            return Ok(self.next_offset);
+        }
+        // Truncation is to a batch boundary: the batch containing `offset` goes entirely.
+        let cut = match self.segments.range(..=offset).next_back() {
+            Some((_, seg)) => seg.position_of(offset)?.map_or(offset, |m| m.base_offset),
+            None => offset,
+        };
+        if cut <= self.log_start_offset {
+            return self.truncate_fully_and_start_at(self.log_start_offset);
+        }
+        let doomed: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+        for b in doomed {
+            if let Some(s) = self.segments.remove(&b) {
+                s.delete()?;
+            }
+        }
+        let seg = self.active();
+        let new_end = match seg.position_of(offset)? {
+            Some(m) => {
+                seg.truncate_to_position(m.position, m.base_offset)?;
+                m.base_offset
+            }
+            None => seg.next_offset,
+        };
+        self.next_offset = new_end;
+        self.after_truncation()?;
+        Ok(new_end)
+    }
+
+    /// Deletes every segment and starts empty at `offset` (a follower too far behind).
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<i64, LogError> {
+        for (_, s) in std::mem::take(&mut self.segments) {
+            s.delete()?;
+        }
+        self.segments.insert(offset, Segment::create(&self.dir, offset, self.config.index_interval_bytes)?);
+        self.next_offset = offset;
+        self.log_start_offset = offset;
+        checkpoint::write(&self.dir, LOG_START_FILE, &[offset.to_string()])?;
+        self.after_truncation()?;
+        Ok(offset)
+    }
+
+    fn after_truncation(&mut self) -> Result<(), LogError> {
+        let end = self.next_offset;
+        let before = self.epochs.len();
+        self.epochs.retain(|(_, o)| *o < end);
+        if self.epochs.len() != before {
+            checkpoint::write_leader_epochs(&self.dir, &self.epochs)?;
+        }
+        self.recovery_point = self.recovery_point.min(end);
+        self.active().flush()?;
+        checkpoint::write_recovery_point(&self.dir, self.recovery_point)
+    }
+
+    /// OffsetForLeaderEpoch (KIP-101/279): for `epoch`, the largest epoch ≤ it that this log
+    /// has and the offset where the next epoch starts (the LEO for the latest). `None` when
+    /// the log knows no epoch ≤ `epoch`... and nothing after it either (Kafka's UNDEFINED).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let latest = self.epochs.last()?;
+        if latest.0 == epoch {
+            return Some((epoch, self.next_offset));
+        }
+        let higher = self.epochs.iter().find(|(e, _)| *e > epoch)?;
+        match self.epochs.iter().rev().find(|(e, _)| *e <= epoch) {
+            Some((e, _)) => Some((*e, higher.1)),
+            None => Some((epoch, higher.1)),
+        }
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (≤ LEO) and deletes segments
+    /// that lie wholly below it. Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        if offset > self.next_offset || offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end: self.next_offset,
+            });
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            checkpoint::write(&self.dir, LOG_START_FILE, &[offset.to_string()])?;
+            self.delete_segments_below_start()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    fn delete_segments_below_start(&mut self) -> Result<usize, LogError> {
+        let start = self.log_start_offset;
+        let doomed: Vec<i64> = self
+            .segments
+            .iter()
+            .rev()
+            .skip(1) // never the active segment
+            .filter(|(_, s)| s.next_offset <= start)
+            .map(|(b, _)| *b)
+            .collect();
+        for b in &doomed {
+            if let Some(s) = self.segments.remove(b) {
+                tracing::info!(dir = %self.dir.display(), base_offset = b, "segment deleted");
+                s.delete()?;
+            }
+        }
+        Ok(doomed.len())
+    }
+
+    /// Retention: deletes the oldest whole segments whose newest record is older than
+    /// `retention.ms`, then while the log is over `retention.bytes`. The active segment is
+    /// rolled first when it is itself expired. Returns the number of segments deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        let cfg = self.config.clone();
+        let mut new_start = self.log_start_offset;
+        if let Some(ms) = cfg.retention_ms {
+            let expired = |s: &Segment| s.size > 0 && s.max_timestamp >= 0 && now_ms - s.max_timestamp > ms as i64;
+            if self.segments.values().all(expired) {
+                self.roll()?;
+            }
+            for s in self.segments.values().rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+                if !expired(s) {
+                    break;
+                }
+                new_start = new_start.max(s.next_offset);
+            }
+        }
+        if let Some(limit) = cfg.retention_bytes {
+            let mut total = self.size_bytes();
+            for s in self.segments.values().rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+                // Kafka's rule: delete the oldest segment while the log stays at or above the
+                // limit without it.
+                if total < limit + s.size {
+                    break;
+                }
+                total -= s.size;
+                new_start = new_start.max(s.next_offset);
+            }
+        }
+        if new_start > self.log_start_offset {
+            self.log_start_offset = new_start;
+            checkpoint::write(&self.dir, LOG_START_FILE, &[new_start.to_string()])?;
+        }
+        self.delete_segments_below_start()
+    }
+
+    /// Deletes the partition's directory and everything in it.
+    pub fn delete(self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).map_err(|e| LogError::io(&dir, e))
+    }
+}

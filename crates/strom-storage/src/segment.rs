@@ -1,0 +1,338 @@
+//! One segment: a `.log` file of whole batches, named by its base offset, and its indexes.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use strom_protocol::batch::{self, BatchView, HEADER_LEN};
+
+use crate::index::SegmentIndex;
+use crate::LogError;
+
+/// `00000000000000000042` and friends.
+pub fn file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+/// The header fields the log needs while scanning.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchMeta {
+    pub position: u64,
+    pub size: u64,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub leader_epoch: i32,
+    pub records: i32,
+}
+
+impl BatchMeta {
+    fn of(v: &BatchView<'_>, position: u64) -> Self {
+        BatchMeta {
+            position,
+            size: v.size() as u64,
+            base_offset: v.base_offset(),
+            last_offset: v.last_offset(),
+            max_timestamp: v.max_timestamp(),
+            leader_epoch: v.partition_leader_epoch(),
+            records: v.records_count(),
+        }
+    }
+}
+
+/// Why a scan stopped before the end of the file.
+#[derive(Debug)]
+pub struct ScanStop {
+    pub position: u64,
+    pub reason: String,
+}
+
+pub struct Segment {
+    pub base_offset: i64,
+    pub log_path: PathBuf,
+    file: File,
+    /// Bytes of whole batches in the file.
+    pub size: u64,
+    /// Offset after the last batch (`base_offset` when empty).
+    pub next_offset: i64,
+    /// Largest batch max timestamp, and the last offset of that batch (-1 when none).
+    pub max_timestamp: i64,
+    pub offset_of_max_timestamp: i64,
+    /// Max timestamp of the first batch: the segment's age for `segment.ms`.
+    pub first_timestamp: Option<i64>,
+    pub index: SegmentIndex,
+    bytes_since_index: u64,
+    index_interval_bytes: u64,
+}
+
+impl Segment {
+    fn paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
+        let stem = file_stem(base_offset);
+        (dir.join(format!("{stem}.log")), dir.join(format!("{stem}.index")), dir.join(format!("{stem}.timeindex")))
+    }
+
+    /// A new empty segment (an existing file of the same name is emptied).
+    pub fn create(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Self, LogError> {
+        let (log_path, ip, tp) = Self::paths(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log_path)
+            .map_err(|e| LogError::io(&log_path, e))?;
+        let _ = std::fs::remove_file(&ip);
+        let _ = std::fs::remove_file(&tp);
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            first_timestamp: None,
+            index: SegmentIndex::new(ip, tp),
+            bytes_since_index: 0,
+            index_interval_bytes,
+        })
+    }
+
+    /// Opens an existing segment file. Nothing is trusted yet: the caller either
+    /// [`Segment::load_trusted`]s or [`Segment::recover`]s it.
+    pub fn open(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Self, LogError> {
+        let (log_path, ip, tp) = Self::paths(dir, base_offset);
+        let file = OpenOptions::new().read(true).write(true).open(&log_path).map_err(|e| LogError::io(&log_path, e))?;
+        let size = file.metadata().map_err(|e| LogError::io(&log_path, e))?.len();
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file,
+            size,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            first_timestamp: None,
+            index: SegmentIndex::new(ip, tp),
+            bytes_since_index: 0,
+            index_interval_bytes,
+        })
+    }
+
+    fn io(&self, e: std::io::Error) -> LogError {
+        LogError::io(&self.log_path, e)
+    }
+
+    /// Reads `len` bytes at `position`.
+    pub fn read_at(&self, position: u64, len: usize) -> Result<Bytes, LogError> {
+        let mut buf = BytesMut::zeroed(len);
+        self.file.read_exact_at(&mut buf, position).map_err(|e| self.io(e))?;
+        Ok(buf.freeze())
+    }
+
+    /// The header of the batch at `position` (length and magic checked, no CRC).
+    pub fn header_at(&self, position: u64) -> Result<BatchMeta, LogError> {
+        let mut h = [0u8; HEADER_LEN];
+        self.file.read_exact_at(&mut h, position).map_err(|e| self.io(e))?;
+        let size = match batch::claimed_size(&h) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Err(e.into()),
+            None => unreachable!("a full header was read"),
+        };
+        // Parse with a header-only view: the records are not needed here.
+        let mut fake = [0u8; HEADER_LEN];
+        fake.copy_from_slice(&h);
+        fake[8..12].copy_from_slice(&((HEADER_LEN - batch::LOG_OVERHEAD) as i32).to_be_bytes());
+        let v = BatchView::parse(&fake)?;
+        let mut m = BatchMeta::of(&v, position);
+        m.size = size as u64;
+        Ok(m)
+    }
+
+    /// Appends one batch: `prefix` (the patched first 16 bytes) then `rest`.
+    pub fn append(&mut self, prefix: &[u8], rest: &[u8], meta: &BatchMeta) -> Result<(), LogError> {
+        let pos = self.size;
+        self.file.write_all_at(prefix, pos).map_err(|e| self.io(e))?;
+        self.file.write_all_at(rest, pos + prefix.len() as u64).map_err(|e| self.io(e))?;
+        self.track(meta, pos);
+        self.size = pos + meta.size;
+        Ok(())
+    }
+
+    /// Updates offsets, timestamps and the sparse indexes for a batch at `position`.
+    fn track(&mut self, meta: &BatchMeta, position: u64) {
+        debug_assert!(meta.base_offset >= self.next_offset, "offsets only grow within a segment");
+        if self.first_timestamp.is_none() {
+            self.first_timestamp = Some(meta.max_timestamp);
+        }
+        if meta.max_timestamp > self.max_timestamp {
+            self.max_timestamp = meta.max_timestamp;
+            self.offset_of_max_timestamp = meta.last_offset;
+        }
+        if self.size == 0 && position == 0 || self.bytes_since_index >= self.index_interval_bytes {
+            let rel = (meta.base_offset - self.base_offset) as u32;
+            if self.index.offsets.last().is_none_or(|(o, _)| *o < rel) {
+                self.index.offsets.push((rel, position as u32));
+            }
+            if self.max_timestamp >= 0 && self.index.times.last().is_none_or(|(t, _)| *t < self.max_timestamp) {
+                self.index.times.push((self.max_timestamp, rel));
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += meta.size;
+        self.next_offset = meta.last_offset + 1;
+    }
+
+    /// Trusts the index files and the segment's end (`next_offset` is the next segment's
+    /// base, or found by scanning headers from the last index entry for the last segment).
+    pub fn load_trusted(&mut self, next_segment_base: Option<i64>) -> Result<bool, LogError> {
+        let (ip, tp) = (self.index.offset_path().to_path_buf(), self.index.time_path().to_path_buf());
+        let Some(index) = SegmentIndex::load(ip, tp, self.size) else {
+            return Ok(false);
+        };
+        self.index = index;
+        if let Some(&(ts, rel)) = self.index.times.last() {
+            self.max_timestamp = ts;
+            self.offset_of_max_timestamp = self.base_offset + rel as i64;
+        }
+        match next_segment_base {
+            Some(next) => self.next_offset = next,
+            None => {
+                let (rel, pos) = self.index.lookup(u32::MAX);
+                self.next_offset = self.base_offset + rel as i64;
+                let mut pos = pos as u64;
+                while pos < self.size {
+                    let m = self.header_at(pos)?;
+                    self.next_offset = m.last_offset + 1;
+                    if m.max_timestamp > self.max_timestamp {
+                        self.max_timestamp = m.max_timestamp;
+                        self.offset_of_max_timestamp = m.last_offset;
+                    }
+                    pos += m.size;
+                }
+            }
+        }
+        if self.size > 0 {
+            self.first_timestamp = Some(self.header_at(0)?.max_timestamp);
+        }
+        self.bytes_since_index = self.index_interval_bytes; // next append may index
+        Ok(true)
+    }
+
+    /// Scans the whole file, validating every batch (CRC, contiguity), rebuilding indexes.
+    /// Returns the batches kept and where and why the scan stopped early, if it did.
+    pub fn recover(&mut self, on_batch: &mut dyn FnMut(&BatchMeta)) -> Result<(u64, Option<ScanStop>), LogError> {
+        self.index.offsets.clear();
+        self.index.times.clear();
+        self.index.truncate_to_position(0);
+        self.next_offset = self.base_offset;
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = -1;
+        self.first_timestamp = None;
+        self.bytes_since_index = 0;
+        let file_len = self.size;
+        self.size = 0;
+        let mut batches = 0;
+        let mut pos = 0u64;
+        const CHUNK: u64 = 1 << 20;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut buf_start = 0u64;
+        while pos < file_len {
+            // Make sure `buf` holds the batch at `pos` (its claimed size, up to the file end).
+            let have = |buf: &Vec<u8>, buf_start: u64| (buf_start + buf.len() as u64).saturating_sub(pos);
+            let mut need = batch::LOG_OVERHEAD as u64;
+            loop {
+                if have(&buf, buf_start) < need.min(file_len - pos) {
+                    let len = CHUNK.max(need).min(file_len - pos) as usize;
+                    buf.resize(len, 0);
+                    self.file.read_exact_at(&mut buf, pos).map_err(|e| self.io(e))?;
+                    buf_start = pos;
+                }
+                let slice = &buf[(pos - buf_start) as usize..];
+                match batch::claimed_size(slice) {
+                    Some(Ok(s)) if (s as u64) > need && (s as u64) <= file_len - pos => need = s as u64,
+                    _ => break,
+                }
+            }
+            let slice = &buf[(pos - buf_start) as usize..];
+            let stop = |reason: String| Ok((batches, Some(ScanStop { position: pos, reason })));
+            let v = match BatchView::parse_validated(slice) {
+                Ok(v) => v,
+                Err(e) => return stop(e.to_string()),
+            };
+            let meta = BatchMeta::of(&v, pos);
+            if meta.base_offset != self.next_offset {
+                return stop(format!("batch offset {} does not follow {}", meta.base_offset, self.next_offset - 1));
+            }
+            self.track(&meta, pos);
+            self.size = pos + meta.size;
+            on_batch(&meta);
+            batches += 1;
+            pos += meta.size;
+        }
+        Ok((batches, None))
+    }
+
+    /// Cuts the file at `position` (a batch boundary) and forgets what was after it.
+    pub fn truncate_to_position(&mut self, position: u64, next_offset: i64) -> Result<(), LogError> {
+        self.file.set_len(position).map_err(|e| self.io(e))?;
+        self.size = position;
+        self.next_offset = next_offset;
+        self.index.truncate_to_position(position as u32);
+        if position == 0 {
+            self.first_timestamp = None;
+            self.max_timestamp = -1;
+            self.offset_of_max_timestamp = -1;
+        } else if self.offset_of_max_timestamp >= next_offset {
+            // Recompute from the headers that remain (rare: follower truncation).
+            self.max_timestamp = -1;
+            self.offset_of_max_timestamp = -1;
+            let mut pos = 0;
+            while pos < position {
+                let m = self.header_at(pos)?;
+                if m.max_timestamp > self.max_timestamp {
+                    self.max_timestamp = m.max_timestamp;
+                    self.offset_of_max_timestamp = m.last_offset;
+                }
+                pos += m.size;
+            }
+        }
+        self.bytes_since_index = self.index_interval_bytes;
+        Ok(())
+    }
+
+    /// The position of the batch containing `offset` (or the first batch after it), scanning
+    /// headers forward from the nearest index entry. `None`: past the end.
+    pub fn position_of(&self, offset: i64) -> Result<Option<BatchMeta>, LogError> {
+        let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let (_, mut pos) = self.index.lookup(rel);
+        while (pos as u64) < self.size {
+            let m = self.header_at(pos as u64)?;
+            if m.last_offset >= offset {
+                return Ok(Some(m));
+            }
+            pos += m.size as u32;
+        }
+        Ok(None)
+    }
+
+    /// Makes the file and indexes durable, and records the max timestamp as the last time
+    /// index entry (as Kafka does on roll) so a reopened segment knows it.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.file.sync_data().map_err(|e| self.io(e))?;
+        if self.max_timestamp >= 0 && self.index.times.last().is_none_or(|(t, _)| *t < self.max_timestamp) {
+            let rel = (self.offset_of_max_timestamp - self.base_offset) as u32;
+            let rel = rel.max(self.index.times.last().map_or(0, |(_, o)| *o));
+            self.index.times.push((self.max_timestamp, rel));
+        }
+        self.index.persist(true)
+    }
+
+    /// Removes the segment's files.
+    pub fn delete(self) -> Result<(), LogError> {
+        std::fs::remove_file(&self.log_path).map_err(|e| LogError::io(&self.log_path, e))?;
+        self.index.delete_files();
+        Ok(())
+    }
+}

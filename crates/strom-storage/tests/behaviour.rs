@@ -1,0 +1,227 @@
+//! The log's behaviour as the broker relies on it: layout, lookups, roll, retention, flush,
+//! epochs, limits.
+
+mod common;
+
+use common::*;
+use strom_storage::{Log, LogConfig, LogError};
+
+fn open(dir: &std::path::Path, cfg: LogConfig) -> Log {
+    Log::open(dir, cfg).unwrap().0
+}
+
+#[test]
+fn kafka_file_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    for t in 0..40 {
+        log.append_as_leader(&batch(t, 3, t as i64), 4, 0).unwrap();
+    }
+    log.close().unwrap();
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    for n in ["00000000000000000000.log", "00000000000000000000.index", "00000000000000000000.timeindex"] {
+        assert!(names.contains(&n.to_string()), "{n} in {names:?}");
+    }
+    assert!(names.iter().filter(|n| n.ends_with(".log")).count() > 1, "rolled on segment.bytes");
+    assert!(names.contains(&"leader-epoch-checkpoint".to_string()));
+    assert!(names.contains(&"recovery-point-offset-checkpoint".to_string()));
+    let epochs = std::fs::read_to_string(dir.path().join("leader-epoch-checkpoint")).unwrap();
+    assert_eq!(epochs, "0\n1\n4 0\n");
+    for seg in names.iter().filter(|n| n.ends_with(".log")) {
+        let base: i64 = seg.trim_end_matches(".log").parse().unwrap();
+        let len = std::fs::metadata(dir.path().join(seg)).unwrap().len();
+        assert!(len <= 4096, "segment {base} is {len} bytes");
+    }
+}
+
+#[test]
+fn read_returns_whole_batches_and_at_least_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig::default());
+    let b = batch(1, 10, 5);
+    for _ in 0..5 {
+        log.append_as_leader(&b, 0, 0).unwrap();
+    }
+    // Offset inside the second batch: the whole second batch comes back.
+    let r = log.read(13, 1, None).unwrap();
+    let got = batches(&r.records);
+    assert_eq!(got.len(), 1, "one batch even though it exceeds max_bytes");
+    assert_eq!((got[0].0, got[0].1), (10, 19));
+    assert_eq!(r.next_offset, 20);
+    // Exactly two batches fit.
+    let r = log.read(0, 2 * b.len(), None).unwrap();
+    assert_eq!(batches(&r.records).len(), 2);
+    // The high watermark limits what a consumer sees.
+    let r = log.read(0, 1 << 20, Some(30)).unwrap();
+    assert_eq!(batches(&r.records).len(), 3);
+    assert!(log.read(30, 1 << 20, Some(30)).unwrap().records.is_empty());
+    // Out of range.
+    assert!(matches!(log.read(51, 100, None), Err(LogError::OffsetOutOfRange { .. })));
+    assert_eq!(log.read(51, 100, None).unwrap_err().kafka_code(), 1);
+    assert!(log.read(50, 100, None).unwrap().records.is_empty());
+}
+
+#[test]
+fn timestamp_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    for t in 0..100i64 {
+        log.append_as_leader(&batch(t as u64, 1, 1000 + t * 10), 0, 0).unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+    assert_eq!(log.offset_for_timestamp(1500).unwrap(), Some((50, 1500)));
+    assert_eq!(log.offset_for_timestamp(1505).unwrap(), Some((51, 1510)));
+    assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+    assert_eq!(log.max_timestamp(), Some((99, 1990)));
+    // The same after a clean restart (indexes loaded from disk).
+    log.close().unwrap();
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.offset_for_timestamp(1505).unwrap(), Some((51, 1510)));
+    assert_eq!(log.max_timestamp().map(|m| m.1), Some(1990));
+}
+
+#[test]
+fn retention_by_time_and_size_deletes_whole_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { retention_ms: Some(1000), ..small_config() };
+    let mut log = open(dir.path(), cfg.clone());
+    for t in 0..60i64 {
+        // Old records first, then recent ones.
+        let ts = if t < 40 { 1_000 } else { 100_000 };
+        log.append_as_leader(&batch(t as u64, 2, ts), 0, 0).unwrap();
+    }
+    let segs = log.segment_count();
+    let deleted = log.apply_retention(100_500).unwrap();
+    assert!(deleted > 0 && log.segment_count() == segs - deleted);
+    // Nothing recent was deleted, and the log start moved to a segment boundary.
+    assert!(log.log_start_offset() <= 80, "start {}", log.log_start_offset());
+    assert!(log.log_start_offset() > 0);
+    assert_eq!(log.read(log.log_start_offset(), 1 << 20, None).map(|r| !r.records.is_empty()).ok(), Some(true));
+    // Everything expired: the active segment is rolled and deleted too.
+    log.apply_retention(10_000_000).unwrap();
+    assert_eq!(log.log_start_offset(), log.log_end_offset());
+    assert_eq!(log.log_end_offset(), 120, "offsets keep counting after retention");
+
+    // Size: keeps at least retention.bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig { retention_bytes: Some(10_000), ..small_config() });
+    for t in 0..200 {
+        log.append_as_leader(&batch(t, 2, 0), 0, 0).unwrap();
+    }
+    let before = log.size_bytes();
+    log.apply_retention(0).unwrap();
+    assert!(log.size_bytes() >= 10_000 && log.size_bytes() < before, "{} of {before}", log.size_bytes());
+    assert!(log.size_bytes() < 10_000 + 4096 + 4096);
+}
+
+#[test]
+fn delete_records_moves_the_start_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    for t in 0..50 {
+        log.append_as_leader(&batch(t, 2, 0), 0, 0).unwrap();
+    }
+    assert_eq!(log.delete_records_before(33).unwrap(), 33);
+    assert!(matches!(log.read(10, 100, None), Err(LogError::OffsetOutOfRange { .. })));
+    let r = log.read(33, 100, None).unwrap();
+    assert_eq!(batches(&r.records)[0].0, 32, "the batch containing the start offset");
+    assert!(log.delete_records_before(101).is_err());
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.log_start_offset(), 33);
+}
+
+#[test]
+fn flush_interval_one_moves_the_recovery_point_on_every_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig { flush_interval_messages: 1, ..small_config() });
+    for t in 0..5 {
+        let info = log.append_as_leader(&batch(t, 2, 0), 0, 0).unwrap();
+        assert_eq!(log.recovery_point(), info.last_offset + 1);
+    }
+    let lazy_dir = tempfile::tempdir().unwrap();
+    let mut lazy = open(lazy_dir.path(), small_config());
+    lazy.append_as_leader(&batch(1, 2, 0), 0, 0).unwrap();
+    assert_eq!(lazy.recovery_point(), 0, "default: no fsync per append");
+    lazy.flush().unwrap();
+    assert_eq!(lazy.recovery_point(), 2);
+}
+
+#[test]
+fn segment_ms_rolls_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig { segment_ms: Some(1000), ..LogConfig::default() });
+    log.append_as_leader(&batch(1, 1, 10_000), 0, 10_000).unwrap();
+    log.append_as_leader(&batch(2, 1, 10_500), 0, 10_500).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append_as_leader(&batch(3, 1, 11_001), 0, 11_001).unwrap();
+    assert_eq!(log.segment_count(), 2);
+}
+
+#[test]
+fn leader_epochs_and_divergence() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    log.append_as_leader(&batch(1, 5, 0), 1, 0).unwrap(); // 0..4 epoch 1
+    log.append_as_leader(&batch(2, 5, 0), 3, 0).unwrap(); // 5..9 epoch 3
+    log.append_as_leader(&batch(3, 5, 0), 3, 0).unwrap(); // 10..14 epoch 3
+    log.append_as_leader(&batch(4, 5, 0), 6, 0).unwrap(); // 15..19 epoch 6
+    assert_eq!(log.epochs(), &[(1, 0), (3, 5), (6, 15)]);
+    assert_eq!(log.end_offset_for_epoch(6), Some((6, 20)));
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, 15)));
+    assert_eq!(log.end_offset_for_epoch(4), Some((3, 15)), "largest epoch ≤ 4 is 3");
+    assert_eq!(log.end_offset_for_epoch(0), Some((0, 0)));
+    assert_eq!(log.end_offset_for_epoch(7), None);
+    // Follower truncation to the divergence point drops later epochs.
+    log.truncate_to(15).unwrap();
+    assert_eq!(log.epochs(), &[(1, 0), (3, 5)]);
+    assert_eq!(log.log_end_offset(), 15);
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.epochs(), &[(1, 0), (3, 5)]);
+}
+
+#[test]
+fn follower_append_must_continue_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = open(dir.path(), small_config());
+    leader.append_as_leader(&batch(1, 3, 0), 2, 0).unwrap();
+    leader.append_as_leader(&batch(2, 3, 0), 2, 0).unwrap();
+    let all = leader.read(0, 1 << 20, None).unwrap().records;
+
+    let fdir = tempfile::tempdir().unwrap();
+    let mut follower = open(fdir.path(), small_config());
+    follower.append_as_follower(&all, 0).unwrap();
+    assert_eq!(follower.read(0, 1 << 20, None).unwrap().records, all, "replicas agree byte for byte");
+    assert_eq!(follower.epochs(), &[(2, 0)]);
+    let e = follower.append_as_follower(&all, 0).unwrap_err();
+    assert!(matches!(e, LogError::NotContiguous { expected: 6, got: 0 }));
+}
+
+#[test]
+fn oversized_and_invalid_batches_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig { max_batch_bytes: 200, ..small_config() });
+    let big = batch(1, 20, 0);
+    assert_eq!(log.append_as_leader(&big, 0, 0).unwrap_err().kafka_code(), 10);
+    // A good batch followed by a corrupt one: nothing is written.
+    let mut two = batch(1, 1, 0);
+    let mut bad = batch(2, 1, 0);
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    two.extend_from_slice(&bad);
+    assert_eq!(log.append_as_leader(&two, 0, 0).unwrap_err().kafka_code(), 2);
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.append_as_leader(&[], 0, 0).unwrap_err().kafka_code(), 87);
+}
+
+#[test]
+fn deleting_the_partition_removes_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("orders-0");
+    let mut log = open(&p, small_config());
+    log.append_as_leader(&batch(1, 1, 0), 0, 0).unwrap();
+    log.delete().unwrap();
+    assert!(!p.exists());
+}
