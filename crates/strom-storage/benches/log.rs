@@ -1,1 +1,133 @@
-fn main() {}
+//! Storage benchmarks (`cargo bench -p strom-storage`). Figures go into docs/benchmarks.md.
+//!
+//! - append: 16 KiB batches of 1 KiB records, no fsync, beside `dd bs=1M` writing the same
+//!   number of bytes to the same directory, measured in the same run;
+//! - read: sequential read of a 1 GiB log from the page cache, in 1 MiB fetches;
+//! - append with fsync on every batch (`flush.messages=1`): MB/s and p50/p99 latency.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion, Throughput};
+use strom_protocol::batch::build_batch;
+use strom_storage::{Log, LogConfig};
+
+const RECORD: usize = 1024;
+const RECORDS_PER_BATCH: usize = 16;
+const MIB: u64 = 1 << 20;
+
+fn batch_16k() -> Vec<u8> {
+    let value = vec![b'x'; RECORD];
+    let values: Vec<&[u8]> = (0..RECORDS_PER_BATCH).map(|_| value.as_slice()).collect();
+    build_batch(0, 1_700_000_000_000, &values)
+}
+
+fn bench_dir() -> tempfile::TempDir {
+    // Under target/ so it is on the same disk as the build, not tmpfs.
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+fn append(c: &mut Criterion) {
+    let batch = batch_16k();
+    let total: u64 = 64 * MIB;
+    let batches = total / batch.len() as u64;
+    let mut g = c.benchmark_group("append_no_fsync");
+    g.sample_size(10).throughput(Throughput::Bytes(batches * batch.len() as u64));
+    g.bench_function("strom_log_16KiB_batches", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = bench_dir();
+                let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+                let t = Instant::now();
+                for _ in 0..batches {
+                    log.append_as_leader(&batch, 0, 0).unwrap();
+                }
+                elapsed += t.elapsed();
+            }
+            elapsed
+        })
+    });
+    g.bench_function("dd_bs_1M_same_dir", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = bench_dir();
+                let out = dir.path().join("dd.out");
+                let count = (batches * batch.len() as u64).div_ceil(MIB);
+                let t = Instant::now();
+                let status = Command::new("dd")
+                    .args(["if=/dev/zero", &format!("of={}", out.display()), "bs=1M", &format!("count={count}")])
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .unwrap();
+                elapsed += t.elapsed();
+                assert!(status.success());
+            }
+            elapsed
+        })
+    });
+    g.finish();
+}
+
+fn read(c: &mut Criterion) {
+    let batch = batch_16k();
+    let dir = bench_dir();
+    let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    while log.size_bytes() < 1024 * MIB {
+        log.append_as_leader(&batch, 0, 0).unwrap();
+    }
+    let size = log.size_bytes();
+    let mut g = c.benchmark_group("read_page_cache");
+    g.sample_size(10).throughput(Throughput::Bytes(size));
+    g.bench_function("sequential_1GiB_in_1MiB_fetches", |b| {
+        b.iter(|| {
+            let mut at = 0;
+            let mut bytes = 0usize;
+            while at < log.log_end_offset() {
+                let r = log.read(at, MIB as usize, None).unwrap();
+                bytes += r.records.len();
+                at = r.next_offset;
+            }
+            assert_eq!(bytes as u64, size);
+        })
+    });
+    g.finish();
+}
+
+/// Not a criterion group: criterion reports means, and this needs percentiles.
+fn fsync_latency() {
+    let batch = batch_16k();
+    let dir = bench_dir();
+    let cfg = LogConfig { flush_interval_messages: 1, ..LogConfig::default() };
+    let (mut log, _) = Log::open(dir.path(), cfg).unwrap();
+    let n = 2000;
+    let mut lat: Vec<Duration> = Vec::with_capacity(n);
+    let t = Instant::now();
+    for _ in 0..n {
+        let s = Instant::now();
+        log.append_as_leader(&batch, 0, 0).unwrap();
+        lat.push(s.elapsed());
+    }
+    let total = t.elapsed();
+    lat.sort();
+    let mb = (n * batch.len()) as f64 / 1e6;
+    println!(
+        "append_fsync_every_batch: {n} x {} B: {:.1} MB/s, p50 {:?}, p99 {:?}, max {:?}",
+        batch.len(),
+        mb / total.as_secs_f64(),
+        lat[n / 2],
+        lat[n * 99 / 100],
+        lat[n - 1]
+    );
+}
+
+criterion_group!(benches, append, read);
+
+fn main() {
+    benches();
+    fsync_latency();
+    Criterion::default().configure_from_args().final_summary();
+}
