@@ -249,15 +249,7 @@ impl Log {
             if v.base_offset() != expected {
                 return Err(LogError::NotContiguous { expected, got: v.base_offset() });
             }
-            metas.push(BatchMeta {
-                position: 0,
-                size: v.size() as u64,
-                base_offset: v.base_offset(),
-                last_offset: v.last_offset(),
-                max_timestamp: v.max_timestamp(),
-                leader_epoch: v.partition_leader_epoch(),
-                records: v.records_count(),
-            });
+            metas.push(BatchMeta::of(v, 0));
             expected = v.last_offset() + 1;
         }
         for (v, m) in views.iter().zip(&metas) {

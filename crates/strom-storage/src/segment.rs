@@ -30,7 +30,7 @@ pub struct BatchMeta {
 }
 
 impl BatchMeta {
-    fn of(v: &BatchView<'_>, position: u64) -> Self {
+    pub fn of(v: &BatchView<'_>, position: u64) -> Self {
         BatchMeta {
             position,
             size: v.size() as u64,
@@ -86,19 +86,7 @@ impl Segment {
             .map_err(|e| LogError::io(&log_path, e))?;
         let _ = std::fs::remove_file(&ip);
         let _ = std::fs::remove_file(&tp);
-        Ok(Segment {
-            base_offset,
-            log_path,
-            file,
-            size: 0,
-            next_offset: base_offset,
-            max_timestamp: -1,
-            offset_of_max_timestamp: -1,
-            first_timestamp: None,
-            index: SegmentIndex::new(ip, tp),
-            bytes_since_index: 0,
-            index_interval_bytes,
-        })
+        Ok(Self::with_file(base_offset, log_path, file, 0, SegmentIndex::new(ip, tp), index_interval_bytes))
     }
 
     /// Opens an existing segment file. Nothing is trusted yet: the caller either
@@ -107,7 +95,19 @@ impl Segment {
         let (log_path, ip, tp) = Self::paths(dir, base_offset);
         let file = OpenOptions::new().read(true).write(true).open(&log_path).map_err(|e| LogError::io(&log_path, e))?;
         let size = file.metadata().map_err(|e| LogError::io(&log_path, e))?.len();
-        Ok(Segment {
+        Ok(Self::with_file(base_offset, log_path, file, size, SegmentIndex::new(ip, tp), index_interval_bytes))
+    }
+
+    /// A segment over `file` with nothing known about its batches yet.
+    fn with_file(
+        base_offset: i64,
+        log_path: PathBuf,
+        file: File,
+        size: u64,
+        index: SegmentIndex,
+        index_interval_bytes: u64,
+    ) -> Self {
+        Segment {
             base_offset,
             log_path,
             file,
@@ -116,10 +116,10 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             first_timestamp: None,
-            index: SegmentIndex::new(ip, tp),
+            index,
             bytes_since_index: 0,
             index_interval_bytes,
-        })
+        }
     }
 
     fn io(&self, e: std::io::Error) -> LogError {
