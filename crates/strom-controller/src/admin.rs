@@ -1,0 +1,242 @@
+//! Kafka admin requests forwarded by brokers (KIP-590 style): decoded with the same
+//! `kafka-protocol` codecs the broker uses, executed by the [`Controller`], and answered in
+//! Kafka's encoding with Kafka's error codes.
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+use strom_protocol::kafka_protocol::messages::{
+    create_partitions_response::CreatePartitionsTopicResult, create_topics_response::CreatableTopicResult,
+    delete_topics_response::DeletableTopicResult, incremental_alter_configs_response::AlterConfigsResourceResponse,
+    AlterConfigsRequest, AlterConfigsResponse, ApiKey, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
+};
+use strom_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::controller::{Controller, ControllerError, NewTopic};
+use crate::records::ConfigResource;
+
+/// Kafka's resource type codes (DescribeConfigs / AlterConfigs).
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
+/// A forwarded request that could not be handled at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("API {0} is not handled by the controller")]
+    Unsupported(i16),
+    #[error("malformed forwarded request: {0}")]
+    Malformed(String),
+}
+
+fn name_of(t: &TopicName) -> String {
+    t.0.to_string()
+}
+
+fn msg(e: &ControllerError) -> Option<StrBytes> {
+    Some(StrBytes::from_string(e.to_string()))
+}
+
+fn encode<M: Encodable>(m: &M, version: i16) -> Result<Bytes, ForwardError> {
+    let mut out = BytesMut::new();
+    m.encode(&mut out, version).map_err(|e| ForwardError::Malformed(e.to_string()))?;
+    Ok(out.freeze())
+}
+
+fn decode<M: Decodable>(mut body: Bytes, version: i16) -> Result<M, ForwardError> {
+    M::decode(&mut body, version).map_err(|e| ForwardError::Malformed(e.to_string()))
+}
+
+/// Handles one forwarded request; returns the encoded response body and the metadata offset
+/// of the change (-1 when nothing was written).
+pub async fn handle(
+    controller: &Controller,
+    api_key: i16,
+    version: i16,
+    body: Bytes,
+) -> Result<(Bytes, i64), ForwardError> {
+    match ApiKey::try_from(api_key) {
+        Ok(ApiKey::CreateTopics) => create_topics(controller, decode(body, version)?, version).await,
+        Ok(ApiKey::DeleteTopics) => delete_topics(controller, decode(body, version)?, version).await,
+        Ok(ApiKey::CreatePartitions) => create_partitions(controller, decode(body, version)?, version).await,
+        Ok(ApiKey::IncrementalAlterConfigs) => {
+            incremental_alter_configs(controller, decode(body, version)?, version).await
+        }
+        Ok(ApiKey::AlterConfigs) => alter_configs(controller, decode(body, version)?, version).await,
+        _ => Err(ForwardError::Unsupported(api_key)),
+    }
+}
+
+async fn create_topics(c: &Controller, req: CreateTopicsRequest, version: i16) -> Result<(Bytes, i64), ForwardError> {
+    let topics: Vec<NewTopic> = req
+        .topics
+        .iter()
+        .map(|t| NewTopic {
+            name: name_of(&t.name),
+            num_partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            assignments: t.assignments.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect(),
+            configs: t
+                .configs
+                .iter()
+                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .collect::<BTreeMap<_, _>>(),
+        })
+        .collect();
+    let (results, offset) = c.create_topics(topics, req.validate_only).await;
+    let mut resp = CreateTopicsResponse::default();
+    for (t, r) in req.topics.iter().zip(results) {
+        let mut out = CreatableTopicResult::default();
+        out.name = t.name.clone();
+        match r {
+            Ok(created) => {
+                out.topic_id = created.topic_id;
+                out.num_partitions = created.num_partitions;
+                out.replication_factor = created.replication_factor;
+                out.configs = Some(vec![]);
+            }
+            Err(e) => {
+                out.error_code = e.kafka_code();
+                out.error_message = msg(&e);
+                out.num_partitions = -1;
+                out.replication_factor = -1;
+            }
+        }
+        resp.topics.push(out);
+    }
+    Ok((encode(&resp, version)?, offset))
+}
+
+async fn delete_topics(c: &Controller, req: DeleteTopicsRequest, version: i16) -> Result<(Bytes, i64), ForwardError> {
+    // v6+ names topics in `topics` (by name or id); older versions in `topic_names`.
+    let image = c.metadata.image();
+    let wanted: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| match &t.name {
+                Some(n) => (Some(name_of(n)), image.topics.get(&name_of(n)).map_or(uuid::Uuid::nil(), |t| t.id)),
+                None => (image.topic_by_id(&t.topic_id).map(|t| t.name.clone()), t.topic_id),
+            })
+            .collect()
+    } else {
+        req.topic_names.iter().map(|n| (Some(name_of(n)), uuid::Uuid::nil())).collect()
+    };
+    let names: Vec<String> = wanted.iter().map(|(n, id)| n.clone().unwrap_or_else(|| id.to_string())).collect();
+    let (results, offset) = c.delete_topics(names.clone()).await;
+    let mut resp = DeleteTopicsResponse::default();
+    for ((name, _), r) in wanted.iter().zip(results) {
+        let mut out = DeletableTopicResult::default();
+        out.name = name.clone().map(|n| TopicName(StrBytes::from_string(n)));
+        match r {
+            Ok(id) => out.topic_id = id,
+            Err(e) => {
+                out.error_code = e.kafka_code();
+                out.error_message = msg(&e);
+            }
+        }
+        resp.responses.push(out);
+    }
+    Ok((encode(&resp, version)?, offset))
+}
+
+async fn create_partitions(
+    c: &Controller,
+    req: CreatePartitionsRequest,
+    version: i16,
+) -> Result<(Bytes, i64), ForwardError> {
+    let mut resp = CreatePartitionsResponse::default();
+    let mut last_offset = -1;
+    for t in &req.topics {
+        let mut out = CreatePartitionsTopicResult::default();
+        out.name = t.name.clone();
+        match c.create_partitions(name_of(&t.name), t.count, req.validate_only).await {
+            Ok(o) => last_offset = last_offset.max(o),
+            Err(e) => {
+                out.error_code = e.kafka_code();
+                out.error_message = msg(&e);
+            }
+        }
+        resp.results.push(out);
+    }
+    Ok((encode(&resp, version)?, last_offset))
+}
+
+fn resource(resource_type: i8, name: &str) -> Result<ConfigResource, ControllerError> {
+    match resource_type {
+        RESOURCE_TOPIC => Ok(ConfigResource::Topic(name.to_string())),
+        RESOURCE_BROKER => name
+            .parse()
+            .map(ConfigResource::Broker)
+            .map_err(|_| ControllerError::InvalidRequest(format!("bad broker id {name:?}"))),
+        other => Err(ControllerError::InvalidRequest(format!("unsupported resource type {other}"))),
+    }
+}
+
+async fn incremental_alter_configs(
+    c: &Controller,
+    req: IncrementalAlterConfigsRequest,
+    version: i16,
+) -> Result<(Bytes, i64), ForwardError> {
+    let mut resp = IncrementalAlterConfigsResponse::default();
+    let mut last_offset = -1;
+    for r in &req.resources {
+        let mut out = AlterConfigsResourceResponse::default();
+        out.resource_type = r.resource_type;
+        out.resource_name = r.resource_name.clone();
+        let result = async {
+            let res = resource(r.resource_type, &r.resource_name)?;
+            let mut changes = Vec::new();
+            for cfg in &r.configs {
+                match cfg.config_operation {
+                    0 => changes.push((cfg.name.to_string(), cfg.value.as_ref().map(|v| v.to_string()))), // SET
+                    1 => changes.push((cfg.name.to_string(), None)),                                      // DELETE
+                    op => {
+                        return Err(ControllerError::InvalidRequest(format!(
+                            "config operation {op} (APPEND/SUBTRACT) is not supported for {}",
+                            cfg.name.as_str()
+                        )))
+                    }
+                }
+            }
+            c.alter_configs(res, changes, false, req.validate_only).await
+        }
+        .await;
+        match result {
+            Ok(o) => last_offset = last_offset.max(o),
+            Err(e) => {
+                out.error_code = e.kafka_code();
+                out.error_message = msg(&e);
+            }
+        }
+        resp.responses.push(out);
+    }
+    Ok((encode(&resp, version)?, last_offset))
+}
+
+async fn alter_configs(c: &Controller, req: AlterConfigsRequest, version: i16) -> Result<(Bytes, i64), ForwardError> {
+    use strom_protocol::kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+    let mut resp = AlterConfigsResponse::default();
+    let mut last_offset = -1;
+    for r in &req.resources {
+        let mut out = AlterConfigsResourceResponse::default();
+        out.resource_type = r.resource_type;
+        out.resource_name = r.resource_name.clone();
+        let result = async {
+            let res = resource(r.resource_type, &r.resource_name)?;
+            let changes =
+                r.configs.iter().map(|cfg| (cfg.name.to_string(), cfg.value.as_ref().map(|v| v.to_string()))).collect();
+            c.alter_configs(res, changes, true, req.validate_only).await
+        }
+        .await;
+        match result {
+            Ok(o) => last_offset = last_offset.max(o),
+            Err(e) => {
+                out.error_code = e.kafka_code();
+                out.error_message = msg(&e);
+            }
+        }
+        resp.responses.push(out);
+    }
+    Ok((encode(&resp, version)?, last_offset))
+}

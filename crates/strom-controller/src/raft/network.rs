@@ -1,0 +1,151 @@
+//! Raft transport between controllers: openraft's requests and responses, JSON-encoded, in
+//! the opaque `RaftPayload` of `proto/strom/raft.proto`, over tonic.
+//!
+//! The server side answers with the JSON of `Result<Response, RaftError>`, so a remote Raft
+//! error reaches the caller as openraft's `RemoteError`; transport failures are
+//! `Unreachable` (openraft backs off) rather than `Network`.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use strom_protocol::proto::raft::raft_client::RaftClient;
+use strom_protocol::proto::raft::raft_server;
+use strom_protocol::proto::raft::RaftPayload;
+use tonic::transport::Channel;
+
+use super::{NodeId, Raft, TypeConfig};
+
+/// Makes one client per peer controller.
+#[derive(Clone, Default)]
+pub struct Network {}
+
+/// A connection to one peer (connected lazily, reconnected by tonic).
+pub struct PeerClient {
+    target: NodeId,
+    client: Option<RaftClient<Channel>>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        let client = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+            .map(|e| e.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true))
+            .map(|e| RaftClient::new(e.connect_lazy()))
+            .map_err(|e| tracing::error!(target, addr = %node.addr, error = %e, "raft: bad peer address"))
+            .ok();
+        PeerClient { target, client }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+fn encode<T: Serialize>(v: &T) -> RaftPayload {
+    RaftPayload { data: serde_json::to_vec(v).unwrap_or_default() }
+}
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        which: &'static str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            return Err(RPCError::Unreachable(Unreachable::new(&TransportError("bad peer address".into()))));
+        };
+        let mut request = tonic::Request::new(encode(req));
+        request.set_timeout(timeout);
+        let reply = match which {
+            "append_entries" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let payload = reply.map_err(|s| RPCError::Unreachable(Unreachable::new(&TransportError(s.to_string()))))?;
+        let decoded: Result<Resp, RaftError<NodeId, E>> =
+            serde_json::from_slice(&payload.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("append_entries", &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.call("install_snapshot", &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("vote", &rpc, option.hard_ttl()).await
+    }
+}
+
+/// The gRPC server side: hands each payload to the local Raft node.
+pub struct RaftService {
+    raft: Raft,
+}
+
+impl RaftService {
+    pub fn new(raft: Raft) -> Self {
+        RaftService { raft }
+    }
+}
+
+fn decode<T: DeserializeOwned>(req: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
+    serde_json::from_slice(&req.into_inner().data)
+        .map_err(|e| tonic::Status::invalid_argument(format!("undecodable raft payload: {e}")))
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        req: tonic::Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
+        Ok(tonic::Response::new(encode(&self.raft.append_entries(rpc).await)))
+    }
+
+    async fn vote(&self, req: tonic::Request<RaftPayload>) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let rpc: VoteRequest<NodeId> = decode(req)?;
+        Ok(tonic::Response::new(encode(&self.raft.vote(rpc).await)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: tonic::Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
+        Ok(tonic::Response::new(encode(&self.raft.install_snapshot(rpc).await)))
+    }
+}

@@ -1,0 +1,328 @@
+//! 1- and 3-voter quorums in one process over loopback: elections, commits, failover, a
+//! restart of the whole quorum, and broker fencing on missed heartbeats.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strom_controller::client::ControllerClient;
+use strom_controller::controller::{Controller, ControllerConfig, NewTopic};
+use strom_protocol::proto::controller as pb;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+struct Member {
+    controller: Arc<Controller>,
+    stop: CancellationToken,
+}
+
+struct Quorum {
+    dir: tempfile::TempDir,
+    voters: Vec<(i32, String)>,
+    members: Vec<Option<Member>>,
+}
+
+fn config(dir: &std::path::Path, id: i32, voters: &[(i32, String)]) -> ControllerConfig {
+    ControllerConfig {
+        node_id: id,
+        voters: voters.to_vec(),
+        metadata_dir: dir.join(format!("node-{id}")),
+        broker_session_timeout_ms: 1500,
+        num_partitions: 1,
+        default_replication_factor: 1,
+        unclean_leader_election_enable: false,
+        auto_leader_rebalance_enable: true,
+        raft_heartbeat_ms: 50,
+    }
+}
+
+impl Quorum {
+    async fn start(n: i32) -> Quorum {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let voters: Vec<(i32, String)> =
+            listeners.iter().enumerate().map(|(i, l)| (i as i32 + 1, l.local_addr().unwrap().to_string())).collect();
+        let mut q = Quorum { dir, voters, members: Vec::new() };
+        for (i, l) in listeners.into_iter().enumerate() {
+            let m = q.start_member(i as i32 + 1, l).await;
+            q.members.push(Some(m));
+        }
+        q
+    }
+
+    async fn start_member(&self, id: i32, listener: TcpListener) -> Member {
+        let stop = CancellationToken::new();
+        let controller =
+            Controller::start(config(self.dir.path(), id, &self.voters), listener, stop.clone()).await.unwrap();
+        Member { controller, stop }
+    }
+
+    async fn stop(&mut self, id: i32) {
+        if let Some(m) = self.members[id as usize - 1].take() {
+            m.stop.cancel();
+            let _ = m.controller.raft.shutdown().await;
+        }
+    }
+
+    /// Starts member `id` again on its old address. The stopped instance lets go of its
+    /// port and its state directory asynchronously, so both are retried until a deadline.
+    async fn restart(&mut self, id: i32) {
+        let addr = self.voters[id as usize - 1].1.clone();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let attempt = match TcpListener::bind(&addr).await {
+                Ok(listener) => {
+                    let stop = CancellationToken::new();
+                    Controller::start(config(self.dir.path(), id, &self.voters), listener, stop.clone())
+                        .await
+                        .map(|controller| Member { controller, stop })
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match attempt {
+                Ok(m) => {
+                    self.members[id as usize - 1] = Some(m);
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("restart {id}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot restart member {id}: {e}"),
+            }
+        }
+    }
+
+    fn running(&self) -> impl Iterator<Item = &Arc<Controller>> {
+        self.members.iter().flatten().map(|m| &m.controller)
+    }
+
+    /// Waits until a running member is active and every running member agrees on it.
+    async fn wait_for_leader(&self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            let views: Vec<Option<i32>> = self.running().map(|c| c.active_controller()).collect();
+            if let Some(Some(id)) = views.first() {
+                let alive = self.members[*id as usize - 1].is_some();
+                if alive && views.iter().all(|v| *v == Some(*id)) && self.running().any(|c| c.is_active()) {
+                    return *id;
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader within {within:?}: {views:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_for_digest_agreement(&self, within: Duration) -> u32 {
+        let deadline = Instant::now() + within;
+        loop {
+            let digests: Vec<(i64, u32)> =
+                self.running().map(|c| (c.metadata.image().offset, c.metadata.image().digest())).collect();
+            if digests.windows(2).all(|w| w[0] == w[1]) {
+                return digests[0].1;
+            }
+            assert!(Instant::now() < deadline, "images never agreed: {digests:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn client(&self) -> ControllerClient {
+        ControllerClient::new(&self.voters).unwrap()
+    }
+}
+
+fn topic(name: &str, partitions: i32) -> NewTopic {
+    NewTopic {
+        name: name.into(),
+        num_partitions: partitions,
+        replication_factor: 1,
+        assignments: vec![],
+        configs: Default::default(),
+    }
+}
+
+async fn register(client: &ControllerClient, broker_id: i32) -> i64 {
+    let r = client
+        .call(Duration::from_secs(10), Duration::from_secs(2), |mut c| async move {
+            c.register_broker(pb::RegisterBrokerRequest {
+                broker_id,
+                incarnation_id: format!("inc-{broker_id}").into_bytes(),
+                listeners: vec![],
+                rack: None,
+            })
+            .await
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.error_code, 0, "{}", r.error_message);
+    r.broker_epoch
+}
+
+async fn heartbeat(client: &ControllerClient, broker_id: i32, epoch: i64, offset: i64) -> pb::BrokerHeartbeatResponse {
+    client
+        .call(Duration::from_secs(10), Duration::from_secs(2), |mut c| async move {
+            c.broker_heartbeat(pb::BrokerHeartbeatRequest {
+                broker_id,
+                broker_epoch: epoch,
+                current_metadata_offset: offset,
+                want_fence: false,
+                want_shutdown: false,
+            })
+            .await
+        })
+        .await
+        .unwrap()
+}
+
+/// Creates a topic through whichever member is active, retrying across a failover.
+async fn create_topic(q: &Quorum, name: &str) -> Result<(), String> {
+    for c in q.running() {
+        if c.is_active() {
+            let (r, _) = c.create_topics(vec![topic(name, 1)], false).await;
+            return r.into_iter().next().unwrap().map(|_| ()).map_err(|e| e.to_string());
+        }
+    }
+    Err("no active controller".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_voter_elects_itself_and_commits() {
+    let q = Quorum::start(1).await;
+    assert_eq!(q.wait_for_leader(Duration::from_secs(10)).await, 1);
+    let client = q.client();
+    let epoch = register(&client, 1).await;
+    let hb = heartbeat(&client, 1, epoch, epoch).await;
+    assert!(hb.is_caught_up && !hb.is_fenced, "{hb:?}");
+    create_topic(&q, "orders").await.unwrap();
+    let image = q.members[0].as_ref().unwrap().controller.metadata.image();
+    let p = image.partition("orders", 0).unwrap();
+    assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (1, vec![1], 0));
+    assert_eq!(create_topic(&q, "orders").await.unwrap_err(), "topic orders already exists");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_voters_survive_the_loss_of_the_active_controller_and_a_full_restart() {
+    let mut q = Quorum::start(3).await;
+    let leader = q.wait_for_leader(Duration::from_secs(10)).await;
+    let client = q.client();
+    let epoch = register(&client, 1).await;
+    heartbeat(&client, 1, epoch, epoch).await;
+    // The broker keeps its session through failover and restart (else fencing it would
+    // rightly change the image).
+    let beating = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = client
+                    .call(Duration::from_secs(1), Duration::from_millis(500), |mut c| async move {
+                        c.broker_heartbeat(pb::BrokerHeartbeatRequest {
+                            broker_id: 1,
+                            broker_epoch: epoch,
+                            current_metadata_offset: i64::MAX,
+                            ..Default::default()
+                        })
+                        .await
+                    })
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    for i in 0..20 {
+        create_topic(&q, &format!("t{i}")).await.unwrap();
+    }
+    q.wait_for_digest_agreement(Duration::from_secs(10)).await;
+
+    tracing::info!("phase: kill the active controller; a new one takes over with every change");
+    let killed_at = Instant::now();
+    q.stop(leader).await;
+    let new_leader = q.wait_for_leader(Duration::from_secs(10)).await;
+    assert_ne!(new_leader, leader);
+    // Commit through the new leader (retry while it settles).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = create_topic(&q, "after-failover").await {
+        assert!(Instant::now() < deadline, "no commit after failover: {e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failover = killed_at.elapsed();
+    eprintln!("controller failover (kill to next committed change): {failover:?}");
+    for c in q.running() {
+        let img = c.metadata.image();
+        assert!((0..20).all(|i| img.topics.contains_key(&format!("t{i}"))), "lost an acknowledged topic");
+    }
+
+    tracing::info!("phase: the killed member comes back and catches up");
+    q.restart(leader).await;
+    let before = q.wait_for_digest_agreement(Duration::from_secs(20)).await;
+
+    tracing::info!("phase: restart the whole quorum; the image is identical");
+    for id in 1..=3 {
+        q.stop(id).await;
+    }
+    for id in 1..=3 {
+        q.restart(id).await;
+    }
+    q.wait_for_leader(Duration::from_secs(20)).await;
+    // Nothing new is written: the committed log is re-applied from disk on every member.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let digests: Vec<u32> = q.running().map(|c| c.metadata.image().digest()).collect();
+        if digests.iter().all(|d| *d == before) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "image after restart differs: {digests:x?} vs {before:x}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(q.running().next().unwrap().metadata.image().topics.len(), 21);
+    beating.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_heartbeating_is_fenced_and_loses_its_leaderships() {
+    let q = Quorum::start(1).await;
+    q.wait_for_leader(Duration::from_secs(10)).await;
+    let client = q.client();
+    let c = q.members[0].as_ref().unwrap().controller.clone();
+    let e1 = register(&client, 1).await;
+    let e2 = register(&client, 2).await;
+    heartbeat(&client, 1, e1, i64::MAX).await;
+    heartbeat(&client, 2, e2, i64::MAX).await;
+    let (r, _) = c
+        .create_topics(
+            vec![NewTopic {
+                name: "t".into(),
+                num_partitions: 4,
+                replication_factor: 2,
+                assignments: vec![],
+                configs: Default::default(),
+            }],
+            false,
+        )
+        .await;
+    r[0].as_ref().unwrap();
+    let led_by_2 = |img: &strom_controller::image::MetadataImage| {
+        img.topics["t"].partitions.values().filter(|p| p.leader == 2).count()
+    };
+    assert!(led_by_2(&c.metadata.image()) > 0);
+
+    // Broker 1 keeps heartbeating; broker 2 goes silent.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        heartbeat(&client, 1, e1, i64::MAX).await;
+        let img = c.metadata.image();
+        if img.brokers[&2].fenced {
+            assert_eq!(led_by_2(&img), 0, "a fenced broker leads nothing");
+            for p in img.topics["t"].partitions.values() {
+                assert_eq!(p.isr, vec![1], "the fenced broker left every ISR");
+                assert_eq!(p.leader, 1);
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker 2 was never fenced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!c.metadata.image().brokers[&1].fenced, "the live broker stays unfenced");
+}
