@@ -72,6 +72,7 @@ impl KafkaListener {
             let _ = stream.set_nodelay(true);
             let conn = Connection {
                 stream,
+                listener: self.name.clone(),
                 peer,
                 settings: self.settings.clone(),
                 apis: self.apis.clone(),
@@ -108,6 +109,8 @@ pub enum ConnectionError {
 /// One client connection: reads frames, hands each to [`Apis`], writes the answer.
 pub struct Connection {
     stream: TcpStream,
+    /// The listener name (Metadata answers with each broker's endpoint on it).
+    listener: String,
     peer: SocketAddr,
     settings: BrokerSettings,
     apis: Arc<Apis>,
@@ -121,7 +124,7 @@ impl Connection {
         loop {
             while let Some(frame) = frame::split_frame(&mut buf, self.settings.socket_request_max_bytes)? {
                 // `None`: an acks=0 produce, which Kafka never answers.
-                if let Some(response) = self.apis.handle(frame).await? {
+                if let Some(response) = self.apis.handle(frame, &self.listener).await? {
                     self.stream.write_all(&response).await?;
                 }
             }

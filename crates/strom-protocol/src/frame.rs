@@ -106,3 +106,23 @@ pub fn encode_response<M: Encodable>(
     body.encode(&mut out, version).map_err(|e| fail(&e))?;
     Ok(out.freeze())
 }
+
+/// Encodes a response frame around a body that is already in Kafka's encoding (a forwarded
+/// admin request's answer from the controller).
+pub fn encode_response_body(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &[u8],
+) -> Result<Bytes, FrameError> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    let fail =
+        |e: &dyn std::fmt::Display| FrameError::Malformed { api: api_key, version, reason: format!("encode: {e}") };
+    let size = header.compute_size(header_version).map_err(|e| fail(&e))? + body.len();
+    let mut out = BytesMut::with_capacity(4 + size);
+    out.put_i32(size as i32);
+    header.encode(&mut out, header_version).map_err(|e| fail(&e))?;
+    out.extend_from_slice(body);
+    Ok(out.freeze())
+}

@@ -1,4 +1,4 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON.
+//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`, openraft at `warn`), as text or JSON.
 //! Every line of a node carries its node id: text lines begin with `node=<id>`, JSON
 //! objects have a `"node_id"` field. The formatter adds it, so no spawned task can forget.
 
@@ -53,7 +53,7 @@ where
 
 /// Installs the global subscriber. `node_id` is `None` for the command-line tools.
 pub fn init(format: LogFormat, node_id: Option<i32>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let result = match format {

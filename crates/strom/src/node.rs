@@ -11,13 +11,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use anyhow::Context;
-use strom_broker::apis::Apis;
+use strom_broker::apis::{config_source, Apis};
+use strom_broker::lifecycle::BrokerLifecycle;
+use strom_broker::replica::ReplicaManager;
 use strom_broker::server::KafkaListener;
 use strom_broker::BrokerSettings;
+use strom_controller::client::ControllerClient;
+use strom_controller::controller::{Controller, ControllerConfig};
+use strom_protocol::proto::controller as pb;
+use strom_storage::LogConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, Source};
 
 /// Start failures that are the configuration's fault (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -72,38 +81,66 @@ impl DataDir {
 }
 
 /// Runs the node until `shutdown` is cancelled.
+///
+/// Shutdown order: the broker asks the controller for a controlled shutdown (leaderships move
+/// away) and its listeners drain; then the partition logs are closed cleanly; the controller
+/// stops last, so a single node's broker can still reach it while shutting down.
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started = Instant::now();
     let dirs = config.log_dirs.iter().map(|d| DataDir::claim(d, config.node_id)).collect::<anyhow::Result<Vec<_>>>()?;
+    let data_dir = dirs.first().map(|d| d.path.clone()).context("log.dirs is empty")?;
 
-    // The controller quorum's listener. Bound here so that the port is ours from the start;
-    // the Raft and controller gRPC services are served on it by strom-controller.
-    let controller_listener = match config.controller_listener() {
-        Some(l) => Some(
-            tokio::net::TcpListener::bind(l.bind_addr())
+    let controller_stop = CancellationToken::new();
+    let controller = match config.controller_listener() {
+        Some(l) => {
+            let listener = tokio::net::TcpListener::bind(l.bind_addr())
                 .await
-                .with_context(|| format!("cannot bind controller listener {}", l.bind_addr()))?,
-        ),
+                .with_context(|| format!("cannot bind controller listener {}", l.bind_addr()))?;
+            tracing::info!(addr = %listener.local_addr()?, "controller listener bound");
+            let c = Controller::start(controller_config(&config, &data_dir), listener, controller_stop.clone())
+                .await
+                .context("cannot start the controller")?;
+            Some(c)
+        }
         None => None,
     };
 
-    let settings = BrokerSettings {
-        node_id: config.node_id,
-        socket_request_max_bytes: config.socket_request_max_bytes as usize,
-        max_connections: config.max_connections,
-        connections_max_idle_ms: config.connections_max_idle_ms,
-    };
-    let apis = Arc::new(Apis::new());
-    let mut kafka_listeners = Vec::new();
-    for l in config.broker_listeners() {
-        let bound = KafkaListener::bind(&l.name, &l.bind_addr(), settings.clone(), apis.clone())
-            .await
-            .with_context(|| format!("cannot bind listener {}://{}", l.name, l.bind_addr()))?;
-        tracing::info!(listener = %l.name, addr = %bound.local_addr()?, "kafka listener bound");
-        kafka_listeners.push(bound);
-    }
-    if let Some(c) = &controller_listener {
-        tracing::info!(addr = %c.local_addr()?, "controller listener bound");
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut broker = None;
+    if config.roles.broker {
+        let voters: Vec<(i32, String)> =
+            config.quorum_voters.iter().map(|v| (v.id, format!("{}:{}", v.host, v.port))).collect();
+        let client = ControllerClient::new(&voters)?;
+        let endpoints = config
+            .advertised_listeners
+            .iter()
+            .map(|l| pb::Endpoint {
+                listener: l.name.clone(),
+                host: l.host.clone(),
+                port: l.port as u32,
+                security_protocol: l.security_protocol.clone(),
+            })
+            .collect();
+        let lifecycle = BrokerLifecycle::new(
+            config.node_id,
+            client,
+            endpoints,
+            config.broker_rack.clone(),
+            Duration::from_millis(config.broker_heartbeat_interval_ms),
+        );
+        let replicas = Arc::new(ReplicaManager::new(config.node_id, data_dir.clone(), log_config(&config)));
+        let apis = Arc::new(Apis::new(broker_settings(&config), lifecycle.clone(), replicas.clone()));
+        for l in config.broker_listeners() {
+            let settings = broker_settings(&config);
+            let bound = KafkaListener::bind(&l.name, &l.bind_addr(), settings, apis.clone())
+                .await
+                .with_context(|| format!("cannot bind listener {}://{}", l.name, l.bind_addr()))?;
+            tracing::info!(listener = %l.name, addr = %bound.local_addr()?, "kafka listener bound");
+            tasks.spawn(bound.run(shutdown.clone()));
+        }
+        tasks.spawn(lifecycle.clone().run(replicas.clone(), shutdown.clone()));
+        tasks.spawn(housekeeping(replicas.clone(), config.log.retention_check_interval_ms, shutdown.clone()));
+        broker = Some(replicas);
     }
     tracing::info!(
         roles = ?config.roles,
@@ -112,13 +149,125 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         "node started"
     );
 
-    let mut tasks = tokio::task::JoinSet::new();
-    for l in kafka_listeners {
-        tasks.spawn(l.run(shutdown.clone()));
-    }
     shutdown.cancelled().await;
     while tasks.join_next().await.is_some() {}
-    drop(controller_listener);
+    if let Some(replicas) = broker {
+        replicas.close_all();
+    }
+    controller_stop.cancel();
+    if let Some(c) = controller {
+        let _ = c.raft.shutdown().await;
+    }
     tracing::info!("node stopped");
     Ok(())
 }
+
+/// Flushes logs that are due (`log.flush.interval.ms`) and applies retention on its interval.
+async fn housekeeping(replicas: Arc<ReplicaManager>, retention_check_ms: u64, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_retention = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let due = last_retention.elapsed() >= Duration::from_millis(retention_check_ms);
+        if due {
+            last_retention = Instant::now();
+        }
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        replicas.housekeeping(now_ms, due);
+    }
+}
+
+fn controller_config(config: &NodeConfig, data_dir: &Path) -> ControllerConfig {
+    ControllerConfig {
+        node_id: config.node_id,
+        voters: config.quorum_voters.iter().map(|v| (v.id, format!("{}:{}", v.host, v.port))).collect(),
+        metadata_dir: data_dir.join("__cluster_metadata-0"),
+        broker_session_timeout_ms: config.broker_session_timeout_ms,
+        num_partitions: config.num_partitions,
+        default_replication_factor: config.default_replication_factor,
+        unclean_leader_election_enable: config.unclean_leader_election_enable,
+        auto_leader_rebalance_enable: config.auto_leader_rebalance_enable,
+        raft_heartbeat_ms: RAFT_HEARTBEAT_MS,
+    }
+}
+
+/// The Raft heartbeat between controllers; elections start after 3–6 missed ones
+/// (300–600 ms), well inside DESIGN.md's 3 s failover budget.
+const RAFT_HEARTBEAT_MS: u64 = 100;
+
+fn log_config(config: &NodeConfig) -> LogConfig {
+    let d = &config.log;
+    LogConfig {
+        segment_bytes: d.segment_bytes,
+        segment_ms: Some(d.segment_ms),
+        retention_ms: d.retention_ms,
+        retention_bytes: d.retention_bytes,
+        index_interval_bytes: d.index_interval_bytes,
+        flush_interval_messages: d.flush_interval_messages,
+        flush_interval_ms: d.flush_interval_ms,
+        max_batch_bytes: config.message_max_bytes.max(0) as usize,
+    }
+}
+
+/// DescribeConfigs source of a broker key: static when the user set it, default otherwise.
+fn source_of(config: &NodeConfig, key: &str) -> i8 {
+    match config.raw.source(key) {
+        Some(Source::Default) | None => config_source::DEFAULT_CONFIG,
+        Some(_) => config_source::STATIC_BROKER_CONFIG,
+    }
+}
+
+fn broker_settings(config: &NodeConfig) -> BrokerSettings {
+    let d = &config.log;
+    let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
+    let from = |key: &str, value: String| (value, source_of(config, key));
+    let fixed = |value: &str| (value.to_string(), config_source::DEFAULT_CONFIG);
+    let topic_defaults: BTreeMap<String, (String, i8)> = [
+        ("cleanup.policy", fixed("delete")),
+        ("compression.type", fixed("producer")),
+        ("delete.retention.ms", fixed("86400000")),
+        ("file.delete.delay.ms", fixed("60000")),
+        ("flush.messages", from("log.flush.interval.messages", d.flush_interval_messages.to_string())),
+        (
+            "flush.ms",
+            from("log.flush.interval.ms", d.flush_interval_ms.map_or(i64::MAX.to_string(), |v| v.to_string())),
+        ),
+        ("index.interval.bytes", from("log.index.interval.bytes", d.index_interval_bytes.to_string())),
+        ("max.message.bytes", from("message.max.bytes", config.message_max_bytes.to_string())),
+        ("message.timestamp.type", fixed("CreateTime")),
+        ("min.insync.replicas", from("min.insync.replicas", config.min_insync_replicas.to_string())),
+        ("retention.bytes", from("log.retention.bytes", opt(d.retention_bytes))),
+        ("retention.ms", from("log.retention.hours", opt(d.retention_ms))),
+        ("segment.bytes", from("log.segment.bytes", d.segment_bytes.to_string())),
+        ("segment.ms", from("log.roll.hours", d.segment_ms.to_string())),
+        (
+            "unclean.leader.election.enable",
+            from("unclean.leader.election.enable", config.unclean_leader_election_enable.to_string()),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let broker_configs =
+        config.raw.iter().map(|(k, v, _)| (k.to_string(), (v.to_string(), source_of(config, k)))).collect();
+    BrokerSettings {
+        node_id: config.node_id,
+        cluster_id: CLUSTER_ID.to_string(),
+        socket_request_max_bytes: config.socket_request_max_bytes as usize,
+        max_connections: config.max_connections,
+        connections_max_idle_ms: config.connections_max_idle_ms,
+        auto_create_topics_enable: config.auto_create_topics_enable,
+        num_partitions: config.num_partitions,
+        default_replication_factor: config.default_replication_factor,
+        min_insync_replicas: config.min_insync_replicas,
+        topic_defaults,
+        broker_configs,
+    }
+}
+
+/// The cluster id clients see (Metadata, DescribeCluster).
+const CLUSTER_ID: &str = "strom-cluster";

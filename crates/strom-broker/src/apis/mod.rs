@@ -1,32 +1,166 @@
 //! Request dispatch. [`SUPPORTED`] is the one table of APIs and versions this broker serves:
-//! ApiVersions advertises it and the decoder refuses anything outside it.
+//! ApiVersions advertises it and the decoder refuses anything outside it. Each API has its
+//! module; they share the [`Broker`] context.
 
+mod admin;
+pub use admin::source as config_source;
 mod api_versions;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
 
-use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use strom_controller::image::MetadataImage;
 use strom_protocol::frame::{self, FrameError, Request};
-use strom_protocol::kafka_protocol::messages::{ApiKey, RequestKind};
+use strom_protocol::kafka_protocol::messages::{ApiKey, RequestKind, TopicName};
+use strom_protocol::kafka_protocol::protocol::{Encodable, StrBytes};
+use strom_protocol::proto::controller as pb;
 
-/// (API, lowest version, highest version) served. Ranges start at Kafka 4.0's KIP-896 floors.
-pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[(ApiKey::ApiVersions, 0, 4)];
+use crate::lifecycle::BrokerLifecycle;
+use crate::replica::ReplicaManager;
+use crate::BrokerSettings;
+
+/// (API, lowest version, highest version) served. Ranges start at Kafka 4.0's KIP-896 floors
+/// and end at Kafka 4.0's highest versions (or the codec's, if lower).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 9),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
 
 /// The supported version range of `key`, if served.
 pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|(_, lo, hi)| (*lo, *hi))
 }
 
-/// The request handlers and the state they share.
-#[derive(Debug, Default)]
-pub struct Apis {}
+/// What the request handlers share.
+pub struct Broker {
+    pub settings: BrokerSettings,
+    pub lifecycle: Arc<BrokerLifecycle>,
+    pub replicas: Arc<ReplicaManager>,
+    /// Producer ids handed out from the current controller block: (next, end).
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+}
 
-impl Apis {
-    pub fn new() -> Self {
-        Apis {}
+/// The request handlers.
+pub struct Apis {
+    broker: Broker,
+}
+
+pub(crate) fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A forwarded admin request that could not reach an active controller.
+#[derive(Debug, thiserror::Error)]
+#[error("controller unavailable: {0}")]
+pub struct ForwardFailed(String);
+
+impl Broker {
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.lifecycle.image()
     }
 
-    /// Handles one request frame; returns the response frame, or `None` when Kafka sends no
-    /// response. An error closes the connection.
-    pub async fn handle(&self, raw: Bytes) -> Result<Option<Bytes>, FrameError> {
+    /// Sends an admin request to the active controller in Kafka's encoding, waits until our
+    /// own image holds the change, and returns the response body.
+    async fn forward(&self, api_key: ApiKey, version: i16, body: &RequestKind) -> Result<Bytes, ForwardFailed> {
+        let mut buf = BytesMut::new();
+        body.encode(&mut buf, version).map_err(|e| ForwardFailed(e.to_string()))?;
+        let req =
+            pb::ForwardedKafkaRequest { api_key: api_key as i32, api_version: version as i32, body: buf.to_vec() };
+        let r = self
+            .lifecycle
+            .controller()
+            .call(Duration::from_secs(10), Duration::from_secs(5), |mut c| {
+                let req = req.clone();
+                async move { c.forward(req).await }
+            })
+            .await
+            .map_err(|e| ForwardFailed(e.to_string()))?;
+        if r.error_code != 0 {
+            return Err(ForwardFailed(format!("error code {}", r.error_code)));
+        }
+        if r.metadata_offset >= 0 && !self.lifecycle.wait_for_offset(r.metadata_offset, Duration::from_secs(5)).await {
+            tracing::warn!(
+                node = self.settings.node_id,
+                offset = r.metadata_offset,
+                "metadata did not reach the change in time"
+            );
+        }
+        Ok(Bytes::from(r.body))
+    }
+
+    /// The next producer id, taking a new block from the controller when this one is used up.
+    async fn next_producer_id(&self) -> Result<i64, ForwardFailed> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            let req = pb::AllocateProducerIdsRequest {
+                broker_id: self.settings.node_id,
+                broker_epoch: self.lifecycle.broker_epoch(),
+            };
+            let r = self
+                .lifecycle
+                .controller()
+                .call(Duration::from_secs(10), Duration::from_secs(5), |mut c| async move {
+                    c.allocate_producer_ids(req).await
+                })
+                .await
+                .map_err(|e| ForwardFailed(e.to_string()))?;
+            if r.error_code != 0 {
+                return Err(ForwardFailed(format!("producer id allocation: error code {}", r.error_code)));
+            }
+            *ids = (r.first_producer_id, r.first_producer_id + r.count as i64);
+        }
+        ids.0 += 1;
+        Ok(ids.0 - 1)
+    }
+
+    /// Topic configs with their effective values: topic overrides over broker defaults.
+    pub(crate) fn topic_config(&self, image: &MetadataImage, topic: &str) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> =
+            self.settings.topic_defaults.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
+        if let Some(over) = image.topic_configs.get(topic) {
+            out.extend(over.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        out
+    }
+}
+
+impl Apis {
+    pub fn new(settings: BrokerSettings, lifecycle: Arc<BrokerLifecycle>, replicas: Arc<ReplicaManager>) -> Self {
+        Apis { broker: Broker { settings, lifecycle, replicas, producer_ids: tokio::sync::Mutex::new((0, 0)) } }
+    }
+
+    /// Handles one request frame that arrived on `listener`; returns the response frame, or
+    /// `None` when Kafka sends no response. An error closes the connection.
+    pub async fn handle(&self, raw: Bytes, listener: &str) -> Result<Option<Bytes>, FrameError> {
         let request = match frame::decode_request(raw, supported) {
             Ok(r) => r,
             Err(FrameError::UnsupportedVersion { api: ApiKey::ApiVersions, correlation_id, .. }) => {
@@ -37,12 +171,47 @@ impl Apis {
         };
         let Request { api_key, header, body } = request;
         let version = header.request_api_version;
-        let correlation_id = header.correlation_id;
-        match body {
-            RequestKind::ApiVersions(_) => {
-                frame::encode_response(api_key, version, correlation_id, &api_versions::response()).map(Some)
-            }
-            _ => Err(FrameError::UnsupportedVersion { api: api_key, version, correlation_id }),
+        let cid = header.correlation_id;
+        let b = &self.broker;
+        let respond = |m: &dyn ErasedEncodable| m.encode_frame(api_key, version, cid).map(Some);
+        match &body {
+            RequestKind::ApiVersions(_) => respond(&api_versions::response()),
+            RequestKind::Metadata(r) => respond(&metadata::handle(b, r, version, listener).await),
+            RequestKind::Produce(r) => match produce::handle(b, r, version).await {
+                Some(resp) => respond(&resp),
+                None => Ok(None),
+            },
+            RequestKind::Fetch(r) => respond(&fetch::handle(b, r, version).await),
+            RequestKind::ListOffsets(r) => respond(&offsets::list_offsets(b, r, version)),
+            RequestKind::OffsetForLeaderEpoch(r) => respond(&offsets::offset_for_leader_epoch(b, r)),
+            RequestKind::DeleteRecords(r) => respond(&offsets::delete_records(b, r)),
+            RequestKind::InitProducerId(r) => respond(&admin::init_producer_id(b, r).await),
+            RequestKind::DescribeConfigs(r) => respond(&admin::describe_configs(b, r)),
+            RequestKind::DescribeCluster(r) => respond(&admin::describe_cluster(b, r, listener)),
+            RequestKind::DescribeLogDirs(r) => respond(&admin::describe_log_dirs(b, r)),
+            RequestKind::CreateTopics(_)
+            | RequestKind::DeleteTopics(_)
+            | RequestKind::CreatePartitions(_)
+            | RequestKind::AlterConfigs(_)
+            | RequestKind::IncrementalAlterConfigs(_) => match b.forward(api_key, version, &body).await {
+                Ok(resp_body) => frame::encode_response_body(api_key, version, cid, &resp_body).map(Some),
+                Err(e) => {
+                    tracing::warn!(node = b.settings.node_id, api = ?api_key, error = %e, "admin request failed");
+                    respond(admin::forward_failed(&body).as_ref())
+                }
+            },
+            _ => Err(FrameError::UnsupportedVersion { api: api_key, version, correlation_id: cid }),
         }
+    }
+}
+
+/// Lets the dispatcher encode any response type through one closure.
+trait ErasedEncodable {
+    fn encode_frame(&self, api_key: ApiKey, version: i16, correlation_id: i32) -> Result<Bytes, FrameError>;
+}
+
+impl<M: Encodable> ErasedEncodable for M {
+    fn encode_frame(&self, api_key: ApiKey, version: i16, correlation_id: i32) -> Result<Bytes, FrameError> {
+        frame::encode_response(api_key, version, correlation_id, self)
     }
 }

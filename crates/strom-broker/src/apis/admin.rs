@@ -1,0 +1,263 @@
+//! Admin APIs answered by the broker itself: DescribeConfigs (values, sources, synonyms),
+//! DescribeCluster, DescribeLogDirs, InitProducerId, and the error answers for forwarded
+//! admin requests whose controller could not be reached.
+
+use strom_protocol::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use strom_protocol::kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use strom_protocol::kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use strom_protocol::kafka_protocol::messages::*;
+
+use super::{str_bytes, topic_name, Broker, ErasedEncodable};
+
+const REQUEST_TIMED_OUT: i16 = 7;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const INVALID_REQUEST: i16 = 42;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+/// Kafka's config sources (DescribeConfigs).
+pub mod source {
+    pub const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+    pub const DYNAMIC_BROKER_CONFIG: i8 = 2;
+    pub const STATIC_BROKER_CONFIG: i8 = 4;
+    pub const DEFAULT_CONFIG: i8 = 5;
+}
+
+fn entry(name: &str, value: &str, src: i8, synonyms: Vec<DescribeConfigsSynonym>) -> DescribeConfigsResourceResult {
+    let mut e = DescribeConfigsResourceResult::default();
+    e.name = str_bytes(name);
+    e.value = Some(str_bytes(value));
+    e.config_source = src;
+    e.synonyms = synonyms;
+    e
+}
+
+fn synonym(name: &str, value: &str, src: i8) -> DescribeConfigsSynonym {
+    let mut s = DescribeConfigsSynonym::default();
+    s.name = str_bytes(name);
+    s.value = Some(str_bytes(value));
+    s.source = src;
+    s
+}
+
+pub(super) fn describe_configs(b: &Broker, req: &DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let image = b.image();
+    let mut resp = DescribeConfigsResponse::default();
+    for r in &req.resources {
+        let mut out = DescribeConfigsResult::default();
+        out.resource_type = r.resource_type;
+        out.resource_name = r.resource_name.clone();
+        let wanted = |k: &str| r.configuration_keys.as_ref().is_none_or(|ks| ks.iter().any(|w| w.as_str() == k));
+        match r.resource_type {
+            strom_controller::admin::RESOURCE_TOPIC => {
+                let topic = r.resource_name.as_str();
+                if !image.topics.contains_key(topic) {
+                    out.error_code = UNKNOWN_TOPIC_OR_PARTITION;
+                    out.error_message = Some(str_bytes(&format!("topic {topic} does not exist")));
+                } else {
+                    let overrides = image.topic_configs.get(topic);
+                    for key in strom_controller::topic_config::TOPIC_KEYS {
+                        if !wanted(key.name) {
+                            continue;
+                        }
+                        let Some((default, default_src)) = b.settings.topic_defaults.get(key.name) else { continue };
+                        let mut synonyms = Vec::new();
+                        let over = overrides.and_then(|o| o.get(key.name));
+                        if req.include_synonyms {
+                            if let Some(v) = over {
+                                synonyms.push(synonym(key.name, v, source::DYNAMIC_TOPIC_CONFIG));
+                            }
+                            synonyms.push(synonym(key.broker_key, default, *default_src));
+                        }
+                        out.configs.push(match over {
+                            Some(v) => entry(key.name, v, source::DYNAMIC_TOPIC_CONFIG, synonyms),
+                            None => entry(key.name, default, *default_src, synonyms),
+                        });
+                    }
+                }
+            }
+            strom_controller::admin::RESOURCE_BROKER => {
+                if r.resource_name.as_str() != b.settings.node_id.to_string() && !r.resource_name.is_empty() {
+                    out.error_code = INVALID_REQUEST;
+                    out.error_message = Some(str_bytes("DescribeConfigs for a broker goes to that broker"));
+                } else {
+                    let dynamic = image.broker_configs.get(&b.settings.node_id);
+                    for (k, (v, src)) in &b.settings.broker_configs {
+                        if !wanted(k) {
+                            continue;
+                        }
+                        match dynamic.and_then(|d| d.get(k)) {
+                            Some(dv) => out.configs.push(entry(k, dv, source::DYNAMIC_BROKER_CONFIG, vec![])),
+                            None => out.configs.push(entry(k, v, *src, vec![])),
+                        }
+                    }
+                }
+            }
+            other => {
+                out.error_code = INVALID_REQUEST;
+                out.error_message = Some(str_bytes(&format!("unsupported resource type {other}")));
+            }
+        }
+        resp.results.push(out);
+    }
+    resp
+}
+
+pub(super) fn describe_cluster(b: &Broker, _req: &DescribeClusterRequest, listener: &str) -> DescribeClusterResponse {
+    let image = b.image();
+    let mut resp = DescribeClusterResponse::default();
+    resp.cluster_id = str_bytes(&b.settings.cluster_id);
+    resp.controller_id = BrokerId(b.settings.node_id);
+    resp.endpoint_type = 1;
+    resp.brokers = image
+        .live_brokers()
+        .filter_map(|br| {
+            let ep = br.endpoint(listener)?;
+            let mut d = DescribeClusterBroker::default();
+            d.broker_id = BrokerId(br.id);
+            d.host = str_bytes(&ep.host);
+            d.port = ep.port as i32;
+            d.rack = br.rack.as_deref().map(str_bytes);
+            Some(d)
+        })
+        .collect();
+    resp
+}
+
+pub(super) fn describe_log_dirs(b: &Broker, req: &DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+    let mut result = DescribeLogDirsResult::default();
+    result.log_dir = str_bytes(&b.replicas.log_dir().display().to_string());
+    result.total_bytes = -1;
+    result.usable_bytes = -1;
+    let mut topics: std::collections::BTreeMap<String, Vec<DescribeLogDirsPartition>> = Default::default();
+    for p in b.replicas.all() {
+        let wanted = req.topics.as_ref().is_none_or(|ts| {
+            ts.iter().any(|t| t.topic.0.as_str() == p.tp.topic && t.partitions.contains(&p.tp.partition))
+        });
+        if !wanted {
+            continue;
+        }
+        let mut d = DescribeLogDirsPartition::default();
+        d.partition_index = p.tp.partition;
+        d.partition_size = p.with_log(|l| l.size_bytes()) as i64;
+        d.offset_lag = 0;
+        topics.entry(p.tp.topic.clone()).or_default().push(d);
+    }
+    result.topics = topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            let mut t = DescribeLogDirsTopic::default();
+            t.name = topic_name(&name);
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    let mut resp = DescribeLogDirsResponse::default();
+    resp.results = vec![result];
+    resp
+}
+
+pub(super) async fn init_producer_id(b: &Broker, req: &InitProducerIdRequest) -> InitProducerIdResponse {
+    let mut resp = InitProducerIdResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    if req.transactional_id.is_some() {
+        // Transactions are not implemented: say so instead of pretending.
+        resp.error_code = INVALID_REQUEST;
+        return resp;
+    }
+    match b.next_producer_id().await {
+        Ok(id) => {
+            resp.producer_id = ProducerId(id);
+            resp.producer_epoch = 0;
+        }
+        Err(e) => {
+            tracing::warn!(node = b.settings.node_id, error = %e, "cannot allocate a producer id");
+            resp.error_code = COORDINATOR_NOT_AVAILABLE;
+        }
+    }
+    resp
+}
+
+/// The answer to a forwarded admin request when no controller could be reached: every
+/// topic or resource gets REQUEST_TIMED_OUT (retriable), as Kafka answers a timed-out
+/// controller call.
+pub(super) fn forward_failed(body: &RequestKind) -> Box<dyn ErasedEncodable + Send> {
+    match body {
+        RequestKind::CreateTopics(r) => {
+            let mut resp = CreateTopicsResponse::default();
+            resp.topics = r
+                .topics
+                .iter()
+                .map(|t| {
+                    let mut o = create_topics_response::CreatableTopicResult::default();
+                    o.name = t.name.clone();
+                    o.error_code = REQUEST_TIMED_OUT;
+                    o
+                })
+                .collect();
+            Box::new(resp)
+        }
+        RequestKind::DeleteTopics(r) => {
+            let mut resp = DeleteTopicsResponse::default();
+            let names = r.topic_names.iter().cloned().map(Some).chain(r.topics.iter().map(|t| t.name.clone()));
+            resp.responses = names
+                .map(|n| {
+                    let mut o = delete_topics_response::DeletableTopicResult::default();
+                    o.name = n;
+                    o.error_code = REQUEST_TIMED_OUT;
+                    o
+                })
+                .collect();
+            Box::new(resp)
+        }
+        RequestKind::CreatePartitions(r) => {
+            let mut resp = CreatePartitionsResponse::default();
+            resp.results = r
+                .topics
+                .iter()
+                .map(|t| {
+                    let mut o = create_partitions_response::CreatePartitionsTopicResult::default();
+                    o.name = t.name.clone();
+                    o.error_code = REQUEST_TIMED_OUT;
+                    o
+                })
+                .collect();
+            Box::new(resp)
+        }
+        RequestKind::AlterConfigs(r) => {
+            let mut resp = AlterConfigsResponse::default();
+            resp.responses = r
+                .resources
+                .iter()
+                .map(|x| {
+                    let mut o = alter_configs_response::AlterConfigsResourceResponse::default();
+                    o.resource_type = x.resource_type;
+                    o.resource_name = x.resource_name.clone();
+                    o.error_code = REQUEST_TIMED_OUT;
+                    o
+                })
+                .collect();
+            Box::new(resp)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            let mut resp = IncrementalAlterConfigsResponse::default();
+            resp.responses = r
+                .resources
+                .iter()
+                .map(|x| {
+                    let mut o = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+                    o.resource_type = x.resource_type;
+                    o.resource_name = x.resource_name.clone();
+                    o.error_code = REQUEST_TIMED_OUT;
+                    o
+                })
+                .collect();
+            Box::new(resp)
+        }
+        _ => Box::new(ApiVersionsResponse::default()),
+    }
+}

@@ -1,0 +1,102 @@
+//! Fetch: whole stored batches from each partition up to the high watermark (consumers) or
+//! the log end (followers, identified by a replica id), bounded by the partition and
+//! response byte limits; a long-poll (`max.wait.ms`, `min.bytes`) woken by appends.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use strom_protocol::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use strom_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+use super::Broker;
+use crate::replica::ReplicaError;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const UNKNOWN_TOPIC_ID: i16 = 100;
+
+pub(super) async fn handle(b: &Broker, req: &FetchRequest, version: i16) -> FetchResponse {
+    let replica_id = if version >= 15 { req.replica_state.replica_id.0 } else { req.replica_id.0 };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    loop {
+        let notified = b.replicas.data_arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (resp, bytes, errors) = read_once(b, req, version, replica_id);
+        let done = bytes >= req.min_bytes.max(0) as usize || errors || req.max_wait_ms <= 0;
+        if done || tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return if done { resp } else { read_once(b, req, version, replica_id).0 };
+        }
+    }
+}
+
+/// One pass over the requested partitions: (response, record bytes, any partition error).
+fn read_once(b: &Broker, req: &FetchRequest, version: i16, replica_id: i32) -> (FetchResponse, usize, bool) {
+    let image = b.image();
+    let mut resp = FetchResponse::default();
+    let mut total = 0usize;
+    let mut errors = false;
+    let response_max = if req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
+    for t in &req.topics {
+        let name = if version >= 13 {
+            image.topic_by_id(&t.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(t.topic.0.to_string())
+        };
+        let mut tr = FetchableTopicResponse::default();
+        tr.topic = if version >= 13 { Default::default() } else { t.topic.clone() };
+        tr.topic_id = t.topic_id;
+        for p in &t.partitions {
+            let mut pd = PartitionData::default();
+            pd.partition_index = p.partition;
+            pd.high_watermark = -1;
+            pd.last_stable_offset = -1;
+            pd.log_start_offset = -1;
+            pd.preferred_read_replica = (-1).into();
+            let part = name.as_deref().and_then(|n| b.replicas.get(n, p.partition));
+            let Some(part) = part else {
+                pd.error_code = if name.is_none() { UNKNOWN_TOPIC_ID } else { UNKNOWN_TOPIC_OR_PARTITION };
+                errors = true;
+                tr.partitions.push(pd);
+                continue;
+            };
+            let result = (|| {
+                part.check_epoch(p.current_leader_epoch)?;
+                if !part.is_leader() {
+                    return Err(ReplicaError::NotLeader(part.tp.to_string()));
+                }
+                if replica_id >= 0 && part.record_follower_fetch(replica_id, p.fetch_offset) {
+                    b.replicas.data_arrived.notify_waiters();
+                }
+                let hw = part.high_watermark();
+                // The first batch is returned whole even past the limits (so no consumer is
+                // stuck); after the response limit is reached, partitions get nothing.
+                let room = response_max.saturating_sub(total);
+                if room == 0 && total > 0 {
+                    return Ok((Bytes::new(), hw));
+                }
+                let limit = (p.partition_max_bytes.max(0) as usize).min(room.max(1));
+                let max_offset = if replica_id >= 0 { None } else { Some(hw) };
+                let read = part.with_log(|l| l.read(p.fetch_offset, limit, max_offset))?;
+                Ok::<_, ReplicaError>((read.records, hw))
+            })();
+            match result {
+                Ok((records, hw)) => {
+                    pd.high_watermark = hw;
+                    pd.last_stable_offset = hw;
+                    pd.log_start_offset = part.log_start_offset();
+                    total += records.len();
+                    pd.records = Some(records);
+                }
+                Err(e) => {
+                    pd.error_code = e.kafka_code();
+                    pd.high_watermark = part.high_watermark();
+                    pd.log_start_offset = part.log_start_offset();
+                    errors = true;
+                }
+            }
+            tr.partitions.push(pd);
+        }
+        resp.responses.push(tr);
+    }
+    (resp, total, errors)
+}

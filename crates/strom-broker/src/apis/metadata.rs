@@ -1,0 +1,129 @@
+//! Metadata: brokers (their endpoint on the listener the client used), topics and partition
+//! leadership from this broker's image, with auto topic creation when allowed.
+
+use std::time::Duration;
+
+use strom_controller::image::MetadataImage;
+use strom_protocol::kafka_protocol::messages::create_topics_request::CreatableTopic;
+use strom_protocol::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use strom_protocol::kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, MetadataRequest, MetadataResponse, RequestKind,
+};
+
+use super::{str_bytes, topic_name, Broker};
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const LEADER_NOT_AVAILABLE: i16 = 5;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+
+pub(super) async fn handle(b: &Broker, req: &MetadataRequest, version: i16, listener: &str) -> MetadataResponse {
+    let mut image = b.image();
+    let wanted: Option<Vec<String>> = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| match &t.name {
+                Some(n) => n.0.to_string(),
+                None => image.topic_by_id(&t.topic_id).map(|t| t.name.clone()).unwrap_or_default(),
+            })
+            .collect()
+    });
+    // v0 has no allow flag: an empty list means all topics there, and auto-creation is allowed.
+    let allow_auto = version < 4 || req.allow_auto_topic_creation;
+    if let Some(names) = &wanted {
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !n.is_empty() && !image.topics.contains_key(*n))
+            .filter(|n| strom_controller::topic_config::validate_topic_name(n).is_ok())
+            .collect();
+        if !missing.is_empty() && allow_auto && b.settings.auto_create_topics_enable {
+            auto_create(b, &missing).await;
+            image = b.image();
+        }
+    }
+    let mut resp = MetadataResponse::default();
+    resp.cluster_id = Some(str_bytes(&b.settings.cluster_id));
+    resp.controller_id = BrokerId(b.settings.node_id);
+    resp.brokers = image
+        .live_brokers()
+        .filter_map(|br| {
+            let ep = br.endpoint(listener)?;
+            let mut m = MetadataResponseBroker::default();
+            m.node_id = BrokerId(br.id);
+            m.host = str_bytes(&ep.host);
+            m.port = ep.port as i32;
+            m.rack = br.rack.as_deref().map(str_bytes);
+            Some(m)
+        })
+        .collect();
+    match wanted {
+        None => resp.topics = image.topics.keys().map(|n| topic(&image, n)).collect(),
+        Some(names) if names.is_empty() && version == 0 => {
+            resp.topics = image.topics.keys().map(|n| topic(&image, n)).collect()
+        }
+        Some(names) => resp.topics = names.iter().map(|n| topic(&image, n)).collect(),
+    }
+    resp
+}
+
+fn topic(image: &MetadataImage, name: &str) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(topic_name(name));
+    let Some(ti) = image.topics.get(name) else {
+        t.error_code = if strom_controller::topic_config::validate_topic_name(name).is_ok() {
+            UNKNOWN_TOPIC_OR_PARTITION
+        } else {
+            INVALID_TOPIC_EXCEPTION
+        };
+        return t;
+    };
+    t.topic_id = ti.id;
+    t.is_internal = name.starts_with("__");
+    t.partitions = ti
+        .partitions
+        .iter()
+        .map(|(idx, p)| {
+            let mut m = MetadataResponsePartition::default();
+            m.partition_index = *idx;
+            m.leader_id = BrokerId(p.leader);
+            m.leader_epoch = p.leader_epoch;
+            m.error_code = if p.leader == -1 { LEADER_NOT_AVAILABLE } else { 0 };
+            m.replica_nodes = p.replicas.iter().map(|r| BrokerId(*r)).collect();
+            m.isr_nodes = p.isr.iter().map(|r| BrokerId(*r)).collect();
+            m.offline_replicas = p
+                .replicas
+                .iter()
+                .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+                .map(|r| BrokerId(*r))
+                .collect();
+            m
+        })
+        .collect();
+    t
+}
+
+/// Creates missing topics with the broker's defaults (through the controller) and waits
+/// for them to appear in our image.
+async fn auto_create(b: &Broker, names: &[&String]) {
+    let mut req = CreateTopicsRequest::default();
+    req.timeout_ms = 5000;
+    req.topics = names
+        .iter()
+        .map(|n| {
+            let mut t = CreatableTopic::default();
+            t.name = topic_name(n);
+            t.num_partitions = b.settings.num_partitions;
+            t.replication_factor = b.settings.default_replication_factor;
+            t
+        })
+        .collect();
+    match b.forward(ApiKey::CreateTopics, 5, &RequestKind::CreateTopics(req)).await {
+        Ok(_) => {
+            let mut rx = b.lifecycle.subscribe();
+            let all_there = rx.wait_for(|img| names.iter().all(|n| img.topics.contains_key(*n)));
+            let _ = tokio::time::timeout(Duration::from_secs(5), all_there).await;
+            tracing::info!(node = b.settings.node_id, topics = ?names, "auto-created topics");
+        }
+        Err(e) => tracing::warn!(node = b.settings.node_id, error = %e, "auto topic creation failed"),
+    }
+}
