@@ -21,9 +21,10 @@ bench:
 cluster:
     bash deploy/local-cluster.sh
 
-# The three-node docker compose cluster (filled in by the deploy issue).
+# The three-node docker compose cluster: build the image, start, wait until healthy.
 up:
-    @echo "the compose cluster arrives with the deploy issue (#8); see deploy/" && exit 1
+    bash deploy/up.sh
 
+# Stop the compose cluster; `just down -v` also removes its data volumes.
 down *ARGS:
-    @echo "the compose cluster arrives with the deploy issue (#8); see deploy/" && exit 1
+    bash deploy/compose.sh down {{ARGS}}

@@ -17,14 +17,19 @@ else
 fi
 
 shopt -s nullglob
-py_tests=(tests/compat/test_*.py)
+py_tests=(tests/compat/test_*.py tests/cluster/test_*.py tests/deploy/test_*.py)
 if (( ${#py_tests[@]} > 0 )); then
-  echo "== real-client tests (python venv: confluent-kafka, kafka-python)"
+  echo "== real-client and cluster tests (python venv: confluent-kafka, kafka-python)"
   venv="$root/tests/.venv"
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
   fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
-  STROM_BIN="$root/target/debug/strom" "$venv/bin/python" -m pytest -q tests/compat
+  # One pytest run per directory: each has its own conftest module.
+  # tests/deploy brings up the compose cluster (image built from the same debug binary); it
+  # skips itself where no Docker engine runs.
+  for dir in tests/compat tests/cluster tests/deploy; do
+    STROM_BIN="$root/target/debug/strom" "$venv/bin/python" -m pytest -q "$dir"
+  done
 fi
 echo "== all tests passed"

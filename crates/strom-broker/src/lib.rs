@@ -5,7 +5,17 @@
 //!   ([`server::Connection`]): framing, size limits, idle timeout, in-order responses.
 //! - [`apis`]: the request handlers, one module per Kafka API (or family), and the table of
 //!   supported versions that ApiVersions advertises.
-//! - [`replica`]: the replica manager: partition logs, leader/follower role, high watermark.
+//! - [`replica`]: the replica manager: partition logs, leader/follower role, high watermark,
+//!   what a leader knows of its followers.
+//! - [`fetcher`]: the follower side of replication: one fetcher per leader, truncation to the
+//!   divergence point, follower appends.
+//! - [`group`]: the group coordinator (classic consumer-group protocol) and committed offsets
+//!   in `__consumer_offsets`.
+//! - [`producer_state`]: idempotent producers' sequences per partition (duplicates, order,
+//!   epochs), kept by every replica.
+//! - [`isr`]: the leader side of ISR changes (shrink on lag, expand on catch-up) through the
+//!   controller's AlterPartition.
+//! - [`metrics`]: Prometheus metrics under Kafka's names; state gauges computed at scrape.
 //! - [`lifecycle`]: registration and heartbeats with the controller quorum, the metadata
 //!   follower that keeps this broker's metadata image, controlled shutdown.
 //!
@@ -19,7 +29,12 @@
 use std::collections::BTreeMap;
 
 pub mod apis;
+pub mod fetcher;
+pub mod group;
+pub mod isr;
 pub mod lifecycle;
+pub mod metrics;
+pub mod producer_state;
 pub mod replica;
 pub mod server;
 
@@ -35,6 +50,11 @@ pub struct BrokerSettings {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub min_insync_replicas: i32,
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_replication_factor: i16,
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Per-partition metric series (log size, segments, group lag); off bounds cardinality.
+    pub metrics_per_partition: bool,
     /// Topic config key → (effective broker default, DescribeConfigs source).
     pub topic_defaults: BTreeMap<String, (String, i8)>,
     /// Every broker config key → (value, DescribeConfigs source).

@@ -21,6 +21,9 @@ use crate::replica::ReplicaManager;
 /// STALE_BROKER_EPOCH: the controller no longer knows this registration.
 const STALE_BROKER_EPOCH: i32 = 77;
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// A heartbeat to a controller that does not answer this soon is retried on the next voter:
+/// well inside `broker.session.timeout.ms`, so one hung voter does not cost the session.
+const HEARTBEAT_CALL_TIMEOUT: Duration = Duration::from_millis(700);
 
 pub struct BrokerLifecycle {
     node_id: i32,
@@ -168,7 +171,7 @@ impl BrokerLifecycle {
             want_shutdown,
         };
         self.client
-            .call(self.heartbeat_interval.max(CALL_TIMEOUT), CALL_TIMEOUT, |mut c| async move {
+            .call(self.heartbeat_interval.max(CALL_TIMEOUT), HEARTBEAT_CALL_TIMEOUT, |mut c| async move {
                 c.broker_heartbeat(req).await
             })
             .await
@@ -178,9 +181,9 @@ impl BrokerLifecycle {
     async fn follow_metadata(self: Arc<Self>, replicas: Arc<ReplicaManager>, shutdown: CancellationToken) {
         loop {
             let after = self.image.borrow().offset;
+            let broker_id = self.node_id;
             let r = self.client.call(Duration::from_secs(5), Duration::from_secs(3), |mut c| async move {
-                c.fetch_metadata(pb::FetchMetadataRequest { broker_id: 0, after_offset: after, max_wait_ms: 1000 })
-                    .await
+                c.fetch_metadata(pb::FetchMetadataRequest { broker_id, after_offset: after, max_wait_ms: 1000 }).await
             });
             let r = tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -5,19 +5,38 @@
 //! [`ReplicaManager::apply_image`]) creates, re-roles or deletes them. A [`Partition`] owns its
 //! [`Log`] behind a mutex (appends and reads are short, synchronous file operations).
 //!
-//! **Architecture invariant (DESIGN.md §3):** the high watermark is the minimum log end offset
-//! over the ISR, never above the leader's LEO, and never goes backwards while this broker
-//! leads; consumers never read past it. With an ISR of one (this broker) HW = LEO.
+//! **Replication rules (DESIGN.md §3), enforced here:**
+//! - The high watermark of a leader is the minimum log end offset over the ISR, never above the
+//!   leader's LEO, and never goes backwards while this broker leads; consumers never read past
+//!   it. With an ISR of one (this broker) HW = LEO. A follower's HW is the leader's HW as its
+//!   last fetch response said, capped at its own LEO.
+//! - A follower's LEO is the offset it fetches from: everything before it is on the follower.
+//! - A follower is *caught up* at a fetch when it asks for the leader's LEO, or for at least the
+//!   LEO the leader had at the follower's previous fetch (Kafka's lastCaughtUpTime rule). One
+//!   not caught up for `replica.lag.time.max.ms` is proposed out of the ISR; one outside the
+//!   ISR that fetches at or past the HW is proposed back in. Proposals go to the controller
+//!   (AlterPartition, checked against the partition epoch); only a committed change alters
+//!   the ISR used here.
+//! - Becoming leader clears what was known of followers (their LEOs belong to an older epoch)
+//!   and records the new leader epoch at the LEO before anything is appended in it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use strom_controller::image::MetadataImage;
+use strom_protocol::batch::BatchView;
 use strom_storage::{AppendInfo, Log, LogConfig, LogError};
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+use crate::producer_state::{ProducerBatch, ProducerStates, SequenceCheck};
+
+/// DUPLICATE_SEQUENCE_NUMBER: a retried batch inside a request of several batches.
+const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 
 /// A partition's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,8 +69,38 @@ pub struct Partition {
     log: Mutex<Log>,
     role: RwLock<ReplicaRole>,
     high_watermark: AtomicI64,
-    /// Follower log end offsets reported by their fetches (leader only).
-    follower_leo: Mutex<HashMap<i32, i64>>,
+    /// What the leader knows of each follower, from its fetches (leader only).
+    followers: Mutex<HashMap<i32, FollowerProgress>>,
+    /// An ISR change for this partition is on its way to the controller.
+    isr_change_in_flight: AtomicBool,
+    /// Idempotent producers' recent batches (taken inside the log lock).
+    producers: Mutex<ProducerStates>,
+}
+
+/// A follower as its leader sees it.
+#[derive(Debug, Clone, Copy)]
+struct FollowerProgress {
+    /// The follower's LEO (its last fetch offset); -1 until it fetches in this epoch.
+    log_end_offset: i64,
+    /// When the follower was last caught up (see the module's replication rules).
+    last_caught_up: Instant,
+    /// The leader's LEO and the time at the follower's previous fetch.
+    leader_leo_at_last_fetch: i64,
+    last_fetch: Instant,
+}
+
+impl FollowerProgress {
+    fn new(now: Instant) -> Self {
+        FollowerProgress { log_end_offset: -1, last_caught_up: now, leader_leo_at_last_fetch: -1, last_fetch: now }
+    }
+}
+
+/// What a follower fetch changed on the leader.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerFetchOutcome {
+    pub high_watermark_moved: bool,
+    /// The follower is outside the ISR and has caught up to the HW: propose it back in.
+    pub expand_isr: bool,
 }
 
 /// Why a partition operation failed, each with the Kafka code the client gets.
@@ -65,6 +114,8 @@ pub enum ReplicaError {
     FencedLeaderEpoch { got: i32, current: i32 },
     #[error("leader epoch {got} is newer than this broker knows ({current})")]
     UnknownLeaderEpoch { got: i32, current: i32 },
+    #[error("producer sequence check failed (Kafka error {0})")]
+    ProducerSequence(i16),
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -76,6 +127,7 @@ impl ReplicaError {
             ReplicaError::NotLeader(_) => 6,
             ReplicaError::FencedLeaderEpoch { .. } => 74,
             ReplicaError::UnknownLeaderEpoch { .. } => 75,
+            ReplicaError::ProducerSequence(code) => *code,
             ReplicaError::Log(e) => e.kafka_code(),
         }
     }
@@ -120,11 +172,112 @@ impl Partition {
         }
     }
 
-    /// A follower fetched from `offset`: everything before it is on the follower. Returns
-    /// true when the high watermark moved.
-    pub fn record_follower_fetch(&self, replica: i32, offset: i64) -> bool {
-        self.follower_leo.lock().unwrap_or_else(|p| p.into_inner()).insert(replica, offset);
-        self.update_high_watermark()
+    /// A follower fetched from `offset`: everything before it is on the follower.
+    pub fn record_follower_fetch(&self, replica: i32, offset: i64) -> FollowerFetchOutcome {
+        let role = self.role();
+        if role.leader != self.node_id || !role.replicas.contains(&replica) {
+            return FollowerFetchOutcome::default();
+        }
+        let leo = self.log_end_offset();
+        let now = Instant::now();
+        {
+            let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+            let f = followers.entry(replica).or_insert_with(|| FollowerProgress::new(now));
+            if offset >= leo {
+                f.last_caught_up = now;
+            } else if f.leader_leo_at_last_fetch >= 0 && offset >= f.leader_leo_at_last_fetch {
+                f.last_caught_up = f.last_caught_up.max(f.last_fetch);
+            }
+            f.log_end_offset = offset;
+            f.leader_leo_at_last_fetch = leo;
+            f.last_fetch = now;
+        }
+        let high_watermark_moved = self.update_high_watermark();
+        let epoch_start = self.with_log(|l| l.epochs().last().map_or(0, |(_, start)| *start));
+        let expand_isr = !role.isr.contains(&replica) && offset >= self.high_watermark() && offset >= epoch_start;
+        FollowerFetchOutcome { high_watermark_moved, expand_isr }
+    }
+
+    /// ISR members (other than this leader) not caught up within `lag_max`.
+    pub fn lagging_isr_members(&self, lag_max: Duration, now: Instant) -> Vec<i32> {
+        let role = self.role();
+        if role.leader != self.node_id {
+            return vec![];
+        }
+        let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        role.isr
+            .iter()
+            .copied()
+            .filter(|r| *r != self.node_id)
+            .filter(|r| followers.get(r).is_some_and(|f| now.saturating_duration_since(f.last_caught_up) > lag_max))
+            .collect()
+    }
+
+    /// The ISR this leader wants: the current one without members lagging more than
+    /// `lag_max`, plus caught-up followers that `eligible` allows (unfenced brokers). `None`
+    /// when it is the current ISR (or this broker does not lead).
+    pub fn desired_isr(&self, lag_max: Duration, now: Instant, eligible: impl Fn(i32) -> bool) -> Option<Vec<i32>> {
+        let role = self.role();
+        if role.leader != self.node_id {
+            return None;
+        }
+        let hw = self.high_watermark();
+        let epoch_start = self.with_log(|l| l.epochs().last().map_or(0, |(_, start)| *start));
+        let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        let lagging =
+            |r: &i32| followers.get(r).is_some_and(|f| now.saturating_duration_since(f.last_caught_up) > lag_max);
+        let caught_up = |r: &i32| {
+            followers.get(r).is_some_and(|f| {
+                f.log_end_offset >= hw
+                    && f.log_end_offset >= epoch_start
+                    && now.saturating_duration_since(f.last_caught_up) <= lag_max
+            })
+        };
+        let isr: Vec<i32> = role
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| {
+                *r == self.node_id
+                    || (role.isr.contains(r) && !lagging(r))
+                    || (!role.isr.contains(r) && caught_up(r) && eligible(*r))
+            })
+            .collect();
+        debug_assert!(isr.contains(&self.node_id), "a leader is always in its own ISR");
+        let mut current = role.isr.clone();
+        current.sort_unstable();
+        let mut wanted = isr.clone();
+        wanted.sort_unstable();
+        (current != wanted).then_some(isr)
+    }
+
+    /// Marks an ISR proposal as sent; false if one already is.
+    pub fn begin_isr_change(&self) -> bool {
+        !self.isr_change_in_flight.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn end_isr_change(&self) {
+        self.isr_change_in_flight.store(false, Ordering::Release);
+    }
+
+    /// The controller committed an ISR change this leader asked for: use it now rather than
+    /// when the metadata image catches up (Kafka does the same with the AlterPartition reply).
+    pub fn apply_committed_isr(&self, leader_epoch: i32, partition_epoch: i32, isr: Vec<i32>) {
+        {
+            let mut role = self.role.write().unwrap_or_else(|p| p.into_inner());
+            if role.leader_epoch != leader_epoch || partition_epoch <= role.partition_epoch {
+                return;
+            }
+            role.partition_epoch = partition_epoch;
+            role.isr = isr;
+        }
+        self.update_high_watermark();
+    }
+
+    /// A follower's HW: the leader's, capped at our LEO.
+    pub fn set_follower_high_watermark(&self, leader_hw: i64) {
+        let leo = self.log_end_offset();
+        self.high_watermark.store(leader_hw.min(leo).max(0), Ordering::Release);
     }
 
     /// Recomputes the high watermark: the minimum LEO over the ISR (ours for ourselves).
@@ -135,17 +288,79 @@ impl Partition {
             return false;
         }
         let leo = self.log_end_offset();
-        let followers = self.follower_leo.lock().unwrap_or_else(|p| p.into_inner());
+        let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
         let hw = role
             .isr
             .iter()
-            .map(|r| if *r == self.node_id { leo } else { followers.get(r).copied().unwrap_or(0) })
+            .map(|r| if *r == self.node_id { leo } else { followers.get(r).map_or(0, |f| f.log_end_offset.max(0)) })
             .min()
             .unwrap_or(leo)
             .min(leo);
         let old = self.high_watermark.fetch_max(hw, Ordering::AcqRel);
         debug_assert!(self.high_watermark() <= leo, "HW {} above LEO {leo}", self.high_watermark());
         hw > old
+    }
+
+    /// Rebuilds the idempotent producer state from the whole log (on open, after truncation).
+    pub fn rebuild_producer_state(&self) {
+        self.with_log(|l| {
+            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+            producers.clear();
+            let mut offset = l.log_start_offset();
+            while offset < l.log_end_offset() {
+                match l.read(offset, 1 << 20, None) {
+                    Ok(r) if r.next_offset > offset => {
+                        producers.record_stored(&r.records);
+                        offset = r.next_offset;
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::error!(node = self.node_id, partition = %self.tp, error = %e, "cannot rebuild producer state");
+                        break;
+                    }
+                }
+            }
+            if producers.producers() > 0 {
+                tracing::debug!(node = self.node_id, partition = %self.tp, producers = producers.producers(), "producer state rebuilt");
+            }
+        });
+    }
+
+    /// The follower path: appends fetched batches (offsets from the leader) and records their
+    /// producers. `still_valid` is checked under the log lock first.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+        still_valid: impl FnOnce() -> bool,
+    ) -> Result<Option<AppendInfo>, LogError> {
+        self.with_log(|l| {
+            if !still_valid() {
+                return Ok(None);
+            }
+            let info = l.append_as_follower(records, now_ms)?;
+            self.producers.lock().unwrap_or_else(|p| p.into_inner()).record_stored(records);
+            Ok(Some(info))
+        })
+    }
+
+    /// This broker became leader (or leads in a new epoch).
+    fn become_leader(&self, leader_epoch: i32) {
+        let now = Instant::now();
+        let replicas = self.role().replicas;
+        {
+            let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+            followers.clear();
+            for r in replicas.into_iter().filter(|r| *r != self.node_id) {
+                followers.insert(r, FollowerProgress::new(now));
+            }
+        }
+        let leo = self.log_end_offset();
+        // A follower's HW may sit above a log it has since truncated.
+        let _ = self.high_watermark.fetch_min(leo, Ordering::AcqRel);
+        if let Err(e) = self.with_log(|l| l.assign_leader_epoch(leader_epoch)) {
+            tracing::error!(node = self.node_id, partition = %self.tp, error = %e, "cannot record the leader epoch");
+        }
     }
 }
 
@@ -157,6 +372,9 @@ pub struct ReplicaManager {
     partitions: RwLock<BTreeMap<TopicPartition, Arc<Partition>>>,
     /// Woken on every append and HW move (fetch long-polls and acks=all waiters).
     pub data_arrived: Notify,
+    /// Partitions whose ISR may need to change (a follower caught up), for the ISR manager.
+    isr_checks: Mutex<Vec<Arc<Partition>>>,
+    pub isr_check_wanted: Notify,
 }
 
 impl ReplicaManager {
@@ -167,7 +385,24 @@ impl ReplicaManager {
             defaults,
             partitions: RwLock::new(BTreeMap::new()),
             data_arrived: Notify::new(),
+            isr_checks: Mutex::new(Vec::new()),
+            isr_check_wanted: Notify::new(),
         }
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// Asks the ISR manager to look at `p` soon.
+    pub fn request_isr_check(&self, p: Arc<Partition>) {
+        self.isr_checks.lock().unwrap_or_else(|p| p.into_inner()).push(p);
+        self.isr_check_wanted.notify_one();
+    }
+
+    /// The partitions asked about since the last call.
+    pub fn take_isr_checks(&self) -> Vec<Arc<Partition>> {
+        std::mem::take(&mut *self.isr_checks.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
@@ -255,8 +490,11 @@ impl ReplicaManager {
             match parts.get(&tp) {
                 Some(existing) if existing.topic_id == topic_id => {
                     let old = existing.role();
-                    if old != role {
-                        if old.leader != role.leader || old.leader_epoch != role.leader_epoch {
+                    // The leader may already hold a newer ISR from an AlterPartition reply.
+                    let stale = role.leader_epoch == old.leader_epoch && role.partition_epoch < old.partition_epoch;
+                    if old != role && !stale {
+                        let new_leadership = old.leader != role.leader || old.leader_epoch != role.leader_epoch;
+                        if new_leadership {
                             tracing::info!(
                                 node = self.node_id,
                                 partition = %tp,
@@ -266,7 +504,12 @@ impl ReplicaManager {
                                 "partition leadership changed"
                             );
                         }
+                        let leads = role.leader == self.node_id;
+                        let epoch = role.leader_epoch;
                         *existing.role.write().unwrap_or_else(|p| p.into_inner()) = role;
+                        if leads && new_leadership {
+                            existing.become_leader(epoch);
+                        }
                         existing.update_high_watermark();
                     }
                     existing.with_log(|l| {
@@ -290,10 +533,16 @@ impl ReplicaManager {
                                 log: Mutex::new(log),
                                 role: RwLock::new(role.clone()),
                                 high_watermark: AtomicI64::new(0),
-                                follower_leo: Mutex::new(HashMap::new()),
+                                followers: Mutex::new(HashMap::new()),
+                                isr_change_in_flight: AtomicBool::new(false),
+                                producers: Mutex::new(ProducerStates::default()),
                             });
+                            p.rebuild_producer_state();
                             if role.isr == [self.node_id] {
                                 p.high_watermark.store(leo, Ordering::Release);
+                            }
+                            if role.leader == self.node_id {
+                                p.become_leader(role.leader_epoch);
                             }
                             p.update_high_watermark();
                             tracing::info!(
@@ -330,8 +579,54 @@ impl ReplicaManager {
             return Err(ReplicaError::NotLeader(p.tp.to_string()));
         }
         let (info, start) = p.with_log(|l| {
+            let batches: Vec<(Option<ProducerBatch>, i64)> = {
+                let mut out = Vec::new();
+                let mut rest = records;
+                while let Ok(v) = BatchView::parse(rest) {
+                    out.push((ProducerBatch::of(&v), v.last_offset_delta() as i64 + 1));
+                    rest = &rest[v.size()..];
+                }
+                out
+            };
+            let mut producers = p.producers.lock().unwrap_or_else(|p| p.into_inner());
+            for (b, _) in &batches {
+                let Some(b) = b else { continue };
+                match producers.check(b) {
+                    SequenceCheck::Append => {}
+                    // A retry of a batch already written: answer with where it was written.
+                    SequenceCheck::Duplicate { first_offset, last_offset } if batches.len() == 1 => {
+                        let dup = AppendInfo { first_offset, last_offset, max_timestamp: -1, records: 0, bytes: 0 };
+                        return Ok((dup, l.log_start_offset()));
+                    }
+                    SequenceCheck::Duplicate { .. } => {
+                        return Err(ReplicaError::ProducerSequence(DUPLICATE_SEQUENCE_NUMBER))
+                    }
+                    SequenceCheck::Refuse(code) => {
+                        tracing::warn!(
+                            node = self.node_id,
+                            partition = %p.tp,
+                            producer_id = b.producer_id,
+                            epoch = b.epoch,
+                            first_seq = b.first_seq,
+                            last_seq = b.last_seq,
+                            known = ?producers.last_sequence(b.producer_id),
+                            leader_epoch = role.leader_epoch,
+                            error_code = code,
+                            "producer batch refused"
+                        );
+                        return Err(ReplicaError::ProducerSequence(code));
+                    }
+                }
+            }
             let info = l.append_as_leader(records, role.leader_epoch, now_ms)?;
-            Ok::<_, LogError>((info, l.log_start_offset()))
+            let mut next = info.first_offset;
+            for (b, count) in &batches {
+                if let Some(b) = b {
+                    producers.record(b, next, next + count - 1);
+                }
+                next += count;
+            }
+            Ok::<_, ReplicaError>((info, l.log_start_offset()))
         })?;
         p.update_high_watermark();
         self.data_arrived.notify_waiters();

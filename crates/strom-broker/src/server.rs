@@ -79,11 +79,14 @@ impl KafkaListener {
                 shutdown: shutdown.clone(),
             };
             let span = tracing::debug_span!("conn", node = self.settings.node_id, %peer);
+            let connections = self.apis.metrics().connections.clone();
+            connections.inc();
             tasks.spawn(
                 async move {
                     if let Err(e) = conn.run().await {
                         tracing::debug!(error = %e, "connection closed");
                     }
+                    connections.dec();
                     drop(permit);
                 }
                 .instrument(span),

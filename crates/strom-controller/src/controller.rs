@@ -148,6 +148,9 @@ pub struct PartitionReply {
     pub offset: i64,
 }
 
+/// How long a broker whose connection was cut gets to heartbeat before it is fenced.
+pub const SUSPECT_GRACE: Duration = Duration::from_millis(1000);
+
 /// One quorum member.
 pub struct Controller {
     pub config: ControllerConfig,
@@ -156,6 +159,8 @@ pub struct Controller {
     write_lock: tokio::sync::Mutex<()>,
     /// Last heartbeat per broker, kept by the active controller only.
     sessions: std::sync::Mutex<HashMap<i32, Instant>>,
+    /// Time from a change being asked for to its commit (Kafka's controller event latency).
+    pub write_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Controller {
@@ -192,6 +197,9 @@ impl Controller {
             metadata,
             write_lock: tokio::sync::Mutex::new(()),
             sessions: std::sync::Mutex::new(HashMap::new()),
+            write_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
+            ),
         });
 
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -248,6 +256,7 @@ impl Controller {
         &self,
         compute: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ControllerError>,
     ) -> Result<(T, i64), ControllerError> {
+        let started = Instant::now();
         let _guard = self.write_lock.lock().await;
         if let Err(e) = self.raft.ensure_linearizable().await {
             return Err(self.not_active(e.to_string()));
@@ -259,6 +268,7 @@ impl Controller {
         }
         match self.raft.client_write(RecordBatch::new(records)).await {
             Ok(r) => {
+                self.write_seconds.observe(started.elapsed().as_secs_f64());
                 if !r.data.refused.is_empty() {
                     return Err(ControllerError::InvalidRequest(r.data.refused.join("; ")));
                 }
@@ -307,15 +317,17 @@ impl Controller {
                     }
                 }
                 let epoch = image.offset + 1;
-                let mut records = vec![MetadataRecord::RegisterBroker {
+                // The old incarnation is gone: its leaderships move now, not after a timeout.
+                // Its fencing comes first in the batch: it names the old epoch, which the
+                // registration then replaces.
+                let mut records = self.fence_changes(image, broker_id);
+                records.push(MetadataRecord::RegisterBroker {
                     broker_id,
                     incarnation_id: incarnation_id.clone(),
                     epoch,
                     listeners: listeners.clone(),
                     rack: rack.clone(),
-                }];
-                // The old incarnation is gone: its leaderships move now, not after a timeout.
-                records.extend(self.fence_changes(image, broker_id));
+                });
                 Ok((records, epoch))
             })
             .await?;
@@ -328,6 +340,30 @@ impl Controller {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(broker_id, Instant::now());
     }
 
+    /// A broker's metadata long-poll was cut off mid-wait (its connection closed): the broker
+    /// has most likely died. Its session is shortened to end [`SUSPECT_GRACE`] from now, unless
+    /// it ends sooner anyway; a live broker heartbeats well within that and keeps its session,
+    /// so this never fences one that is alive and reachable. This is what lets a killed broker
+    /// leave every ISR in about a second instead of a full session timeout.
+    pub fn suspect(&self, broker_id: i32) {
+        if !self.is_active() {
+            return;
+        }
+        let timeout = Duration::from_millis(self.config.broker_session_timeout_ms);
+        let Some(shortened) = Instant::now().checked_sub(timeout.saturating_sub(SUSPECT_GRACE)) else { return };
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = sessions.get_mut(&broker_id) {
+            if *last > shortened {
+                *last = shortened;
+                tracing::info!(
+                    node = self.config.node_id,
+                    broker_id,
+                    "broker connection lost; fencing it unless it heartbeats"
+                );
+            }
+        }
+    }
+
     /// A broker's heartbeat: keeps its session, unfences it once it has caught up with the
     /// metadata log, and runs controlled shutdown when it asks.
     pub async fn heartbeat(
@@ -338,18 +374,17 @@ impl Controller {
         want_shutdown: bool,
     ) -> Result<HeartbeatReply, ControllerError> {
         self.check_active()?;
-        let image = self.metadata.image();
-        match image.brokers.get(&broker_id) {
-            Some(b) if b.epoch == broker_epoch => {}
-            _ => return Err(ControllerError::StaleBrokerEpoch(broker_id)),
-        }
-        self.touch(broker_id);
         let caught_up = metadata_offset >= broker_epoch;
+        // The epoch is checked on the up-to-date image inside `write`: a newly active
+        // controller may not have applied the whole log yet, and must not call a live broker's
+        // registration stale because of that.
         let (fenced, _) = self
             .write(|image| {
-                let Some(b) = image.brokers.get(&broker_id) else {
-                    return Err(ControllerError::StaleBrokerEpoch(broker_id));
+                let b = match image.brokers.get(&broker_id) {
+                    Some(b) if b.epoch == broker_epoch => b,
+                    _ => return Err(ControllerError::StaleBrokerEpoch(broker_id)),
                 };
+                self.touch(broker_id);
                 if want_shutdown {
                     return Ok((if b.fenced { vec![] } else { self.fence_changes(image, broker_id) }, true));
                 }
@@ -454,12 +489,15 @@ impl Controller {
             }
             let active = self.is_active();
             if active && !was_active {
-                // A new active controller gives every broker a full session before fencing it.
-                let now = Instant::now();
+                // A new active controller knows no heartbeat yet: every broker gets a whole
+                // session to find it. (A shorter grace was tried: a live broker still
+                // retrying the dead controller could be fenced before a dead one, leaving the
+                // dead one as the last ISR member and the partition offline.)
+                let start = Instant::now();
                 let image = self.metadata.image();
                 let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
                 for id in image.brokers.keys() {
-                    s.insert(*id, now);
+                    s.insert(*id, start);
                 }
             }
             was_active = active;
@@ -468,17 +506,36 @@ impl Controller {
             }
             let image = self.metadata.image();
             let expired: Vec<i32> = {
-                let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-                image
+                let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                // A broker this controller has no session for yet (its registration was
+                // applied after the controller became active) gets a whole session too,
+                // never an instant fencing.
+                let mut expired: Vec<(Instant, i32)> = image
                     .live_brokers()
-                    .filter(|b| s.get(&b.id).is_none_or(|t| t.elapsed() > timeout))
-                    .map(|b| b.id)
-                    .collect()
+                    .map(|b| (*s.entry(b.id).or_insert_with(Instant::now), b.id))
+                    .filter(|(last, _)| last.elapsed() > timeout)
+                    .collect();
+                // The longest silent first: of two expired ISR members, the one more likely
+                // dead leaves the ISR first, so the last member left is the likelier live one.
+                expired.sort();
+                expired.into_iter().map(|(_, id)| id).collect()
             };
             for broker_id in expired {
-                let r = self.write(|image| Ok((self.fence_changes(image, broker_id), ()))).await;
+                let r = self
+                    .write(|image| {
+                        // A heartbeat may have come in while this write waited for the lock.
+                        let still_expired = self
+                            .sessions
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get(&broker_id)
+                            .is_none_or(|t| t.elapsed() > timeout);
+                        Ok(if still_expired { (self.fence_changes(image, broker_id), true) } else { (vec![], false) })
+                    })
+                    .await;
                 match r {
-                    Ok(((), offset)) => tracing::warn!(
+                    Ok((false, _)) => {}
+                    Ok((true, offset)) => tracing::warn!(
                         node = self.config.node_id,
                         broker_id,
                         offset,

@@ -107,48 +107,11 @@ impl controller_server::Controller for ControllerService {
         req: Request<FetchMetadataRequest>,
     ) -> Result<Response<FetchMetadataResponse>, Status> {
         let r = req.into_inner();
-        if !self.controller.is_active() {
-            let (error_code, error_message, active_controller_id) =
-                self.error(&ControllerError::NotController(self.controller.active_controller()));
-            return Ok(Response::new(FetchMetadataResponse {
-                error_code,
-                error_message,
-                active_controller_id,
-                ..Default::default()
-            }));
-        }
-        let metadata = &self.controller.metadata;
-        let mut applied = metadata.subscribe();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(r.max_wait_ms.min(FETCH_WAIT_MAX_MS) as u64);
-        loop {
-            match metadata.delta_after(r.after_offset, FETCH_BATCHES_MAX) {
-                MetadataDelta::Image(image) => {
-                    return Ok(Response::new(FetchMetadataResponse {
-                        active_controller_id: self.active_id(),
-                        snapshot: Some(serde_json::to_vec(&*image).map_err(|e| Status::internal(e.to_string()))?),
-                        snapshot_offset: image.offset,
-                        ..Default::default()
-                    }));
-                }
-                MetadataDelta::Batches(batches) if !batches.is_empty() => {
-                    return Ok(Response::new(FetchMetadataResponse {
-                        active_controller_id: self.active_id(),
-                        records: batches
-                            .into_iter()
-                            .map(|(offset, data)| MetadataRecordEnvelope { offset, data: data.to_vec() })
-                            .collect(),
-                        ..Default::default()
-                    }));
-                }
-                MetadataDelta::Batches(_) => {}
-            }
-            // Nothing new: wait for the next applied batch, or the deadline.
-            tokio::select! {
-                changed = applied.changed() => if changed.is_err() { break },
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
-        }
-        Ok(Response::new(FetchMetadataResponse { active_controller_id: self.active_id(), ..Default::default() }))
+        // Dropped before it answers: the broker's connection went away mid-wait.
+        let mut cut_off = CutOff { controller: &self.controller, broker_id: r.broker_id, armed: true };
+        let answer = self.fetch_metadata_waiting(r).await;
+        cut_off.armed = false;
+        answer
     }
 
     async fn forward(&self, req: Request<ForwardedKafkaRequest>) -> Result<Response<ForwardedKafkaResponse>, Status> {
@@ -225,5 +188,69 @@ impl controller_server::Controller for ControllerService {
                 AllocateProducerIdsResponse { error_code, active_controller_id, ..Default::default() }
             }
         }))
+    }
+}
+
+/// Marks a broker suspect when its metadata long-poll is dropped before answering.
+struct CutOff<'a> {
+    controller: &'a Controller,
+    broker_id: i32,
+    armed: bool,
+}
+
+impl Drop for CutOff<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.controller.suspect(self.broker_id);
+        }
+    }
+}
+
+impl ControllerService {
+    /// FetchMetadata proper: committed records after the broker's offset (or a snapshot),
+    /// waiting up to `max_wait_ms` for some.
+    async fn fetch_metadata_waiting(&self, r: FetchMetadataRequest) -> Result<Response<FetchMetadataResponse>, Status> {
+        if !self.controller.is_active() {
+            let (error_code, error_message, active_controller_id) =
+                self.error(&ControllerError::NotController(self.controller.active_controller()));
+            return Ok(Response::new(FetchMetadataResponse {
+                error_code,
+                error_message,
+                active_controller_id,
+                ..Default::default()
+            }));
+        }
+        let metadata = &self.controller.metadata;
+        let mut applied = metadata.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(r.max_wait_ms.min(FETCH_WAIT_MAX_MS) as u64);
+        loop {
+            match metadata.delta_after(r.after_offset, FETCH_BATCHES_MAX) {
+                MetadataDelta::Image(image) => {
+                    return Ok(Response::new(FetchMetadataResponse {
+                        active_controller_id: self.active_id(),
+                        snapshot: Some(serde_json::to_vec(&*image).map_err(|e| Status::internal(e.to_string()))?),
+                        snapshot_offset: image.offset,
+                        ..Default::default()
+                    }));
+                }
+                MetadataDelta::Batches(batches) if !batches.is_empty() => {
+                    return Ok(Response::new(FetchMetadataResponse {
+                        active_controller_id: self.active_id(),
+                        records: batches
+                            .into_iter()
+                            .map(|(offset, data)| MetadataRecordEnvelope { offset, data: data.to_vec() })
+                            .collect(),
+                        ..Default::default()
+                    }));
+                }
+                MetadataDelta::Batches(_) => {}
+            }
+            // Nothing new: wait for the next applied batch, or the deadline.
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        Ok(Response::new(FetchMetadataResponse { active_controller_id: self.active_id(), ..Default::default() }))
     }
 }

@@ -19,14 +19,15 @@ struct Quorum {
     dir: tempfile::TempDir,
     voters: Vec<(i32, String)>,
     members: Vec<Option<Member>>,
+    session_timeout_ms: u64,
 }
 
-fn config(dir: &std::path::Path, id: i32, voters: &[(i32, String)]) -> ControllerConfig {
+fn config(dir: &std::path::Path, id: i32, voters: &[(i32, String)], session_timeout_ms: u64) -> ControllerConfig {
     ControllerConfig {
         node_id: id,
         voters: voters.to_vec(),
         metadata_dir: dir.join(format!("node-{id}")),
-        broker_session_timeout_ms: 1500,
+        broker_session_timeout_ms: session_timeout_ms,
         num_partitions: 1,
         default_replication_factor: 1,
         unclean_leader_election_enable: false,
@@ -37,6 +38,12 @@ fn config(dir: &std::path::Path, id: i32, voters: &[(i32, String)]) -> Controlle
 
 impl Quorum {
     async fn start(n: i32) -> Quorum {
+        Self::start_with_session(n, 1500).await
+    }
+
+    /// `session_timeout_ms`: the broker session; long where a test must not see a broker
+    /// fenced by a slow machine (fencing would rightly change the image).
+    async fn start_with_session(n: i32, session_timeout_ms: u64) -> Quorum {
         let dir = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         for _ in 0..n {
@@ -44,7 +51,7 @@ impl Quorum {
         }
         let voters: Vec<(i32, String)> =
             listeners.iter().enumerate().map(|(i, l)| (i as i32 + 1, l.local_addr().unwrap().to_string())).collect();
-        let mut q = Quorum { dir, voters, members: Vec::new() };
+        let mut q = Quorum { dir, voters, members: Vec::new(), session_timeout_ms };
         for (i, l) in listeners.into_iter().enumerate() {
             let m = q.start_member(i as i32 + 1, l).await;
             q.members.push(Some(m));
@@ -54,8 +61,13 @@ impl Quorum {
 
     async fn start_member(&self, id: i32, listener: TcpListener) -> Member {
         let stop = CancellationToken::new();
-        let controller =
-            Controller::start(config(self.dir.path(), id, &self.voters), listener, stop.clone()).await.unwrap();
+        let controller = Controller::start(
+            config(self.dir.path(), id, &self.voters, self.session_timeout_ms),
+            listener,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
         Member { controller, stop }
     }
 
@@ -75,10 +87,14 @@ impl Quorum {
             let attempt = match TcpListener::bind(&addr).await {
                 Ok(listener) => {
                     let stop = CancellationToken::new();
-                    Controller::start(config(self.dir.path(), id, &self.voters), listener, stop.clone())
-                        .await
-                        .map(|controller| Member { controller, stop })
-                        .map_err(|e| e.to_string())
+                    Controller::start(
+                        config(self.dir.path(), id, &self.voters, self.session_timeout_ms),
+                        listener,
+                        stop.clone(),
+                    )
+                    .await
+                    .map(|controller| Member { controller, stop })
+                    .map_err(|e| e.to_string())
                 }
                 Err(e) => Err(e.to_string()),
             };
@@ -205,7 +221,7 @@ async fn a_single_voter_elects_itself_and_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_voters_survive_the_loss_of_the_active_controller_and_a_full_restart() {
-    let mut q = Quorum::start(3).await;
+    let mut q = Quorum::start_with_session(3, 60_000).await;
     let leader = q.wait_for_leader(Duration::from_secs(10)).await;
     let client = q.client();
     let epoch = register(&client, 1).await;

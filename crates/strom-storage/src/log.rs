@@ -306,6 +306,13 @@ impl Log {
         })
     }
 
+    /// A new leader records its epoch as starting at its LEO before it appends anything, so
+    /// OffsetForLeaderEpoch answers followers from the previous epochs correctly (Kafka does
+    /// the same on becoming leader).
+    pub fn assign_leader_epoch(&mut self, epoch: i32) -> Result<(), LogError> {
+        self.assign_epoch(epoch, self.next_offset)
+    }
+
     /// Records that `epoch` starts at `offset` (if it is new), in the checkpoint too.
     fn assign_epoch(&mut self, epoch: i32, offset: i64) -> Result<(), LogError> {
         if self.epochs.last().is_some_and(|(e, _)| *e >= epoch) {

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use strom::config::{NodeConfig, RawConfig};
 use strom::logging::{self, LogFormat};
-use strom::{node, shutdown};
+use strom::{node, shutdown, tools};
 
 #[derive(Parser, Debug)]
 #[command(name = "strom", version, about = "An event-streaming cluster that speaks the Kafka protocol")]
@@ -21,6 +21,19 @@ struct Cli {
 enum Command {
     /// Run a node. With no arguments: a complete single-node cluster on 127.0.0.1:9092.
     Server(ServerArgs),
+    /// Create, list, describe, alter and delete topics (the flags of kafka-topics.sh).
+    Topics(tools::topics::TopicsArgs),
+    /// List, describe (with lag), delete consumer groups and reset their offsets.
+    ConsumerGroups(tools::groups::GroupsArgs),
+    /// Send lines from stdin as records.
+    ConsoleProducer(tools::console::ProducerArgs),
+    /// Print records of a topic.
+    ConsoleConsumer(tools::console::ConsumerArgs),
+    /// The cluster id, active controller and live brokers (non-zero exit when too few).
+    Cluster(tools::cluster_info::ClusterArgs),
+    /// Load generators: produce / consume throughput and latency.
+    #[command(subcommand)]
+    Perf(tools::perf::PerfCommand),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -59,6 +72,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Server(ServerArgs::default())) {
         Command::Server(args) => server(args),
+        Command::Topics(args) => tools::run_tool(|| tools::topics::run(args)),
+        Command::ConsumerGroups(args) => tools::run_tool(|| tools::groups::run(args)),
+        Command::ConsoleProducer(args) => tools::run_tool(|| tools::console::produce(args)),
+        Command::ConsoleConsumer(args) => tools::run_tool(|| tools::console::consume(args)),
+        Command::Cluster(args) => tools::run_tool(|| tools::cluster_info::run(args)),
+        Command::Perf(cmd) => tools::run_tool(|| tools::perf::run(cmd)),
     }
 }
 

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strom_broker::apis::{config_source, Apis};
+use strom_broker::fetcher::ReplicaFetchers;
+use strom_broker::isr::IsrManager;
 use strom_broker::lifecycle::BrokerLifecycle;
 use strom_broker::replica::ReplicaManager;
 use strom_broker::server::KafkaListener;
@@ -107,6 +109,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut broker = None;
+    let mut broker_apis = None;
     if config.roles.broker {
         let voters: Vec<(i32, String)> =
             config.quorum_voters.iter().map(|v| (v.id, format!("{}:{}", v.host, v.port))).collect();
@@ -139,8 +142,30 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             tasks.spawn(bound.run(shutdown.clone()));
         }
         tasks.spawn(lifecycle.clone().run(replicas.clone(), shutdown.clone()));
+        tasks.spawn(apis.clone().run_group_timer(shutdown.clone()));
+        let fetchers =
+            ReplicaFetchers::new(config.inter_broker_listener_name.clone(), replicas.clone(), lifecycle.clone());
+        tasks.spawn(fetchers.run(shutdown.clone()));
+        let isr = IsrManager::new(
+            lifecycle.clone(),
+            replicas.clone(),
+            Duration::from_millis(config.replica_lag_time_max_ms),
+            apis.metrics().clone(),
+        );
+        tasks.spawn(isr.run(shutdown.clone()));
         tasks.spawn(housekeeping(replicas.clone(), config.log.retention_check_interval_ms, shutdown.clone()));
         broker = Some(replicas);
+        broker_apis = Some(apis);
+    }
+    let metrics_stop = CancellationToken::new();
+    let mut metrics_task = None;
+    if let Some(addr) = config.metrics_listener {
+        let (bound, task) =
+            crate::metrics_http::serve(addr, broker_apis.clone(), controller.clone(), metrics_stop.clone())
+                .await
+                .with_context(|| format!("cannot bind metrics.listener {addr}"))?;
+        tracing::info!(addr = %bound, "metrics endpoint bound");
+        metrics_task = Some(task);
     }
     tracing::info!(
         roles = ?config.roles,
@@ -151,6 +176,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     shutdown.cancelled().await;
     while tasks.join_next().await.is_some() {}
+    metrics_stop.cancel();
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     if let Some(replicas) = broker {
         replicas.close_all();
     }
@@ -264,6 +293,10 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         num_partitions: config.num_partitions,
         default_replication_factor: config.default_replication_factor,
         min_insync_replicas: config.min_insync_replicas,
+        offsets_topic_num_partitions: config.offsets_topic_num_partitions,
+        offsets_topic_replication_factor: config.offsets_topic_replication_factor,
+        group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+        metrics_per_partition: config.metrics_per_partition,
         topic_defaults,
         broker_configs,
     }

@@ -70,6 +70,9 @@ fn ports_override(kafka: u16, controller: u16) -> Vec<String> {
         format!("listeners=PLAINTEXT://127.0.0.1:{kafka},CONTROLLER://127.0.0.1:{controller}"),
         "--override".into(),
         format!("controller.quorum.voters=1@127.0.0.1:{controller}"),
+        // Tests run side by side: no fixed metrics port.
+        "--override".into(),
+        format!("metrics.listener=127.0.0.1:{}", free_port()),
     ]
 }
 

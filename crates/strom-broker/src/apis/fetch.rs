@@ -64,8 +64,14 @@ fn read_once(b: &Broker, req: &FetchRequest, version: i16, replica_id: i32) -> (
                 if !part.is_leader() {
                     return Err(ReplicaError::NotLeader(part.tp.to_string()));
                 }
-                if replica_id >= 0 && part.record_follower_fetch(replica_id, p.fetch_offset) {
-                    b.replicas.data_arrived.notify_waiters();
+                if replica_id >= 0 {
+                    let outcome = part.record_follower_fetch(replica_id, p.fetch_offset);
+                    if outcome.high_watermark_moved {
+                        b.replicas.data_arrived.notify_waiters();
+                    }
+                    if outcome.expand_isr {
+                        b.replicas.request_isr_check(part.clone());
+                    }
                 }
                 let hw = part.high_watermark();
                 // The first batch is returned whole even past the limits (so no consumer is
@@ -81,6 +87,12 @@ fn read_once(b: &Broker, req: &FetchRequest, version: i16, replica_id: i32) -> (
             })();
             match result {
                 Ok((records, hw)) => {
+                    if replica_id >= 0 {
+                        b.metrics.replication_bytes_out.inc_by(records.len() as u64);
+                    } else if !records.is_empty() {
+                        let topic = crate::metrics::TopicLabels { topic: part.tp.topic.clone() };
+                        b.metrics.bytes_out.get_or_create(&topic).inc_by(records.len() as u64);
+                    }
                     pd.high_watermark = hw;
                     pd.last_stable_offset = hw;
                     pd.log_start_offset = part.log_start_offset();

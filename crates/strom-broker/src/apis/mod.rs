@@ -6,6 +6,7 @@ mod admin;
 pub use admin::source as config_source;
 mod api_versions;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -21,7 +22,9 @@ use strom_protocol::kafka_protocol::messages::{ApiKey, RequestKind, TopicName};
 use strom_protocol::kafka_protocol::protocol::{Encodable, StrBytes};
 use strom_protocol::proto::controller as pb;
 
+use crate::group::{GroupCoordinator, OffsetStore};
 use crate::lifecycle::BrokerLifecycle;
+use crate::metrics::BrokerMetrics;
 use crate::replica::ReplicaManager;
 use crate::BrokerSettings;
 
@@ -44,6 +47,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The supported version range of `key`, if served.
@@ -58,6 +71,9 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// Producer ids handed out from the current controller block: (next, end).
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    pub groups: GroupCoordinator,
+    pub offsets: OffsetStore,
+    pub metrics: Arc<BrokerMetrics>,
 }
 
 /// The request handlers.
@@ -155,12 +171,67 @@ impl Broker {
 
 impl Apis {
     pub fn new(settings: BrokerSettings, lifecycle: Arc<BrokerLifecycle>, replicas: Arc<ReplicaManager>) -> Self {
-        Apis { broker: Broker { settings, lifecycle, replicas, producer_ids: tokio::sync::Mutex::new((0, 0)) } }
+        let groups =
+            GroupCoordinator::new(settings.node_id, Duration::from_millis(settings.group_initial_rebalance_delay_ms));
+        let offsets = OffsetStore::new(replicas.clone(), settings.offsets_topic_num_partitions);
+        let metrics = Arc::new(BrokerMetrics::new(settings.metrics_per_partition));
+        Apis {
+            broker: Broker {
+                settings,
+                lifecycle,
+                replicas,
+                producer_ids: tokio::sync::Mutex::new((0, 0)),
+                groups,
+                offsets,
+                metrics,
+            },
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<BrokerMetrics> {
+        &self.broker.metrics
+    }
+
+    /// Recomputes the state gauges; the metrics endpoint calls it before each scrape.
+    pub fn refresh_metrics(&self) {
+        let b = &self.broker;
+        b.metrics.refresh(&b.image(), &b.replicas, &b.offsets, b.settings.min_insync_replicas);
+    }
+
+    /// Ready to serve: registered, unfenced, caught up with the metadata log.
+    pub fn is_ready(&self) -> bool {
+        !self.broker.lifecycle.is_fenced()
+    }
+
+    /// The group coordinator's timer: session expiry and rebalance deadlines; groups this
+    /// broker no longer coordinates are dropped (their members rejoin at the new coordinator).
+    pub async fn run_group_timer(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let b = &self.broker;
+            b.groups.forget(|g| b.offsets.leads(g));
+            b.groups.tick();
+        }
     }
 
     /// Handles one request frame that arrived on `listener`; returns the response frame, or
     /// `None` when Kafka sends no response. An error closes the connection.
     pub async fn handle(&self, raw: Bytes, listener: &str) -> Result<Option<Bytes>, FrameError> {
+        let started = std::time::Instant::now();
+        let key = strom_protocol::frame::peek_header(&raw).ok().and_then(|(k, _, _)| ApiKey::try_from(k).ok());
+        let result = self.dispatch(raw, listener).await;
+        if let Some(k) = key {
+            self.broker.metrics.record_request(&format!("{k:?}"), started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn dispatch(&self, raw: Bytes, listener: &str) -> Result<Option<Bytes>, FrameError> {
         let request = match frame::decode_request(raw, supported) {
             Ok(r) => r,
             Err(FrameError::UnsupportedVersion { api: ApiKey::ApiVersions, correlation_id, .. }) => {
@@ -189,6 +260,19 @@ impl Apis {
             RequestKind::DescribeConfigs(r) => respond(&admin::describe_configs(b, r)),
             RequestKind::DescribeCluster(r) => respond(&admin::describe_cluster(b, r, listener)),
             RequestKind::DescribeLogDirs(r) => respond(&admin::describe_log_dirs(b, r)),
+            RequestKind::FindCoordinator(r) => respond(&groups::find_coordinator(b, r, version, listener).await),
+            RequestKind::JoinGroup(r) => {
+                let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+                respond(&groups::join_group(b, r, version, &client_id).await)
+            }
+            RequestKind::SyncGroup(r) => respond(&groups::sync_group(b, r).await),
+            RequestKind::Heartbeat(r) => respond(&groups::heartbeat(b, r)),
+            RequestKind::LeaveGroup(r) => respond(&groups::leave_group(b, r, version)),
+            RequestKind::OffsetCommit(r) => respond(&groups::offset_commit(b, r).await),
+            RequestKind::OffsetFetch(r) => respond(&groups::offset_fetch(b, r, version)),
+            RequestKind::ListGroups(r) => respond(&groups::list_groups(b, r)),
+            RequestKind::DescribeGroups(r) => respond(&groups::describe_groups(b, r)),
+            RequestKind::DeleteGroups(r) => respond(&groups::delete_groups(b, r).await),
             RequestKind::CreateTopics(_)
             | RequestKind::DeleteTopics(_)
             | RequestKind::CreatePartitions(_)

@@ -34,7 +34,7 @@ fn leader_of(b: &Broker, topic: &str, partition: i32, epoch: i32) -> Result<std:
     Ok(p)
 }
 
-pub(super) fn list_offsets(b: &Broker, req: &ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub(super) fn list_offsets(b: &Broker, req: &ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
     for t in &req.topics {
         let mut tr = ListOffsetsTopicResponse::default();
@@ -47,7 +47,11 @@ pub(super) fn list_offsets(b: &Broker, req: &ListOffsetsRequest, _version: i16) 
             pr.leader_epoch = -1;
             match leader_of(b, &t.name.0, p.partition_index, p.current_leader_epoch) {
                 Ok(part) => {
-                    pr.leader_epoch = part.role().leader_epoch;
+                    // The field exists from v4 on; below, setting it would make the response
+                    // unencodable.
+                    if version >= 4 {
+                        pr.leader_epoch = part.role().leader_epoch;
+                    }
                     // A consumer (replica id -1) never sees past the high watermark.
                     let found = match p.timestamp {
                         EARLIEST => Ok(Some((part.log_start_offset(), -1))),

@@ -63,6 +63,9 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Op
             }
             match b.replicas.append_as_leader(&part, records, now) {
                 Ok((info, start)) => {
+                    let topic = crate::metrics::TopicLabels { topic: name.clone() };
+                    b.metrics.bytes_in.get_or_create(&topic).inc_by(info.bytes);
+                    b.metrics.messages_in.get_or_create(&topic).inc_by(info.records.max(0) as u64);
                     o.base_offset = info.first_offset;
                     o.log_start_offset = start;
                     if req.acks == -1 {
@@ -84,7 +87,9 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Op
         return None;
     }
     if req.acks == -1 {
+        b.metrics.produce_purgatory.inc();
         wait_for_high_watermarks(b, &mut topics, Duration::from_millis(req.timeout_ms.max(0) as u64)).await;
+        b.metrics.produce_purgatory.dec();
     }
     let mut resp = ProduceResponse::default();
     for (t, outcomes) in topics {

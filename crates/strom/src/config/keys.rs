@@ -4,7 +4,9 @@
 //! `config/server.properties` overrides them (the internal topics' replication factors,
 //! the initial rebalance delay), since `strom server` with no arguments is a single node.
 //! The defaults that make a whole node (`node.id`, `process.roles`, listeners, voters)
-//! are those of that same shipped file, with our data directory `./data`.
+//! are those of that same shipped file, with our data directory `./data`. Broker liveness
+//! (`broker.session.timeout.ms`, `broker.heartbeat.interval.ms`) is deliberately faster than
+//! Kafka's: see docs/architecture.md, "Failure detection".
 
 /// One known key.
 pub struct KeyDef {
@@ -61,14 +63,21 @@ pub const KEYS: &[KeyDef] = &[
     key("offsets.topic.replication.factor", Some("1"), "Replication factor of __consumer_offsets."),
     key("offsets.topic.num.partitions", Some("50"), "Partitions of __consumer_offsets."),
     key("replica.lag.time.max.ms", Some("30000"), "A follower this far behind leaves the ISR."),
-    key("broker.session.timeout.ms", Some("9000"), "A broker silent this long is fenced."),
-    key("broker.heartbeat.interval.ms", Some("2000"), "How often a broker heartbeats the controller."),
+    // Kafka: 9000 / 2000. Strom detects a dead broker within ~2 s so acks=all does not stall
+    // for 9 s on every partition (DESIGN.md §5; reasons in docs/architecture.md).
+    key("broker.session.timeout.ms", Some("2000"), "A broker silent this long is fenced."),
+    key("broker.heartbeat.interval.ms", Some("500"), "How often a broker heartbeats the controller."),
     key("broker.rack", None, "Rack of this broker, for rack-aware placement."),
     key("unclean.leader.election.enable", Some("false"), "Allow an out-of-sync replica to become leader."),
     key("message.max.bytes", Some("1048588"), "Largest record batch a broker accepts."),
     key("socket.request.max.bytes", Some("104857600"), "Largest request a broker reads."),
     key("group.initial.rebalance.delay.ms", Some("0"), "Wait for more members before the first rebalance."),
-    key("metrics.listener", Some("127.0.0.1:9464"), "HTTP address of /metrics, /healthz and /readyz."),
+    key("metrics.listener", Some("127.0.0.1:9464"), "HTTP address of /metrics, /healthz and /readyz (empty: off)."),
+    key(
+        "metrics.per.partition.enable",
+        Some("true"),
+        "Export per-partition series (log size, segments, group lag); false bounds label cardinality.",
+    ),
     key("max.connections", Some("1000"), "Most client connections a broker holds at once."),
     key("connections.max.idle.ms", Some("600000"), "Close a client connection idle this long."),
 ];

@@ -183,6 +183,7 @@ pub struct NodeConfig {
     pub socket_request_max_bytes: i32,
     pub group_initial_rebalance_delay_ms: u64,
     pub metrics_listener: Option<SocketAddr>,
+    pub metrics_per_partition: bool,
     pub max_connections: usize,
     pub connections_max_idle_ms: u64,
     /// The merged strings, kept for DescribeConfigs (values and sources).
@@ -343,6 +344,7 @@ impl NodeConfig {
             socket_request_max_bytes: int_in(r, "socket.request.max.bytes", 1, i32::MAX as i64)? as i32,
             group_initial_rebalance_delay_ms: int_at_least(r, "group.initial.rebalance.delay.ms", 0)?,
             metrics_listener,
+            metrics_per_partition: boolean(r, "metrics.per.partition.enable")?,
             max_connections: int_at_least(r, "max.connections", 1)? as usize,
             connections_max_idle_ms: int_at_least(r, "connections.max.idle.ms", 1)?,
             raw,

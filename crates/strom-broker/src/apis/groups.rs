@@ -1,0 +1,455 @@
+//! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups. They translate Kafka
+//! messages to the coordinator ([`crate::group`]) and back; the rules live there.
+
+use std::time::Duration;
+
+use strom_protocol::kafka_protocol::messages::create_topics_request::CreatableTopic;
+use strom_protocol::kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use strom_protocol::kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use strom_protocol::kafka_protocol::messages::find_coordinator_response::Coordinator;
+use strom_protocol::kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use strom_protocol::kafka_protocol::messages::leave_group_response::MemberResponse;
+use strom_protocol::kafka_protocol::messages::list_groups_response::ListedGroup;
+use strom_protocol::kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use strom_protocol::kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use strom_protocol::kafka_protocol::messages::*;
+use strom_protocol::kafka_protocol::protocol::StrBytes;
+
+use super::{str_bytes, topic_name, Broker};
+use crate::group::offsets::OFFSETS_TOPIC;
+use crate::group::{self, Committed, JoinRequest, COORDINATOR_NOT_AVAILABLE, NONE};
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const INVALID_REQUEST: i16 = 42;
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn s(v: &StrBytes) -> String {
+    v.to_string()
+}
+
+fn group_id(v: &str) -> GroupId {
+    GroupId(str_bytes(v))
+}
+
+/// Creates `__consumer_offsets` on first use (Kafka does the same), through the controller.
+async fn ensure_offsets_topic(b: &Broker) -> bool {
+    if b.image().topics.contains_key(OFFSETS_TOPIC) {
+        return true;
+    }
+    let mut req = CreateTopicsRequest::default();
+    req.timeout_ms = 5000;
+    let mut t = CreatableTopic::default();
+    t.name = topic_name(OFFSETS_TOPIC);
+    t.num_partitions = b.settings.offsets_topic_num_partitions;
+    t.replication_factor = b.settings.offsets_topic_replication_factor;
+    t.configs = vec![];
+    req.topics = vec![t];
+    if let Err(e) = b.forward(ApiKey::CreateTopics, 5, &RequestKind::CreateTopics(req)).await {
+        tracing::warn!(node = b.settings.node_id, error = %e, "cannot create {OFFSETS_TOPIC}");
+    }
+    b.image().topics.contains_key(OFFSETS_TOPIC)
+}
+
+/// (node id, host, port) of `group`'s coordinator on `listener`, or an error code.
+fn coordinator_of(b: &Broker, group: &str, listener: &str) -> Result<(i32, String, i32), i16> {
+    let image = b.image();
+    let t = image.topics.get(OFFSETS_TOPIC).ok_or(COORDINATOR_NOT_AVAILABLE)?;
+    let p = group::partition_for(group, t.partitions.len() as i32);
+    let leader = t.partitions.get(&p).map_or(-1, |p| p.leader);
+    let broker = image.brokers.get(&leader).filter(|b| !b.fenced).ok_or(COORDINATOR_NOT_AVAILABLE)?;
+    let e = broker.endpoint(listener).ok_or(COORDINATOR_NOT_AVAILABLE)?;
+    Ok((leader, e.host.clone(), e.port as i32))
+}
+
+pub(super) async fn find_coordinator(
+    b: &Broker,
+    req: &FindCoordinatorRequest,
+    version: i16,
+    listener: &str,
+) -> FindCoordinatorResponse {
+    let keys: Vec<String> = if version >= 4 { req.coordinator_keys.iter().map(s).collect() } else { vec![s(&req.key)] };
+    let ready = req.key_type == 0 && ensure_offsets_topic(b).await;
+    let mut resp = FindCoordinatorResponse::default();
+    for key in keys {
+        let mut c = Coordinator::default();
+        c.key = str_bytes(&key);
+        c.node_id = BrokerId(-1);
+        c.port = -1;
+        let found = if req.key_type != 0 {
+            // Transactions are not served yet.
+            Err(COORDINATOR_NOT_AVAILABLE)
+        } else if !ready {
+            Err(COORDINATOR_NOT_AVAILABLE)
+        } else {
+            coordinator_of(b, &key, listener)
+        };
+        match found {
+            Ok((id, host, port)) => {
+                c.node_id = BrokerId(id);
+                c.host = str_bytes(&host);
+                c.port = port;
+            }
+            Err(code) => c.error_code = code,
+        }
+        resp.coordinators.push(c);
+    }
+    if version < 4 {
+        if let Some(c) = resp.coordinators.pop() {
+            resp.error_code = c.error_code;
+            resp.node_id = c.node_id;
+            resp.host = c.host;
+            resp.port = c.port;
+        }
+    }
+    resp
+}
+
+pub(super) async fn join_group(b: &Broker, req: &JoinGroupRequest, version: i16, client_id: &str) -> JoinGroupResponse {
+    let gid = s(&req.group_id.0);
+    let mut resp = JoinGroupResponse::default();
+    resp.generation_id = -1;
+    resp.member_id = req.member_id.clone();
+    if let Err(code) = b.offsets.coordinator_partition(&gid) {
+        resp.error_code = code;
+        return resp;
+    }
+    let r = b
+        .groups
+        .join(
+            &gid,
+            JoinRequest {
+                member_id: s(&req.member_id),
+                group_instance_id: req.group_instance_id.as_ref().map(s),
+                client_id: client_id.to_string(),
+                client_host: String::new(),
+                session_timeout_ms: req.session_timeout_ms,
+                rebalance_timeout_ms: if version >= 1 { req.rebalance_timeout_ms } else { req.session_timeout_ms },
+                protocol_type: s(&req.protocol_type),
+                protocols: req.protocols.iter().map(|p| (s(&p.name), p.metadata.clone())).collect(),
+                require_known_member_id: version >= 4,
+            },
+        )
+        .await;
+    resp.error_code = r.error_code;
+    resp.generation_id = r.generation_id;
+    resp.protocol_type = r.protocol_type.as_deref().map(str_bytes);
+    resp.protocol_name = r.protocol_name.as_deref().map(str_bytes);
+    resp.leader = str_bytes(&r.leader);
+    resp.member_id = str_bytes(&r.member_id);
+    resp.members = r
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            let mut m = JoinGroupResponseMember::default();
+            m.member_id = str_bytes(&id);
+            m.group_instance_id = instance.as_deref().map(str_bytes);
+            m.metadata = metadata;
+            m
+        })
+        .collect();
+    if version < 7 && resp.protocol_name.is_none() {
+        resp.protocol_name = Some(StrBytes::default());
+    }
+    resp
+}
+
+pub(super) async fn sync_group(b: &Broker, req: &SyncGroupRequest) -> SyncGroupResponse {
+    let gid = s(&req.group_id.0);
+    let mut resp = SyncGroupResponse::default();
+    if let Err(code) = b.offsets.coordinator_partition(&gid) {
+        resp.error_code = code;
+        return resp;
+    }
+    let assignments = req.assignments.iter().map(|a| (s(&a.member_id), a.assignment.clone())).collect();
+    let r = b.groups.sync(&gid, req.generation_id, &s(&req.member_id), assignments).await;
+    resp.error_code = r.error_code;
+    resp.protocol_type = r.protocol_type.as_deref().map(str_bytes);
+    resp.protocol_name = r.protocol_name.as_deref().map(str_bytes);
+    resp.assignment = r.assignment;
+    resp
+}
+
+pub(super) fn heartbeat(b: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
+    let gid = s(&req.group_id.0);
+    let mut resp = HeartbeatResponse::default();
+    resp.error_code = match b.offsets.coordinator_partition(&gid) {
+        Err(code) => code,
+        Ok(_) => b.groups.heartbeat(&gid, req.generation_id, &s(&req.member_id)),
+    };
+    resp
+}
+
+pub(super) fn leave_group(b: &Broker, req: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    let gid = s(&req.group_id.0);
+    let mut resp = LeaveGroupResponse::default();
+    if let Err(code) = b.offsets.coordinator_partition(&gid) {
+        resp.error_code = code;
+        return resp;
+    }
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        req.members.iter().map(|m| (s(&m.member_id), m.group_instance_id.as_ref().map(s))).collect()
+    } else {
+        vec![(s(&req.member_id), None)]
+    };
+    let codes = b.groups.leave(&gid, &members);
+    if version >= 3 {
+        resp.members = members
+            .iter()
+            .zip(&codes)
+            .map(|((id, instance), code)| {
+                let mut r = MemberResponse::default();
+                r.member_id = str_bytes(id);
+                r.group_instance_id = instance.as_deref().map(str_bytes);
+                r.error_code = *code;
+                r
+            })
+            .collect();
+    } else {
+        resp.error_code = codes.first().copied().unwrap_or(NONE);
+    }
+    resp
+}
+
+pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> OffsetCommitResponse {
+    let gid = s(&req.group_id.0);
+    let image = b.image();
+    let mut code = b.offsets.coordinator_partition(&gid).err().unwrap_or(NONE);
+    if code == NONE {
+        code = b.groups.check_commit(&gid, req.generation_id_or_member_epoch, &s(&req.member_id));
+    }
+    let mut entries = Vec::new();
+    let mut resp = OffsetCommitResponse::default();
+    for t in &req.topics {
+        let name = t.name.0.to_string();
+        let known = image.topics.get(&name);
+        let mut tr = OffsetCommitResponseTopic::default();
+        tr.name = t.name.clone();
+        for p in &t.partitions {
+            let mut pr = OffsetCommitResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            pr.error_code = if code != NONE {
+                code
+            } else if !known.is_some_and(|t| t.partitions.contains_key(&p.partition_index)) {
+                UNKNOWN_TOPIC_OR_PARTITION
+            } else if p.committed_offset < 0 {
+                INVALID_REQUEST
+            } else {
+                entries.push((
+                    name.clone(),
+                    p.partition_index,
+                    Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.as_ref().map(s).unwrap_or_default(),
+                    },
+                ));
+                NONE
+            };
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    if !entries.is_empty() {
+        if let Err(code) = b.offsets.commit(&gid, entries, COMMIT_TIMEOUT).await {
+            for pr in resp.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                if pr.error_code == NONE {
+                    pr.error_code = code;
+                }
+            }
+        }
+    }
+    resp
+}
+
+/// One group's committed offsets for the asked topics (None: all), or an error code.
+#[allow(clippy::type_complexity)]
+fn fetch_offsets(
+    b: &Broker,
+    gid: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Vec<(String, Vec<(i32, Option<Committed>)>)>, i16> {
+    b.offsets.coordinator_partition(gid)?;
+    let committed = b.offsets.fetch(gid);
+    Ok(match topics {
+        Some(ts) => ts
+            .into_iter()
+            .map(|(t, ps)| {
+                let parts = ps.into_iter().map(|p| (p, committed.get(&(t.clone(), p)).cloned())).collect();
+                (t, parts)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, Option<Committed>)>> = Default::default();
+            for ((t, p), c) in committed {
+                by_topic.entry(t).or_default().push((p, Some(c)));
+            }
+            by_topic.into_iter().collect()
+        }
+    })
+}
+
+pub(super) fn offset_fetch(b: &Broker, req: &OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    let mut resp = OffsetFetchResponse::default();
+    if version >= 8 {
+        for g in &req.groups {
+            let gid = s(&g.group_id.0);
+            let topics = g
+                .topics
+                .as_ref()
+                .map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
+            let mut gr = OffsetFetchResponseGroup::default();
+            gr.group_id = g.group_id.clone();
+            match fetch_offsets(b, &gid, topics) {
+                Ok(ts) => {
+                    gr.topics = ts
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            let mut tr = OffsetFetchResponseTopics::default();
+                            tr.name = topic_name(&t);
+                            tr.partitions = ps
+                                .into_iter()
+                                .map(|(p, c)| {
+                                    let mut pr = OffsetFetchResponsePartitions::default();
+                                    pr.partition_index = p;
+                                    pr.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
+                                    pr.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);
+                                    pr.metadata = Some(str_bytes(c.as_ref().map_or("", |c| &c.metadata)));
+                                    pr
+                                })
+                                .collect();
+                            tr
+                        })
+                        .collect()
+                }
+                Err(code) => gr.error_code = code,
+            }
+            resp.groups.push(gr);
+        }
+        return resp;
+    }
+    let gid = s(&req.group_id.0);
+    let topics =
+        req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
+    match fetch_offsets(b, &gid, topics) {
+        Ok(ts) => {
+            resp.topics = ts
+                .into_iter()
+                .map(|(t, ps)| {
+                    let mut tr = OffsetFetchResponseTopic::default();
+                    tr.name = topic_name(&t);
+                    tr.partitions = ps
+                        .into_iter()
+                        .map(|(p, c)| {
+                            let mut pr = OffsetFetchResponsePartition::default();
+                            pr.partition_index = p;
+                            pr.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
+                            pr.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);
+                            pr.metadata = Some(str_bytes(c.as_ref().map_or("", |c| &c.metadata)));
+                            pr
+                        })
+                        .collect();
+                    tr
+                })
+                .collect();
+        }
+        Err(code) => resp.error_code = code,
+    }
+    resp
+}
+
+pub(super) fn list_groups(b: &Broker, req: &ListGroupsRequest) -> ListGroupsResponse {
+    let mut resp = ListGroupsResponse::default();
+    let mut seen = std::collections::BTreeMap::new();
+    for (id, state, protocol_type) in b.groups.list() {
+        if b.offsets.leads(&id) {
+            seen.insert(id, (state, protocol_type));
+        }
+    }
+    for id in b.offsets.groups() {
+        if b.offsets.leads(&id) {
+            seen.entry(id).or_insert(("Empty", "consumer".to_string()));
+        }
+    }
+    for (id, (state, protocol_type)) in seen {
+        if !req.states_filter.is_empty() && !req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(state)) {
+            continue;
+        }
+        let mut g = ListedGroup::default();
+        g.group_id = group_id(&id);
+        g.protocol_type = str_bytes(&protocol_type);
+        g.group_state = str_bytes(state);
+        g.group_type = str_bytes("classic");
+        resp.groups.push(g);
+    }
+    resp
+}
+
+pub(super) fn describe_groups(b: &Broker, req: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let mut resp = DescribeGroupsResponse::default();
+    for gid in &req.groups {
+        let id = s(&gid.0);
+        let mut g = DescribedGroup::default();
+        g.group_id = gid.clone();
+        g.authorized_operations = i32::MIN;
+        match b.offsets.coordinator_partition(&id) {
+            Err(code) => g.error_code = code,
+            Ok(_) => match b.groups.describe(&id) {
+                Some(d) => {
+                    g.group_state = str_bytes(d.state);
+                    g.protocol_type = str_bytes(&d.protocol_type);
+                    g.protocol_data = str_bytes(&d.protocol);
+                    g.members = d
+                        .members
+                        .into_iter()
+                        .map(|(mid, instance, client_id, host, meta, assignment)| {
+                            let mut m = DescribedGroupMember::default();
+                            m.member_id = str_bytes(&mid);
+                            m.group_instance_id = instance.as_deref().map(str_bytes);
+                            m.client_id = str_bytes(&client_id);
+                            m.client_host = str_bytes(&host);
+                            m.member_metadata = meta;
+                            m.member_assignment = assignment;
+                            m
+                        })
+                        .collect();
+                }
+                None => {
+                    let has_offsets = !b.offsets.fetch(&id).is_empty();
+                    g.group_state = str_bytes(if has_offsets { "Empty" } else { "Dead" });
+                    g.protocol_type = str_bytes(if has_offsets { "consumer" } else { "" });
+                }
+            },
+        }
+        resp.groups.push(g);
+    }
+    resp
+}
+
+pub(super) async fn delete_groups(b: &Broker, req: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut resp = DeleteGroupsResponse::default();
+    for gid in &req.groups_names {
+        let id = s(&gid.0);
+        let mut r = DeletableGroupResult::default();
+        r.group_id = gid.clone();
+        r.error_code = match b.offsets.coordinator_partition(&id) {
+            Err(code) => code,
+            Ok(_) if !b.groups.is_empty(&id) => group::NON_EMPTY_GROUP,
+            Ok(_) if b.groups.describe(&id).is_none() && b.offsets.fetch(&id).is_empty() => group::GROUP_ID_NOT_FOUND,
+            Ok(_) => match b.offsets.delete_group(&id, COMMIT_TIMEOUT).await {
+                Ok(()) => {
+                    b.groups.remove(&id);
+                    NONE
+                }
+                Err(code) => code,
+            },
+        };
+        resp.results.push(r);
+    }
+    resp
+}

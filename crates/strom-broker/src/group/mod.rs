@@ -1,0 +1,624 @@
+//! The group coordinator: Kafka's classic consumer-group protocol (JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup) and committed offsets.
+//!
+//! Which broker coordinates a group: the leader of `__consumer_offsets` partition
+//! `abs(java_hash(group)) % offsets.topic.num.partitions`, as Kafka computes it (so tools that
+//! compute it agree). Offsets live in that partition ([`offsets`]); a broker that becomes its
+//! leader reloads them before answering, so a coordinator failover keeps every committed offset.
+//! Membership is in memory: after a failover, members get UNKNOWN_MEMBER_ID and rejoin.
+//!
+//! **Group rules, enforced here:**
+//! - A rebalance (PreparingRebalance) ends when every known member has rejoined or at the
+//!   largest rebalance timeout; members that did not rejoin are removed. Then the generation
+//!   grows by one, one protocol every member supports is chosen, the leader (kept if it is
+//!   still a member) gets every member's metadata, and the group waits for the leader's
+//!   assignment (CompletingRebalance → Stable on the leader's SyncGroup).
+//! - A request from an unknown member gets UNKNOWN_MEMBER_ID, from an old generation
+//!   ILLEGAL_GENERATION; during a rebalance heartbeats and commits get REBALANCE_IN_PROGRESS
+//!   so members rejoin.
+//! - A member silent for its session timeout is removed (and the group rebalances), except
+//!   while it waits in a JoinGroup.
+//! - First joins at v4+ get MEMBER_ID_REQUIRED with an id to use (KIP-394). A static member
+//!   (`group.instance.id`, KIP-345) that rejoins a stable group gets a new member id and its
+//!   old assignment without a rebalance.
+
+pub mod offsets;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+pub use offsets::{Committed, OffsetStore};
+
+pub const NONE: i16 = 0;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const NOT_COORDINATOR: i16 = 16;
+pub const ILLEGAL_GENERATION: i16 = 22;
+pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
+pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+pub const REBALANCE_IN_PROGRESS: i16 = 27;
+pub const NON_EMPTY_GROUP: i16 = 68;
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const MEMBER_ID_REQUIRED: i16 = 79;
+pub const FENCED_INSTANCE_ID: i16 = 82;
+
+/// Kafka's group.min.session.timeout.ms / group.max.session.timeout.ms defaults.
+const MIN_SESSION_TIMEOUT_MS: i32 = 6000;
+const MAX_SESSION_TIMEOUT_MS: i32 = 1_800_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl GroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+/// What a JoinGroup gets back.
+#[derive(Debug, Clone, Default)]
+pub struct JoinResult {
+    pub error_code: i16,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// (member id, group instance id, metadata): only for the leader.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinResult {
+    fn error(code: i16, member_id: &str) -> Self {
+        JoinResult { error_code: code, generation_id: -1, member_id: member_id.to_string(), ..Default::default() }
+    }
+}
+
+/// What a SyncGroup gets back.
+#[derive(Debug, Clone, Default)]
+pub struct SyncResult {
+    pub error_code: i16,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+/// A JoinGroup, as the coordinator needs it.
+pub struct JoinRequest {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// v4+: an empty member id first gets MEMBER_ID_REQUIRED.
+    pub require_known_member_id: bool,
+}
+
+struct Member {
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heard: Instant,
+    join_waiter: Option<oneshot::Sender<JoinResult>>,
+    sync_waiter: Option<oneshot::Sender<SyncResult>>,
+}
+
+struct Group {
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined.
+    pending: HashSet<String>,
+    rebalance_deadline: Option<Instant>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Group {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashSet::new(),
+            rebalance_deadline: None,
+        }
+    }
+
+    fn prepare_rebalance(&mut self, initial_delay: Duration) {
+        if self.state == GroupState::PreparingRebalance {
+            return;
+        }
+        // Members waiting for an assignment must rejoin.
+        for m in self.members.values_mut() {
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(SyncResult { error_code: REBALANCE_IN_PROGRESS, ..Default::default() });
+            }
+        }
+        let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+        let delay = if self.state == GroupState::Empty { initial_delay } else { timeout };
+        self.state = GroupState::PreparingRebalance;
+        self.rebalance_deadline = Some(Instant::now() + delay);
+    }
+
+    /// Ends the rebalance if every member has rejoined (or `force`, at the deadline).
+    fn maybe_complete_join(&mut self, force: bool, group_id: &str, node_id: i32) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
+        let delay_over = self.rebalance_deadline.is_none_or(|d| Instant::now() >= d);
+        if !(force || (all_joined && (delay_over || self.generation > 0))) {
+            return;
+        }
+        self.members.retain(|_, m| m.join_waiter.is_some());
+        self.rebalance_deadline = None;
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.leader = None;
+            self.protocol = None;
+            tracing::info!(node = node_id, group = group_id, generation = self.generation, "group is empty");
+            return;
+        }
+        self.protocol = self.choose_protocol();
+        if !self.leader.as_ref().is_some_and(|l| self.members.contains_key(l)) {
+            self.leader = self.members.keys().next().cloned();
+        }
+        self.state = GroupState::CompletingRebalance;
+        let leader = self.leader.clone().unwrap_or_default();
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let all: Vec<(String, Option<String>, Bytes)> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let meta = m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, b)| b.clone()).unwrap_or_default();
+                (id.clone(), m.instance_id.clone(), meta)
+            })
+            .collect();
+        tracing::info!(
+            node = node_id,
+            group = group_id,
+            generation = self.generation,
+            members = self.members.len(),
+            leader = %leader,
+            protocol = %protocol,
+            "group rebalanced"
+        );
+        for (id, m) in self.members.iter_mut() {
+            m.assignment = Bytes::new();
+            m.last_heard = Instant::now();
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(JoinResult {
+                    error_code: NONE,
+                    generation_id: self.generation,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol_name: self.protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == leader { all.clone() } else { vec![] },
+                });
+            }
+        }
+    }
+
+    /// The protocol every member supports with the most votes (each member votes for its
+    /// first supported choice), ties broken by the leader's order.
+    fn choose_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == *n)))
+            .collect();
+        let mut votes: HashMap<&String, usize> = HashMap::new();
+        for m in self.members.values() {
+            if let Some((n, _)) = m.protocols.iter().find(|(n, _)| candidates.contains(&n)) {
+                *votes.entry(n).or_default() += 1;
+            }
+        }
+        candidates.iter().max_by_key(|c| votes.get(*c).copied().unwrap_or(0)).map(|c| (*c).clone())
+    }
+
+    fn remove_member(&mut self, id: &str, initial_delay: Duration) {
+        if let Some(m) = self.members.remove(id) {
+            if let Some(w) = m.join_waiter {
+                let _ = w.send(JoinResult::error(UNKNOWN_MEMBER_ID, id));
+            }
+            if let Some(w) = m.sync_waiter {
+                let _ = w.send(SyncResult { error_code: UNKNOWN_MEMBER_ID, ..Default::default() });
+            }
+        }
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(initial_delay),
+            _ => {}
+        }
+    }
+}
+
+/// A group as DescribeGroups shows it.
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+/// Every group this broker coordinates (or has coordinated).
+pub struct GroupCoordinator {
+    node_id: i32,
+    initial_rebalance_delay: Duration,
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+impl GroupCoordinator {
+    pub fn new(node_id: i32, initial_rebalance_delay: Duration) -> Self {
+        GroupCoordinator { node_id, initial_rebalance_delay, groups: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the membership of groups this broker no longer coordinates.
+    pub fn forget(&self, keep: impl Fn(&str) -> bool) {
+        let delay = self.initial_rebalance_delay;
+        self.lock().retain(|id, g| {
+            let k = keep(id);
+            if !k {
+                for m in g.members.keys().cloned().collect::<Vec<_>>() {
+                    g.remove_member(&m, delay);
+                }
+            }
+            k
+        });
+    }
+
+    pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResult {
+        if req.session_timeout_ms < MIN_SESSION_TIMEOUT_MS || req.session_timeout_ms > MAX_SESSION_TIMEOUT_MS {
+            return JoinResult::error(INVALID_SESSION_TIMEOUT, &req.member_id);
+        }
+        let rx = {
+            let mut groups = self.lock();
+            let g = groups.entry(group_id.to_string()).or_insert_with(Group::new);
+            if g.state != GroupState::Empty
+                && (g.protocol_type.as_deref() != Some(&req.protocol_type)
+                    || !req
+                        .protocols
+                        .iter()
+                        .any(|(n, _)| g.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == n))))
+            {
+                return JoinResult::error(INCONSISTENT_GROUP_PROTOCOL, &req.member_id);
+            }
+            let mut member_id = req.member_id.clone();
+            if member_id.is_empty() {
+                let fresh = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
+                if let Some(instance) = &req.group_instance_id {
+                    // A static member rejoining: it takes over its old entry under a new id.
+                    let old = g
+                        .members
+                        .iter()
+                        .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
+                        .map(|(id, _)| id.clone());
+                    if let Some(old) = old {
+                        if let Some(mut m) = g.members.remove(&old) {
+                            if let Some(w) = m.join_waiter.take() {
+                                let _ = w.send(JoinResult::error(FENCED_INSTANCE_ID, &old));
+                            }
+                            if let Some(w) = m.sync_waiter.take() {
+                                let _ = w.send(SyncResult { error_code: FENCED_INSTANCE_ID, ..Default::default() });
+                            }
+                            let same_protocols = m.protocols == req.protocols;
+                            m.protocols = req.protocols.clone();
+                            m.last_heard = Instant::now();
+                            if g.leader.as_deref() == Some(old.as_str()) {
+                                g.leader = Some(fresh.clone());
+                            }
+                            g.members.insert(fresh.clone(), m);
+                            if g.state == GroupState::Stable && same_protocols {
+                                tracing::info!(node = self.node_id, group = group_id, instance = %instance, "static member rejoined without a rebalance");
+                                let leader = g.leader.clone().unwrap_or_default();
+                                return JoinResult {
+                                    error_code: NONE,
+                                    generation_id: g.generation,
+                                    protocol_type: g.protocol_type.clone(),
+                                    protocol_name: g.protocol.clone(),
+                                    leader,
+                                    member_id: fresh,
+                                    members: vec![],
+                                };
+                            }
+                        }
+                    }
+                    member_id = fresh;
+                } else if req.require_known_member_id {
+                    g.pending.insert(fresh.clone());
+                    return JoinResult::error(MEMBER_ID_REQUIRED, &fresh);
+                } else {
+                    member_id = fresh;
+                }
+            } else if !g.members.contains_key(&member_id) && !g.pending.remove(&member_id) {
+                return JoinResult::error(UNKNOWN_MEMBER_ID, &member_id);
+            }
+            let (tx, rx) = oneshot::channel();
+            let known = g.members.contains_key(&member_id);
+            let m = g.members.entry(member_id.clone()).or_insert_with(|| Member {
+                instance_id: req.group_instance_id.clone(),
+                client_id: req.client_id.clone(),
+                client_host: req.client_host.clone(),
+                session_timeout: Duration::ZERO,
+                rebalance_timeout: Duration::ZERO,
+                protocols: vec![],
+                assignment: Bytes::new(),
+                last_heard: Instant::now(),
+                join_waiter: None,
+                sync_waiter: None,
+            });
+            m.session_timeout = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
+            m.rebalance_timeout =
+                Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms).max(0) as u64);
+            m.protocols = req.protocols.clone();
+            m.last_heard = Instant::now();
+            if let Some(old) = m.join_waiter.replace(tx) {
+                let _ = old.send(JoinResult::error(UNKNOWN_MEMBER_ID, &member_id));
+            }
+            if g.state == GroupState::Empty {
+                g.protocol_type = Some(req.protocol_type.clone());
+            }
+            if !known {
+                tracing::debug!(node = self.node_id, group = group_id, member = %member_id, "member joining");
+            }
+            g.prepare_rebalance(self.initial_rebalance_delay);
+            g.maybe_complete_join(false, group_id, self.node_id);
+            rx
+        };
+        // The rebalance ends by every member rejoining or by the expiry timer.
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => JoinResult::error(UNKNOWN_MEMBER_ID, &req.member_id),
+        }
+    }
+
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResult {
+        let err = |code| SyncResult { error_code: code, ..Default::default() };
+        let rx = {
+            let mut groups = self.lock();
+            let Some(g) = groups.get_mut(group_id) else { return err(UNKNOWN_MEMBER_ID) };
+            if !g.members.contains_key(member_id) {
+                return err(UNKNOWN_MEMBER_ID);
+            }
+            if generation != g.generation {
+                return err(ILLEGAL_GENERATION);
+            }
+            let ok = |g: &Group, a: Bytes| SyncResult {
+                error_code: NONE,
+                protocol_type: g.protocol_type.clone(),
+                protocol_name: g.protocol.clone(),
+                assignment: a,
+            };
+            match g.state {
+                GroupState::Empty | GroupState::PreparingRebalance => return err(REBALANCE_IN_PROGRESS),
+                GroupState::Stable => {
+                    let a = g.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default();
+                    return ok(g, a);
+                }
+                GroupState::CompletingRebalance => {}
+            }
+            if g.leader.as_deref() == Some(member_id) {
+                let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                for (id, m) in g.members.iter_mut() {
+                    m.assignment = given.remove(id).unwrap_or_default();
+                }
+                g.state = GroupState::Stable;
+                let (pt, pn) = (g.protocol_type.clone(), g.protocol.clone());
+                for (id, m) in g.members.iter_mut() {
+                    m.last_heard = Instant::now();
+                    if id != member_id {
+                        if let Some(w) = m.sync_waiter.take() {
+                            let _ = w.send(SyncResult {
+                                error_code: NONE,
+                                protocol_type: pt.clone(),
+                                protocol_name: pn.clone(),
+                                assignment: m.assignment.clone(),
+                            });
+                        }
+                    }
+                }
+                let a = g.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default();
+                return ok(g, a);
+            }
+            let (tx, rx) = oneshot::channel();
+            if let Some(m) = g.members.get_mut(member_id) {
+                m.sync_waiter = Some(tx);
+                m.last_heard = Instant::now();
+            }
+            rx
+        };
+        rx.await.unwrap_or_else(|_| err(REBALANCE_IN_PROGRESS))
+    }
+
+    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(group_id) else { return UNKNOWN_MEMBER_ID };
+        let Some(m) = g.members.get_mut(member_id) else { return UNKNOWN_MEMBER_ID };
+        m.last_heard = Instant::now();
+        if generation != g.generation {
+            return ILLEGAL_GENERATION;
+        }
+        match g.state {
+            GroupState::PreparingRebalance => REBALANCE_IN_PROGRESS,
+            _ => NONE,
+        }
+    }
+
+    /// LeaveGroup for `members` (member id, instance id); one error code per member.
+    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(group_id) else { return vec![UNKNOWN_MEMBER_ID; members.len()] };
+        let mut out = Vec::with_capacity(members.len());
+        for (id, instance) in members {
+            let target = if id.is_empty() {
+                instance.as_ref().and_then(|i| {
+                    g.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(i)).map(|(id, _)| id.clone())
+                })
+            } else {
+                Some(id.clone()).filter(|id| g.members.contains_key(id))
+            };
+            match target {
+                Some(t) => {
+                    tracing::debug!(node = self.node_id, group = group_id, member = %t, "member left");
+                    g.remove_member(&t, self.initial_rebalance_delay);
+                    out.push(NONE);
+                }
+                None => out.push(UNKNOWN_MEMBER_ID),
+            }
+        }
+        g.maybe_complete_join(false, group_id, self.node_id);
+        out
+    }
+
+    /// Checks a commit's member and generation: Ok for a simple (generation -1) commit to a
+    /// group without members, or a current member's commit outside a rebalance.
+    pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
+        let groups = self.lock();
+        let Some(g) = groups.get(group_id) else {
+            return if generation < 0 { NONE } else { ILLEGAL_GENERATION };
+        };
+        if generation < 0 && member_id.is_empty() {
+            return if g.members.is_empty() { NONE } else { UNKNOWN_MEMBER_ID };
+        }
+        if !g.members.contains_key(member_id) {
+            return UNKNOWN_MEMBER_ID;
+        }
+        if generation != g.generation {
+            return ILLEGAL_GENERATION;
+        }
+        if g.state == GroupState::PreparingRebalance {
+            return REBALANCE_IN_PROGRESS;
+        }
+        NONE
+    }
+
+    /// Expires silent members and ends rebalances at their deadline; run on a timer.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let mut groups = self.lock();
+        for (id, g) in groups.iter_mut() {
+            let expired: Vec<String> = g
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    m.join_waiter.is_none() && now.saturating_duration_since(m.last_heard) > m.session_timeout
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for m in expired {
+                tracing::info!(node = self.node_id, group = %id, member = %m, "member session expired");
+                g.remove_member(&m, self.initial_rebalance_delay);
+            }
+            let due = g.rebalance_deadline.is_some_and(|d| now >= d);
+            g.maybe_complete_join(due, id, self.node_id);
+        }
+    }
+
+    pub fn list(&self) -> Vec<(String, &'static str, String)> {
+        let groups = self.lock();
+        groups.iter().map(|(id, g)| (id.clone(), g.state.name(), g.protocol_type.clone().unwrap_or_default())).collect()
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.lock();
+        let g = groups.get(group_id)?;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        Some(GroupDescription {
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| {
+                    let meta =
+                        m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, b)| b.clone()).unwrap_or_default();
+                    (
+                        id.clone(),
+                        m.instance_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        meta,
+                        m.assignment.clone(),
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// True when the group has no members (it may be deleted).
+    pub fn is_empty(&self, group_id: &str) -> bool {
+        self.lock().get(group_id).is_none_or(|g| g.members.is_empty())
+    }
+
+    pub fn remove(&self, group_id: &str) {
+        self.lock().remove(group_id);
+    }
+}
+
+/// Java's `String.hashCode`, which Kafka uses to map a group to its offsets partition.
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// The `__consumer_offsets` partition of `group` (Kafka's `Utils.abs(hash) % partitions`).
+pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    (java_string_hash(group) & 0x7fff_ffff) % partitions.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_hash_is_javas_string_hash() {
+        // Java: "hello".hashCode() == 99162322, "test".hashCode() == 3556498, and a string
+        // long enough to wrap: "consumer-group-1".hashCode() == 147483020.
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        assert_eq!(java_string_hash("test"), 3_556_498);
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(partition_for("hello", 50), 99_162_322 % 50);
+        assert_eq!(java_string_hash("consumer-group-1"), 147_483_020);
+        assert_eq!(partition_for("consumer-group-1", 50), 20);
+    }
+}

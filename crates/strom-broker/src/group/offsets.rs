@@ -1,0 +1,209 @@
+//! Committed offsets, kept in the replicated `__consumer_offsets` topic.
+//!
+//! A commit is appended as a record to the group's offsets partition and acknowledged only
+//! once the high watermark passes it (acks=all), then cached. A broker that leads an offsets
+//! partition in a new leader epoch reloads that partition's groups from the log before it
+//! answers for them, so committed offsets survive a coordinator failover.
+//!
+//! Records are JSON values (Strom's own format; Kafka's binary schema is internal to Kafka).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strom_protocol::kafka_protocol::records::RecordBatchDecoder;
+
+use super::{partition_for, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR};
+use crate::replica::{Partition, ReplicaManager};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// A committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type")]
+enum OffsetRecord {
+    Commit { group: String, topic: String, partition: i32, offset: i64, leader_epoch: i32, metadata: String },
+    GroupDeleted { group: String },
+}
+
+type GroupOffsets = BTreeMap<(String, i32), Committed>;
+
+pub struct OffsetStore {
+    node_id: i32,
+    replicas: Arc<ReplicaManager>,
+    num_partitions: i32,
+    cache: Mutex<HashMap<String, GroupOffsets>>,
+    /// Offsets partition → the leader epoch its groups were loaded in.
+    loaded: Mutex<HashMap<i32, i32>>,
+}
+
+impl OffsetStore {
+    pub fn new(replicas: Arc<ReplicaManager>, num_partitions: i32) -> Self {
+        OffsetStore {
+            node_id: replicas.node_id(),
+            replicas,
+            num_partitions,
+            cache: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn num_partitions(&self) -> i32 {
+        self.num_partitions
+    }
+
+    /// Is this broker the coordinator of `group`? Loads the group's offsets partition first if
+    /// it leads it in a leader epoch it has not loaded. Err is a Kafka error code.
+    pub fn coordinator_partition(&self, group: &str) -> Result<Arc<Partition>, i16> {
+        let p = partition_for(group, self.num_partitions);
+        let part = self.replicas.get(OFFSETS_TOPIC, p).ok_or(NOT_COORDINATOR)?;
+        let role = part.role();
+        if role.leader != self.node_id {
+            return Err(NOT_COORDINATOR);
+        }
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.get(&p) != Some(&role.leader_epoch) {
+            self.load(p, &part)?;
+            loaded.insert(p, role.leader_epoch);
+        }
+        Ok(part)
+    }
+
+    /// Rebuilds the cached offsets of every group in offsets partition `p` from its log.
+    fn load(&self, p: i32, part: &Partition) -> Result<(), i16> {
+        let mut groups: HashMap<String, GroupOffsets> = HashMap::new();
+        let (mut offset, end) = part.with_log(|l| (l.log_start_offset(), l.log_end_offset()));
+        let mut records = 0usize;
+        while offset < end {
+            let read = part.with_log(|l| l.read(offset, 1 << 20, None)).map_err(|e| {
+                tracing::error!(node = self.node_id, partition = p, error = %e, "cannot read the offsets log");
+                COORDINATOR_NOT_AVAILABLE
+            })?;
+            if read.next_offset <= offset {
+                break;
+            }
+            offset = read.next_offset;
+            let mut buf = read.records.clone();
+            let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
+                tracing::error!(node = self.node_id, partition = p, error = %e, "undecodable offsets batch");
+                COORDINATOR_NOT_AVAILABLE
+            })?;
+            for r in sets.into_iter().flat_map(|s| s.records) {
+                let Some(value) = r.value else { continue };
+                match serde_json::from_slice::<OffsetRecord>(&value) {
+                    Ok(rec) => {
+                        apply(&mut groups, rec);
+                        records += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = self.node_id, partition = p, error = %e, "unreadable offsets record skipped")
+                    }
+                }
+            }
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|g, _| partition_for(g, self.num_partitions) != p);
+        let count = groups.len();
+        cache.extend(groups);
+        tracing::info!(node = self.node_id, partition = p, groups = count, records, "loaded committed offsets");
+        Ok(())
+    }
+
+    /// Writes `entries` for `group` (acks=all) and caches them. Err is a Kafka error code.
+    pub async fn commit(
+        &self,
+        group: &str,
+        entries: Vec<(String, i32, Committed)>,
+        timeout: Duration,
+    ) -> Result<(), i16> {
+        let part = self.coordinator_partition(group)?;
+        let recs: Vec<OffsetRecord> = entries
+            .iter()
+            .map(|(t, p, c)| OffsetRecord::Commit {
+                group: group.to_string(),
+                topic: t.clone(),
+                partition: *p,
+                offset: c.offset,
+                leader_epoch: c.leader_epoch,
+                metadata: c.metadata.clone(),
+            })
+            .collect();
+        self.append(&part, &recs, timeout).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let g = cache.entry(group.to_string()).or_default();
+        for (t, p, c) in entries {
+            g.insert((t, p), c);
+        }
+        Ok(())
+    }
+
+    /// Deletes every offset of `group` (DeleteGroups).
+    pub async fn delete_group(&self, group: &str, timeout: Duration) -> Result<(), i16> {
+        let part = self.coordinator_partition(group)?;
+        self.append(&part, &[OffsetRecord::GroupDeleted { group: group.to_string() }], timeout).await?;
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
+        Ok(())
+    }
+
+    async fn append(&self, part: &Partition, recs: &[OffsetRecord], timeout: Duration) -> Result<(), i16> {
+        let values: Vec<Vec<u8>> = recs.iter().filter_map(|r| serde_json::to_vec(r).ok()).collect();
+        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+        let now = crate::apis::now_ms();
+        let batch = strom_protocol::batch::build_batch(0, now, &refs);
+        let (info, _) = self.replicas.append_as_leader(part, &batch, now).map_err(|e| match e {
+            crate::replica::ReplicaError::NotLeader(_) => NOT_COORDINATOR,
+            e => {
+                tracing::warn!(node = self.node_id, error = %e, "offset commit append failed");
+                COORDINATOR_NOT_AVAILABLE
+            }
+        })?;
+        // acks=all: acknowledged once every ISR member has it.
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.replicas.data_arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if part.high_watermark() > info.last_offset {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(COORDINATOR_NOT_AVAILABLE);
+            }
+        }
+    }
+
+    /// The committed offsets of `group`.
+    pub fn fetch(&self, group: &str) -> GroupOffsets {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(group).cloned().unwrap_or_default()
+    }
+
+    /// Groups with committed offsets in partitions this broker has loaded.
+    pub fn groups(&self) -> Vec<String> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    /// Does this broker still coordinate `group`? (No loading.)
+    pub fn leads(&self, group: &str) -> bool {
+        let p = partition_for(group, self.num_partitions);
+        self.replicas.get(OFFSETS_TOPIC, p).is_some_and(|part| part.is_leader())
+    }
+}
+
+fn apply(groups: &mut HashMap<String, GroupOffsets>, rec: OffsetRecord) {
+    match rec {
+        OffsetRecord::Commit { group, topic, partition, offset, leader_epoch, metadata } => {
+            groups.entry(group).or_default().insert((topic, partition), Committed { offset, leader_epoch, metadata });
+        }
+        OffsetRecord::GroupDeleted { group } => {
+            groups.remove(&group);
+        }
+    }
+}

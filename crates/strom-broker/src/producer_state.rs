@@ -1,0 +1,192 @@
+//! Idempotent producer state of one partition (KIP-98): for each producer id, its epoch and
+//! the sequence ranges and offsets of its last five batches.
+//!
+//! **Rules (Kafka's), enforced by [`ProducerStates::check`] before a leader appends:**
+//! - A batch whose producer epoch is older than the one known: INVALID_PRODUCER_EPOCH.
+//! - A batch equal (epoch, first and last sequence) to one of the last five: a duplicate (a
+//!   retry): it is not written again and the producer gets the offsets it was written at.
+//! - A new epoch must start at sequence 0; within an epoch a batch must start right after the
+//!   last sequence (wrapping at i32::MAX): otherwise OUT_OF_ORDER_SEQUENCE_NUMBER.
+//! - A producer id with no state (new, or whose batches are all gone) is accepted at any
+//!   sequence.
+//!
+//! Every replica keeps this state as it appends (leader and follower paths alike) and rebuilds
+//! it from its log on open and after truncation, so a new leader knows every batch its
+//! predecessor acknowledged and a retried batch is never written twice across a failover.
+
+use std::collections::{HashMap, VecDeque};
+
+use strom_protocol::batch::BatchView;
+
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+
+/// Batches remembered per producer (Kafka's max.in.flight.requests.per.connection bound).
+const REMEMBERED_BATCHES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BatchRecord {
+    first_seq: i32,
+    last_seq: i32,
+    first_offset: i64,
+    last_offset: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<BatchRecord>,
+}
+
+/// What to do with a producer's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    Append,
+    /// Already written at these offsets.
+    Duplicate {
+        first_offset: i64,
+        last_offset: i64,
+    },
+    Refuse(i16),
+}
+
+/// The header fields idempotence needs, from one batch.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    pub last_seq: i32,
+}
+
+impl ProducerBatch {
+    /// `None` for batches without a producer id (not idempotent) or without sequences.
+    pub fn of(v: &BatchView<'_>) -> Option<Self> {
+        if v.producer_id() < 0 || v.base_sequence() < 0 {
+            return None;
+        }
+        let last_seq = v.base_sequence().wrapping_add(v.last_offset_delta()) & i32::MAX;
+        Some(ProducerBatch {
+            producer_id: v.producer_id(),
+            epoch: v.producer_epoch(),
+            first_seq: v.base_sequence(),
+            last_seq,
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ProducerStates {
+    by_id: HashMap<i64, ProducerEntry>,
+}
+
+fn in_sequence(last: i32, next: i32) -> bool {
+    next == last.wrapping_add(1) || (next == 0 && last == i32::MAX)
+}
+
+impl ProducerStates {
+    pub fn check(&self, b: &ProducerBatch) -> SequenceCheck {
+        let Some(e) = self.by_id.get(&b.producer_id) else { return SequenceCheck::Append };
+        if b.epoch < e.epoch {
+            return SequenceCheck::Refuse(INVALID_PRODUCER_EPOCH);
+        }
+        if b.epoch == e.epoch {
+            if let Some(d) = e.batches.iter().find(|r| r.first_seq == b.first_seq && r.last_seq == b.last_seq) {
+                return SequenceCheck::Duplicate { first_offset: d.first_offset, last_offset: d.last_offset };
+            }
+            match e.batches.back() {
+                Some(last) if !in_sequence(last.last_seq, b.first_seq) => {
+                    return SequenceCheck::Refuse(OUT_OF_ORDER_SEQUENCE_NUMBER)
+                }
+                _ => {}
+            }
+        } else if b.first_seq != 0 {
+            return SequenceCheck::Refuse(OUT_OF_ORDER_SEQUENCE_NUMBER);
+        }
+        SequenceCheck::Append
+    }
+
+    /// Records a batch written at `first_offset..=last_offset`.
+    pub fn record(&mut self, b: &ProducerBatch, first_offset: i64, last_offset: i64) {
+        let e = self.by_id.entry(b.producer_id).or_default();
+        if b.epoch > e.epoch {
+            e.epoch = b.epoch;
+            e.batches.clear();
+        }
+        e.batches.push_back(BatchRecord { first_seq: b.first_seq, last_seq: b.last_seq, first_offset, last_offset });
+        while e.batches.len() > REMEMBERED_BATCHES {
+            e.batches.pop_front();
+        }
+    }
+
+    /// Records every producer batch in `bytes` (stored batches, offsets assigned).
+    pub fn record_stored(&mut self, mut bytes: &[u8]) {
+        while let Ok(v) = BatchView::parse(bytes) {
+            if let Some(b) = ProducerBatch::of(&v) {
+                self.record(&b, v.base_offset(), v.last_offset());
+            }
+            bytes = &bytes[v.size()..];
+        }
+    }
+
+    /// The epoch and last sequence known for `producer_id` (for logs and tests).
+    pub fn last_sequence(&self, producer_id: i64) -> Option<(i16, i32)> {
+        let e = self.by_id.get(&producer_id)?;
+        Some((e.epoch, e.batches.back()?.last_seq))
+    }
+
+    pub fn clear(&mut self) {
+        self.by_id.clear();
+    }
+
+    pub fn producers(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(pid: i64, epoch: i16, first: i32, last: i32) -> ProducerBatch {
+        ProducerBatch { producer_id: pid, epoch, first_seq: first, last_seq: last }
+    }
+
+    #[test]
+    fn sequences_duplicates_and_epochs_follow_kafkas_rules() {
+        let mut s = ProducerStates::default();
+        assert_eq!(s.check(&batch(7, 0, 0, 4)), SequenceCheck::Append);
+        s.record(&batch(7, 0, 0, 4), 100, 104);
+        // A retry of the same batch is a duplicate with its original offsets.
+        assert_eq!(s.check(&batch(7, 0, 0, 4)), SequenceCheck::Duplicate { first_offset: 100, last_offset: 104 });
+        // The next batch must follow on.
+        assert_eq!(s.check(&batch(7, 0, 6, 9)), SequenceCheck::Refuse(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        assert_eq!(s.check(&batch(7, 0, 5, 9)), SequenceCheck::Append);
+        s.record(&batch(7, 0, 5, 9), 105, 109);
+        // An older epoch is fenced; a newer one starts at 0.
+        assert_eq!(s.check(&batch(7, -1, 10, 10)), SequenceCheck::Refuse(INVALID_PRODUCER_EPOCH));
+        assert_eq!(s.check(&batch(7, 1, 10, 10)), SequenceCheck::Refuse(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        assert_eq!(s.check(&batch(7, 1, 0, 0)), SequenceCheck::Append);
+        // Unknown producers are accepted at any sequence.
+        assert_eq!(s.check(&batch(8, 3, 42, 50)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_remembered() {
+        let mut s = ProducerStates::default();
+        for i in 0..7 {
+            s.record(&batch(1, 0, i, i), 10 + i as i64, 10 + i as i64);
+        }
+        assert_eq!(s.check(&batch(1, 0, 6, 6)), SequenceCheck::Duplicate { first_offset: 16, last_offset: 16 });
+        assert_eq!(s.check(&batch(1, 0, 2, 2)), SequenceCheck::Duplicate { first_offset: 12, last_offset: 12 });
+        // Older than the five: out of order, as Kafka answers.
+        assert_eq!(s.check(&batch(1, 0, 1, 1)), SequenceCheck::Refuse(OUT_OF_ORDER_SEQUENCE_NUMBER));
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        let mut s = ProducerStates::default();
+        s.record(&batch(1, 0, i32::MAX - 1, i32::MAX), 0, 1);
+        assert_eq!(s.check(&batch(1, 0, 0, 3)), SequenceCheck::Append);
+    }
+}

@@ -1,0 +1,146 @@
+//! What the CLI tools share: a connection to a cluster from `--bootstrap-server`, metadata,
+//! connections to individual brokers, and Kafka error names. The tools speak only the Kafka
+//! protocol (at versions Kafka 3.x and 4.x also serve), so they work against real Kafka too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use strom_client::Connection;
+use strom_protocol::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use strom_protocol::kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use strom_protocol::kafka_protocol::protocol::{Request, StrBytes};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one bootstrap server gets to answer before the next is tried.
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(5);
+pub const METADATA_VERSION: i16 = 12;
+
+pub fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Kafka's name for an error code, as its tools print it.
+pub fn error_name(code: i16) -> &'static str {
+    match code {
+        0 => "NONE",
+        1 => "OFFSET_OUT_OF_RANGE",
+        3 => "UNKNOWN_TOPIC_OR_PARTITION",
+        5 => "LEADER_NOT_AVAILABLE",
+        6 => "NOT_LEADER_OR_FOLLOWER",
+        7 => "REQUEST_TIMED_OUT",
+        10 => "MESSAGE_TOO_LARGE",
+        15 => "COORDINATOR_NOT_AVAILABLE",
+        16 => "NOT_COORDINATOR",
+        17 => "INVALID_TOPIC_EXCEPTION",
+        19 => "NOT_ENOUGH_REPLICAS",
+        22 => "ILLEGAL_GENERATION",
+        25 => "UNKNOWN_MEMBER_ID",
+        27 => "REBALANCE_IN_PROGRESS",
+        36 => "TOPIC_ALREADY_EXISTS",
+        37 => "INVALID_PARTITIONS",
+        38 => "INVALID_REPLICATION_FACTOR",
+        40 => "INVALID_CONFIG",
+        41 => "NOT_CONTROLLER",
+        42 => "INVALID_REQUEST",
+        44 => "POLICY_VIOLATION",
+        68 => "NON_EMPTY_GROUP",
+        69 => "GROUP_ID_NOT_FOUND",
+        _ => "UNKNOWN_SERVER_ERROR",
+    }
+}
+
+/// A cluster reached through its bootstrap servers.
+pub struct Cluster {
+    bootstrap: Connection,
+    brokers: BTreeMap<i32, String>,
+    conns: HashMap<i32, Connection>,
+}
+
+impl Cluster {
+    /// Connects to the first bootstrap server (`host:port,…`) that answers.
+    pub async fn connect(bootstrap: &str) -> anyhow::Result<Cluster> {
+        let mut last = None;
+        for addr in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            // A server that accepts but does not answer (paused, cut off behind a proxy) must
+            // not stop us from trying the next one.
+            let attempt = async {
+                let c = Connection::connect(addr, "strom-tools", TIMEOUT).await?;
+                let mut cluster = Cluster { bootstrap: c, brokers: BTreeMap::new(), conns: HashMap::new() };
+                cluster.metadata(Some(vec![])).await?;
+                Ok::<_, anyhow::Error>(cluster)
+            };
+            match tokio::time::timeout(BOOTSTRAP_TIMEOUT, attempt).await {
+                Ok(Ok(cluster)) => return Ok(cluster),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => last = Some(anyhow!("{addr} did not answer within {BOOTSTRAP_TIMEOUT:?}")),
+            }
+        }
+        match last {
+            Some(e) => Err(e).context(format!("cannot reach any of {bootstrap}")),
+            None => bail!("--bootstrap-server is empty"),
+        }
+    }
+
+    /// Sends to the bootstrap broker.
+    pub async fn send<R: Request>(&mut self, version: i16, req: &R) -> anyhow::Result<R::Response> {
+        Ok(self.bootstrap.send(version, req, Duration::ZERO).await?)
+    }
+
+    /// Sends to broker `id` (connecting on first use).
+    pub async fn send_to<R: Request>(
+        &mut self,
+        id: i32,
+        version: i16,
+        req: &R,
+        wait: Duration,
+    ) -> anyhow::Result<R::Response> {
+        if !self.conns.contains_key(&id) {
+            let addr = self.brokers.get(&id).cloned().ok_or_else(|| anyhow!("broker {id} is not in the metadata"))?;
+            let c = Connection::connect(&addr, "strom-tools", TIMEOUT).await?;
+            self.conns.insert(id, c);
+        }
+        let c = self.conns.get_mut(&id).ok_or_else(|| anyhow!("no connection to broker {id}"))?;
+        match c.send(version, req, wait).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.conns.remove(&id);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Metadata for `topics` (None: all), remembering broker addresses.
+    pub async fn metadata(&mut self, topics: Option<Vec<String>>) -> anyhow::Result<MetadataResponse> {
+        let mut req = MetadataRequest::default();
+        req.topics = topics.map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    let mut m = MetadataRequestTopic::default();
+                    m.name = Some(topic_name(t));
+                    m
+                })
+                .collect()
+        });
+        req.allow_auto_topic_creation = false;
+        let resp = self.send(METADATA_VERSION, &req).await?;
+        for b in &resp.brokers {
+            self.brokers.insert(b.node_id.0, format!("{}:{}", b.host, b.port));
+        }
+        Ok(resp)
+    }
+
+    /// The leader of every partition of `topic`.
+    pub async fn leaders(&mut self, topic: &str) -> anyhow::Result<BTreeMap<i32, i32>> {
+        let md = self.metadata(Some(vec![topic.to_string()])).await?;
+        let t = md.topics.first().ok_or_else(|| anyhow!("no metadata for {topic}"))?;
+        if t.error_code != 0 {
+            bail!("topic {topic}: {}", error_name(t.error_code));
+        }
+        Ok(t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect())
+    }
+}

@@ -1,0 +1,167 @@
+//! The idempotent producer against a running node, speaking Kafka directly: a retried batch
+//! is written once and answered with its original offset; a gap in sequences, a new epoch not
+//! starting at 0 and an old epoch are refused with Kafka's errors.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use strom_client::Connection;
+use strom_protocol::kafka_protocol::messages::create_topics_request::CreatableTopic;
+use strom_protocol::kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use strom_protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use strom_protocol::kafka_protocol::messages::*;
+use strom_protocol::kafka_protocol::protocol::StrBytes;
+use strom_protocol::kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+const STROM: &str = env!("CARGO_BIN_EXE_strom");
+const T: Duration = Duration::from_secs(10);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The node's process and its data dir (removed when the test ends).
+struct Node {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> (Node, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (kafka, ctl) = (free_port(), free_port());
+    let child = Command::new(STROM)
+        .args(["server", "--override"])
+        .arg(format!("listeners=PLAINTEXT://127.0.0.1:{kafka},CONTROLLER://127.0.0.1:{ctl}"))
+        .arg("--override")
+        .arg(format!("controller.quorum.voters=1@127.0.0.1:{ctl}"))
+        .arg("--override")
+        .arg("metrics.listener=")
+        .arg("--override")
+        .arg(format!("log.dirs={}", dir.path().join("data").display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Node { child, _dir: dir }, format!("127.0.0.1:{kafka}"))
+}
+
+fn batch(pid: i64, epoch: i16, first_seq: i32, n: i32) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: first_seq + i,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from(format!("v{}", first_seq + i))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .unwrap();
+    buf.freeze()
+}
+
+/// Produces one batch; returns (error code, base offset).
+async fn produce(c: &mut Connection, records: Bytes) -> (i16, i64) {
+    let mut p = PartitionProduceData::default();
+    p.index = 0;
+    p.records = Some(records);
+    let mut t = TopicProduceData::default();
+    t.name = TopicName(StrBytes::from_static_str("idem"));
+    t.partition_data = vec![p];
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 5000;
+    req.topic_data = vec![t];
+    let resp = c.send(9, &req, T).await.unwrap();
+    let r = &resp.responses[0].partition_responses[0];
+    (r.error_code, r.base_offset)
+}
+
+async fn latest_offset(c: &mut Connection) -> i64 {
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = 0;
+    p.timestamp = -1;
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("idem"));
+    t.partitions = vec![p];
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.topics = vec![t];
+    let resp = c.send(7, &req, T).await.unwrap();
+    resp.topics[0].partitions[0].offset
+}
+
+#[tokio::test]
+async fn retried_batches_are_written_once_and_gaps_are_refused() {
+    let (_node, addr) = start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut c = loop {
+        match Connection::connect(&addr, "idempotence-test", T).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "node did not come up: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(StrBytes::from_static_str("idem"));
+    topic.num_partitions = 1;
+    topic.replication_factor = 1;
+    let mut create = CreateTopicsRequest::default();
+    create.topics = vec![topic];
+    create.timeout_ms = 10_000;
+    // The broker may still be registering: retry until the controller has it.
+    loop {
+        let r = c.send(5, &create, T).await.unwrap();
+        let code = r.topics[0].error_code;
+        if code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cannot create the topic: {code}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = None;
+    init.transaction_timeout_ms = 60_000;
+    init.producer_id = ProducerId(-1);
+    init.producer_epoch = -1;
+    let ids = c.send(4, &init, T).await.unwrap();
+    assert_eq!(ids.error_code, 0);
+    let (pid, epoch) = (ids.producer_id.0, ids.producer_epoch);
+    assert!(pid >= 0);
+
+    assert_eq!(produce(&mut c, batch(pid, epoch, 0, 5)).await, (0, 0));
+    // The same batch again (a retry after a lost response): same offset, nothing written.
+    assert_eq!(produce(&mut c, batch(pid, epoch, 0, 5)).await, (0, 0));
+    assert_eq!(latest_offset(&mut c).await, 5);
+    // A gap in the sequence: OUT_OF_ORDER_SEQUENCE_NUMBER.
+    assert_eq!(produce(&mut c, batch(pid, epoch, 7, 1)).await.0, 45);
+    // The next batch in order goes on.
+    assert_eq!(produce(&mut c, batch(pid, epoch, 5, 3)).await, (0, 5));
+    // A newer epoch must start at 0; an older epoch is fenced.
+    assert_eq!(produce(&mut c, batch(pid, epoch + 1, 8, 1)).await.0, 45);
+    assert_eq!(produce(&mut c, batch(pid, epoch + 1, 0, 2)).await, (0, 8));
+    assert_eq!(produce(&mut c, batch(pid, epoch, 8, 1)).await.0, 47);
+    assert_eq!(latest_offset(&mut c).await, 10);
+}

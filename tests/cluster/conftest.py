@@ -1,0 +1,42 @@
+"""Fixtures for the multi-node tests: a cluster of real `strom` processes (tests/harness)."""
+
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "harness"))
+
+from strom_cluster import Cluster  # noqa: E402
+
+
+@pytest.fixture
+def cluster_factory(request):
+    made = []
+    with tempfile.TemporaryDirectory(prefix="strom-cluster-") as d:
+        def make(n=3, extra=()):
+            c = Cluster(os.path.join(d, f"c{len(made)}"), n=n, extra=extra)
+            made.append(c)
+            return c.start()
+        try:
+            yield make
+        finally:
+            failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+            for c in made:
+                if failed:
+                    keep = os.environ.get("STROM_FAILED_LOGS")
+                    for n in c.nodes.values():
+                        print(f"==== node {n.node_id} log tail\n{n.log_tail(80)}")
+                        if keep:
+                            os.makedirs(keep, exist_ok=True)
+                            shutil.copy(n.log_path, os.path.join(keep, f"{request.node.name}-node{n.node_id}.log"))
+                c.stop()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

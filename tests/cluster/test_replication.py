@@ -1,0 +1,225 @@
+"""Replication on a three-node cluster with real clients: RF=3 topics replicate, acks=all
+survives a leader kill with nothing acknowledged lost, a restarted broker catches up and
+rejoins the ISR, and the replicas' logs agree byte for byte."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "harness"))
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
+from strom_cluster import wait_until  # noqa: E402
+
+
+def produce(bootstrap, topic, records, acks="all", extra=None, acked=None):
+    """Sends (key, value) pairs; returns {value: (partition, offset)} for acknowledged ones and
+    the list of errors. `acked` may be passed in to watch progress from another thread."""
+    acked = {} if acked is None else acked
+    errors = []
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.value()] = (msg.partition(), msg.offset())
+        else:
+            errors.append(err)
+
+    conf = {"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5, "message.timeout.ms": 60000}
+    conf.update(extra or {})
+    p = Producer(conf)
+    for k, v in records:
+        while True:
+            try:
+                p.produce(topic, key=k, value=v, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    assert p.flush(90) == 0, "producer could not deliver everything in time"
+    return acked, errors
+
+
+def consume_all(bootstrap, topic, partitions, expected_total, timeout=60):
+    """Reads every partition from the beginning until `expected_total` records (or the end)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    seen = []
+    try:
+        def done():
+            for m in c.consume(500, timeout=0.5):
+                if m.error() is None:
+                    seen.append((m.partition(), m.offset(), m.key(), m.value()))
+                elif m.error().code() != KafkaError._PARTITION_EOF:
+                    raise AssertionError(m.error())
+            return len(seen) >= expected_total
+        wait_until(f"{expected_total} records of {topic}", done, timeout=timeout)
+    finally:
+        c.close()
+    return seen
+
+
+def check_history(acked, seen):
+    """Every acknowledged record is read back at the offset it was acknowledged at; offsets of
+    each partition are consecutive (no gaps)."""
+    by_value = {}
+    for p, o, _k, v in seen:
+        by_value.setdefault(v, []).append((p, o))
+    lost = [v for v in acked if v not in by_value]
+    moved = [v for v, at in acked.items() if at not in by_value.get(v, [])]
+    assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:5]}"
+    assert not moved, f"{len(moved)} records not at their acknowledged offset, e.g. {moved[:5]}"
+    per_partition = {}
+    for p, o, _k, _v in seen:
+        per_partition.setdefault(p, []).append(o)
+    for p, offsets in per_partition.items():
+        offsets.sort()
+        assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), f"gap in partition {p}"
+
+
+def assert_replicas_agree(cluster, topic, partitions):
+    """Once the ISR is full and idle, every replica's log is the same bytes."""
+    cluster.wait_full_isr(topic)
+    for p in range(partitions):
+        def same():
+            logs = {n.node_id: n.partition_log_bytes(topic, p) for n in cluster.nodes.values()}
+            return len(set(logs.values())) == 1 and logs
+        logs = wait_until(f"replicas of {topic}-{p} to hold the same bytes", same, timeout=30)
+        assert len(next(iter(logs.values()))) > 0
+
+
+def test_rf3_topic_is_replicated_to_every_broker(cluster_factory):
+    c = cluster_factory(3)
+    c.create_topic("rep", partitions=3, rf=3, config={"min.insync.replicas": "2"})
+    ps = c.partitions("rep")
+    assert sorted({leader for leader, _, _ in ps.values()}) == [1, 2, 3], f"leaders spread: {ps}"
+    records = [(f"k{i % 17}".encode(), f"v{i}".encode()) for i in range(3000)]
+    acked, errors = produce(c.bootstrap, "rep", records)
+    assert not errors and len(acked) == 3000
+    check_history(acked, consume_all(c.bootstrap, "rep", 3, 3000))
+    assert_replicas_agree(c, "rep", 3)
+
+
+def test_leader_kill_loses_no_acknowledged_record(cluster_factory):
+    c = cluster_factory(3)
+    c.create_topic("kill", partitions=2, rf=3, config={"min.insync.replicas": "2"})
+    c.wait_full_isr("kill")
+    first, errors = produce(c.bootstrap, "kill", [(f"k{i % 10}".encode(), f"before-{i}".encode()) for i in range(2000)])
+    assert not errors
+    assert {p for p, _ in first.values()} == {0, 1}
+    victim = c.leader_of("kill", 0)
+    c.node(victim).kill()
+    # The surviving brokers take over; acks=all keeps working with 2 of 3 in sync.
+    wait_until("a new leader for kill-0", lambda: c.leader_of("kill", 0) not in (-1, victim), timeout=30)
+    second, errors = produce(c.bootstrap, "kill", [(f"k{i % 10}".encode(), f"after-{i}".encode()) for i in range(2000)])
+    assert not errors, errors[:3]
+    acked = {**first, **second}
+    check_history(acked, consume_all(c.bootstrap, "kill", 2, len(acked)))
+    # The killed broker comes back, truncates where it diverged, catches up and rejoins.
+    c.node(victim).start()
+    assert_replicas_agree(c, "kill", 2)
+
+
+def test_acks_all_refused_below_min_insync_replicas(cluster_factory):
+    from kafka import KafkaProducer
+    from kafka.errors import NotEnoughReplicasError
+    c = cluster_factory(3)
+    c.create_topic("strict", partitions=1, rf=3, config={"min.insync.replicas": "3"})
+    c.wait_full_isr("strict")
+    leader = c.leader_of("strict", 0)
+    follower = next(i for i in c.nodes if i != leader)
+    c.node(follower).kill()
+    wait_until("the ISR to shrink", lambda: len(c.partitions("strict")[0][2]) == 2, timeout=30)
+    p = KafkaProducer(bootstrap_servers=c.node(leader).bootstrap, acks="all", retries=0)
+    try:
+        err = None
+        try:
+            p.send("strict", b"x").get(timeout=20)
+        except NotEnoughReplicasError as e:
+            err = e
+        assert err is not None, "acks=all with ISR 2 < min.insync.replicas 3 must be refused"
+        # acks=1 does not need the ISR.
+        p1 = KafkaProducer(bootstrap_servers=c.node(leader).bootstrap, acks=1, retries=0)
+        assert p1.send("strict", b"y").get(timeout=20).offset >= 0
+        p1.close()
+    finally:
+        p.close()
+    c.node(follower).start()
+    c.wait_full_isr("strict")
+
+
+def test_paused_follower_leaves_and_rejoins_the_isr(cluster_factory):
+    c = cluster_factory(3, extra=["replica.lag.time.max.ms=2000"])
+    c.create_topic("lag", partitions=1, rf=3, config={"min.insync.replicas": "2"})
+    c.wait_full_isr("lag")
+    leader = c.leader_of("lag", 0)
+    follower = next(i for i in c.nodes if i != leader)
+    c.node(follower).pause()
+    wait_until("the paused follower to leave the ISR", lambda: follower not in c.partitions("lag")[0][2], timeout=30)
+    acked, errors = produce(c.bootstrap, "lag", [(None, f"m{i}".encode()) for i in range(500)])
+    assert not errors and len(acked) == 500
+    c.node(follower).resume()
+    c.wait_full_isr("lag")
+    assert_replicas_agree(c, "lag", 1)
+
+
+def test_idempotent_producer_through_a_leader_kill_neither_loses_nor_duplicates(cluster_factory):
+    import threading
+    c = cluster_factory(3)
+    c.create_topic("idem", partitions=3, rf=3, config={"min.insync.replicas": "2"})
+    c.wait_full_isr("idem")
+    total = 40000
+    result = {"acked": {}}
+
+    def run():
+        _, result["errors"] = produce(
+            c.bootstrap, "idem", [(f"k{i % 31}".encode(), f"r{i}".encode()) for i in range(total)],
+            extra={"enable.idempotence": True, "linger.ms": 2, "batch.num.messages": 200}, acked=result["acked"])
+    t = threading.Thread(target=run)
+    t.start()
+    # Kill the leader of partition 0 while the producer is busy, then bring it back.
+    wait_until("the producer to be under way", lambda: len(result["acked"]) >= total // 4, timeout=60)
+    victim = c.leader_of("idem", 0)
+    c.node(victim).kill()
+    assert len(result["acked"]) < total, "the kill must land while records are in flight"
+    wait_until("a new leader for idem-0", lambda: c.leader_of("idem", 0) not in (-1, victim), timeout=30)
+    c.node(victim).start()
+    t.join(120)
+    assert not t.is_alive(), "the producer did not finish"
+    acked, errors = result["acked"], result["errors"]
+    assert not errors, errors[:3]
+    assert len(acked) == total
+    seen = consume_all(c.bootstrap, "idem", 3, total)
+    values = [v for _, _, _, v in seen]
+    dups = len(values) - len(set(values))
+    assert dups == 0, f"{dups} duplicated records"
+    check_history(acked, seen)
+    assert_replicas_agree(c, "idem", 3)
+
+
+def test_paused_leader_is_replaced_and_rejoins_as_follower(cluster_factory):
+    import threading
+    c = cluster_factory(3)
+    c.create_topic("stall", partitions=1, rf=3, config={"min.insync.replicas": "2"})
+    c.wait_full_isr("stall")
+    total = 20000
+    result = {"acked": {}}
+
+    def run():
+        _, result["errors"] = produce(
+            c.bootstrap, "stall", [(None, f"s{i}".encode()) for i in range(total)],
+            extra={"enable.idempotence": True, "linger.ms": 2, "batch.num.messages": 100}, acked=result["acked"])
+    t = threading.Thread(target=run)
+    t.start()
+    wait_until("the producer to be under way", lambda: len(result["acked"]) >= total // 5, timeout=60)
+    victim = c.leader_of("stall", 0)
+    c.node(victim).pause()  # SIGSTOP: alive to the kernel, silent to everyone
+    wait_until("a new leader for stall-0", lambda: c.leader_of("stall", 0) not in (-1, victim), timeout=30)
+    c.node(victim).resume()
+    t.join(120)
+    assert not t.is_alive()
+    assert not result["errors"], result["errors"][:3]
+    seen = consume_all(c.bootstrap, "stall", 1, total)
+    values = [v for _, _, _, v in seen]
+    assert len(values) == len(set(values)) == total
+    check_history(result["acked"], seen)
+    assert_replicas_agree(c, "stall", 1)

@@ -1,0 +1,117 @@
+"""Fixtures for the real-client tests: a `strom` node started as a user starts it
+(the binary from STROM_BIN, its own temp data dir, free ports), waited on with deadlines."""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+STROM = os.environ.get("STROM_BIN", os.path.join(os.path.dirname(__file__), "../../target/debug/strom"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, check, timeout=20.0, interval=0.05):
+    """Polls `check` until it returns a truthy value; fails the test with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            v = check()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - the condition is not met yet
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+
+
+class Node:
+    """One single-node Strom cluster (controller + broker)."""
+
+    def __init__(self, data_dir, extra=()):
+        self.data_dir = data_dir
+        self.kafka_port = free_port()
+        self.controller_port = free_port()
+        self.metrics_port = free_port()
+        self.extra = list(extra)
+        self.proc = None
+        self.log_path = os.path.join(data_dir, "strom.log")
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.kafka_port}"
+
+    def start(self):
+        args = [
+            STROM, "server",
+            "--override", f"listeners=PLAINTEXT://127.0.0.1:{self.kafka_port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "--override", f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            "--override", f"log.dirs={os.path.join(self.data_dir, 'data')}",
+            "--override", f"metrics.listener=127.0.0.1:{self.metrics_port}",
+        ]
+        for kv in self.extra:
+            args += ["--override", kv]
+        log = open(self.log_path, "ab")
+        # STROM_* variables are config keys to a node; STROM_BIN is ours, not its.
+        env = {k: v for k, v in os.environ.items() if k != "STROM_BIN"}
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_until("the broker to serve metadata", self.ready, timeout=30)
+        return self
+
+    def ready(self):
+        from confluent_kafka.admin import AdminClient
+        if self.proc.poll() is not None:
+            raise AssertionError(f"strom exited with {self.proc.returncode}; log: {self.log_tail()}")
+        md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+        return len(md.brokers) == 1
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def log_tail(self, n=40):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"".join(f.readlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def node():
+    with tempfile.TemporaryDirectory(prefix="strom-compat-") as d:
+        n = Node(d).start()
+        try:
+            yield n
+        finally:
+            n.stop()
+
+
+@pytest.fixture
+def node_factory():
+    made = []
+    with tempfile.TemporaryDirectory(prefix="strom-compat-") as d:
+        def make(extra=()):
+            n = Node(d, extra)
+            made.append(n)
+            return n
+        try:
+            yield make
+        finally:
+            for n in made:
+                n.stop()

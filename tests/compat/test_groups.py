@@ -1,0 +1,262 @@
+"""Consumer groups with real clients: committed offsets survive a consumer restart (the
+seed scenario), auto.offset.reset for new groups, partitions shared within a group and
+redistributed as members come and go, every group gets every message."""
+
+import threading
+import time
+import uuid
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import wait_until
+
+
+def create(node, topic, partitions=1):
+    admin = AdminClient({"bootstrap.servers": node.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(10)
+
+
+def produce(node, topic, values, key=None):
+    p = Producer({"bootstrap.servers": node.bootstrap, "linger.ms": 5})
+    for i, v in enumerate(values):
+        p.produce(topic, key=key(i) if key else None, value=v)
+    assert p.flush(30) == 0
+
+
+def consumer(node, group, **extra):
+    conf = {"bootstrap.servers": node.bootstrap, "group.id": group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def poll_values(c, count, timeout=30):
+    """Polls until `count` records arrived (fails at the deadline); returns the messages."""
+    got = []
+
+    def enough():
+        for m in c.consume(100, timeout=0.2):
+            if m.error() is None:
+                got.append(m)
+            elif m.error().code() != KafkaError._PARTITION_EOF:
+                raise AssertionError(m.error())
+        return len(got) >= count
+    wait_until(f"{count} records", enough, timeout=timeout)
+    return got
+
+
+def test_restarted_consumer_resumes_after_its_committed_offset(node):
+    """The seed scenario: 1,000 produced; 600 consumed and committed; 1,000 more produced while
+    the consumer is down; on restart it gets exactly the remaining 1,400."""
+    create(node, "seed")
+    produce(node, "seed", [f"m{i}".encode() for i in range(1000)])
+    c = consumer(node, "seed-group")
+    c.subscribe(["seed"])
+    first = []
+    while len(first) < 600:
+        for m in c.consume(600 - len(first), timeout=1):
+            assert m.error() is None, m.error()
+            first.append(m)
+    c.commit(message=first[-1], asynchronous=False)
+    c.close()
+    assert [m.value() for m in first] == [f"m{i}".encode() for i in range(600)]
+
+    produce(node, "seed", [f"m{i}".encode() for i in range(1000, 2000)])
+    c = consumer(node, "seed-group")
+    c.subscribe(["seed"])
+    rest = poll_values(c, 1400)
+    # Nothing more than the 1,400 arrives.
+    extra = c.consume(10, timeout=2)
+    c.close()
+    assert [m.value() for m in rest] == [f"m{i}".encode() for i in range(600, 2000)]
+    assert [m for m in extra if m.error() is None] == []
+
+
+def test_committed_offsets_survive_a_broker_restart(node):
+    create(node, "durable")
+    produce(node, "durable", [f"d{i}".encode() for i in range(100)])
+    c = consumer(node, "durable-group")
+    c.subscribe(["durable"])
+    got = poll_values(c, 100)
+    c.commit(message=got[39], asynchronous=False)  # committed offset 40
+    c.close()
+    node.stop()
+    node.start()
+    c = consumer(node, "durable-group")
+    committed = wait_until("committed offset", lambda: c.committed([TopicPartition("durable", 0)], timeout=5)[0].offset == 40 or None)
+    assert committed
+    c.subscribe(["durable"])
+    assert poll_values(c, 60)[0].value() == b"d40"
+    c.close()
+
+
+def test_auto_offset_reset_for_a_new_group(node):
+    create(node, "reset")
+    produce(node, "reset", [b"old"] * 10)
+    early = consumer(node, "g-earliest", **{"auto.offset.reset": "earliest"})
+    early.subscribe(["reset"])
+    assert len(poll_values(early, 10)) == 10
+    late = consumer(node, "g-latest", **{"auto.offset.reset": "latest"})
+    late.subscribe(["reset"])
+    # A "latest" consumer starts at the end: it sees records produced after it joined and
+    # never the ten old ones. Produce a new record now and then until some arrive.
+    p = Producer({"bootstrap.servers": node.bootstrap})
+    got = []
+
+    def some_new():
+        p.produce("reset", value=b"new")
+        p.flush(5)
+        got.extend(m.value() for m in late.consume(10, timeout=0.3) if m.error() is None)
+        return len(got) >= 3
+    wait_until("new records at the latest consumer", some_new, timeout=40)
+    assert set(got) == {b"new"}, got
+    early.close()
+    late.close()
+
+
+def test_group_members_share_partitions_and_every_group_gets_everything(node):
+    create(node, "shared", partitions=6)
+    group = f"g-{uuid.uuid4()}"
+    a = consumer(node, group)
+    b = consumer(node, group)
+    a.subscribe(["shared"])
+    b.subscribe(["shared"])
+
+    def balanced(*cs):
+        for c in cs:
+            c.consume(10, timeout=0.1)
+        sizes = [len(c.assignment()) for c in cs]
+        parts = [p.partition for c in cs for p in c.assignment()]
+        return sorted(parts) == list(range(6)) and len(set(sizes)) == 1
+    wait_until("two members with 3 partitions each", lambda: balanced(a, b), timeout=40)
+
+    c3 = consumer(node, group)
+    c3.subscribe(["shared"])
+    wait_until("three members with 2 partitions each", lambda: balanced(a, b, c3), timeout=40)
+    c3.close()
+    wait_until("two members again after one left", lambda: balanced(a, b), timeout=40)
+    a.close()
+    b.close()
+
+    # Another group sees every record, independently.
+    produce(node, "shared", [f"s{i}".encode() for i in range(300)], key=lambda i: f"k{i}".encode())
+    other = consumer(node, f"other-{uuid.uuid4()}")
+    other.subscribe(["shared"])
+    assert len({m.value() for m in poll_values(other, 300)}) == 300
+    other.close()
+
+
+def test_group_tools_list_and_describe(node):
+    from confluent_kafka import ConsumerGroupState
+    create(node, "listed")
+    c = consumer(node, "listed-group")
+    c.subscribe(["listed"])
+    wait_until("an assignment", lambda: c.consume(1, timeout=0.2) == [] and c.assignment())
+    admin = AdminClient({"bootstrap.servers": node.bootstrap})
+    groups = admin.list_consumer_groups().result(10)
+    assert "listed-group" in [g.group_id for g in groups.valid]
+    desc = admin.describe_consumer_groups(["listed-group"])["listed-group"].result(10)
+    assert desc.state == ConsumerGroupState.STABLE
+    assert len(desc.members) == 1
+    assert [tp.partition for tp in desc.members[0].assignment.topic_partitions] == [0]
+    c.close()
+
+
+MEMBER_SCRIPT = """
+import sys, time
+from confluent_kafka import Consumer
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2], "session.timeout.ms": 6000,
+              "heartbeat.interval.ms": 500, "enable.auto.commit": False})
+c.subscribe([sys.argv[3]])
+while True:
+    c.consume(10, timeout=0.2)
+    if c.assignment():
+        print("assigned", flush=True)
+"""
+
+
+def test_killed_member_partitions_move_after_the_session_timeout(node):
+    import subprocess
+    import sys
+    create(node, "killed", partitions=4)
+    group = f"g-{uuid.uuid4()}"
+    survivor = consumer(node, group)
+    survivor.subscribe(["killed"])
+    victim = subprocess.Popen([sys.executable, "-c", MEMBER_SCRIPT, node.bootstrap, group, "killed"],
+                              stdout=subprocess.PIPE)
+    try:
+        def split():
+            survivor.consume(10, timeout=0.1)
+            return len(survivor.assignment()) == 2
+        wait_until("the partitions split between two members", split, timeout=40)
+        victim.kill()
+        victim.wait()
+        started = time.monotonic()
+
+        def all_mine():
+            survivor.consume(10, timeout=0.1)
+            return len(survivor.assignment()) == 4
+        wait_until("the survivor to own every partition", all_mine, timeout=40)
+        # Not before the victim's session (6 s) ran out.
+        assert time.monotonic() - started > 4
+    finally:
+        victim.kill()
+        survivor.close()
+
+
+def test_static_member_rejoins_without_a_rebalance(node):
+    create(node, "static", partitions=4)
+    group = f"g-{uuid.uuid4()}"
+    revokes = []
+    other = consumer(node, group)
+    other.subscribe(["static"], on_revoke=lambda c, ps: revokes.append(list(ps)))
+    first = consumer(node, group, **{"group.instance.id": "instance-1"})
+    first.subscribe(["static"])
+
+    def split(*cs):
+        for c in cs:
+            c.consume(10, timeout=0.1)
+        return all(len(c.assignment()) == 2 for c in cs)
+    wait_until("two members with 2 partitions each", lambda: split(other, first), timeout=40)
+    mine = sorted(p.partition for p in first.assignment())
+    revokes_before = len(revokes)
+    first.close()  # a static member does not leave the group on close
+    again = consumer(node, group, **{"group.instance.id": "instance-1"})
+    again.subscribe(["static"])
+    wait_until("the static member's partitions back", lambda: split(again, other), timeout=40)
+    assert sorted(p.partition for p in again.assignment()) == mine
+    # The other member kept its partitions throughout: no rebalance happened.
+    for _ in range(10):
+        other.consume(10, timeout=0.1)
+    assert len(revokes) == revokes_before
+    again.close()
+    other.close()
+
+
+def test_kafka_python_group_commits_and_resumes(node):
+    from kafka import KafkaConsumer
+    create(node, "kp-groups")
+    produce(node, "kp-groups", [f"p{i}".encode() for i in range(50)])
+
+    def make():
+        return KafkaConsumer("kp-groups", bootstrap_servers=node.bootstrap, group_id="kp-group",
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             consumer_timeout_ms=10000)
+    c = make()
+    got = []
+    for m in c:
+        got.append(m.value)
+        if len(got) == 20:
+            break
+    c.commit()
+    c.close()
+    assert got == [f"p{i}".encode() for i in range(20)]
+    c = make()
+    rest = []
+    for m in c:
+        rest.append(m.value)
+        if len(rest) == 30:
+            break
+    c.close()
+    assert rest == [f"p{i}".encode() for i in range(20, 50)]

@@ -1,0 +1,174 @@
+"""The three-node compose cluster from the host, as users meet it: topics spread over the
+brokers, a chaos workload through kill / pause / network loss / full restart that loses and
+duplicates nothing, and data that survives `down` + `up`."""
+
+import os
+import tempfile
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from conftest import BOOTSTRAP, PROJECT, compose, container, docker, healthy, strom, wait_until
+
+
+def describe(topic):
+    """{partition: (leader, replicas, isr)} from `strom topics --describe`."""
+    out = {}
+    for line in strom("topics", "--bootstrap-server", BOOTSTRAP, "--describe", "--topic", topic).splitlines():
+        f = dict(x.split(": ", 1) for x in line.strip().split("\t") if ": " in x)
+        if "Partition" in f:
+            out[int(f["Partition"])] = (int(f["Leader"]) if f["Leader"] != "none" else -1,
+                                        f["Replicas"].split(","), sorted(f["Isr"].split(",")) if f["Isr"] else [])
+    return out
+
+
+def full_isr(topic):
+    d = describe(topic)
+    return d and all(leader >= 0 and sorted(r) == isr for leader, r, isr in d.values())
+
+
+def busiest_leader(topic):
+    counts = {}
+    for leader, _, _ in describe(topic).values():
+        counts[leader] = counts.get(leader, 0) + 1
+    return max(counts, key=counts.get)
+
+
+def consume_everything(topic, partitions, expected, timeout=120):
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"check-{time.time()}", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    seen = []
+
+    def done():
+        for m in c.consume(1000, timeout=0.5):
+            if m.error() is None:
+                seen.append((m.partition(), m.offset(), m.value()))
+            elif m.error().code() != KafkaError._PARTITION_EOF:
+                raise AssertionError(m.error())
+        return len(seen) >= expected
+    try:
+        wait_until(f"{expected} records of {topic}", done, timeout=timeout)
+    finally:
+        c.close()
+    return seen
+
+
+def test_topics_spread_over_the_three_brokers(cluster):
+    out = strom("topics", "--bootstrap-server", "localhost:19092", "--create", "--topic", "spread",
+                "--partitions", "6", "--replication-factor", "3")
+    assert out.strip() == "Created topic spread."
+    wait_until("a full ISR", lambda: full_isr("spread"), timeout=60)
+    d = describe("spread")
+    assert sorted({leader for leader, _, _ in d.values()}) == [1, 2, 3]
+    assert all(sorted(r) == ["1", "2", "3"] for _, r, _ in d.values())
+
+
+def test_chaos_through_compose_loses_and_duplicates_nothing(cluster):
+    topic = "chaos"
+    strom("topics", "--bootstrap-server", BOOTSTRAP, "--create", "--topic", topic, "--partitions", "6",
+          "--replication-factor", "3")
+    wait_until("a full ISR", lambda: full_isr(topic), timeout=60)
+    acked, errors, stop = {}, [], threading.Event()
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.value()] = (msg.partition(), msg.offset())
+        else:
+            errors.append(err)
+
+    def produce():
+        p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all", "enable.idempotence": True,
+                      "linger.ms": 5, "message.timeout.ms": 120000})
+        i = 0
+        while not stop.is_set():
+            try:
+                p.produce(topic, key=f"k{i % 50}".encode(), value=f"v{i}".encode(), on_delivery=on_delivery)
+                i += 1
+            except BufferError:
+                pass
+            p.poll(0.001 if i % 20 else 0.01)
+        p.flush(180)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        def progress(n):
+            start = len(acked)
+            wait_until(f"{n} more acknowledged records", lambda: len(acked) >= start + n, timeout=120)
+
+        progress(500)
+        # 1. kill the busiest leader's container, then start it again.
+        victim = busiest_leader(topic)
+        compose("kill", f"strom-{victim}")
+        progress(500)
+        compose("start", f"strom-{victim}")
+        wait_until("a full ISR after the kill", lambda: full_isr(topic), timeout=120)
+
+        # 2. pause a leader past the session timeout, then unpause it.
+        victim = busiest_leader(topic)
+        compose("pause", f"strom-{victim}")
+        wait_until("the paused leader to lose its leaderships", lambda: victim not in {l for l, _, _ in describe(topic).values()}, timeout=60)
+        progress(500)
+        compose("unpause", f"strom-{victim}")
+        wait_until("a full ISR after the pause", lambda: full_isr(topic), timeout=120)
+
+        # 3. cut a leader off the compose network, then reconnect it.
+        victim = busiest_leader(topic)
+        net = f"{PROJECT}_strom"
+        docker("network", "disconnect", net, container(f"strom-{victim}"))
+        wait_until("the cut-off leader to lose its leaderships", lambda: victim not in {l for l, _, _ in describe(topic).values()}, timeout=60)
+        progress(500)
+        docker("network", "connect", "--alias", f"strom-{victim}", net, container(f"strom-{victim}"))
+        wait_until("a full ISR after the reconnect", lambda: full_isr(topic), timeout=120)
+
+        # 4. restart the whole cluster.
+        compose("restart")
+        wait_until("the cluster healthy after a restart", healthy, timeout=120, interval=0.5)
+        progress(500)
+    finally:
+        stop.set()
+        t.join(240)
+    assert not t.is_alive()
+    assert not errors, errors[:5]
+    wait_until("a full ISR at the end", lambda: full_isr(topic), timeout=120)
+    seen = consume_everything(topic, 6, len(acked))
+    values = [v for _, _, v in seen]
+    lost = [v for v in acked if v not in set(values)]
+    dups = len(values) - len(set(values))
+    print(f"chaos: acknowledged={len(acked)} lost={len(lost)} duplicated={dups}")
+    if dups:
+        where = {}
+        for p, o, v in seen:
+            where.setdefault(v, []).append((p, o))
+        print("duplicates (value, positions, acknowledged at):",
+              [(v, ps, acked.get(v)) for v, ps in where.items() if len(ps) > 1][:10])
+    assert not lost, f"{len(lost)} acknowledged records lost"
+    assert dups == 0, f"{dups} records duplicated"
+    # Every record is where its acknowledgement said.
+    at = {v: (p, o) for p, o, v in seen}
+    assert all(at[v] == po for v, po in acked.items())
+    # The replicas' logs agree byte for byte.
+    with tempfile.TemporaryDirectory() as d:
+        for p in range(6):
+            logs = set()
+            for n in (1, 2, 3):
+                dst = os.path.join(d, f"n{n}-p{p}")
+                docker("cp", f"{container(f'strom-{n}')}:/var/lib/strom/{topic}-{p}", dst)
+                logs.add(b"".join(open(os.path.join(dst, f), "rb").read() for f in sorted(os.listdir(dst)) if f.endswith(".log")))
+            assert len(logs) == 1, f"replicas of {topic}-{p} differ"
+
+
+def test_data_survives_down_and_up(cluster):
+    topic = "durable"
+    strom("topics", "--bootstrap-server", BOOTSTRAP, "--create", "--topic", topic, "--partitions", "3",
+          "--replication-factor", "3")
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all"})
+    for i in range(1000):
+        p.produce(topic, value=f"d{i}".encode())
+    assert p.flush(60) == 0
+    compose("down")
+    compose("up", "-d")
+    wait_until("the cluster healthy after down and up", healthy, timeout=120, interval=0.5)
+    values = {v for _, _, v in consume_everything(topic, 3, 1000)}
+    assert values == {f"d{i}".encode() for i in range(1000)}

@@ -1,0 +1,265 @@
+"""The chaos workload and history checker, shared by tests/cluster/test_chaos.py (short runs
+in CI) and the soak mode (`python tests/harness/chaos.py --seed 7 --duration 600`).
+
+A workload runs producers (librdkafka, acks=all; half idempotent) that record every send,
+ack (with partition and offset) and error into a history. At the end everything is read
+back and the checker counts: acknowledged, lost (acknowledged but not read back), duplicated
+(read back more than once, idempotent producers only are held to zero), reordered (a
+producer's acknowledged records of one key out of send order), unknown (sends with no
+outcome: timed out, which is allowed to have happened or not), and whether the replicas'
+logs agree byte for byte.
+"""
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from strom_cluster import Cluster, wait_until  # noqa: E402
+
+
+class Producer(threading.Thread):
+    """One producer sending `key-seq` records until stopped; records its history."""
+
+    def __init__(self, bootstrap, topic, name, idempotent, rate=2000):
+        super().__init__(daemon=True)
+        from confluent_kafka import Producer as P
+        self.name_ = name
+        self.idempotent = idempotent
+        self.topic = topic
+        self.rate = rate
+        self.sent = 0
+        self.acked = {}  # value -> (partition, offset)
+        self.failed = {}  # value -> error (definitely not written, per the client)
+        self.stop_flag = threading.Event()
+        self.p = P({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": idempotent,
+                    "linger.ms": 5, "message.timeout.ms": 60000, "retry.backoff.ms": 50})
+
+    def on_delivery(self, err, msg):
+        v = msg.value()
+        if err is None:
+            self.acked[v] = (msg.partition(), msg.offset())
+        else:
+            self.failed[v] = err
+
+    def run(self):
+        interval = 1.0 / self.rate
+        nxt = time.monotonic()
+        while not self.stop_flag.is_set():
+            key = f"{self.name_}-k{self.sent % 16}".encode()
+            value = f"{self.name_}:{self.sent}".encode()
+            try:
+                self.p.produce(self.topic, key=key, value=value, on_delivery=self.on_delivery)
+                self.sent += 1
+            except BufferError:
+                pass
+            self.p.poll(0)
+            nxt += interval
+            delay = nxt - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        self.p.flush(120)
+
+    def stop(self):
+        self.stop_flag.set()
+
+
+class Workload:
+    def __init__(self, cluster, topic, partitions=6, producers=2):
+        self.cluster = cluster
+        self.topic = topic
+        self.partitions = partitions
+        cluster.create_topic(topic, partitions=partitions, rf=3, config={"min.insync.replicas": "2"})
+        cluster.wait_full_isr(topic)
+        self.producers = [Producer(cluster.bootstrap, topic, f"p{i}", idempotent=(i % 2 == 0)) for i in range(producers)]
+
+    def start(self):
+        for p in self.producers:
+            p.start()
+
+    def acked(self):
+        return sum(len(p.acked) for p in self.producers)
+
+    def wait_progress(self, n, timeout=120):
+        start = self.acked()
+        wait_until(f"{n} more acknowledged records", lambda: self.acked() >= start + n, timeout=timeout)
+
+    def stop(self):
+        for p in self.producers:
+            p.stop()
+        for p in self.producers:
+            p.join(180)
+
+    def check(self):
+        """Reads everything back; returns the counts (and asserts nothing itself)."""
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
+        c = self.cluster
+        c.wait_full_isr(self.topic, timeout=120)
+        total_acked = self.acked()
+        cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": f"checker-{time.time()}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+        cons.assign([TopicPartition(self.topic, p, 0) for p in range(self.partitions)])
+        seen, eof = [], set()
+
+        def done():
+            for m in cons.consume(1000, timeout=0.5):
+                if m.error() is None:
+                    seen.append((m.partition(), m.offset(), m.value()))
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    eof.add(m.partition())
+                else:
+                    raise AssertionError(m.error())
+            return len(eof) == self.partitions and len(seen) >= total_acked
+        try:
+            wait_until("every record read back", done, timeout=180)
+        finally:
+            cons.close()
+        where = {}
+        for p, o, v in seen:
+            where.setdefault(v, []).append((p, o))
+        counts = {"acknowledged": total_acked, "read": len(seen), "lost": 0, "duplicated": 0,
+                  "duplicated_idempotent": 0, "moved": 0, "reordered": 0, "unknown": 0}
+        for prod in self.producers:
+            for v, at in prod.acked.items():
+                if v not in where:
+                    counts["lost"] += 1
+                elif at not in where[v]:
+                    counts["moved"] += 1
+            counts["unknown"] += prod.sent - len(prod.acked) - len(prod.failed)
+            # Order per key: acknowledged records of one key, in send order, at growing offsets.
+            by_key = {}
+            for v, (p, o) in prod.acked.items():
+                seq = int(v.split(b":")[1])
+                by_key.setdefault(seq % 16, []).append((seq, p, o))
+            if not prod.idempotent:
+                continue  # without idempotence, retries may reorder (as in Kafka)
+            for recs in by_key.values():
+                recs.sort()
+                offs = [o for _, _, o in recs]
+                counts["reordered"] += sum(1 for a, b in zip(offs, offs[1:]) if b < a)
+        for v, ps in where.items():
+            if len(ps) > 1:
+                counts["duplicated"] += len(ps) - 1
+                if int(v.split(b":")[0][1:]) % 2 == 0:  # p0, p2, …: the idempotent ones
+                    counts["duplicated_idempotent"] += len(ps) - 1
+        counts["replicas_agree"] = self.replicas_agree()
+        return counts
+
+    def replicas_agree(self):
+        for p in range(self.partitions):
+            def same():
+                logs = {n.partition_log_bytes(self.topic, p) for n in self.cluster.nodes.values()}
+                return len(logs) == 1
+            try:
+                wait_until(f"replicas of {self.topic}-{p} to agree", same, timeout=30)
+            except AssertionError:
+                return False
+        return True
+
+
+# ---- scenarios: each takes (cluster, workload, rng) and disturbs the cluster ------------------
+
+def leader_of_most(cluster, topic):
+    counts = {}
+    for leader, _, _ in cluster.partitions(topic).values():
+        counts[leader] = counts.get(leader, 0) + 1
+    return max(counts, key=counts.get)
+
+
+def kill_leader_repeatedly(c, w, rng, times=10):
+    for _ in range(times):
+        victim = leader_of_most(c, w.topic)
+        c.node(victim).kill()
+        w.wait_progress(200)
+        c.node(victim).start()
+        c.wait_full_isr(w.topic, timeout=120)
+
+
+def pause_leader(c, w, rng):
+    victim = leader_of_most(c, w.topic)
+    c.node(victim).pause()
+    wait_until("the paused leader to lose its leaderships",
+               lambda: victim not in {l for l, _, _ in c.partitions(w.topic).values()}, timeout=60)
+    w.wait_progress(300)
+    c.node(victim).resume()
+    c.wait_full_isr(w.topic, timeout=120)
+
+
+def kill_two_of_three(c, w, rng):
+    """With one node left acks=all cannot be satisfied (min ISR 2): nothing is acknowledged
+    (and so nothing acknowledged can be lost); with a second node back, writes resume."""
+    ids = list(c.nodes)
+    rng.shuffle(ids)
+    a, b = ids[0], ids[1]
+    c.node(a).kill()
+    c.node(b).kill()
+    before = w.acked()
+    c.node(a).start()
+    w.wait_progress(300, timeout=180)
+    assert w.acked() > before
+    c.node(b).start()
+    c.wait_full_isr(w.topic, timeout=120)
+
+
+def full_cluster_kill(c, w, rng):
+    for n in c.nodes.values():
+        n.kill()
+    for n in c.nodes.values():
+        n.start()
+    c.wait_for_brokers(3, timeout=120)
+    w.wait_progress(300, timeout=180)
+
+
+def rolling_restart(c, w, rng):
+    for n in c.nodes.values():
+        n.stop()  # SIGTERM: controlled shutdown
+        n.start()
+        c.wait_for_brokers(3, timeout=120)
+        c.wait_full_isr(w.topic, timeout=120)
+        w.wait_progress(200)
+
+
+SCENARIOS = {
+    "kill-leader": kill_leader_repeatedly,
+    "pause-leader": pause_leader,
+    "kill-two": kill_two_of_three,
+    "full-kill": full_cluster_kill,
+    "rolling-restart": rolling_restart,
+}
+
+
+def soak(seed, duration, strom_dir=None):
+    """Random scenarios for `duration` seconds; prints the checker's counts."""
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(dir=strom_dir) as d:
+        c = Cluster(d, 3).start()
+        try:
+            w = Workload(c, "soak")
+            w.start()
+            end = time.monotonic() + duration
+            while time.monotonic() < end:
+                name = rng.choice(sorted(SCENARIOS))
+                print(f"[seed {seed}] {name}", flush=True)
+                fn = SCENARIOS[name]
+                fn(c, w, rng) if name != "kill-leader" else fn(c, w, rng, times=rng.randint(1, 3))
+            w.stop()
+            counts = w.check()
+            print(counts)
+            return counts
+        finally:
+            c.stop()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seed", type=int, default=int(time.time()))
+    ap.add_argument("--duration", type=float, default=300)
+    a = ap.parse_args()
+    counts = soak(a.seed, a.duration)
+    bad = counts["lost"] or counts["moved"] or counts["duplicated_idempotent"] or counts["reordered"] or not counts["replicas_agree"]
+    sys.exit(1 if bad else 0)

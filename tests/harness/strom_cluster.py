@@ -1,0 +1,217 @@
+"""The cluster harness: N `strom` processes on loopback (each controller + broker, random
+ports, a temp dir each), which the tests can kill (-9), stop (SIGTERM), pause (SIGSTOP),
+resume and restart, and whose state they wait on with deadlines, never with fixed sleeps.
+
+Used by tests/cluster (pytest) and by the chaos soak (`python -m tests.harness.chaos`)."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+STROM = os.environ.get(
+    "STROM_BIN", os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../target/debug/strom")
+)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, check, timeout=30.0, interval=0.05):
+    """Polls `check` until it returns a truthy value; raises with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            v = check()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - the condition is not met yet
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
+
+
+class ClusterNode:
+    def __init__(self, cluster, node_id):
+        self.cluster = cluster
+        self.node_id = node_id
+        self.kafka_port = free_port()
+        self.controller_port = free_port()
+        self.metrics_port = free_port()
+        self.dir = os.path.join(cluster.base_dir, f"node{node_id}")
+        os.makedirs(self.dir, exist_ok=True)
+        self.log_path = os.path.join(self.dir, "strom.log")
+        self.proc = None
+        self.paused = False
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def data_dir(self):
+        return os.path.join(self.dir, "data")
+
+    def is_running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self):
+        assert not self.is_running(), f"node {self.node_id} is already running"
+        args = [
+            STROM, "server",
+            "--override", f"node.id={self.node_id}",
+            "--override", f"listeners=PLAINTEXT://127.0.0.1:{self.kafka_port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "--override", f"controller.quorum.voters={self.cluster.voters}",
+            "--override", f"log.dirs={self.data_dir}",
+            "--override", f"metrics.listener=127.0.0.1:{self.metrics_port}",
+        ]
+        for kv in self.cluster.extra:
+            args += ["--override", kv]
+        log = open(self.log_path, "ab")
+        log.write(f"---- start {time.time():.3f}\n".encode())
+        log.flush()
+        # STROM_* variables are config keys to a node; STROM_BIN is ours, not its.
+        env = {k: v for k, v in os.environ.items() if k != "STROM_BIN"}
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.paused = False
+        return self
+
+    def mark(self, event):
+        """Writes `---- <event> <time>` into the node's log, so a failure can be read in order."""
+        with open(self.log_path, "ab") as log:
+            log.write(f"---- {event} {time.time():.3f}\n".encode())
+
+    def signal(self, sig):
+        if self.is_running():
+            self.proc.send_signal(sig)
+
+    def kill(self):
+        """SIGKILL: no controlled shutdown, no flush."""
+        if self.is_running():
+            self.mark("kill")
+            if self.paused:
+                self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+        self.paused = False
+
+    def stop(self, timeout=20):
+        """SIGTERM: a controlled shutdown."""
+        if self.is_running():
+            if self.paused:
+                self.resume()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def pause(self):
+        self.mark("pause")
+        self.signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        self.mark("resume")
+        self.signal(signal.SIGCONT)
+        self.paused = False
+
+    def restart(self):
+        self.kill()
+        return self.start()
+
+    def log_tail(self, n=60):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"".join(f.readlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def partition_log_bytes(self, topic, partition):
+        """The concatenated .log segments of one partition replica, in offset order."""
+        d = os.path.join(self.data_dir, f"{topic}-{partition}")
+        out = b""
+        for name in sorted(f for f in os.listdir(d) if f.endswith(".log")):
+            with open(os.path.join(d, name), "rb") as f:
+                out += f.read()
+        return out
+
+
+class Cluster:
+    """N nodes, each a controller (voter) and a broker."""
+
+    def __init__(self, base_dir, n=3, extra=()):
+        self.base_dir = base_dir
+        self.extra = list(extra)
+        self.nodes = {}
+        for i in range(1, n + 1):
+            self.nodes[i] = ClusterNode(self, i)
+        self.voters = ",".join(f"{i}@127.0.0.1:{nd.controller_port}" for i, nd in self.nodes.items())
+
+    def node(self, node_id):
+        return self.nodes[node_id]
+
+    @property
+    def bootstrap(self):
+        return ",".join(n.bootstrap for n in self.nodes.values() if n.is_running() and not n.paused)
+
+    def start(self, timeout=60):
+        for n in self.nodes.values():
+            n.start()
+        self.wait_for_brokers(len(self.nodes), timeout=timeout)
+        return self
+
+    def stop(self):
+        for n in self.nodes.values():
+            n.kill()
+
+    def check_alive(self):
+        for n in self.nodes.values():
+            if n.proc is not None and n.proc.poll() is not None and n.proc.returncode not in (0, -9, -15):
+                raise AssertionError(f"node {n.node_id} exited with {n.proc.returncode}:\n{n.log_tail()}")
+
+    def admin(self):
+        from confluent_kafka.admin import AdminClient
+        return AdminClient({"bootstrap.servers": self.bootstrap})
+
+    def metadata(self, timeout=3):
+        self.check_alive()
+        return self.admin().list_topics(timeout=timeout)
+
+    def wait_for_brokers(self, count, timeout=60):
+        wait_until(f"{count} live brokers", lambda: len(self.metadata().brokers) == count, timeout=timeout)
+
+    def create_topic(self, name, partitions=1, rf=3, config=None, timeout=30):
+        from confluent_kafka.admin import NewTopic
+        admin = self.admin()  # kept alive until the future resolves
+        fs = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=rf, config=config or {})],
+            operation_timeout=timeout,
+        )
+        fs[name].result(timeout=timeout)
+        wait_until(f"{name} to have leaders", lambda: all(
+            p.leader >= 0 for p in self.metadata().topics[name].partitions.values()
+        ) and len(self.metadata().topics[name].partitions) == partitions, timeout=timeout)
+
+    def partitions(self, topic):
+        """{partition: (leader, replicas, isr)} from a fresh Metadata request."""
+        t = self.metadata().topics[topic]
+        if t.error is not None:
+            raise AssertionError(f"metadata for {topic}: {t.error}")
+        return {p.id: (p.leader, list(p.replicas), sorted(p.isrs)) for p in t.partitions.values()}
+
+    def leader_of(self, topic, partition):
+        return self.partitions(topic)[partition][0]
+
+    def wait_full_isr(self, topic, timeout=60):
+        def full():
+            ps = self.partitions(topic)
+            return all(leader >= 0 and sorted(replicas) == isr for leader, replicas, isr in ps.values())
+        wait_until(f"every partition of {topic} to have a full ISR", full, timeout=timeout)
