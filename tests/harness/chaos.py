@@ -18,6 +18,9 @@ import tempfile
 import threading
 import time
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Producer as P
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from strom_cluster import Cluster, wait_until  # noqa: E402
@@ -28,7 +31,6 @@ class Producer(threading.Thread):
 
     def __init__(self, bootstrap, topic, name, idempotent, rate=2000):
         super().__init__(daemon=True)
-        from confluent_kafka import Producer as P
         self.name_ = name
         self.idempotent = idempotent
         self.topic = topic
@@ -37,8 +39,27 @@ class Producer(threading.Thread):
         self.acked = {}  # value -> (partition, offset)
         self.failed = {}  # value -> error (definitely not written, per the client)
         self.stop_flag = threading.Event()
-        self.p = P({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": idempotent,
-                    "linger.ms": 5, "message.timeout.ms": 60000, "retry.backoff.ms": 50})
+        conf = {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": idempotent,
+                "linger.ms": 5, "message.timeout.ms": 60000, "retry.backoff.ms": 50}
+        debug_dir = os.environ.get("CHAOS_RDKAFKA_DEBUG")
+        if debug_dir:
+            # librdkafka's own log of one producer, for reading a failure afterwards.
+            import logging
+            log = logging.getLogger(f"rdkafka-{name}")
+            os.makedirs(debug_dir, exist_ok=True)
+            handler = logging.FileHandler(os.path.join(debug_dir, f"{name}.log"))
+            handler.setFormatter(logging.Formatter("%(created).3f %(message)s"))
+            log.addHandler(handler)
+            log.setLevel(logging.DEBUG)
+            conf.update({"debug": "broker,topic,metadata,eos", "logger": log})
+        self.conf = conf
+        self.p = P(conf)
+        # librdkafka's idempotent producer raises a fatal error when it cannot tell whether its
+        # sequence numbers still match the broker's (it does so against Kafka too, after
+        # outages: librdkafka issues #3584, #4438). Applications then make a new producer (a
+        # new producer id); so does this one, and counts it. Values stay unique, so the
+        # checker's duplicate and order rules still hold across the replacement.
+        self.fatal_errors = []
 
     def on_delivery(self, err, msg):
         v = msg.value()
@@ -58,6 +79,16 @@ class Producer(threading.Thread):
                 self.sent += 1
             except BufferError:
                 pass
+            except KafkaException as e:
+                err = e.args[0]
+                if not (err.fatal() or err.code() == KafkaError._FATAL):
+                    raise
+                self.fatal_errors.append(err.str())
+            if self.fatal_errors and self.fatal_errors[-1] is not None:
+                self.p.flush(30)  # every outstanding message gets its (failed) report
+                self.p = P(self.conf)
+                self.fatal_errors.append(None)
+                continue
             self.p.poll(0)
             nxt += interval
             delay = nxt - time.monotonic()
@@ -123,11 +154,14 @@ class Workload:
         for p, o, v in seen:
             where.setdefault(v, []).append((p, o))
         counts = {"acknowledged": total_acked, "read": len(seen), "lost": 0, "duplicated": 0,
+                  "producer_fatal_errors": sum(1 for p in self.producers for e in p.fatal_errors if e),
                   "duplicated_idempotent": 0, "moved": 0, "reordered": 0, "unknown": 0}
         for prod in self.producers:
             for v, at in prod.acked.items():
                 if v not in where:
                     counts["lost"] += 1
+                    at_there = [sv for sp, so, sv in seen if (sp, so) == at]
+                    print(f"lost: {v!r} acknowledged at {at}; read there: {at_there}", flush=True)
                 elif at not in where[v]:
                     counts["moved"] += 1
             counts["unknown"] += prod.sent - len(prod.acked) - len(prod.failed)

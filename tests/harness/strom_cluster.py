@@ -211,7 +211,20 @@ class Cluster:
         return self.partitions(topic)[partition][0]
 
     def wait_full_isr(self, topic, timeout=60):
+        """Every partition led and its ISR full, as every running node answers: a node just
+        resumed from a pause answers from its old image for a moment, and must not be the
+        only one asked."""
+        from confluent_kafka.admin import AdminClient
+
         def full():
-            ps = self.partitions(topic)
-            return all(leader >= 0 and sorted(replicas) == isr for leader, replicas, isr in ps.values())
+            self.check_alive()
+            for n in self.nodes.values():
+                if not n.is_running() or n.paused:
+                    continue
+                t = AdminClient({"bootstrap.servers": n.bootstrap}).list_topics(topic, timeout=3).topics[topic]
+                if t.error is not None:
+                    return False
+                if not all(p.leader >= 0 and sorted(p.replicas) == sorted(p.isrs) for p in t.partitions.values()):
+                    return False
+            return True
         wait_until(f"every partition of {topic} to have a full ISR", full, timeout=timeout)

@@ -87,6 +87,20 @@ impl BrokerLifecycle {
         matches!(reached, Ok(Ok(_)))
     }
 
+    /// Waits until this broker has registered and its image holds its own registration: it
+    /// has caught up with the metadata log as of joining. Until then its view of topics and
+    /// leaders may be arbitrarily old, so the Kafka listeners do not serve (as Kafka's
+    /// brokers do not before their initial metadata catch-up).
+    pub async fn wait_caught_up(&self) {
+        let mut rx = self.image.subscribe();
+        let _ = rx
+            .wait_for(|img| {
+                let epoch = self.epoch.load(Ordering::Acquire);
+                epoch >= 0 && img.offset >= epoch
+            })
+            .await;
+    }
+
     async fn register(&self, shutdown: &CancellationToken) -> Option<i64> {
         loop {
             let req = pb::RegisterBrokerRequest {
@@ -105,6 +119,8 @@ impl BrokerLifecycle {
                     Ok(r) if r.error_code == 0 => {
                         tracing::info!(node = self.node_id, broker_epoch = r.broker_epoch, "registered with the controller");
                         self.epoch.store(r.broker_epoch, Ordering::Release);
+                        // Wake `wait_caught_up`, which reads the epoch when the image changes.
+                        self.image.send_modify(|_| {});
                         return Some(r.broker_epoch);
                     }
                     Ok(r) => tracing::warn!(node = self.node_id, code = r.error_code, error = %r.error_message, "registration refused; retrying"),

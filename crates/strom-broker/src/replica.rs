@@ -51,6 +51,15 @@ impl std::fmt::Display for TopicPartition {
     }
 }
 
+/// Whether a leader's acks=all append is committed ([`Partition::commit_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    Committed,
+    Pending,
+    /// The leadership moved since the append: the records may be gone (NOT_LEADER_OR_FOLLOWER).
+    LeadershipLost,
+}
+
 /// Leadership as the metadata image last said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaRole {
@@ -140,6 +149,25 @@ impl Partition {
 
     pub fn is_leader(&self) -> bool {
         self.role().leader == self.node_id
+    }
+
+    /// Whether records this broker appended as leader in `leader_epoch`, ending before `end`,
+    /// are committed. **Rule:** only the leader's own high watermark in the epoch it appended
+    /// in commits them. Once the leadership moved (even back to this broker, in a later
+    /// epoch) the answer is [`Commit::LeadershipLost`]: as a follower this broker's HW follows
+    /// the new leader's log, where those offsets may hold other records after truncation.
+    /// The HW is read before the role, and epochs only grow, so a HW read while still leader
+    /// in `leader_epoch` is never mistaken for a follower's.
+    pub fn commit_state(&self, end: i64, leader_epoch: i32) -> Commit {
+        let hw = self.high_watermark();
+        let role = self.role();
+        if role.leader != self.node_id || role.leader_epoch != leader_epoch {
+            Commit::LeadershipLost
+        } else if hw >= end {
+            Commit::Committed
+        } else {
+            Commit::Pending
+        }
     }
 
     /// Runs `f` on the log.
@@ -573,12 +601,12 @@ impl ReplicaManager {
         p: &Partition,
         records: &[u8],
         now_ms: i64,
-    ) -> Result<(AppendInfo, i64), ReplicaError> {
+    ) -> Result<(AppendInfo, i64, i32), ReplicaError> {
         let role = p.role();
         if role.leader != self.node_id {
             return Err(ReplicaError::NotLeader(p.tp.to_string()));
         }
-        let (info, start) = p.with_log(|l| {
+        let (info, start, leader_epoch) = p.with_log(|l| {
             let batches: Vec<(Option<ProducerBatch>, i64)> = {
                 let mut out = Vec::new();
                 let mut rest = records;
@@ -596,7 +624,7 @@ impl ReplicaManager {
                     // A retry of a batch already written: answer with where it was written.
                     SequenceCheck::Duplicate { first_offset, last_offset } if batches.len() == 1 => {
                         let dup = AppendInfo { first_offset, last_offset, max_timestamp: -1, records: 0, bytes: 0 };
-                        return Ok((dup, l.log_start_offset()));
+                        return Ok((dup, l.log_start_offset(), role.leader_epoch));
                     }
                     SequenceCheck::Duplicate { .. } => {
                         return Err(ReplicaError::ProducerSequence(DUPLICATE_SEQUENCE_NUMBER))
@@ -626,11 +654,11 @@ impl ReplicaManager {
                 }
                 next += count;
             }
-            Ok::<_, ReplicaError>((info, l.log_start_offset()))
+            Ok::<_, ReplicaError>((info, l.log_start_offset(), role.leader_epoch))
         })?;
         p.update_high_watermark();
         self.data_arrived.notify_waiters();
-        Ok((info, start))
+        Ok((info, start, leader_epoch))
     }
 
     /// Flushes every log that is due (`flush.ms`) and applies retention; run on a timer.

@@ -44,6 +44,13 @@ impl KafkaListener {
         let limit = Arc::new(Semaphore::new(self.settings.max_connections));
         let tasks = TaskTracker::new();
         let mut backoff_ms = 1;
+        // Connections wait in the accept backlog until the broker has caught up with the
+        // metadata log: answering from a stale image would tell clients that topics do not
+        // exist or that old leaders still lead.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = self.apis.wait_caught_up() => {}
+        }
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,

@@ -81,6 +81,13 @@ pub struct Apis {
     broker: Broker,
 }
 
+impl Apis {
+    /// Waits until the broker may serve clients (see [`BrokerLifecycle::wait_caught_up`]).
+    pub async fn wait_caught_up(&self) {
+        self.broker.lifecycle.wait_caught_up().await
+    }
+}
+
 pub(crate) fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }

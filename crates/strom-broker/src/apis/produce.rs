@@ -9,9 +9,10 @@ use strom_protocol::kafka_protocol::messages::produce_response::{PartitionProduc
 use strom_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{now_ms, topic_name, Broker};
-use crate::replica::{Partition, ReplicaError};
+use crate::replica::{Commit, Partition, ReplicaError};
 
 const NOT_ENOUGH_REPLICAS: i16 = 19;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_RECORD: i16 = 87;
@@ -22,8 +23,8 @@ struct Outcome {
     error_code: i16,
     base_offset: i64,
     log_start_offset: i64,
-    /// Set when acks=all must wait for the HW to pass this offset.
-    wait_for: Option<(Arc<Partition>, i64)>,
+    /// Set when acks=all must wait for the HW to pass this offset, in this leader epoch.
+    wait_for: Option<(Arc<Partition>, i64, i32)>,
 }
 
 pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Option<ProduceResponse> {
@@ -62,14 +63,14 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Op
                 continue;
             }
             match b.replicas.append_as_leader(&part, records, now) {
-                Ok((info, start)) => {
+                Ok((info, start, leader_epoch)) => {
                     let topic = crate::metrics::TopicLabels { topic: name.clone() };
                     b.metrics.bytes_in.get_or_create(&topic).inc_by(info.bytes);
                     b.metrics.messages_in.get_or_create(&topic).inc_by(info.records.max(0) as u64);
                     o.base_offset = info.first_offset;
                     o.log_start_offset = start;
                     if req.acks == -1 {
-                        o.wait_for = Some((part, info.last_offset + 1));
+                        o.wait_for = Some((part, info.last_offset + 1, leader_epoch));
                     }
                 }
                 Err(e) => {
@@ -114,7 +115,9 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Op
 }
 
 /// Waits (woken by HW moves, never polling) until every acks=all partition's HW has passed
-/// its batch; those still short at the deadline get REQUEST_TIMED_OUT.
+/// its batch; those still short at the deadline get REQUEST_TIMED_OUT, and those whose
+/// leadership moved meanwhile get NOT_LEADER_OR_FOLLOWER (the batch may have been truncated
+/// away; the client retries on the new leader), never a success.
 async fn wait_for_high_watermarks(
     b: &Broker,
     topics: &mut [(&strom_protocol::kafka_protocol::messages::produce_request::TopicProduceData, Vec<Outcome>)],
@@ -125,17 +128,24 @@ async fn wait_for_high_watermarks(
         let notified = b.replicas.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let pending = topics
-            .iter()
-            .flat_map(|(_, os)| os.iter())
-            .filter(|o| o.wait_for.as_ref().is_some_and(|(p, end)| p.high_watermark() < *end))
-            .count();
+        let mut pending = 0;
+        for o in topics.iter_mut().flat_map(|(_, os)| os.iter_mut()) {
+            let Some((p, end, epoch)) = &o.wait_for else { continue };
+            match p.commit_state(*end, *epoch) {
+                Commit::Committed => o.wait_for = None,
+                Commit::Pending => pending += 1,
+                Commit::LeadershipLost => {
+                    o.error_code = NOT_LEADER_OR_FOLLOWER;
+                    o.wait_for = None;
+                }
+            }
+        }
         if pending == 0 {
             return;
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             for o in topics.iter_mut().flat_map(|(_, os)| os.iter_mut()) {
-                if o.wait_for.as_ref().is_some_and(|(p, end)| p.high_watermark() < *end) {
+                if o.wait_for.take().is_some() {
                     o.error_code = REQUEST_TIMED_OUT;
                 }
             }

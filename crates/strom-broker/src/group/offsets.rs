@@ -158,7 +158,7 @@ impl OffsetStore {
         let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
         let now = crate::apis::now_ms();
         let batch = strom_protocol::batch::build_batch(0, now, &refs);
-        let (info, _) = self.replicas.append_as_leader(part, &batch, now).map_err(|e| match e {
+        let (info, _, leader_epoch) = self.replicas.append_as_leader(part, &batch, now).map_err(|e| match e {
             crate::replica::ReplicaError::NotLeader(_) => NOT_COORDINATOR,
             e => {
                 tracing::warn!(node = self.node_id, error = %e, "offset commit append failed");
@@ -171,8 +171,10 @@ impl OffsetStore {
             let notified = self.replicas.data_arrived.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if part.high_watermark() > info.last_offset {
-                return Ok(());
+            match part.commit_state(info.last_offset + 1, leader_epoch) {
+                crate::replica::Commit::Committed => return Ok(()),
+                crate::replica::Commit::LeadershipLost => return Err(NOT_COORDINATOR),
+                crate::replica::Commit::Pending => {}
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(COORDINATOR_NOT_AVAILABLE);
