@@ -137,3 +137,41 @@ def test_console_consumer_in_a_group_resumes_after_its_commits(node):
     rows = [l.split() for l in strom("consumer-groups", *bs, "--describe", "--group", "console-g").stdout.decode().splitlines()
             if l.startswith("console-g")]
     assert sum(int(r[5]) for r in rows) == 0, rows  # no lag left
+
+
+def test_consumer_groups_delete_offsets(node):
+    """kafka-consumer-groups.sh --delete-offsets: refused for a topic a live member subscribes
+    to, then (member gone) the offsets of that topic are gone and the other topic's stay."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+    bs = ["--bootstrap-server", node.bootstrap]
+    for t in ("keep", "drop"):
+        strom("topics", *bs, "--create", "--topic", t, "--partitions", "2", "--replication-factor", "1")
+    p = Producer({"bootstrap.servers": node.bootstrap})
+    for i in range(20):
+        p.produce("keep", value=b"k", partition=i % 2)
+        p.produce("drop", value=b"d", partition=i % 2)
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": node.bootstrap, "group.id": "pruned", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})
+    c.subscribe(["keep", "drop"])
+    got = []
+    wait_until("40 records", lambda: got.extend(m for m in c.consume(100, timeout=0.2) if m.error() is None)
+               or len(got) >= 40, timeout=30)
+    c.commit(asynchronous=False)
+
+    live = strom("consumer-groups", *bs, "--delete-offsets", "--group", "pruned", "--topic", "drop", check=False)
+    assert live.returncode != 0
+    assert "GROUP_SUBSCRIBED_TO_TOPIC" in live.stdout.decode()
+    c.close()
+
+    out = strom("consumer-groups", *bs, "--delete-offsets", "--group", "pruned", "--topic", "drop").stdout.decode()
+    assert "Request succeed for deleting offsets with topic drop group pruned" in out
+    assert [l.split()[2] for l in out.splitlines() if l.startswith("drop")] == ["Successful", "Successful"]
+
+    admin = AdminClient({"bootstrap.servers": node.bootstrap})
+    asked = [TopicPartition(t, p) for t in ("keep", "drop") for p in (0, 1)]
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions("pruned", asked)])["pruned"].result(10)
+    offsets = {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions}
+    assert offsets[("keep", 0)] == 10 and offsets[("keep", 1)] == 10
+    assert offsets[("drop", 0)] < 0 and offsets[("drop", 1)] < 0  # no committed offset any more

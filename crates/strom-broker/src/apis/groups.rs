@@ -453,3 +453,83 @@ pub(super) async fn delete_groups(b: &Broker, req: &DeleteGroupsRequest) -> Dele
     }
     resp
 }
+
+/// GROUP_SUBSCRIBED_TO_TOPIC.
+const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+
+/// The topics a group's members subscribe to, from their JoinGroup metadata (the consumer
+/// protocol's subscription). `None` when it cannot be told (another protocol type, or metadata
+/// that does not decode): then, as Kafka does, every topic counts as subscribed.
+fn subscribed_topics(d: &group::GroupDescription) -> Option<std::collections::HashSet<String>> {
+    use strom_protocol::kafka_protocol::protocol::Decodable;
+    if d.protocol_type != "consumer" {
+        return None;
+    }
+    let mut topics = std::collections::HashSet::new();
+    for (_, _, _, _, metadata, _) in &d.members {
+        let mut buf = metadata.clone();
+        if buf.len() < 2 {
+            return None;
+        }
+        let version = i16::from_be_bytes([buf[0], buf[1]]);
+        let _ = bytes::Buf::get_i16(&mut buf);
+        let sub = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)).ok()?;
+        topics.extend(sub.topics.iter().map(|t| t.to_string()));
+    }
+    Some(topics)
+}
+
+/// OffsetDelete: drops a group's committed offsets for some partitions. Refused per partition
+/// with GROUP_SUBSCRIBED_TO_TOPIC while the group has members subscribed to that topic.
+pub(super) async fn offset_delete(b: &Broker, req: &OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let gid = s(&req.group_id.0);
+    let mut resp = OffsetDeleteResponse::default();
+    let group_error = match b.offsets.coordinator_partition(&gid) {
+        Err(code) => code,
+        Ok(_) if b.groups.describe(&gid).is_none() && b.offsets.fetch(&gid).is_empty() => group::GROUP_ID_NOT_FOUND,
+        Ok(_) => NONE,
+    };
+    if group_error != NONE {
+        resp.error_code = group_error;
+        return resp;
+    }
+    let active = !b.groups.is_empty(&gid);
+    let subscribed =
+        if active { b.groups.describe(&gid).map(|d| subscribed_topics(&d)) } else { Some(Some(Default::default())) };
+    let image = b.image();
+    let mut delete = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.to_string();
+        let known = image.topics.get(&name);
+        let blocked = match &subscribed {
+            Some(Some(topics)) => topics.contains(&name),
+            _ => true,
+        };
+        let mut tr = offset_delete_response::OffsetDeleteResponseTopic::default();
+        tr.name = t.name.clone();
+        for p in &t.partitions {
+            let mut pr = offset_delete_response::OffsetDeleteResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            pr.error_code = if !known.is_some_and(|t| t.partitions.contains_key(&p.partition_index)) {
+                UNKNOWN_TOPIC_OR_PARTITION
+            } else if blocked {
+                GROUP_SUBSCRIBED_TO_TOPIC
+            } else {
+                delete.push((name.clone(), p.partition_index));
+                NONE
+            };
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    if !delete.is_empty() {
+        if let Err(code) = b.offsets.delete_offsets(&gid, delete, COMMIT_TIMEOUT).await {
+            for pr in resp.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                if pr.error_code == NONE {
+                    pr.error_code = code;
+                }
+            }
+        }
+    }
+    resp
+}

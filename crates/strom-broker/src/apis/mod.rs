@@ -57,6 +57,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The supported version range of `key`, if served.
@@ -280,6 +281,7 @@ impl Apis {
             RequestKind::ListGroups(r) => respond(&groups::list_groups(b, r)),
             RequestKind::DescribeGroups(r) => respond(&groups::describe_groups(b, r)),
             RequestKind::DeleteGroups(r) => respond(&groups::delete_groups(b, r).await),
+            RequestKind::OffsetDelete(r) => respond(&groups::offset_delete(b, r).await),
             RequestKind::CreateTopics(_)
             | RequestKind::DeleteTopics(_)
             | RequestKind::CreatePartitions(_)

@@ -30,8 +30,22 @@ pub struct Committed {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type")]
 enum OffsetRecord {
-    Commit { group: String, topic: String, partition: i32, offset: i64, leader_epoch: i32, metadata: String },
-    GroupDeleted { group: String },
+    Commit {
+        group: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        leader_epoch: i32,
+        metadata: String,
+    },
+    GroupDeleted {
+        group: String,
+    },
+    /// OffsetDelete: the group's committed offsets of these partitions are gone.
+    OffsetsDeleted {
+        group: String,
+        partitions: Vec<(String, i32)>,
+    },
 }
 
 type GroupOffsets = BTreeMap<(String, i32), Committed>;
@@ -145,6 +159,25 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Deletes the committed offsets of `partitions` for `group` (OffsetDelete).
+    pub async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+        timeout: Duration,
+    ) -> Result<(), i16> {
+        let part = self.coordinator_partition(group)?;
+        let rec = OffsetRecord::OffsetsDeleted { group: group.to_string(), partitions: partitions.clone() };
+        self.append(&part, &[rec], timeout).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = cache.get_mut(group) {
+            for tp in &partitions {
+                g.remove(tp);
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes every offset of `group` (DeleteGroups).
     pub async fn delete_group(&self, group: &str, timeout: Duration) -> Result<(), i16> {
         let part = self.coordinator_partition(group)?;
@@ -206,6 +239,13 @@ fn apply(groups: &mut HashMap<String, GroupOffsets>, rec: OffsetRecord) {
         }
         OffsetRecord::GroupDeleted { group } => {
             groups.remove(&group);
+        }
+        OffsetRecord::OffsetsDeleted { group, partitions } => {
+            if let Some(g) = groups.get_mut(&group) {
+                for tp in &partitions {
+                    g.remove(tp);
+                }
+            }
         }
     }
 }

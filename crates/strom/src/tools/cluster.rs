@@ -50,6 +50,7 @@ pub fn error_name(code: i16) -> &'static str {
         44 => "POLICY_VIOLATION",
         68 => "NON_EMPTY_GROUP",
         69 => "GROUP_ID_NOT_FOUND",
+        86 => "GROUP_SUBSCRIBED_TO_TOPIC",
         _ => "UNKNOWN_SERVER_ERROR",
     }
 }

@@ -29,9 +29,14 @@ pub struct GroupsArgs {
     /// Reset a group's offsets (it must have no members).
     #[arg(long)]
     reset_offsets: bool,
+    /// Delete a group's committed offsets of --topic (`T` for every partition, `T:0,1` for
+    /// some); refused for a topic the group's live members subscribe to.
+    #[arg(long)]
+    delete_offsets: bool,
     #[arg(long)]
     group: Option<String>,
     /// With --reset-offsets: the topic (default: every topic the group has offsets for).
+    /// With --delete-offsets: `T` or `T:0,1`.
     #[arg(long)]
     topic: Option<String>,
     #[arg(long)]
@@ -54,9 +59,9 @@ pub struct GroupsArgs {
 }
 
 pub async fn run(args: GroupsArgs) -> anyhow::Result<()> {
-    let actions = [args.list, args.describe, args.delete, args.reset_offsets];
+    let actions = [args.list, args.describe, args.delete, args.reset_offsets, args.delete_offsets];
     if actions.iter().filter(|a| **a).count() != 1 {
-        bail!("exactly one of --list, --describe, --delete, --reset-offsets is required");
+        bail!("exactly one of --list, --describe, --delete, --reset-offsets, --delete-offsets is required");
     }
     let mut cluster = Cluster::connect(&args.bootstrap_server).await?;
     if args.list {
@@ -68,6 +73,9 @@ pub async fn run(args: GroupsArgs) -> anyhow::Result<()> {
         describe(&mut cluster, coordinator, &group).await
     } else if args.delete {
         delete(&mut cluster, coordinator, &group).await
+    } else if args.delete_offsets {
+        let topic = args.topic.as_deref().context("--delete-offsets needs --topic")?;
+        delete_offsets(&mut cluster, coordinator, &group, topic).await
     } else {
         reset(&mut cluster, coordinator, &group, &args).await
     }
@@ -271,6 +279,57 @@ async fn delete(cluster: &mut Cluster, coordinator: i32, group: &str) -> anyhow:
             error_name(code)
         ),
     }
+}
+
+async fn delete_offsets(cluster: &mut Cluster, coordinator: i32, group: &str, topic: &str) -> anyhow::Result<()> {
+    use strom_protocol::kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let (name, partitions) = match topic.split_once(':') {
+        Some((t, ps)) => {
+            let ps = ps
+                .split(',')
+                .map(|p| p.trim().parse::<i32>().with_context(|| format!("--topic {topic}: bad partition {p:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            (t.to_string(), ps)
+        }
+        None => (topic.to_string(), cluster.leaders(topic).await?.keys().copied().collect()),
+    };
+    let mut t = OffsetDeleteRequestTopic::default();
+    t.name = topic_name(&name);
+    t.partitions = partitions
+        .iter()
+        .map(|p| {
+            let mut r = OffsetDeleteRequestPartition::default();
+            r.partition_index = *p;
+            r
+        })
+        .collect();
+    let mut req = OffsetDeleteRequest::default();
+    req.group_id = GroupId(str_bytes(group));
+    req.topics = vec![t];
+    let resp = cluster.send_to(coordinator, 0, &req, Duration::ZERO).await?;
+    if resp.error_code != 0 {
+        bail!("Error: deleting offsets of group '{group}' failed: {}", error_name(resp.error_code));
+    }
+    let results: Vec<(i32, i16)> =
+        resp.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.error_code))).collect();
+    let failed = results.iter().any(|(_, c)| *c != 0);
+    if failed {
+        println!("Request failed for deleting offsets with topic {name} group {group}");
+    } else {
+        println!("Request succeed for deleting offsets with topic {name} group {group}");
+    }
+    println!();
+    println!("{:<30} {:<15} STATUS", "TOPIC", "PARTITION");
+    for (p, code) in &results {
+        let status = if *code == 0 { "Successful".to_string() } else { format!("Error: {}", error_name(*code)) };
+        println!("{name:<30} {p:<15} {status}");
+    }
+    if failed {
+        bail!("some offsets of group '{group}' were not deleted");
+    }
+    Ok(())
 }
 
 /// Milliseconds since the epoch of `YYYY-MM-DDTHH:mm:SS[.sss]` (UTC).
