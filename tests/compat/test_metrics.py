@@ -1,6 +1,7 @@
 """The metrics endpoint, read with Prometheus' own text parser: counters move by what was
 produced, state gauges match the state, group lag equals the records left unread."""
 
+import urllib.error
 import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -26,9 +27,15 @@ def value(samples, name, **labels):
 
 
 def test_health_and_readiness(node):
-    for path in ("healthz", "readyz"):
-        with urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/{path}", timeout=5) as r:
-            assert r.status == 200
+    def status(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/{path}", timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+    assert status("healthz") == 200
+    # Ready once the broker is unfenced, which can come a heartbeat after it serves.
+    wait_until("/readyz to answer 200", lambda: status("readyz") == 200, timeout=10)
 
 
 def test_byte_and_message_counters_move_by_what_was_produced(node):
