@@ -49,6 +49,10 @@ pub struct ProduceArgs {
     /// Requests outstanding per partition leader.
     #[arg(long, default_value_t = 5)]
     in_flight: usize,
+    /// Records per second to aim at (as kafka-producer-perf-test's --throughput); -1: as
+    /// fast as the cluster takes them.
+    #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
+    throughput: f64,
     #[arg(long, default_value = "none")]
     compression: String,
 }
@@ -106,12 +110,22 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         let addr = addrs.get(leader).cloned().with_context(|| format!("no address for broker {leader}"))?;
         for _ in 0..args.in_flight.max(1) {
             let (addr, topic, batch, next) = (addr.clone(), args.topic.clone(), batch.clone(), next_batch.clone());
-            let partition = *partition;
+            let (partition, throughput) = (*partition, args.throughput);
             tasks.spawn(async move {
                 let mut conn = Connection::connect(&addr, "strom-perf", Duration::from_secs(30)).await?;
                 let mut lat = Vec::new();
                 let mut sent = 0u64;
-                while next.fetch_add(1, Ordering::Relaxed) < batches_total {
+                let throughput = throughput;
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= batches_total {
+                        break;
+                    }
+                    if throughput > 0.0 {
+                        // Batch k is due when k batches' records were due at the target rate.
+                        let due = start + Duration::from_secs_f64(k as f64 * per_batch as f64 / throughput);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
                     let mut pd = PartitionProduceData::default();
                     pd.index = partition;
                     pd.records = Some(batch.clone());
