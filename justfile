@@ -25,6 +25,11 @@ cluster:
 up:
     bash deploy/up.sh
 
-# Stop the compose cluster; `just down -v` also removes its data volumes.
+# Prometheus beside the compose cluster (the `monitoring` profile), on localhost:9090.
+monitoring:
+    bash deploy/build-prometheus-image.sh
+    bash deploy/compose.sh --profile monitoring up -d prometheus
+
+# Stop the compose cluster (and Prometheus); `just down -v` also removes its data volumes.
 down *ARGS:
-    bash deploy/compose.sh down {{ARGS}}
+    bash deploy/compose.sh --profile monitoring down {{ARGS}}

@@ -59,7 +59,7 @@ def cluster():
     env.pop("STROM_BIN", None)
     subprocess.run(["bash", os.path.join(ROOT, "deploy", "build-image.sh"), STROM], check=True, env=env,
                    capture_output=True, timeout=600)
-    compose("down", "-v", check=False)
+    compose("--profile", "monitoring", "down", "-v", check=False)
     try:
         compose("up", "-d")
         wait_until("the compose cluster to be healthy", healthy, timeout=120, interval=0.5)
@@ -69,4 +69,4 @@ def cluster():
             logs = compose("logs", "--tail", "40", check=False)
             print(logs[-20000:])
         finally:
-            compose("down", "-v", check=False)
+            compose("--profile", "monitoring", "down", "-v", check=False)

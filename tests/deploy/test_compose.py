@@ -7,9 +7,10 @@ import tempfile
 import threading
 import time
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from conftest import BOOTSTRAP, PROJECT, compose, container, docker, healthy, strom, wait_until
+from conftest import ROOT, BOOTSTRAP, PROJECT, compose, container, docker, healthy, strom, wait_until
 
 
 def describe(topic):
@@ -62,6 +63,44 @@ def test_topics_spread_over_the_three_brokers(cluster):
     d = describe("spread")
     assert sorted({leader for leader, _, _ in d.values()}) == [1, 2, 3]
     assert all(sorted(r) == ["1", "2", "3"] for _, r, _ in d.values())
+
+
+def test_monitoring_profile_scrapes_every_node(cluster):
+    """`--profile monitoring` adds Prometheus (image built from the host's Debian package):
+    its API on localhost:9090 reports all three nodes' /metrics up and their series."""
+    import shutil
+    import subprocess
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus is not installed on the host (apt-get install prometheus)")
+    subprocess.run(["bash", os.path.join(ROOT, "deploy", "build-prometheus-image.sh")], check=True,
+                   capture_output=True, timeout=300)
+    compose("--profile", "monitoring", "up", "-d", "prometheus")
+    try:
+        check_prometheus()
+    finally:
+        # The later tests restart the cluster without the profile.
+        compose("--profile", "monitoring", "rm", "-s", "-f", "prometheus", check=False)
+
+
+def check_prometheus():
+    import json
+    import urllib.parse
+    import urllib.request
+
+    def query(q):
+        url = "http://localhost:9090/api/v1/query?" + urllib.parse.urlencode({"query": q})
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.load(r)["data"]["result"]
+        except OSError:
+            return []
+
+    def all_up():
+        ups = query('up{job="strom"}')
+        return len(ups) == 3 and all(float(u["value"][1]) == 1 for u in ups)
+    wait_until("Prometheus to scrape all three nodes", all_up, timeout=90, interval=1)
+    active = query("sum(kafka_controller_kafkacontroller_activecontrollercount)")
+    assert active and float(active[0]["value"][1]) == 1
 
 
 def test_chaos_through_compose_loses_and_duplicates_nothing(cluster):

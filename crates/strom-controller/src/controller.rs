@@ -482,12 +482,20 @@ impl Controller {
         let mut tick =
             tokio::time::interval(Duration::from_millis((self.config.broker_session_timeout_ms / 8).max(50)));
         let mut was_active = false;
+        // The active controller this node last followed: when it becomes active itself, that
+        // one has most likely died (a quorum stopped hearing from it).
+        let mut last_followed: Option<i32> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
             let active = self.is_active();
+            if !active {
+                if let Some(id) = self.active_controller() {
+                    last_followed = Some(id);
+                }
+            }
             if active && !was_active {
                 // A new active controller knows no heartbeat yet: every broker gets a whole
                 // session to find it. (A shorter grace was tried: a live broker still
@@ -498,6 +506,14 @@ impl Controller {
                 let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
                 for id in image.brokers.keys() {
                     s.insert(*id, start);
+                }
+                drop(s);
+                // The broker on the node of the controller we replaced (same id in combined
+                // mode) is suspected like a broker whose connection dropped: it keeps its
+                // session only if it heartbeats within SUSPECT_GRACE. A live, reachable one
+                // does; a dead one leaves its ISRs a session-length sooner.
+                if let Some(previous) = last_followed.filter(|id| *id != self.config.node_id) {
+                    self.suspect(previous);
                 }
             }
             was_active = active;
