@@ -3,35 +3,16 @@
 
 import os
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
-import time
 
 import pytest
 
-STROM = os.environ.get("STROM_BIN", os.path.join(os.path.dirname(__file__), "../../target/debug/strom"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(what, check, timeout=20.0, interval=0.05):
-    """Polls `check` until it returns a truthy value; fails the test with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            v = check()
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 - the condition is not met yet
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+# One definition of the binary, free ports and deadline waits, shared with the cluster harness.
+from strom_cluster import STROM, free_port, wait_until  # noqa: E402,F401
 
 
 class Node:

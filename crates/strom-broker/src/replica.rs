@@ -160,7 +160,8 @@ impl Partition {
     /// in `leader_epoch` is never mistaken for a follower's.
     pub fn commit_state(&self, end: i64, leader_epoch: i32) -> Commit {
         let hw = self.high_watermark();
-        let role = self.role();
+        // Read under the lock, not cloned: this runs on every acks=all wakeup.
+        let role = self.role.read().unwrap_or_else(|p| p.into_inner());
         if role.leader != self.node_id || role.leader_epoch != leader_epoch {
             Commit::LeadershipLost
         } else if hw >= end {
