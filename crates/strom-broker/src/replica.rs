@@ -19,6 +19,8 @@
 //!   the ISR used here.
 //! - Becoming leader clears what was known of followers (their LEOs belong to an older epoch)
 //!   and records the new leader epoch at the LEO before anything is appended in it.
+//! - A replica that leaves the ISR is forgotten too: it rejoins only on fetches made after
+//!   it left (a fenced broker may come back with a shorter log than it last reported).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -535,9 +537,18 @@ impl ReplicaManager {
                         }
                         let leads = role.leader == self.node_id;
                         let epoch = role.leader_epoch;
+                        let left_isr: Vec<i32> = old.isr.iter().copied().filter(|r| !role.isr.contains(r)).collect();
                         *existing.role.write().unwrap_or_else(|p| p.into_inner()) = role;
                         if leads && new_leadership {
                             existing.become_leader(epoch);
+                        } else if leads && !left_isr.is_empty() {
+                            // A replica that left the ISR (fenced: maybe restarted with a
+                            // shorter log) must prove itself by fetching again before it can
+                            // rejoin: what it fetched before is forgotten.
+                            let mut followers = existing.followers.lock().unwrap_or_else(|p| p.into_inner());
+                            for r in &left_isr {
+                                followers.remove(r);
+                            }
                         }
                         existing.update_high_watermark();
                     }
