@@ -16,10 +16,14 @@ from strom_cluster import Cluster  # noqa: E402
 def cluster_factory(request):
     made = []
     with tempfile.TemporaryDirectory(prefix="strom-cluster-") as d:
-        def make(n=3, extra=()):
-            c = Cluster(os.path.join(d, f"c{len(made)}"), n=n, extra=extra)
+        def make(n=3, extra=(), netns=False):
+            c = Cluster(os.path.join(d, f"c{len(made)}"), n=n, extra=extra, netns=netns)
             made.append(c)
-            return c.start()
+            try:
+                return c.start()
+            except BaseException:
+                c.stop()
+                raise
         try:
             yield make
         finally:

@@ -37,3 +37,38 @@ def test_under_replicated_partitions_follow_a_follower_loss(cluster_factory):
     wait_until("no under-replicated partitions",
                lambda: sum(gauge(n, "kafka_server_replicamanager_underreplicatedpartitions") for n in c.nodes.values()) == 0,
                timeout=30)
+
+
+def test_group_lag_covers_partitions_led_by_other_brokers(cluster_factory):
+    """The coordinator reports lag for every partition of the group, also those another broker
+    leads (from its follower replica's high watermark)."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    c = cluster_factory(3)
+    c.create_topic("lagged", partitions=3, rf=3)
+    c.wait_full_isr("lagged")
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for part in range(3):
+        for i in range(100):
+            p.produce("lagged", value=b"v", partition=part)
+    assert p.flush(30) == 0
+    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": "laggards", "enable.auto.commit": False})
+    committed = {0: 10, 1: 20, 2: 30}
+    cons.commit(offsets=[TopicPartition("lagged", part, off) for part, off in committed.items()], asynchronous=False)
+    cons.close()
+    leaders = {part: leader for part, (leader, _, _) in c.partitions("lagged").items()}
+    assert len(set(leaders.values())) > 1, f"leaders not spread: {leaders}"
+
+    def lags():
+        out = {}
+        for n in c.nodes.values():
+            with urllib.request.urlopen(f"http://127.0.0.1:{n.metrics_port}/metrics", timeout=5) as r:
+                for fam in text_string_to_metric_families(r.read().decode()):
+                    for s in fam.samples:
+                        if s.name == "kafka_consumergroup_lag" and s.labels.get("group") == "laggards":
+                            out[(n.node_id, int(s.labels["partition"]))] = s.value
+        return out
+    wait_until("lag of every partition on the coordinator",
+               lambda: {part: v for (_, part), v in lags().items()} == {part: 100 - off for part, off in committed.items()},
+               timeout=30)
+    # One broker (the coordinator) reports all three partitions.
+    assert len({node for node, _ in lags()}) == 1

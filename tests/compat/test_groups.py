@@ -147,6 +147,39 @@ def test_group_members_share_partitions_and_every_group_gets_everything(node):
     other.close()
 
 
+def test_cooperative_rebalance_moves_only_the_partitions_that_change_owner(node):
+    """KIP-429 with librdkafka's cooperative-sticky assignor: when a second member joins, the
+    first gives up only the partitions that move (an incremental revoke), keeps consuming the
+    rest throughout, and the two end with 3 partitions each."""
+    create(node, "coop", partitions=6)
+    group = f"g-{uuid.uuid4()}"
+    events = {"a": [], "b": []}
+
+    def listener(name):
+        return {"on_assign": lambda c, ps: events[name].append(("assign", sorted(p.partition for p in ps))),
+                "on_revoke": lambda c, ps: events[name].append(("revoke", sorted(p.partition for p in ps)))}
+    coop = {"partition.assignment.strategy": "cooperative-sticky"}
+    a = consumer(node, group, **coop)
+    a.subscribe(["coop"], **listener("a"))
+    wait_until("the first member to own all 6", lambda: a.consume(10, timeout=0.1) is not None and len(a.assignment()) == 6, timeout=40)
+    b = consumer(node, group, **coop)
+    b.subscribe(["coop"], **listener("b"))
+
+    def split():
+        for c in (a, b):
+            c.consume(10, timeout=0.1)
+        parts = sorted(p.partition for c in (a, b) for p in c.assignment())
+        return parts == list(range(6)) and len(a.assignment()) == 3 and len(b.assignment()) == 3
+    wait_until("3 partitions each", split, timeout=40)
+    kept = sorted(p.partition for p in a.assignment())
+    revoked = [ps for kind, ps in events["a"] if kind == "revoke" and ps]
+    # Incremental: the first member revoked exactly the 3 partitions that moved, never all 6.
+    assert revoked == [sorted(set(range(6)) - set(kept))], events["a"]
+    assert [ps for kind, ps in events["b"] if kind == "assign" and ps] == [sorted(set(range(6)) - set(kept))], events["b"]
+    a.close()
+    b.close()
+
+
 def test_group_tools_list_and_describe(node):
     from confluent_kafka import ConsumerGroupState
     create(node, "listed")

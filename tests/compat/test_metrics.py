@@ -54,7 +54,14 @@ def test_byte_and_message_counters_move_by_what_was_produced(node):
     grown = d("kafka_log_log_size", topic="metered", partition="0")
     assert d("kafka_server_brokertopicmetrics_bytesin_total", topic="metered") == grown
     assert 5000 * 100 <= grown < 5000 * 100 * 1.5
-    assert d("kafka_network_requestmetrics_requests_total", request="Produce") >= 1
+    produces = d("kafka_network_requestmetrics_requests_total", request="Produce")
+    assert produces >= 1
+    # Every answered request has a queue time and a send time (acks=1: every produce is answered).
+    assert d("kafka_network_requestmetrics_requestqueuetime_seconds_count", request="Produce") == produces
+    assert d("kafka_network_requestmetrics_responsesendtime_seconds_count", request="Produce") == produces
+    queued = d("kafka_network_requestmetrics_requestqueuetime_seconds_sum", request="Produce")
+    total = d("kafka_network_requestmetrics_totaltime_seconds_sum", request="Produce")
+    assert 0 <= queued <= total
     assert value(after, "kafka_server_replicamanager_leadercount") >= 1
     assert value(after, "kafka_server_replicamanager_underreplicatedpartitions") == 0
     assert value(after, "kafka_controller_kafkacontroller_activecontrollercount") == 1

@@ -23,7 +23,7 @@ from confluent_kafka import Producer as P
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from strom_cluster import Cluster, wait_until  # noqa: E402
+from strom_cluster import Cluster, Network, wait_until  # noqa: E402
 
 
 class Producer(threading.Thread):
@@ -224,6 +224,26 @@ def pause_leader(c, w, rng):
     c.wait_full_isr(w.topic, timeout=120)
 
 
+def leaders_seen_by(c, node_id, topic):
+    from confluent_kafka.admin import AdminClient
+    t = AdminClient({"bootstrap.servers": c.node(node_id).bootstrap}).list_topics(topic, timeout=3).topics[topic]
+    return {p.leader for p in t.partitions.values()}
+
+
+def cut_leader(c, w, rng):
+    """The leader of most partitions loses the other nodes (not the clients): the majority
+    fences it and elects new leaders; acks=all writes it still takes cannot reach a second
+    ISR member and are never acknowledged; healed, it truncates and rejoins."""
+    victim = leader_of_most(c, w.topic)
+    others = [i for i in c.nodes if i != victim]
+    c.cut(victim)
+    wait_until("the majority to move leaderships off the cut-off node",
+               lambda: all(victim not in leaders_seen_by(c, i, w.topic) for i in others), timeout=60)
+    w.wait_progress(300, timeout=180)
+    c.heal(victim)
+    c.wait_full_isr(w.topic, timeout=120)
+
+
 def kill_two_of_three(c, w, rng):
     """With one node left acks=all cannot be satisfied (min ISR 2): nothing is acknowledged
     (and so nothing acknowledged can be lost); with a second node back, writes resume."""
@@ -261,6 +281,7 @@ def rolling_restart(c, w, rng):
 SCENARIOS = {
     "kill-leader": kill_leader_repeatedly,
     "pause-leader": pause_leader,
+    "cut-leader": cut_leader,
     "kill-two": kill_two_of_three,
     "full-kill": full_cluster_kill,
     "rolling-restart": rolling_restart,
@@ -271,13 +292,15 @@ def soak(seed, duration, strom_dir=None):
     """Random scenarios for `duration` seconds; prints the checker's counts."""
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(dir=strom_dir) as d:
-        c = Cluster(d, 3).start()
+        netns = Network.available()
+        c = Cluster(d, 3, netns=netns).start()
         try:
             w = Workload(c, "soak")
             w.start()
             end = time.monotonic() + duration
+            names = sorted(n for n in SCENARIOS if netns or n != "cut-leader")
             while time.monotonic() < end:
-                name = rng.choice(sorted(SCENARIOS))
+                name = rng.choice(names)
                 print(f"[seed {seed}] {name}", flush=True)
                 fn = SCENARIOS[name]
                 fn(c, w, rng) if name != "kill-leader" else fn(c, w, rng, times=rng.randint(1, 3))

@@ -2,9 +2,15 @@
 ports, a temp dir each), which the tests can kill (-9), stop (SIGTERM), pause (SIGSTOP),
 resume and restart, and whose state they wait on with deadlines, never with fixed sleeps.
 
+With `netns=True` each node runs in its own network namespace instead (`ip netns`, one veth
+per node on a bridge that the test process also sits on), so a node can be cut off from the
+other nodes while the clients still reach it: `cut(node_id)` / `heal(node_id)`. This needs
+root and iproute2; `Network.available()` says whether this machine has them.
+
 Used by tests/cluster (pytest) and by the chaos soak (`python -m tests.harness.chaos`)."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,9 +46,16 @@ class ClusterNode:
     def __init__(self, cluster, node_id):
         self.cluster = cluster
         self.node_id = node_id
-        self.kafka_port = free_port()
-        self.controller_port = free_port()
-        self.metrics_port = free_port()
+        net = cluster.network
+        if net is None:
+            self.host = "127.0.0.1"
+            self.kafka_port = free_port()
+            self.controller_port = free_port()
+            self.metrics_port = free_port()
+        else:
+            # A namespace of its own: its own address, so the usual ports.
+            self.host = net.address(node_id)
+            self.kafka_port, self.controller_port, self.metrics_port = 9092, 9093, 9464
         self.dir = os.path.join(cluster.base_dir, f"node{node_id}")
         os.makedirs(self.dir, exist_ok=True)
         self.log_path = os.path.join(self.dir, "strom.log")
@@ -51,7 +64,7 @@ class ClusterNode:
 
     @property
     def bootstrap(self):
-        return f"127.0.0.1:{self.kafka_port}"
+        return f"{self.host}:{self.kafka_port}"
 
     @property
     def data_dir(self):
@@ -62,14 +75,18 @@ class ClusterNode:
 
     def start(self):
         assert not self.is_running(), f"node {self.node_id} is already running"
+        h = self.host
         args = [
             STROM, "server",
             "--override", f"node.id={self.node_id}",
-            "--override", f"listeners=PLAINTEXT://127.0.0.1:{self.kafka_port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "--override", f"listeners=PLAINTEXT://{h}:{self.kafka_port},CONTROLLER://{h}:{self.controller_port}",
             "--override", f"controller.quorum.voters={self.cluster.voters}",
             "--override", f"log.dirs={self.data_dir}",
-            "--override", f"metrics.listener=127.0.0.1:{self.metrics_port}",
+            "--override", f"metrics.listener={h}:{self.metrics_port}",
         ]
+        if self.cluster.network is not None:
+            # `ip netns exec` execs the program: the child's pid is strom's, so signals reach it.
+            args = ["ip", "netns", "exec", self.cluster.network.namespace(self.node_id)] + args
         for kv in self.cluster.extra:
             args += ["--override", kv]
         log = open(self.log_path, "ab")
@@ -147,13 +164,14 @@ class ClusterNode:
 class Cluster:
     """N nodes, each a controller (voter) and a broker."""
 
-    def __init__(self, base_dir, n=3, extra=()):
+    def __init__(self, base_dir, n=3, extra=(), netns=False):
         self.base_dir = base_dir
         self.extra = list(extra)
+        self.network = Network(n) if netns else None
         self.nodes = {}
         for i in range(1, n + 1):
             self.nodes[i] = ClusterNode(self, i)
-        self.voters = ",".join(f"{i}@127.0.0.1:{nd.controller_port}" for i, nd in self.nodes.items())
+        self.voters = ",".join(f"{i}@{nd.host}:{nd.controller_port}" for i, nd in self.nodes.items())
 
     def node(self, node_id):
         return self.nodes[node_id]
@@ -171,6 +189,17 @@ class Cluster:
     def stop(self):
         for n in self.nodes.values():
             n.kill()
+        if self.network is not None:
+            self.network.remove()
+
+    def cut(self, node_id):
+        """Cuts `node_id` off from every other node (both ways); clients still reach it."""
+        self.node(node_id).mark("cut")
+        self.network.cut(node_id)
+
+    def heal(self, node_id):
+        self.node(node_id).mark("heal")
+        self.network.heal(node_id)
 
     def check_alive(self):
         for n in self.nodes.values():
@@ -228,3 +257,89 @@ class Cluster:
                     return False
             return True
         wait_until(f"every partition of {topic} to have a full ISR", full, timeout=timeout)
+
+
+class Network:
+    """One network namespace per node, each with a veth on a bridge in the test's own
+    namespace: 10.213.X.1 is the test process (the clients), 10.213.X.(1+i) is node i.
+
+    A cut is a pair of blackhole routes per other node (in the cut node's namespace and in
+    the other's), so packets between them are dropped in both directions, as on a real
+    partition: established connections stall until their timeouts rather than being reset.
+    The clients' address is never blackholed."""
+
+    @staticmethod
+    def available():
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            return False
+        try:
+            probe = f"stromprobe{os.getpid()}"
+            subprocess.run(["ip", "netns", "add", probe], check=True, capture_output=True)
+            subprocess.run(["ip", "netns", "del", probe], check=True, capture_output=True)
+            return True
+        except (subprocess.CalledProcessError, OSError):
+            return False
+
+    def __init__(self, n):
+        self.n = n
+        self.tag = os.getpid() % 200 + 20  # the third octet and the names' suffix
+        self.bridge = f"sbr{self.tag}"
+        self.cuts = set()
+        self._forward_rule = None
+        self._create()
+
+    def namespace(self, i):
+        return f"strom{self.tag}n{i}"
+
+    def address(self, i):
+        return f"10.213.{self.tag}.{1 + i}"
+
+    def _ip(self, *args, ns=None, check=True):
+        cmd = ["ip"] + (["-n", ns] if ns else []) + list(args)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
+        return r
+
+    def _create(self):
+        self.remove()  # leftovers of an earlier run with the same tag
+        self._ip("link", "add", self.bridge, "type", "bridge")
+        self._ip("addr", "add", f"10.213.{self.tag}.1/24", "dev", self.bridge)
+        self._ip("link", "set", self.bridge, "up")
+        # Docker sets the FORWARD policy to DROP and bridged packets pass through iptables
+        # (br_netfilter): let node-to-node packets cross our bridge.
+        if shutil.which("iptables"):
+            rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
+            if subprocess.run(["iptables", "-I"] + rule, capture_output=True).returncode == 0:
+                self._forward_rule = rule
+        for i in range(1, self.n + 1):
+            ns, veth = self.namespace(i), f"sv{self.tag}n{i}"
+            self._ip("netns", "add", ns)
+            self._ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            self._ip("link", "set", veth, "master", self.bridge, "up")
+            self._ip("addr", "add", f"{self.address(i)}/24", "dev", "eth0", ns=ns)
+            self._ip("link", "set", "eth0", "up", ns=ns)
+            self._ip("link", "set", "lo", "up", ns=ns)
+
+    def _blackhole(self, verb, i):
+        for j in range(1, self.n + 1):
+            if j != i:
+                self._ip("route", verb, "blackhole", f"{self.address(j)}/32", ns=self.namespace(i))
+                self._ip("route", verb, "blackhole", f"{self.address(i)}/32", ns=self.namespace(j))
+
+    def cut(self, i):
+        assert i not in self.cuts, f"node {i} is already cut off"
+        self._blackhole("add", i)
+        self.cuts.add(i)
+
+    def heal(self, i):
+        self._blackhole("del", i)
+        self.cuts.discard(i)
+
+    def remove(self):
+        for i in range(1, self.n + 1):
+            self._ip("netns", "del", self.namespace(i), check=False)  # takes its veth along
+        self._ip("link", "del", self.bridge, check=False)
+        if self._forward_rule is not None:
+            subprocess.run(["iptables", "-D"] + self._forward_rule, capture_output=True)
+            self._forward_rule = None

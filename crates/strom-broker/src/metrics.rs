@@ -57,6 +57,8 @@ pub struct BrokerMetrics {
     pub replication_bytes_out: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub request_queue_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub response_send_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub isr_shrinks: Counter,
     pub isr_expands: Counter,
     pub connections: Gauge,
@@ -82,6 +84,8 @@ impl BrokerMetrics {
             replication_bytes_out: Counter::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
+            request_queue_seconds: Family::new_with_constructor(latency_histogram),
+            response_send_seconds: Family::new_with_constructor(latency_histogram),
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
             connections: Gauge::default(),
@@ -122,6 +126,18 @@ impl BrokerMetrics {
             "kafka_network_requestmetrics_totaltime_seconds",
             "Request handling time (from read to response), per API",
             self.request_seconds.clone(),
+        );
+        r.register(
+            "kafka_network_requestmetrics_requestqueuetime_seconds",
+            "Time a request waited, read off the socket, before its handling began (behind the \
+             earlier requests of its connection), per API",
+            self.request_queue_seconds.clone(),
+        );
+        r.register(
+            "kafka_network_requestmetrics_responsesendtime_seconds",
+            "Time to write a response to the socket, per API (responses are written by the \
+             connection as soon as they are ready: there is no response queue to wait in)",
+            self.response_send_seconds.clone(),
         );
         r.register(
             "kafka_server_replicamanager_isrshrinks",
@@ -177,15 +193,22 @@ impl BrokerMetrics {
         r.register("kafka_log_log_numlogsegments", "Segments of a partition replica's log", self.log_segments.clone());
         r.register(
             "kafka_consumergroup_lag",
-            "Records a group has not committed yet, for partitions led by its coordinator",
+            "Records a group has not committed yet (high watermark minus committed offset), on its \
+             coordinator, for every partition the coordinator holds a replica of",
             self.group_lag.clone(),
         );
     }
 
-    pub fn record_request(&self, api: &str, seconds: f64) {
+    pub fn record_request(&self, api: &str, queued_seconds: f64, seconds: f64) {
         let l = RequestLabels { request: api.to_string() };
         self.requests.get_or_create(&l).inc();
+        self.request_queue_seconds.get_or_create(&l).observe(queued_seconds);
         self.request_seconds.get_or_create(&l).observe(seconds);
+    }
+
+    pub fn record_response_send(&self, api: &str, seconds: f64) {
+        let l = RequestLabels { request: api.to_string() };
+        self.response_send_seconds.get_or_create(&l).observe(seconds);
     }
 
     /// Recomputes the state gauges (called before each scrape).
@@ -239,7 +262,10 @@ impl BrokerMetrics {
                     continue;
                 }
                 for ((topic, partition), c) in offsets.fetch(&group) {
-                    let Some(p) = replicas.get(&topic, partition).filter(|p| p.is_leader()) else { continue };
+                    // A follower's high watermark trails the leader's by at most one fetch:
+                    // close enough for lag, and it covers the partitions led elsewhere. A
+                    // partition with no replica here has no series.
+                    let Some(p) = replicas.get(&topic, partition) else { continue };
                     let lag = (p.high_watermark() - c.offset).max(0);
                     let l = LagLabels { group: group.clone(), topic, partition: partition.to_string() };
                     self.group_lag.get_or_create(&l).set(lag);

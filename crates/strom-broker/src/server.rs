@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use strom_protocol::frame::{self, FrameError};
@@ -131,11 +131,19 @@ impl Connection {
     async fn run(mut self) -> Result<(), ConnectionError> {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let idle = Duration::from_millis(self.settings.connections_max_idle_ms);
+        // When the bytes now in `buf` were read: a pipelined request waits from then until
+        // the requests before it are answered (its queue time).
+        let mut received = Instant::now();
         loop {
             while let Some(frame) = frame::split_frame(&mut buf, self.settings.socket_request_max_bytes)? {
+                let api = crate::apis::api_name(&frame);
                 // `None`: an acks=0 produce, which Kafka never answers.
-                if let Some(response) = self.apis.handle(frame, &self.listener).await? {
+                if let Some(response) = self.apis.handle(frame, &self.listener, received).await? {
+                    let ready = Instant::now();
                     self.stream.write_all(&response).await?;
+                    if let Some(api) = api {
+                        self.apis.metrics().record_response_send(&api, ready.elapsed().as_secs_f64());
+                    }
                 }
             }
             let read = tokio::select! {
@@ -148,7 +156,7 @@ impl Connection {
                     tracing::trace!(peer = %self.peer, "peer closed");
                     return Ok(());
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => received = Instant::now(),
                 Ok(Err(e)) => return Err(e.into()),
             }
         }

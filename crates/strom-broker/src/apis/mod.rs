@@ -82,6 +82,12 @@ pub struct Apis {
     broker: Broker,
 }
 
+/// The API name of a request frame (`Produce`, `Fetch`, …), as the metrics label it.
+pub fn api_name(raw: &[u8]) -> Option<String> {
+    let (k, _, _) = strom_protocol::frame::peek_header(raw).ok()?;
+    ApiKey::try_from(k).ok().map(|k| format!("{k:?}"))
+}
+
 impl Apis {
     /// Waits until the broker may serve clients (see [`BrokerLifecycle::wait_caught_up`]).
     pub async fn wait_caught_up(&self) {
@@ -229,12 +235,19 @@ impl Apis {
 
     /// Handles one request frame that arrived on `listener`; returns the response frame, or
     /// `None` when Kafka sends no response. An error closes the connection.
-    pub async fn handle(&self, raw: Bytes, listener: &str) -> Result<Option<Bytes>, FrameError> {
+    /// Handles one request frame, read off the socket at `received`.
+    pub async fn handle(
+        &self,
+        raw: Bytes,
+        listener: &str,
+        received: std::time::Instant,
+    ) -> Result<Option<Bytes>, FrameError> {
         let started = std::time::Instant::now();
-        let key = strom_protocol::frame::peek_header(&raw).ok().and_then(|(k, _, _)| ApiKey::try_from(k).ok());
+        let key = api_name(&raw);
         let result = self.dispatch(raw, listener).await;
         if let Some(k) = key {
-            self.broker.metrics.record_request(&format!("{k:?}"), started.elapsed().as_secs_f64());
+            let queued = started.saturating_duration_since(received).as_secs_f64();
+            self.broker.metrics.record_request(&k, queued, received.elapsed().as_secs_f64());
         }
         result
     }
