@@ -41,13 +41,17 @@ def main():
         try:
             c.create_topic("failover", partitions=3, rf=3, config={"min.insync.replicas": "2"})
             c.wait_full_isr("failover")
-            p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 0,
-                          "message.timeout.ms": 30000})
             results = []
-            for part in range(3):
-                wait_until("a first produce", lambda: produce_one(p, results, part))
             times = {True: [], False: []}
             for i in range(runs):
+                # A producer per run, warmed up on every partition: a long-running healthy
+                # client. Reusing one across runs would carry librdkafka's reconnect backoff
+                # (up to reconnect.backoff.max.ms, 10 s) toward the node the previous run
+                # killed and restarted, and that node is often the next new leader.
+                p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 0,
+                              "message.timeout.ms": 30000})
+                for part in range(3):
+                    wait_until("a first produce", lambda: produce_one(p, results, part))
                 want_controller = i % 2 == 0
                 led = {}
                 for part, (leader, _, _) in c.partitions("failover").items():

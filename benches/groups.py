@@ -34,26 +34,19 @@ def member(bootstrap, group):
 def rebalance_round(bootstrap, topic):
     group = f"rebalance-{uuid.uuid4()}"
     members = [member(bootstrap, group) for _ in range(MEMBERS)]
-    stop = threading.Event()
     start = time.monotonic()
     for m in members:
         m.subscribe([topic])
 
-    def poll(m):
-        while not stop.is_set():
-            m.poll(0.05)
-    threads = [threading.Thread(target=poll, args=(m,), daemon=True) for m in members]
-    for t in threads:
-        t.start()
-
+    # One thread polls every member in turn (a confluent-kafka consumer is not to be polled
+    # and asked for its assignment from two threads at once).
     def settled():
+        for m in members:
+            m.poll(0)
         owned = [p.partition for m in members for p in m.assignment()]
         return sorted(owned) == list(range(PARTITIONS)) and all(len(m.assignment()) == PARTITIONS // MEMBERS for m in members)
-    wait_until("every member to hold its share", settled, timeout=120, interval=0.01)
+    wait_until("every member to hold its share", settled, timeout=120, interval=0.005)
     took = time.monotonic() - start
-    stop.set()
-    for t in threads:
-        t.join()
     for m in members:
         m.close()
     return took

@@ -3,6 +3,9 @@ same run (DESIGN.md §5):
 
 - page cache: dd writing and reading a 2 GiB file; loopback: one TCP stream of 1 MiB sends;
 - `strom perf produce` (500k × 1 KiB, acks=1, 1 MB requests) and `strom perf consume`;
+- librdkafka's `rdkafka_performance` with DESIGN.md §5's reference settings (500k × 1 KiB,
+  one partition, acks=1, linger.ms=5, batch.size=1000000), produce then consume, when
+  `benches/build-rdkafka-performance.sh` has built it;
 - start to serving, resident memory idle and after the run.
 
     STROM_BIN=target/release/strom python benches/throughput.py
@@ -21,6 +24,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "harne
 from strom_cluster import STROM, Cluster, wait_until  # noqa: E402
 
 MB = 1024 * 1024
+RDKAFKA_PERFORMANCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "rdkafka-perf",
+                                   "rdkafka_performance")
+
+
+def rdkafka_performance(bootstrap, mode_args):
+    """Runs the tool; returns its summary lines (those starting with '%' and naming msgs/s)."""
+    r = subprocess.run([RDKAFKA_PERFORMANCE, *mode_args, "-b", bootstrap, "-t", "rdperf", "-p", "0",
+                        "-c", "500000"], capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "msgs/s" in ln or "MB/s" in ln]
+    return lines[-1].strip() if lines else f"(no summary; exit {r.returncode}: {r.stderr[-300:]})"
 
 
 def dd(args):
@@ -85,6 +98,13 @@ def main():
                                   check=True, capture_output=True, text=True).stdout.strip()
             cons = subprocess.run([STROM, "perf", "consume", *bs, "--topic", "perf", "--messages", "500000"],
                                   check=True, capture_output=True, text=True).stdout.strip()
+            rd_prod = rd_cons = None
+            if os.path.exists(RDKAFKA_PERFORMANCE):
+                subprocess.run([STROM, "topics", *bs, "--create", "--topic", "rdperf", "--partitions", "1"],
+                               check=True, capture_output=True)
+                rd_prod = rdkafka_performance(n.bootstrap, ["-P", "-s", "1024", "-a", "1", "-X", "linger.ms=5",
+                                                            "-X", "batch.size=1000000"])
+                rd_cons = rdkafka_performance(n.bootstrap, ["-C", "-o", "beginning"])
             after = rss_mb(n.proc.pid)
         finally:
             c.stop()
@@ -92,6 +112,9 @@ def main():
     print(f"loopback TCP, one stream: {loop:.0f} MiB/s")
     print(f"strom perf produce: {prod}")
     print(f"strom perf consume: {cons}")
+    if rd_prod is not None:
+        print(f"rdkafka_performance produce: {rd_prod}")
+        print(f"rdkafka_performance consume: {rd_cons}")
     print(f"start to serving: {start_s * 1000:.0f} ms; RSS idle {idle:.0f} MiB, after the run {after:.0f} MiB")
 
 

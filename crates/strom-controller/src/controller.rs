@@ -12,8 +12,18 @@
 //! is the last member) and moves each leadership it held to the first live ISR member in
 //! replica order, bumping the leader epoch; with no live ISR member the partition has no
 //! leader (-1), unless the topic allows unclean election.
+//!
+//! A broker *suspected* dead (its metadata long-poll connection dropped, or it was on the node
+//! of the active controller this one replaced) is evacuated at once, before its session ends:
+//! its leaderships move to another ISR member and it leaves every ISR, but only where an ISR
+//! member remains that is unfenced, unsuspected and in session; it stays registered and
+//! unfenced. Clients and followers move to the new leaders while the suspect still appears in
+//! metadata (librdkafka reverts a partition that is migrating off a broker at the moment that
+//! broker vanishes from metadata, and loses a second re-querying). A suspect that heartbeats
+//! stays unfenced and rejoins the ISRs as a follower catching up, as after any ISR shrink; one
+//! that stays silent is fenced when its shortened session ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,6 +169,10 @@ pub struct Controller {
     write_lock: tokio::sync::Mutex<()>,
     /// Last heartbeat per broker, kept by the active controller only.
     sessions: std::sync::Mutex<HashMap<i32, Instant>>,
+    /// Brokers suspected dead since their last heartbeat (see the module docs).
+    suspects: std::sync::Mutex<HashSet<i32>>,
+    /// Wakes the liveness loop when a broker becomes a suspect.
+    suspicion: tokio::sync::Notify,
     /// Time from a change being asked for to its commit (Kafka's controller event latency).
     pub write_seconds: prometheus_client::metrics::histogram::Histogram,
 }
@@ -179,8 +193,10 @@ impl Controller {
         let raft_config = openraft::Config {
             cluster_name: "strom".into(),
             heartbeat_interval: hb,
+            // openraft adds a leader lease of election_timeout_max before a follower's own
+            // timeout: a dead leader is replaced after 700–800 ms (plus a 150 ms tick).
             election_timeout_min: hb * 3,
-            election_timeout_max: hb * 6,
+            election_timeout_max: hb * 4,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
             max_in_snapshot_log_to_keep: 500,
             ..Default::default()
@@ -197,6 +213,8 @@ impl Controller {
             metadata,
             write_lock: tokio::sync::Mutex::new(()),
             sessions: std::sync::Mutex::new(HashMap::new()),
+            suspects: std::sync::Mutex::new(HashSet::new()),
+            suspicion: tokio::sync::Notify::new(),
             write_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
             ),
@@ -338,29 +356,76 @@ impl Controller {
 
     fn touch(&self, broker_id: i32) {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(broker_id, Instant::now());
+        self.suspects.lock().unwrap_or_else(|p| p.into_inner()).remove(&broker_id);
+    }
+
+    fn is_suspect(&self, broker_id: i32) -> bool {
+        self.suspects.lock().unwrap_or_else(|p| p.into_inner()).contains(&broker_id)
     }
 
     /// A broker's metadata long-poll was cut off mid-wait (its connection closed): the broker
-    /// has most likely died. Its session is shortened to end [`SUSPECT_GRACE`] from now, unless
-    /// it ends sooner anyway; a live broker heartbeats well within that and keeps its session,
-    /// so this never fences one that is alive and reachable. This is what lets a killed broker
-    /// leave every ISR in about a second instead of a full session timeout.
+    /// has most likely died. It is evacuated at once by the liveness loop (module docs), and
+    /// its session is shortened to end [`SUSPECT_GRACE`] from now, unless it ends sooner
+    /// anyway; a live broker heartbeats well within that and keeps its session (and is no
+    /// longer a suspect), so this never fences one that is alive and reachable. This is what
+    /// lets a killed broker's partitions move within a fraction of a second instead of a full
+    /// session timeout.
     pub fn suspect(&self, broker_id: i32) {
         if !self.is_active() {
             return;
         }
         let timeout = Duration::from_millis(self.config.broker_session_timeout_ms);
         let Some(shortened) = Instant::now().checked_sub(timeout.saturating_sub(SUSPECT_GRACE)) else { return };
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(last) = sessions.get_mut(&broker_id) {
+        {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(last) = sessions.get_mut(&broker_id) else { return };
             if *last > shortened {
                 *last = shortened;
-                tracing::info!(
-                    node = self.config.node_id,
-                    broker_id,
-                    "broker connection lost; fencing it unless it heartbeats"
-                );
             }
+        }
+        if self.suspects.lock().unwrap_or_else(|p| p.into_inner()).insert(broker_id) {
+            tracing::info!(
+                node = self.config.node_id,
+                broker_id,
+                "broker connection lost; evacuating it, fencing it unless it heartbeats"
+            );
+            self.suspicion.notify_one();
+        }
+    }
+
+    /// Moves a suspect's leaderships and ISR places away (module docs), if it is still a
+    /// suspect once the write lock is held.
+    async fn evacuate(&self, broker_id: i32) {
+        let r = self
+            .write(|image| {
+                let unfenced = |id: i32| image.brokers.get(&id).is_some_and(|b| !b.fenced);
+                if !self.is_suspect(broker_id) || !unfenced(broker_id) {
+                    return Ok((vec![], 0));
+                }
+                let timeout = Duration::from_millis(self.config.broker_session_timeout_ms);
+                let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let usable = |id: i32| {
+                    id != broker_id
+                        && unfenced(id)
+                        && !suspects.contains(&id)
+                        && sessions.get(&id).is_some_and(|t| t.elapsed() <= timeout)
+                };
+                let records = self.leave_changes(image, broker_id, &usable, true);
+                let n = records.len();
+                Ok((records, n))
+            })
+            .await;
+        match r {
+            Ok((0, _)) => {}
+            Ok((changes, offset)) => tracing::info!(
+                node = self.config.node_id,
+                broker_id,
+                changes,
+                offset,
+                "suspected broker evacuated: its leaderships and ISR places moved"
+            ),
+            Err(e) => tracing::debug!(broker_id, error = %e, "evacuation deferred"),
         }
     }
 
@@ -410,6 +475,26 @@ impl Controller {
             out.push(MetadataRecord::FenceBroker { broker_id, epoch: b.epoch });
         }
         let live = |id: i32| id != broker_id && image.brokers.get(&id).is_some_and(|b| !b.fenced);
+        out.extend(self.leave_changes(image, broker_id, &live, false));
+        out
+    }
+
+    /// Partition changes that take `broker_id` out of every ISR and leadership, electing the
+    /// first ISR member in replica order for which `usable` holds.
+    ///
+    /// Fencing (`evacuating == false`): the last ISR member stays in the ISR (it holds every
+    /// committed record) and a partition with no usable ISR member is left leaderless, or
+    /// elected uncleanly where the topic allows it.
+    /// Evacuating a suspect: a partition is changed only if a usable member remains in its
+    /// ISR; otherwise it is left alone for the fence to decide.
+    fn leave_changes(
+        &self,
+        image: &MetadataImage,
+        broker_id: i32,
+        usable: &dyn Fn(i32) -> bool,
+        evacuating: bool,
+    ) -> Vec<MetadataRecord> {
+        let mut out = Vec::new();
         for t in image.topics.values() {
             let unclean = image
                 .topic_configs
@@ -421,11 +506,14 @@ impl Controller {
                     continue;
                 }
                 let mut isr: Vec<i32> = part.isr.iter().copied().filter(|r| *r != broker_id).collect();
+                if evacuating && !isr.iter().any(|r| usable(*r)) {
+                    continue;
+                }
                 let mut leader = part.leader;
                 if leader == broker_id || leader == -1 {
-                    leader = part.replicas.iter().copied().find(|r| isr.contains(r) && live(*r)).unwrap_or(-1);
-                    if leader == -1 && unclean {
-                        if let Some(r) = part.replicas.iter().copied().find(|r| live(*r)) {
+                    leader = part.replicas.iter().copied().find(|r| isr.contains(r) && usable(*r)).unwrap_or(-1);
+                    if leader == -1 && unclean && !evacuating {
+                        if let Some(r) = part.replicas.iter().copied().find(|r| usable(*r)) {
                             tracing::warn!(topic = %t.name, partition = p, new_leader = r, "unclean leader election");
                             leader = r;
                             isr = vec![r];
@@ -476,12 +564,17 @@ impl Controller {
         out
     }
 
-    /// Fences brokers whose session expired. Runs on every member; acts only when active.
+    /// Evacuates suspects and fences brokers whose session expired. Runs on every member;
+    /// acts only when active. Wakes on a tick, on a new suspect, and at once when this node
+    /// becomes the active controller (the Raft metrics change).
     async fn liveness_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let timeout = Duration::from_millis(self.config.broker_session_timeout_ms);
         let mut tick =
             tokio::time::interval(Duration::from_millis((self.config.broker_session_timeout_ms / 8).max(50)));
+        let mut raft_metrics = self.raft.metrics();
         let mut was_active = false;
+        // Suspects already evacuated (once per suspicion).
+        let mut evacuated: HashSet<i32> = HashSet::new();
         // The active controller this node last followed: when it becomes active itself, that
         // one has most likely died (a quorum stopped hearing from it).
         let mut last_followed: Option<i32> = None;
@@ -489,6 +582,16 @@ impl Controller {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                _ = self.suspicion.notified() => {}
+                changed = raft_metrics.changed() => {
+                    if changed.is_err() {
+                        return; // Raft has shut down
+                    }
+                    // Metrics change often; only a change of leadership is news here.
+                    if self.is_active() == was_active {
+                        continue;
+                    }
+                }
             }
             let active = self.is_active();
             if !active {
@@ -508,6 +611,8 @@ impl Controller {
                     s.insert(*id, start);
                 }
                 drop(s);
+                self.suspects.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                evacuated.clear();
                 // The broker on the node of the controller we replaced (same id in combined
                 // mode) is suspected like a broker whose connection dropped: it keeps its
                 // session only if it heartbeats within SUSPECT_GRACE. A live, reachable one
@@ -519,6 +624,13 @@ impl Controller {
             was_active = active;
             if !active {
                 continue;
+            }
+            let suspects: Vec<i32> = self.suspects.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
+            evacuated.retain(|id| suspects.contains(id));
+            for id in suspects {
+                if evacuated.insert(id) {
+                    self.evacuate(id).await;
+                }
             }
             let image = self.metadata.image();
             let expired: Vec<i32> = {

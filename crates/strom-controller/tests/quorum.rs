@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strom_controller::client::ControllerClient;
-use strom_controller::controller::{Controller, ControllerConfig, NewTopic};
+use strom_controller::controller::{Controller, ControllerConfig, NewTopic, SUSPECT_GRACE};
 use strom_protocol::proto::controller as pb;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -341,4 +341,60 @@ async fn a_broker_that_stops_heartbeating_is_fenced_and_loses_its_leaderships() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!c.metadata.image().brokers[&1].fenced, "the live broker stays unfenced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspected_broker_is_evacuated_at_once_and_kept_if_it_heartbeats() {
+    let q = Quorum::start(1).await;
+    q.wait_for_leader(Duration::from_secs(10)).await;
+    let client = q.client();
+    let c = q.members[0].as_ref().unwrap().controller.clone();
+    let e1 = register(&client, 1).await;
+    let e2 = register(&client, 2).await;
+    heartbeat(&client, 1, e1, i64::MAX).await;
+    heartbeat(&client, 2, e2, i64::MAX).await;
+    let (r, _) = c
+        .create_topics(
+            vec![NewTopic {
+                name: "t".into(),
+                num_partitions: 4,
+                replication_factor: 2,
+                assignments: vec![],
+                configs: Default::default(),
+            }],
+            false,
+        )
+        .await;
+    r[0].as_ref().unwrap();
+    let led_by_2 = |img: &strom_controller::image::MetadataImage| {
+        img.topics["t"].partitions.values().filter(|p| p.leader == 2).count()
+    };
+    assert!(led_by_2(&c.metadata.image()) > 0);
+
+    // Broker 2's connection drops: it is evacuated well before its grace ends, and stays
+    // registered and unfenced meanwhile.
+    let suspected = Instant::now();
+    c.suspect(2);
+    loop {
+        let img = c.metadata.image();
+        if led_by_2(&img) == 0 && img.topics["t"].partitions.values().all(|p| p.isr == vec![1]) {
+            assert!(!img.brokers[&2].fenced, "evacuated, not fenced");
+            assert!(suspected.elapsed() < SUSPECT_GRACE, "evacuated only after {:?}", suspected.elapsed());
+            for p in img.topics["t"].partitions.values() {
+                assert_eq!(p.leader, 1);
+            }
+            break;
+        }
+        assert!(suspected.elapsed() < SUSPECT_GRACE, "broker 2 was not evacuated within the grace");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // It heartbeats (it was alive after all): it is no longer a suspect and is never fenced.
+    let until = Instant::now() + SUSPECT_GRACE * 3;
+    while Instant::now() < until {
+        heartbeat(&client, 1, e1, i64::MAX).await;
+        heartbeat(&client, 2, e2, i64::MAX).await;
+        assert!(!c.metadata.image().brokers[&2].fenced, "a suspect that heartbeats keeps its session");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -12,6 +12,7 @@ use super::{now_ms, topic_name, Broker};
 use crate::replica::{Commit, Partition, ReplicaError};
 
 const NOT_ENOUGH_REPLICAS: i16 = 19;
+const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -23,8 +24,9 @@ struct Outcome {
     error_code: i16,
     base_offset: i64,
     log_start_offset: i64,
-    /// Set when acks=all must wait for the HW to pass this offset, in this leader epoch.
-    wait_for: Option<(Arc<Partition>, i64, i32)>,
+    /// Set when acks=all must wait for the HW to pass this offset, in this leader epoch,
+    /// with this `min.insync.replicas`.
+    wait_for: Option<(Arc<Partition>, i64, i32, usize)>,
 }
 
 pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Option<ProduceResponse> {
@@ -70,7 +72,7 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Op
                     o.base_offset = info.first_offset;
                     o.log_start_offset = start;
                     if req.acks == -1 {
-                        o.wait_for = Some((part, info.last_offset + 1, leader_epoch));
+                        o.wait_for = Some((part, info.last_offset + 1, leader_epoch, min_isr));
                     }
                 }
                 Err(e) => {
@@ -117,7 +119,8 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Op
 /// Waits (woken by HW moves, never polling) until every acks=all partition's HW has passed
 /// its batch; those still short at the deadline get REQUEST_TIMED_OUT, and those whose
 /// leadership moved meanwhile get NOT_LEADER_OR_FOLLOWER (the batch may have been truncated
-/// away; the client retries on the new leader), never a success.
+/// away; the client retries on the new leader), never a success. A batch committed while the
+/// ISR is below `min.insync.replicas` gets NOT_ENOUGH_REPLICAS_AFTER_APPEND.
 async fn wait_for_high_watermarks(
     b: &Broker,
     topics: &mut [(&strom_protocol::kafka_protocol::messages::produce_request::TopicProduceData, Vec<Outcome>)],
@@ -130,8 +133,14 @@ async fn wait_for_high_watermarks(
         notified.as_mut().enable();
         let mut pending = 0;
         for o in topics.iter_mut().flat_map(|(_, os)| os.iter_mut()) {
-            let Some((p, end, epoch)) = &o.wait_for else { continue };
+            let Some((p, end, epoch, min_isr)) = &o.wait_for else { continue };
             match p.commit_state(*end, *epoch) {
+                // As Kafka: committed, but by fewer replicas than the topic asks for (the ISR
+                // shrank while the batch waited). The client is told, and may retry.
+                Commit::Committed if p.role().isr.len() < *min_isr => {
+                    o.error_code = NOT_ENOUGH_REPLICAS_AFTER_APPEND;
+                    o.wait_for = None;
+                }
                 Commit::Committed => o.wait_for = None,
                 Commit::Pending => pending += 1,
                 Commit::LeadershipLost => {
