@@ -1,7 +1,9 @@
 //! Storage benchmarks (`cargo bench -p strom-storage`). Figures go into docs/benchmarks.md.
 //!
-//! - append: 16 KiB batches of 1 KiB records, no fsync, beside `dd bs=1M` writing the same
-//!   number of bytes to the same directory, measured in the same run;
+//! - append: 16 KiB batches of 1 KiB records, no fsync, one batch per append (a produce
+//!   request of one batch) and 64 per append (a request or a follower fetch of 1 MiB), beside
+//!   `dd bs=1M` and `dd bs=16K` writing the same number of bytes to the same directory,
+//!   measured in the same run;
 //! - read: sequential read of a 1 GiB log from the page cache, in 1 MiB fetches;
 //! - append with fsync on every batch (`flush.messages=1`): MB/s and p50/p99 latency.
 
@@ -32,7 +34,7 @@ fn bench_dir() -> tempfile::TempDir {
 fn append(c: &mut Criterion) {
     let batch = batch_16k();
     let total: u64 = 64 * MIB;
-    let batches = total / batch.len() as u64;
+    let batches = total / batch.len() as u64 / 64 * 64; // whole requests of 64 for the batched variant
     let mut g = c.benchmark_group("append_no_fsync");
     g.sample_size(10).throughput(Throughput::Bytes(batches * batch.len() as u64));
     g.bench_function("strom_log_16KiB_batches", |b| {
@@ -50,25 +52,48 @@ fn append(c: &mut Criterion) {
             elapsed
         })
     });
-    g.bench_function("dd_bs_1M_same_dir", |b| {
+    let per_request: Vec<u8> = (0..64).flat_map(|_| batch.iter().copied()).collect();
+    g.bench_function("strom_log_16KiB_batches_64_per_append", |b| {
         b.iter_custom(|iters| {
             let mut elapsed = Duration::ZERO;
             for _ in 0..iters {
                 let dir = bench_dir();
-                let out = dir.path().join("dd.out");
-                let count = (batches * batch.len() as u64).div_ceil(MIB);
+                let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
                 let t = Instant::now();
-                let status = Command::new("dd")
-                    .args(["if=/dev/zero", &format!("of={}", out.display()), "bs=1M", &format!("count={count}")])
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .unwrap();
+                for _ in 0..batches / 64 {
+                    log.append_as_leader(&per_request, 0, 0).unwrap();
+                }
                 elapsed += t.elapsed();
-                assert!(status.success());
             }
             elapsed
         })
     });
+    for (name, bs, unit) in [("dd_bs_1M_same_dir", "1M", MIB), ("dd_bs_16K_same_dir", "16K", 16 * 1024)] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = bench_dir();
+                    let out = dir.path().join("dd.out");
+                    let count = (batches * batch.len() as u64).div_ceil(unit);
+                    let t = Instant::now();
+                    let status = Command::new("dd")
+                        .args([
+                            "if=/dev/zero",
+                            &format!("of={}", out.display()),
+                            &format!("bs={bs}"),
+                            &format!("count={count}"),
+                        ])
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .unwrap();
+                    elapsed += t.elapsed();
+                    assert!(status.success());
+                }
+                elapsed
+            })
+        });
+    }
     g.finish();
 }
 

@@ -15,10 +15,12 @@ use bytes::Bytes;
 use strom_protocol::batch::{self, BatchView};
 
 use crate::checkpoint;
-use crate::segment::{BatchMeta, Segment};
+use crate::segment::{BatchMeta, BatchParts, Segment};
 use crate::{LogConfig, LogError};
 
 const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+/// Two iovecs per batch must stay under Linux's IOV_MAX (1024).
+const MAX_BATCHES_PER_WRITE: usize = 500;
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 
 /// What an append wrote.
@@ -144,6 +146,10 @@ impl Log {
             let start = log_start_file.unwrap_or(0);
             segments.insert(start, Segment::create(dir, start, config.index_interval_bytes)?);
         }
+        // Only the active (last) segment holds its file open.
+        for seg in segments.values_mut().rev().skip(1) {
+            seg.seal();
+        }
         let first_base = *segments.keys().next().unwrap_or(&0);
         let next_offset = segments.values().last().map_or(first_base, |s| s.next_offset);
         let log_start_offset = log_start_file.unwrap_or(first_base).clamp(first_base, next_offset);
@@ -232,10 +238,18 @@ impl Log {
             metas.push(m);
         }
         self.assign_epoch(leader_epoch, self.next_offset)?;
-        for (v, m) in views.iter().zip(&metas) {
-            let prefix = batch::patched_prefix(v.bytes(), m.base_offset, leader_epoch);
-            self.write_batch(&prefix, &v.bytes()[prefix.len()..], m, now_ms)?;
-        }
+        let prefixes: Vec<[u8; 16]> = views
+            .iter()
+            .zip(&metas)
+            .map(|(v, m)| batch::patched_prefix(v.bytes(), m.base_offset, leader_epoch))
+            .collect();
+        let parts: Vec<BatchParts<'_>> = views
+            .iter()
+            .zip(&prefixes)
+            .zip(&metas)
+            .map(|((v, p), m)| BatchParts { prefix: p, rest: &v.bytes()[p.len()..], meta: *m })
+            .collect();
+        self.write_batches(&parts, now_ms)?;
         self.after_append(&metas)
     }
 
@@ -252,12 +266,18 @@ impl Log {
             metas.push(BatchMeta::of(v, 0));
             expected = v.last_offset() + 1;
         }
-        for (v, m) in views.iter().zip(&metas) {
+        // Epochs first (the checkpoint only grows), then the bytes, as they came.
+        for m in &metas {
             if m.leader_epoch >= 0 {
                 self.assign_epoch(m.leader_epoch, m.base_offset)?;
             }
-            self.write_batch(&v.bytes()[..16], &v.bytes()[16..], m, now_ms)?;
         }
+        let parts: Vec<BatchParts<'_>> = views
+            .iter()
+            .zip(&metas)
+            .map(|(v, m)| BatchParts { prefix: &v.bytes()[..16], rest: &v.bytes()[16..], meta: *m })
+            .collect();
+        self.write_batches(&parts, now_ms)?;
         self.after_append(&metas)
     }
 
@@ -278,12 +298,27 @@ impl Log {
         Ok(views)
     }
 
-    fn write_batch(&mut self, prefix: &[u8], rest: &[u8], meta: &BatchMeta, now_ms: i64) -> Result<(), LogError> {
-        self.maybe_roll(meta.size, now_ms)?;
-        let active = self.active();
-        active.append(prefix, rest, meta)?;
-        debug_assert_eq!(active.next_offset, meta.last_offset + 1);
-        self.next_offset = meta.last_offset + 1;
+    /// Writes batches in order with one `pwritev` per run of batches that land in the same
+    /// segment (a roll ends a run), so a produce request or a follower fetch of many batches
+    /// costs one system call, not one per batch.
+    fn write_batches(&mut self, batches: &[BatchParts<'_>], now_ms: i64) -> Result<(), LogError> {
+        let mut i = 0;
+        while i < batches.len() {
+            self.maybe_roll(batches[i].meta.size, now_ms)?;
+            let room = self.config.segment_bytes.min(u32::MAX as u64).saturating_sub(self.active().size);
+            let mut run = batches[i].meta.size;
+            let mut j = i + 1;
+            while j < batches.len() && j - i < MAX_BATCHES_PER_WRITE && run + batches[j].meta.size <= room {
+                run += batches[j].meta.size;
+                j += 1;
+            }
+            let active = self.active();
+            active.append_run(&batches[i..j])?;
+            let last = batches[j - 1].meta.last_offset;
+            debug_assert_eq!(active.next_offset, last + 1);
+            self.next_offset = last + 1;
+            i = j;
+        }
         Ok(())
     }
 
@@ -344,6 +379,7 @@ impl Log {
         let next = self.next_offset;
         self.active().flush()?;
         let seg = Segment::create(&self.dir, next, self.config.index_interval_bytes)?;
+        self.active().seal();
         tracing::debug!(dir = %self.dir.display(), base_offset = next, "segment rolled");
         self.segments.insert(next, seg);
         Ok(())
@@ -395,44 +431,69 @@ impl Log {
         }
         for (_, seg) in self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..))
         {
-            let Some(first) = seg.position_of(offset)? else { continue };
+            let reader = seg.reader()?;
+            let Some(first) = reader.position_of(offset)? else { continue };
             if first.base_offset >= limit {
                 return Ok(empty);
             }
             let mut end = first.position + first.size;
             let mut next_offset = first.last_offset + 1;
             while end < seg.size {
-                let m = seg.header_at(end)?;
+                let m = reader.header_at(end)?;
                 if m.base_offset >= limit || (end + m.size - first.position) as usize > max_bytes {
                     break;
                 }
                 end += m.size;
                 next_offset = m.last_offset + 1;
             }
-            let records = seg.read_at(first.position, (end - first.position) as usize)?;
+            let records = reader.read_at(first.position, (end - first.position) as usize)?;
             return Ok(ReadResult { records, next_offset });
         }
         Ok(empty)
     }
 
-    /// The first offset whose batch has a max timestamp ≥ `ts`, with that timestamp; `None`
-    /// when every record is older. (Batch precision: Kafka returns the first record; for
-    /// batches of one record, the common case for timestamps, they agree.)
+    /// The first record (at or after the log start) with a timestamp ≥ `ts`: its offset and
+    /// timestamp; `None` when every record is older. As Kafka: the time index finds the first
+    /// batch whose max timestamp is ≥ `ts`, then that batch's records are read (decompressed
+    /// if need be: the one place the log looks inside a batch) for the first record ≥ `ts`.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
         for seg in self.segments.values() {
             if seg.max_timestamp < ts {
                 continue;
             }
+            let reader = seg.reader()?;
             let mut pos = seg.index.lookup_time(ts) as u64;
             while pos < seg.size {
-                let m = seg.header_at(pos)?;
+                let m = reader.header_at(pos)?;
                 if m.max_timestamp >= ts && m.last_offset >= self.log_start_offset {
-                    return Ok(Some((m.base_offset.max(self.log_start_offset), m.max_timestamp)));
+                    let batch = reader.read_at(pos, m.size as usize)?;
+                    return Ok(Some(self.first_record_at_or_after(&m, batch, ts)));
                 }
                 pos += m.size;
             }
         }
         Ok(None)
+    }
+
+    /// Within one batch whose max timestamp is ≥ `ts`: the first record at or past the log
+    /// start with a timestamp ≥ `ts`. A batch whose records cannot be decoded (it passed the
+    /// CRC on append, so this means a codec we cannot read) answers with the batch's own
+    /// first offset and max timestamp, which is where the record is found to the batch.
+    fn first_record_at_or_after(&self, m: &BatchMeta, mut batch: Bytes, ts: i64) -> (i64, i64) {
+        use strom_protocol::kafka_protocol::records::RecordBatchDecoder;
+        let whole_batch = (m.base_offset.max(self.log_start_offset), m.max_timestamp);
+        match RecordBatchDecoder::decode_all(&mut batch) {
+            Ok(sets) => sets
+                .iter()
+                .flat_map(|set| set.records.iter())
+                .find(|r| r.offset >= self.log_start_offset && r.timestamp >= ts)
+                .map_or(whole_batch, |r| (r.offset, r.timestamp)),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), base_offset = m.base_offset, error = %e,
+                    "cannot read a batch's records for a timestamp lookup; answering for the whole batch");
+                whole_batch
+            }
+        }
     }
 
     /// The largest timestamp in the log and the offset it belongs to (ListOffsets -3).
@@ -465,6 +526,7 @@ impl Log {
             }
         }
         let seg = self.active();
+        seg.unseal()?; // it may have been sealed before the segments after it went
         let new_end = match seg.position_of(offset)? {
             Some(m) => {
                 seg.truncate_to_position(m.position, m.base_offset)?;

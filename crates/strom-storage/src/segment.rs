@@ -50,10 +50,17 @@ pub struct ScanStop {
     pub reason: String,
 }
 
+/// One segment: a `.log` file of whole batches and its sparse indexes.
+///
+/// **File handles:** only the active segment keeps its log file open. A sealed segment
+/// (rolled, or older than the last at open) opens the file for the duration of one operation
+/// ([`Segment::reader`]) and closes it after, so a node's open descriptors are bounded by its
+/// partition count, not by how much data it holds. Index files are never held open.
 pub struct Segment {
     pub base_offset: i64,
     pub log_path: PathBuf,
-    file: File,
+    /// `Some` while the segment is the active one (see the type's docs).
+    file: Option<File>,
     /// Bytes of whole batches in the file.
     pub size: u64,
     /// Offset after the last batch (`base_offset` when empty).
@@ -110,7 +117,7 @@ impl Segment {
         Segment {
             base_offset,
             log_path,
-            file,
+            file: Some(file),
             size,
             next_offset: base_offset,
             max_timestamp: -1,
@@ -126,50 +133,72 @@ impl Segment {
         LogError::io(&self.log_path, e)
     }
 
-    /// Reads `len` bytes at `position`.
-    pub fn read_at(&self, position: u64, len: usize) -> Result<Bytes, LogError> {
-        let mut buf = BytesMut::zeroed(len);
-        self.file.read_exact_at(&mut buf, position).map_err(|e| self.io(e))?;
-        Ok(buf.freeze())
+    /// The log file: the held handle of an active segment, or a fresh one for a sealed one.
+    fn file(&self) -> Result<FileRef<'_>, LogError> {
+        match &self.file {
+            Some(f) => Ok(FileRef::Held(f)),
+            None => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.log_path)
+                .map(FileRef::Opened)
+                .map_err(|e| self.io(e)),
+        }
+    }
+
+    /// Closes the held file handle (the segment is no longer the active one).
+    pub fn seal(&mut self) {
+        self.file = None;
+    }
+
+    /// Holds the file open again (the segment became the active one after a truncation).
+    pub fn unseal(&mut self) -> Result<(), LogError> {
+        if self.file.is_none() {
+            let f = OpenOptions::new().read(true).write(true).open(&self.log_path).map_err(|e| self.io(e))?;
+            self.file = Some(f);
+        }
+        Ok(())
+    }
+
+    /// A reader over the segment's batches, holding one file handle for its whole life (a
+    /// read of many batches opens a sealed segment once, not once per batch).
+    pub fn reader(&self) -> Result<SegmentReader<'_>, LogError> {
+        Ok(SegmentReader { seg: self, file: self.file()? })
     }
 
     /// The header of the batch at `position` (length and magic checked, no CRC).
     pub fn header_at(&self, position: u64) -> Result<BatchMeta, LogError> {
-        let mut h = [0u8; HEADER_LEN];
-        self.file.read_exact_at(&mut h, position).map_err(|e| self.io(e))?;
-        let size = match batch::claimed_size(&h) {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => return Err(e.into()),
-            None => unreachable!("a full header was read"),
-        };
-        // Parse with a header-only view: the records are not needed here.
-        let mut fake = [0u8; HEADER_LEN];
-        fake.copy_from_slice(&h);
-        fake[8..12].copy_from_slice(&((HEADER_LEN - batch::LOG_OVERHEAD) as i32).to_be_bytes());
-        let v = BatchView::parse(&fake)?;
-        let mut m = BatchMeta::of(&v, position);
-        m.size = size as u64;
-        Ok(m)
+        self.reader()?.header_at(position)
     }
 
-    /// Appends one batch: `prefix` (the patched first 16 bytes) then `rest`.
-    pub fn append(&mut self, prefix: &[u8], rest: &[u8], meta: &BatchMeta) -> Result<(), LogError> {
+    /// Appends batches back to back with one positioned vectored write (`pwritev`): each
+    /// batch's `prefix` (the first 16 bytes, patched on the leader) and `rest` (the producer's
+    /// bytes) go to the page cache without being joined in memory first.
+    pub fn append_run(&mut self, run: &[BatchParts<'_>]) -> Result<(), LogError> {
         let pos = self.size;
-        // One positioned vectored write (pwritev) per batch: the patched prefix and the
-        // producer's bytes go to the page cache without being joined in memory first.
-        let mut bufs = [IoSlice::new(prefix), IoSlice::new(rest)];
+        let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(run.len() * 2);
+        for b in run {
+            bufs.push(IoSlice::new(b.prefix));
+            bufs.push(IoSlice::new(b.rest));
+        }
         let mut slices: &mut [IoSlice<'_>] = &mut bufs;
         let mut at = pos;
+        let file = self.file()?;
         while !slices.is_empty() {
-            let n = pwritev(&self.file, slices, at).map_err(|e| self.io(e))?;
+            let n = pwritev(&file, slices, at).map_err(|e| self.io(e))?;
             if n == 0 {
                 return Err(self.io(std::io::ErrorKind::WriteZero.into()));
             }
             at += n as u64;
             IoSlice::advance_slices(&mut slices, n);
         }
-        self.track(meta, pos);
-        self.size = pos + meta.size;
+        drop(file);
+        let mut p = pos;
+        for b in run {
+            self.track(&b.meta, p);
+            p += b.meta.size;
+            self.size = p;
+        }
         Ok(())
     }
 
@@ -246,6 +275,11 @@ impl Segment {
         self.bytes_since_index = 0;
         let file_len = self.size;
         self.size = 0;
+        // An owned handle: the scan updates `self` as it goes.
+        let file = match &self.file {
+            Some(f) => f.try_clone().map_err(|e| self.io(e))?,
+            None => OpenOptions::new().read(true).open(&self.log_path).map_err(|e| self.io(e))?,
+        };
         let mut batches = 0;
         let mut pos = 0u64;
         const CHUNK: u64 = 1 << 20;
@@ -259,7 +293,7 @@ impl Segment {
                 if have(&buf, buf_start) < need.min(file_len - pos) {
                     let len = CHUNK.max(need).min(file_len - pos) as usize;
                     buf.resize(len, 0);
-                    self.file.read_exact_at(&mut buf, pos).map_err(|e| self.io(e))?;
+                    file.read_exact_at(&mut buf, pos).map_err(|e| self.io(e))?;
                     buf_start = pos;
                 }
                 let slice = &buf[(pos - buf_start) as usize..];
@@ -289,7 +323,7 @@ impl Segment {
 
     /// Cuts the file at `position` (a batch boundary) and forgets what was after it.
     pub fn truncate_to_position(&mut self, position: u64, next_offset: i64) -> Result<(), LogError> {
-        self.file.set_len(position).map_err(|e| self.io(e))?;
+        self.file()?.set_len(position).map_err(|e| self.io(e))?;
         self.size = position;
         self.next_offset = next_offset;
         self.index.truncate_to_position(position as u32);
@@ -299,17 +333,18 @@ impl Segment {
             self.offset_of_max_timestamp = -1;
         } else if self.offset_of_max_timestamp >= next_offset {
             // Recompute from the headers that remain (rare: follower truncation).
-            self.max_timestamp = -1;
-            self.offset_of_max_timestamp = -1;
+            let reader = self.reader()?;
             let mut pos = 0;
+            let mut max = (-1, -1);
             while pos < position {
-                let m = self.header_at(pos)?;
-                if m.max_timestamp > self.max_timestamp {
-                    self.max_timestamp = m.max_timestamp;
-                    self.offset_of_max_timestamp = m.last_offset;
+                let m = reader.header_at(pos)?;
+                if m.max_timestamp > max.0 {
+                    max = (m.max_timestamp, m.last_offset);
                 }
                 pos += m.size;
             }
+            drop(reader);
+            (self.max_timestamp, self.offset_of_max_timestamp) = max;
         }
         self.bytes_since_index = self.index_interval_bytes;
         Ok(())
@@ -318,22 +353,13 @@ impl Segment {
     /// The position of the batch containing `offset` (or the first batch after it), scanning
     /// headers forward from the nearest index entry. `None`: past the end.
     pub fn position_of(&self, offset: i64) -> Result<Option<BatchMeta>, LogError> {
-        let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
-        let (_, mut pos) = self.index.lookup(rel);
-        while (pos as u64) < self.size {
-            let m = self.header_at(pos as u64)?;
-            if m.last_offset >= offset {
-                return Ok(Some(m));
-            }
-            pos += m.size as u32;
-        }
-        Ok(None)
+        self.reader()?.position_of(offset)
     }
 
     /// Makes the file and indexes durable, and records the max timestamp as the last time
     /// index entry (as Kafka does on roll) so a reopened segment knows it.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        self.file.sync_data().map_err(|e| self.io(e))?;
+        self.file()?.sync_data().map_err(|e| self.io(e))?;
         if self.max_timestamp >= 0 && self.index.times.last().is_none_or(|(t, _)| *t < self.max_timestamp) {
             let rel = (self.offset_of_max_timestamp - self.base_offset) as u32;
             let rel = rel.max(self.index.times.last().map_or(0, |(_, o)| *o));
@@ -347,6 +373,80 @@ impl Segment {
         std::fs::remove_file(&self.log_path).map_err(|e| LogError::io(&self.log_path, e))?;
         self.index.delete_files();
         Ok(())
+    }
+}
+
+/// One batch to append: its first 16 bytes and the rest, kept apart so the leader can patch
+/// the prefix without copying the batch.
+pub struct BatchParts<'a> {
+    pub prefix: &'a [u8],
+    pub rest: &'a [u8],
+    pub meta: BatchMeta,
+}
+
+/// A segment's log file: held by the active segment, or opened for one operation.
+enum FileRef<'a> {
+    Held(&'a File),
+    Opened(File),
+}
+
+impl std::ops::Deref for FileRef<'_> {
+    type Target = File;
+    fn deref(&self) -> &File {
+        match self {
+            FileRef::Held(f) => f,
+            FileRef::Opened(f) => f,
+        }
+    }
+}
+
+/// Reads one segment's batches through one file handle (see [`Segment::reader`]).
+pub struct SegmentReader<'a> {
+    seg: &'a Segment,
+    file: FileRef<'a>,
+}
+
+impl SegmentReader<'_> {
+    /// Reads `len` bytes at `position`.
+    pub fn read_at(&self, position: u64, len: usize) -> Result<Bytes, LogError> {
+        let mut buf = BytesMut::zeroed(len);
+        self.file.read_exact_at(&mut buf, position).map_err(|e| self.seg.io(e))?;
+        Ok(buf.freeze())
+    }
+
+    /// The header of the batch at `position` (length and magic checked, no CRC).
+    pub fn header_at(&self, position: u64) -> Result<BatchMeta, LogError> {
+        let mut h = [0u8; HEADER_LEN];
+        self.file.read_exact_at(&mut h, position).map_err(|e| self.seg.io(e))?;
+        let size = match batch::claimed_size(&h) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Err(e.into()),
+            None => unreachable!("a full header was read"),
+        };
+        // Parse with a header-only view: the records are not needed here.
+        let mut fake = [0u8; HEADER_LEN];
+        fake.copy_from_slice(&h);
+        fake[8..12].copy_from_slice(&((HEADER_LEN - batch::LOG_OVERHEAD) as i32).to_be_bytes());
+        let v = BatchView::parse(&fake)?;
+        let mut m = BatchMeta::of(&v, position);
+        m.size = size as u64;
+        Ok(m)
+    }
+
+    /// The position of the batch containing `offset` (or the first batch after it), scanning
+    /// headers forward from the nearest index entry. `None`: past the end.
+    pub fn position_of(&self, offset: i64) -> Result<Option<BatchMeta>, LogError> {
+        let seg = self.seg;
+        let rel = (offset - seg.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let (_, mut pos) = seg.index.lookup(rel);
+        while (pos as u64) < seg.size {
+            let m = self.header_at(pos as u64)?;
+            if m.last_offset >= offset {
+                return Ok(Some(m));
+            }
+            pos += m.size as u32;
+        }
+        Ok(None)
     }
 }
 

@@ -81,6 +81,52 @@ fn timestamp_lookups() {
     assert_eq!(log.max_timestamp().map(|m| m.1), Some(1990));
 }
 
+/// One batch of `n` records whose timestamps are `t0, t0 + 10, …`, compressed as asked.
+fn spread_batch(n: i64, t0: i64, compression: strom_protocol::kafka_protocol::records::Compression) -> Vec<u8> {
+    use strom_protocol::kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: -1,
+            timestamp: t0 + i * 10,
+            key: None,
+            value: Some(bytes::Bytes::from(vec![b'v'; 100])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+    buf.to_vec()
+}
+
+#[test]
+fn timestamp_lookups_find_the_record_inside_a_batch_also_when_compressed() {
+    use strom_protocol::kafka_protocol::records::Compression;
+    for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_config());
+        // Offsets 0..10 at 1000, 1010, …, 1090; then 10..20 at 2000, 2010, …
+        log.append_as_leader(&spread_batch(10, 1000, compression), 0, 0).unwrap();
+        log.append_as_leader(&spread_batch(10, 2000, compression), 0, 0).unwrap();
+        assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some((0, 1000)), "{compression:?}");
+        assert_eq!(log.offset_for_timestamp(1035).unwrap(), Some((4, 1040)), "{compression:?}");
+        assert_eq!(log.offset_for_timestamp(1090).unwrap(), Some((9, 1090)), "{compression:?}");
+        assert_eq!(log.offset_for_timestamp(1091).unwrap(), Some((10, 2000)), "{compression:?}");
+        assert_eq!(log.offset_for_timestamp(2055).unwrap(), Some((16, 2060)), "{compression:?}");
+        assert_eq!(log.offset_for_timestamp(2091).unwrap(), None, "{compression:?}");
+        // Records before the log start are not answers, even inside a batch that straddles it.
+        log.delete_records_before(13).unwrap();
+        assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some((13, 2030)), "{compression:?}");
+    }
+}
+
 #[test]
 fn retention_by_time_and_size_deletes_whole_old_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -224,4 +270,41 @@ fn deleting_the_partition_removes_its_directory() {
     log.append_as_leader(&batch(1, 1, 0), 0, 0).unwrap();
     log.delete().unwrap();
     assert!(!p.exists());
+}
+
+/// Descriptors this process holds open on files under `dir`.
+fn open_files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir.canonicalize().unwrap()))
+        .count()
+}
+
+#[test]
+fn open_file_handles_stay_bounded_however_many_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    for t in 0..400u64 {
+        log.append_as_leader(&batch(t, 3, t as i64), 0, 0).unwrap();
+    }
+    assert!(log.segment_count() > 15, "only {} segments", log.segment_count());
+    assert_eq!(open_files_under(dir.path()), 1, "only the active segment's log file is held open");
+    // Reads and lookups over every segment open and close sealed ones as they go.
+    let mut offset = 0;
+    while offset < log.log_end_offset() {
+        offset = log.read(offset, 1 << 20, None).unwrap().next_offset;
+    }
+    assert!(log.offset_for_timestamp(0).unwrap().is_some());
+    assert_eq!(open_files_under(dir.path()), 1);
+    // The same after a restart, and after truncating back into an older (sealed) segment:
+    // the new active segment is the one held open, and appends continue.
+    log.close().unwrap();
+    let mut log = open(dir.path(), small_config());
+    assert_eq!(open_files_under(dir.path()), 1);
+    log.truncate_to(99).unwrap();
+    assert_eq!(open_files_under(dir.path()), 1);
+    log.append_as_leader(&batch(0, 3, 0), 0, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 102);
+    assert_eq!(open_files_under(dir.path()), 1);
 }
