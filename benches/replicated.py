@@ -1,10 +1,10 @@
 """Replicated throughput and latency (issue: replication benchmarks; DESIGN.md §5), side by side
 in one run with `strom perf produce`, 1 KiB records, three partitions:
 
-1. one node, RF=1, acks=1, as fast as it goes;
+1. one node, RF=1, acks=1, as fast as it goes, then at half that rate with client-sized
+   requests (16 KiB), for the latency percentiles a user sees at moderate load;
 2. three local nodes, RF=3, min ISR 2, acks=all, as fast as it goes;
-3. the same three nodes at half of (2)'s rate with client-sized requests (16 KiB), for the
-   latency percentiles a user sees at moderate load.
+3. the same three nodes at half of (2)'s rate with 16 KiB requests.
 
     STROM_BIN=target/release/strom python benches/replicated.py [records]
 """
@@ -40,7 +40,10 @@ def main():
         one = Cluster(os.path.join(d, "one"), 1).start()
         try:
             topic(one, "rf1", 1, 1)
-            single, _ = perf(one.bootstrap, "rf1", records, "1")
+            single, single_peak = perf(one.bootstrap, "rf1", records, "1")
+            topic(one, "rf1-half", 1, 1)
+            single_half, _ = perf(one.bootstrap, "rf1-half", records // 2, "1",
+                                  ["--throughput", str(single_peak / 2), "--batch-size", "16384"])
         finally:
             one.stop()
         three = Cluster(os.path.join(d, "three"), 3).start()
@@ -53,6 +56,7 @@ def main():
         finally:
             three.stop()
     print(f"1 node, RF=1, acks=1:          {single}")
+    print(f"1 node, RF=1, acks=1, 50%:     {single_half}")
     print(f"3 nodes, RF=3, acks=all:       {replicated}")
     print(f"3 nodes, RF=3, acks=all, 50%:  {half}")
 

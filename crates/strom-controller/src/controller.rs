@@ -440,6 +440,25 @@ impl Controller {
     ) -> Result<HeartbeatReply, ControllerError> {
         self.check_active()?;
         let caught_up = metadata_offset >= broker_epoch;
+        // Fast path, the common heartbeat: the applied image already knows this registration
+        // and nothing needs writing. The session is kept without the write lock and its
+        // linearizable read (a Raft round trip), which would otherwise queue every admin
+        // change behind every broker's heartbeats. An image that is behind can only report
+        // the fencing state one heartbeat late; anything that needs a record, or an epoch the
+        // image does not know, takes the write path.
+        if !want_shutdown {
+            let image = self.metadata.image();
+            if let Some(b) = image.brokers.get(&broker_id).filter(|b| b.epoch == broker_epoch) {
+                if !(b.fenced && caught_up) {
+                    self.touch(broker_id);
+                    return Ok(HeartbeatReply {
+                        is_caught_up: caught_up,
+                        is_fenced: b.fenced,
+                        should_shut_down: false,
+                    });
+                }
+            }
+        }
         // The epoch is checked on the up-to-date image inside `write`: a newly active
         // controller may not have applied the whole log yet, and must not call a live broker's
         // registration stale because of that.
@@ -597,6 +616,14 @@ impl Controller {
             if !active {
                 if let Some(id) = self.active_controller() {
                     last_followed = Some(id);
+                }
+            }
+            if active != was_active {
+                let term = self.raft.metrics().borrow().current_term;
+                if active {
+                    tracing::info!(node = self.config.node_id, term, previous = ?last_followed, "this node is now the active controller");
+                } else {
+                    tracing::info!(node = self.config.node_id, term, active = ?self.active_controller(), "this node is no longer the active controller");
                 }
             }
             if active && !was_active {

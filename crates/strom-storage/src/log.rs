@@ -380,7 +380,7 @@ impl Log {
         self.active().flush()?;
         let seg = Segment::create(&self.dir, next, self.config.index_interval_bytes)?;
         self.active().seal();
-        tracing::debug!(dir = %self.dir.display(), base_offset = next, "segment rolled");
+        tracing::info!(dir = %self.dir.display(), base_offset = next, "segment rolled");
         self.segments.insert(next, seg);
         Ok(())
     }

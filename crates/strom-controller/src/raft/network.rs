@@ -5,6 +5,8 @@
 //! error reaches the caller as openraft's `RemoteError`; transport failures are
 //! `Unreachable` (openraft backs off) rather than `Network`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -23,9 +25,15 @@ use tonic::transport::Channel;
 
 use super::{NodeId, Raft, TypeConfig};
 
-/// Makes one client per peer controller.
+/// Makes clients for peer controllers, sharing one tonic channel (one HTTP/2 connection,
+/// reconnected by tonic when it breaks) per peer address. openraft asks for a new client for
+/// every leadership check (`ensure_linearizable`, which every controller write does) and every
+/// election: without the cache each of those paid a TCP connect and an HTTP/2 handshake per
+/// peer.
 #[derive(Clone, Default)]
-pub struct Network {}
+pub struct Network {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
 
 /// A connection to one peer (connected lazily, reconnected by tonic).
 pub struct PeerClient {
@@ -37,12 +45,27 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let client = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
-            .map(|e| e.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true))
-            .map(|e| RaftClient::new(e.connect_lazy()))
-            .map_err(|e| tracing::error!(target, addr = %node.addr, error = %e, "raft: bad peer address"))
-            .ok();
-        PeerClient { target, client }
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(&node.addr) {
+            Some(c) => Some(c.clone()),
+            None => tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+                .map(|e| {
+                    // A connection that went silent (a cut network) is dropped within ~3 s and
+                    // dialled again, instead of waiting out TCP retransmission backoff.
+                    e.connect_timeout(Duration::from_millis(500))
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(Duration::from_secs(1))
+                        .keep_alive_timeout(Duration::from_secs(2))
+                        .keep_alive_while_idle(true)
+                        .connect_lazy()
+                })
+                .map_err(|e| tracing::error!(target, addr = %node.addr, error = %e, "raft: bad peer address"))
+                .ok()
+                .inspect(|c| {
+                    channels.insert(node.addr.clone(), c.clone());
+                }),
+        };
+        PeerClient { target, client: channel.map(RaftClient::new) }
     }
 }
 
