@@ -48,3 +48,55 @@ def test_committed_offsets_survive_the_coordinators_death(cluster_factory):
     new_coordinator = coordinator_of(c, "billing")
     assert new_coordinator != coordinator
     after.close()
+
+
+def test_members_carry_on_through_a_coordinator_failover_without_a_rebalance(cluster_factory):
+    """The coordinator stores each Stable generation's membership in __consumer_offsets: the
+    new coordinator resumes the group, so its members keep their partitions (no revoke, no
+    new assignment) and their commits are accepted in the same generation."""
+    c = cluster_factory(3, extra=["offsets.topic.replication.factor=3", "offsets.topic.num.partitions=3",
+                                  "default.replication.factor=3", "min.insync.replicas=2"])
+    c.create_topic("shipments", partitions=4, rf=3)
+    events = {"a": [], "b": []}
+
+    def member(name):
+        cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": "dispatch", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 10000,
+                         "heartbeat.interval.ms": 500})
+        cons.subscribe(["shipments"],
+                       on_assign=lambda _c, ps: events[name].append(("assign", sorted(p.partition for p in ps))),
+                       on_revoke=lambda _c, ps: events[name].append(("revoke", sorted(p.partition for p in ps))))
+        return cons
+    a, b = member("a"), member("b")
+
+    def split():
+        for cons in (a, b):
+            cons.consume(10, timeout=0.1)
+        return len(a.assignment()) == 2 and len(b.assignment()) == 2
+    wait_until("two members with 2 partitions each", split, timeout=60)
+    before = {n: list(e) for n, e in events.items()}
+    mine = {n: sorted(p.partition for p in cons.assignment()) for n, cons in (("a", a), ("b", b))}
+    coordinator = coordinator_of(c, "dispatch")
+
+    c.node(coordinator).kill()
+    # Longer than a few heartbeats at the new coordinator, shorter than the session timeout.
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for i in range(40):
+        p.produce("shipments", value=f"s{i}".encode(), partition=i % 4)
+    assert p.flush(60) == 0
+
+    def moved_on():
+        for cons in (a, b):
+            cons.consume(10, timeout=0.1)
+        return coordinator_of(c, "dispatch") != coordinator
+    wait_until("the group to find its new coordinator", moved_on, timeout=60)
+    # Keep polling (heartbeating) a while at the new coordinator.
+    for _ in range(40):
+        for cons in (a, b):
+            cons.consume(10, timeout=0.05)
+    assert events == before, f"a rebalance happened: {events} (before the kill: {before})"
+    assert {n: sorted(p.partition for p in cons.assignment()) for n, cons in (("a", a), ("b", b))} == mine
+    # A commit in the resumed generation is accepted.
+    a.commit(offsets=[TopicPartition("shipments", mine["a"][0], 1)], asynchronous=False)
+    a.close()
+    b.close()

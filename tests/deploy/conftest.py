@@ -68,5 +68,11 @@ def cluster():
         try:
             logs = compose("logs", "--tail", "40", check=False)
             print(logs[-20000:])
+            keep = os.environ.get("STROM_FAILED_LOGS")
+            if keep:
+                # Every node's whole log, for reading a failure (or a duplicate) afterwards.
+                os.makedirs(keep, exist_ok=True)
+                with open(os.path.join(keep, "compose.log"), "w") as f:
+                    f.write(compose("logs", "--timestamps", check=False))
         finally:
             compose("--profile", "monitoring", "down", "-v", check=False)

@@ -173,6 +173,18 @@ pub(super) async fn init_producer_id(b: &Broker, req: &InitProducerIdRequest) ->
         Ok(id) => {
             resp.producer_id = ProducerId(id);
             resp.producer_epoch = 0;
+            // A client re-initialising a producer it already had (KIP-360: librdkafka does
+            // this to recover from an unknown sequence state) gets a new id; its resends are
+            // then a new producer to the broker, so worth a line when chasing duplicates.
+            if req.producer_id.0 >= 0 {
+                tracing::info!(
+                    node = b.settings.node_id,
+                    old_producer_id = req.producer_id.0,
+                    old_epoch = req.producer_epoch,
+                    producer_id = id,
+                    "idempotent producer re-initialised: new producer id"
+                );
+            }
         }
         Err(e) => {
             tracing::warn!(node = b.settings.node_id, error = %e, "cannot allocate a producer id");

@@ -115,7 +115,7 @@ pub(super) async fn join_group(b: &Broker, req: &JoinGroupRequest, version: i16,
     let mut resp = JoinGroupResponse::default();
     resp.generation_id = -1;
     resp.member_id = req.member_id.clone();
-    if let Err(code) = b.offsets.coordinator_partition(&gid) {
+    if let Err(code) = coordinate(b, &gid) {
         resp.error_code = code;
         return resp;
     }
@@ -159,15 +159,34 @@ pub(super) async fn join_group(b: &Broker, req: &JoinGroupRequest, version: i16,
     resp
 }
 
+/// Is this broker `group`'s coordinator? (Loading its offsets partition if need be, and
+/// resuming the group from the membership that load found.) Err is a Kafka error code.
+fn coordinate(b: &Broker, group: &str) -> Result<std::sync::Arc<crate::replica::Partition>, i16> {
+    let part = b.offsets.coordinator_partition(group)?;
+    if let Some(membership) = b.offsets.take_membership(group) {
+        b.groups.restore(group, membership);
+    }
+    Ok(part)
+}
+
 pub(super) async fn sync_group(b: &Broker, req: &SyncGroupRequest) -> SyncGroupResponse {
     let gid = s(&req.group_id.0);
     let mut resp = SyncGroupResponse::default();
-    if let Err(code) = b.offsets.coordinator_partition(&gid) {
+    if let Err(code) = coordinate(b, &gid) {
         resp.error_code = code;
         return resp;
     }
     let assignments = req.assignments.iter().map(|a| (s(&a.member_id), a.assignment.clone())).collect();
     let r = b.groups.sync(&gid, req.generation_id, &s(&req.member_id), assignments).await;
+    if r.error_code == NONE {
+        // The generation this sync completed is stored before it is answered, as Kafka does,
+        // so a coordinator failover resumes it (a failed write only costs a rebalance then).
+        if let Some(membership) = b.groups.to_store(&gid) {
+            if let Err(code) = b.offsets.store_membership(&gid, membership, Duration::from_secs(5)).await {
+                tracing::warn!(node = b.settings.node_id, group = %gid, code, "group membership not stored");
+            }
+        }
+    }
     resp.error_code = r.error_code;
     resp.protocol_type = r.protocol_type.as_deref().map(str_bytes);
     resp.protocol_name = r.protocol_name.as_deref().map(str_bytes);
@@ -178,7 +197,7 @@ pub(super) async fn sync_group(b: &Broker, req: &SyncGroupRequest) -> SyncGroupR
 pub(super) fn heartbeat(b: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
     let gid = s(&req.group_id.0);
     let mut resp = HeartbeatResponse::default();
-    resp.error_code = match b.offsets.coordinator_partition(&gid) {
+    resp.error_code = match coordinate(b, &gid) {
         Err(code) => code,
         Ok(_) => b.groups.heartbeat(&gid, req.generation_id, &s(&req.member_id)),
     };
@@ -188,7 +207,7 @@ pub(super) fn heartbeat(b: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse
 pub(super) fn leave_group(b: &Broker, req: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let gid = s(&req.group_id.0);
     let mut resp = LeaveGroupResponse::default();
-    if let Err(code) = b.offsets.coordinator_partition(&gid) {
+    if let Err(code) = coordinate(b, &gid) {
         resp.error_code = code;
         return resp;
     }
@@ -219,7 +238,7 @@ pub(super) fn leave_group(b: &Broker, req: &LeaveGroupRequest, version: i16) -> 
 pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> OffsetCommitResponse {
     let gid = s(&req.group_id.0);
     let image = b.image();
-    let mut code = b.offsets.coordinator_partition(&gid).err().unwrap_or(NONE);
+    let mut code = coordinate(b, &gid).err().unwrap_or(NONE);
     if code == NONE {
         code = b.groups.check_commit(&gid, req.generation_id_or_member_epoch, &s(&req.member_id));
     }
@@ -274,7 +293,7 @@ fn fetch_offsets(
     gid: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Vec<(String, Vec<(i32, Option<Committed>)>)>, i16> {
-    b.offsets.coordinator_partition(gid)?;
+    coordinate(b, gid)?;
     let committed = b.offsets.fetch(gid);
     Ok(match topics {
         Some(ts) => ts
@@ -397,7 +416,7 @@ pub(super) fn describe_groups(b: &Broker, req: &DescribeGroupsRequest) -> Descri
         let mut g = DescribedGroup::default();
         g.group_id = gid.clone();
         g.authorized_operations = i32::MIN;
-        match b.offsets.coordinator_partition(&id) {
+        match coordinate(b, &id) {
             Err(code) => g.error_code = code,
             Ok(_) => match b.groups.describe(&id) {
                 Some(d) => {
@@ -437,7 +456,7 @@ pub(super) async fn delete_groups(b: &Broker, req: &DeleteGroupsRequest) -> Dele
         let id = s(&gid.0);
         let mut r = DeletableGroupResult::default();
         r.group_id = gid.clone();
-        r.error_code = match b.offsets.coordinator_partition(&id) {
+        r.error_code = match coordinate(b, &id) {
             Err(code) => code,
             Ok(_) if !b.groups.is_empty(&id) => group::NON_EMPTY_GROUP,
             Ok(_) if b.groups.describe(&id).is_none() && b.offsets.fetch(&id).is_empty() => group::GROUP_ID_NOT_FOUND,
@@ -484,7 +503,7 @@ fn subscribed_topics(d: &group::GroupDescription) -> Option<std::collections::Ha
 pub(super) async fn offset_delete(b: &Broker, req: &OffsetDeleteRequest) -> OffsetDeleteResponse {
     let gid = s(&req.group_id.0);
     let mut resp = OffsetDeleteResponse::default();
-    let group_error = match b.offsets.coordinator_partition(&gid) {
+    let group_error = match coordinate(b, &gid) {
         Err(code) => code,
         Ok(_) if b.groups.describe(&gid).is_none() && b.offsets.fetch(&gid).is_empty() => group::GROUP_ID_NOT_FOUND,
         Ok(_) => NONE,

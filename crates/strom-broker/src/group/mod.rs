@@ -29,6 +29,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub use offsets::{Committed, OffsetStore};
@@ -127,6 +128,8 @@ struct Member {
 struct Group {
     state: GroupState,
     generation: i32,
+    /// The generation last written to `__consumer_offsets` (-1: none).
+    stored_generation: i32,
     protocol_type: Option<String>,
     protocol: Option<String>,
     leader: Option<String>,
@@ -141,6 +144,7 @@ impl Group {
         Group {
             state: GroupState::Empty,
             generation: 0,
+            stored_generation: -1,
             protocol_type: None,
             protocol: None,
             leader: None,
@@ -262,6 +266,28 @@ impl Group {
     }
 }
 
+/// A Stable generation's membership, as written to `__consumer_offsets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredGroup {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub members: Vec<StoredMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    pub protocols: Vec<(String, Vec<u8>)>,
+    pub assignment: Vec<u8>,
+}
+
 /// A group as DescribeGroups shows it.
 pub struct GroupDescription {
     pub state: &'static str,
@@ -299,6 +325,82 @@ impl GroupCoordinator {
             }
             k
         });
+    }
+
+    /// The membership to store, once per Stable generation (None: not Stable, or stored).
+    pub fn to_store(&self, group_id: &str) -> Option<StoredGroup> {
+        let mut groups = self.lock();
+        let g = groups.get_mut(group_id)?;
+        if g.state != GroupState::Stable || g.stored_generation == g.generation {
+            return None;
+        }
+        g.stored_generation = g.generation;
+        Some(StoredGroup {
+            generation: g.generation,
+            protocol_type: g.protocol_type.clone(),
+            protocol: g.protocol.clone(),
+            leader: g.leader.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| StoredMember {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    protocols: m.protocols.iter().map(|(n, b)| (n.clone(), b.to_vec())).collect(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Resumes a group from its stored membership (this broker just became its coordinator),
+    /// replacing whatever memory held. Every member gets a whole session from now.
+    pub fn restore(&self, group_id: &str, stored: StoredGroup) {
+        let now = Instant::now();
+        let members: BTreeMap<String, Member> = stored
+            .members
+            .into_iter()
+            .map(|m| {
+                (
+                    m.member_id,
+                    Member {
+                        instance_id: m.instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        session_timeout: Duration::from_millis(m.session_timeout_ms),
+                        rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                        protocols: m.protocols.into_iter().map(|(n, b)| (n, Bytes::from(b))).collect(),
+                        assignment: Bytes::from(m.assignment),
+                        last_heard: now,
+                        join_waiter: None,
+                        sync_waiter: None,
+                    },
+                )
+            })
+            .collect();
+        let g = Group {
+            state: if members.is_empty() { GroupState::Empty } else { GroupState::Stable },
+            generation: stored.generation,
+            stored_generation: stored.generation,
+            protocol_type: stored.protocol_type,
+            protocol: stored.protocol,
+            leader: stored.leader,
+            members,
+            pending: HashSet::new(),
+            rebalance_deadline: None,
+        };
+        tracing::info!(
+            node = self.node_id,
+            group = group_id,
+            generation = g.generation,
+            members = g.members.len(),
+            "group resumed from its stored membership"
+        );
+        self.lock().insert(group_id.to_string(), g);
     }
 
     pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResult {

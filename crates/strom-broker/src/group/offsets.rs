@@ -5,6 +5,9 @@
 //! partition in a new leader epoch reloads that partition's groups from the log before it
 //! answers for them, so committed offsets survive a coordinator failover.
 //!
+//! The same partition holds each group's last Stable membership (`GroupMetadata`), which a
+//! load hands to the group coordinator ([`OffsetStore::take_membership`]).
+//!
 //! Records are JSON values (Strom's own format; Kafka's binary schema is internal to Kafka).
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use strom_protocol::kafka_protocol::records::RecordBatchDecoder;
 
-use super::{partition_for, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR};
+use super::{partition_for, StoredGroup, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR};
 use crate::replica::{Partition, ReplicaManager};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -46,6 +49,11 @@ enum OffsetRecord {
         group: String,
         partitions: Vec<(String, i32)>,
     },
+    /// A Stable generation's membership (the group coordinator's [`StoredGroup`]).
+    GroupMetadata {
+        group: String,
+        membership: StoredGroup,
+    },
 }
 
 type GroupOffsets = BTreeMap<(String, i32), Committed>;
@@ -57,6 +65,8 @@ pub struct OffsetStore {
     cache: Mutex<HashMap<String, GroupOffsets>>,
     /// Offsets partition → the leader epoch its groups were loaded in.
     loaded: Mutex<HashMap<i32, i32>>,
+    /// Memberships found by the last load, not yet taken by the group coordinator.
+    memberships: Mutex<HashMap<String, StoredGroup>>,
 }
 
 impl OffsetStore {
@@ -67,6 +77,7 @@ impl OffsetStore {
             num_partitions,
             cache: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
+            memberships: Mutex::new(HashMap::new()),
         }
     }
 
@@ -94,6 +105,7 @@ impl OffsetStore {
     /// Rebuilds the cached offsets of every group in offsets partition `p` from its log.
     fn load(&self, p: i32, part: &Partition) -> Result<(), i16> {
         let mut groups: HashMap<String, GroupOffsets> = HashMap::new();
+        let mut memberships: HashMap<String, StoredGroup> = HashMap::new();
         let (mut offset, end) = part.with_log(|l| (l.log_start_offset(), l.log_end_offset()));
         let mut records = 0usize;
         while offset < end {
@@ -113,7 +125,14 @@ impl OffsetStore {
             for r in sets.into_iter().flat_map(|s| s.records) {
                 let Some(value) = r.value else { continue };
                 match serde_json::from_slice::<OffsetRecord>(&value) {
+                    Ok(OffsetRecord::GroupMetadata { group, membership }) => {
+                        memberships.insert(group, membership);
+                        records += 1;
+                    }
                     Ok(rec) => {
+                        if let OffsetRecord::GroupDeleted { group } = &rec {
+                            memberships.remove(group);
+                        }
                         apply(&mut groups, rec);
                         records += 1;
                     }
@@ -127,6 +146,10 @@ impl OffsetStore {
         cache.retain(|g, _| partition_for(g, self.num_partitions) != p);
         let count = groups.len();
         cache.extend(groups);
+        drop(cache);
+        let mut m = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|g, _| partition_for(g, self.num_partitions) != p);
+        m.extend(memberships);
         tracing::info!(node = self.node_id, partition = p, groups = count, records, "loaded committed offsets");
         Ok(())
     }
@@ -157,6 +180,19 @@ impl OffsetStore {
             g.insert((t, p), c);
         }
         Ok(())
+    }
+
+    /// The membership the last load of `group`'s partition found, once (the coordinator
+    /// resumes the group from it).
+    pub fn take_membership(&self, group: &str) -> Option<StoredGroup> {
+        self.memberships.lock().unwrap_or_else(|p| p.into_inner()).remove(group)
+    }
+
+    /// Writes a Stable generation's membership (acks=all).
+    pub async fn store_membership(&self, group: &str, membership: StoredGroup, timeout: Duration) -> Result<(), i16> {
+        let part = self.coordinator_partition(group)?;
+        let rec = OffsetRecord::GroupMetadata { group: group.to_string(), membership };
+        self.append(&part, &[rec], timeout).await
     }
 
     /// Deletes the committed offsets of `partitions` for `group` (OffsetDelete).
@@ -247,5 +283,6 @@ fn apply(groups: &mut HashMap<String, GroupOffsets>, rec: OffsetRecord) {
                 }
             }
         }
+        OffsetRecord::GroupMetadata { .. } => {}
     }
 }
