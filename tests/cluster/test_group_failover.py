@@ -100,3 +100,56 @@ def test_members_carry_on_through_a_coordinator_failover_without_a_rebalance(clu
     a.commit(offsets=[TopicPartition("shipments", mine["a"][0], 1)], asynchronous=False)
     a.close()
     b.close()
+
+
+def test_no_committed_offset_goes_backwards_when_the_coordinator_dies_under_commit_load(cluster_factory):
+    """A consumer commits synchronously, one record at a time, while its coordinator is killed:
+    every commit that was acknowledged stays (the committed offset of a partition never falls
+    below one acknowledged before), and commits go on at the new coordinator."""
+    import threading
+    c = cluster_factory(3, extra=["offsets.topic.replication.factor=3", "offsets.topic.num.partitions=3",
+                                  "default.replication.factor=3", "min.insync.replicas=2"])
+    c.create_topic("ledger", partitions=2, rf=3)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for i in range(3000):
+        p.produce("ledger", value=f"l{i}".encode(), partition=i % 2)
+    assert p.flush(60) == 0
+    conf = {"bootstrap.servers": c.bootstrap, "group.id": "auditors", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": 10000}
+    cons = Consumer(conf)
+    cons.subscribe(["ledger"])
+    acknowledged = {}  # partition -> highest acknowledged committed offset
+    stop = threading.Event()
+    failures = []
+
+    def work():
+        while not stop.is_set():
+            for m in cons.consume(20, timeout=0.2):
+                if m.error() is not None:
+                    continue
+                tp = TopicPartition("ledger", m.partition(), m.offset() + 1)
+                try:
+                    cons.commit(offsets=[tp], asynchronous=False)
+                    acknowledged[m.partition()] = max(acknowledged.get(m.partition(), 0), m.offset() + 1)
+                except Exception as e:  # noqa: BLE001 - retriable during the failover
+                    failures.append(str(e))
+    t = threading.Thread(target=work)
+    t.start()
+    try:
+        wait_until("commits under way", lambda: sum(acknowledged.values()) >= 200, timeout=60)
+        coordinator = coordinator_of(c, "auditors")
+        c.node(coordinator).kill()
+        at_kill = sum(acknowledged.values())
+        wait_until("commits to go on at the new coordinator", lambda: sum(acknowledged.values()) >= at_kill + 200,
+                   timeout=90)
+    finally:
+        stop.set()
+        t.join(30)
+    last = dict(acknowledged)
+    cons.close()
+    check = Consumer({**conf, "group.id": "auditors"})
+    got = {tp.partition: tp.offset for tp in check.committed([TopicPartition("ledger", 0), TopicPartition("ledger", 1)],
+                                                             timeout=10)}
+    check.close()
+    for part, off in last.items():
+        assert got[part] >= off, f"partition {part}: committed {got[part]} < acknowledged {off}"
