@@ -17,6 +17,38 @@ BOOTSTRAP = "localhost:19092,localhost:29092,localhost:39092"
 PROJECT = "stromtest"
 
 
+# The host ports the compose file publishes. 39092 lies in Linux's ephemeral range: any
+# outgoing connection on this host may hold it for a moment, and then Docker cannot publish
+# it ("address already in use"); one CI run failed so.
+PUBLISHED_PORTS = (19092, 29092, 39092, 9090)
+
+
+def reserve_published_ports():
+    """Keeps the kernel from handing the published ports out as ephemeral ports (root only;
+    elsewhere a no-op)."""
+    path = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+    try:
+        with open(path) as f:
+            current = {p for p in f.read().strip().split(",") if p}
+        wanted = sorted(current | {str(p) for p in PUBLISHED_PORTS}, key=lambda p: int(p.split("-")[0]))
+        with open(path, "w") as f:
+            f.write(",".join(wanted))
+    except OSError:
+        pass
+
+
+def up_with_retries(attempts=3):
+    """`compose up -d`, again after a port that was briefly held by another socket."""
+    for attempt in range(attempts):
+        try:
+            compose("up", "-d")
+            return
+        except AssertionError as e:
+            if "address already in use" not in str(e) or attempt + 1 == attempts:
+                raise
+            compose("down", check=False)
+
+
 def compose(*args, check=True, timeout=180):
     env = {**os.environ, "STROM_COMPOSE_PROJECT": PROJECT}
     env.pop("STROM_BIN", None)
@@ -60,8 +92,9 @@ def cluster():
     subprocess.run(["bash", os.path.join(ROOT, "deploy", "build-image.sh"), STROM], check=True, env=env,
                    capture_output=True, timeout=600)
     compose("--profile", "monitoring", "down", "-v", check=False)
+    reserve_published_ports()
     try:
-        compose("up", "-d")
+        up_with_retries()
         wait_until("the compose cluster to be healthy", healthy, timeout=120, interval=0.5)
         yield
     finally:

@@ -10,7 +10,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from conftest import ROOT, BOOTSTRAP, PROJECT, compose, container, docker, healthy, strom, wait_until
+from conftest import ROOT, BOOTSTRAP, PROJECT, compose, container, docker, healthy, strom, up_with_retries, wait_until
 
 
 def describe(topic):
@@ -252,7 +252,7 @@ def test_data_survives_down_and_up(cluster):
         p.produce(topic, value=f"d{i}".encode())
     assert p.flush(60) == 0
     compose("down")
-    compose("up", "-d")
+    up_with_retries()
     wait_until("the cluster healthy after down and up", healthy, timeout=120, interval=0.5)
     values = {v for _, _, v in consume_everything(topic, 3, 1000)}
     assert values == {f"d{i}".encode() for i in range(1000)}
