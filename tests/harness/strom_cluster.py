@@ -21,10 +21,20 @@ STROM = os.environ.get(
 )
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, and never one this process handed out before: two calls can get the
+    same port back from the kernel once the probe socket is closed (a node once got its
+    metrics port equal to its controller port, and could not start)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_until(what, check, timeout=30.0, interval=0.05):
