@@ -296,8 +296,15 @@ async fn three_voters_survive_the_loss_of_the_active_controller_and_a_full_resta
     beating.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_that_stops_heartbeating_is_fenced_and_loses_its_leaderships() {
+/// Partitions of topic `t` led by broker 2.
+fn led_by_2(img: &strom_controller::image::MetadataImage) -> usize {
+    img.topics["t"].partitions.values().filter(|p| p.leader == 2).count()
+}
+
+/// A one-voter quorum with brokers 1 and 2 registered and unfenced, and topic `t` (4
+/// partitions, RF=2) created, some of it led by broker 2. Returns the quorum (kept alive),
+/// a client, the controller and the two broker epochs.
+async fn two_brokers_sharing_topic_t() -> (Quorum, ControllerClient, Arc<Controller>, i64, i64) {
     let q = Quorum::start(1).await;
     q.wait_for_leader(Duration::from_secs(10)).await;
     let client = q.client();
@@ -306,23 +313,16 @@ async fn a_broker_that_stops_heartbeating_is_fenced_and_loses_its_leaderships() 
     let e2 = register(&client, 2).await;
     heartbeat(&client, 1, e1, i64::MAX).await;
     heartbeat(&client, 2, e2, i64::MAX).await;
-    let (r, _) = c
-        .create_topics(
-            vec![NewTopic {
-                name: "t".into(),
-                num_partitions: 4,
-                replication_factor: 2,
-                assignments: vec![],
-                configs: Default::default(),
-            }],
-            false,
-        )
-        .await;
+    let t = NewTopic { num_partitions: 4, replication_factor: 2, ..topic("t", 4) };
+    let (r, _) = c.create_topics(vec![t], false).await;
     r[0].as_ref().unwrap();
-    let led_by_2 = |img: &strom_controller::image::MetadataImage| {
-        img.topics["t"].partitions.values().filter(|p| p.leader == 2).count()
-    };
     assert!(led_by_2(&c.metadata.image()) > 0);
+    (q, client, c, e1, e2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_heartbeating_is_fenced_and_loses_its_leaderships() {
+    let (_q, client, c, e1, _e2) = two_brokers_sharing_topic_t().await;
 
     // Broker 1 keeps heartbeating; broker 2 goes silent.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -345,31 +345,7 @@ async fn a_broker_that_stops_heartbeating_is_fenced_and_loses_its_leaderships() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspected_broker_is_evacuated_at_once_and_kept_if_it_heartbeats() {
-    let q = Quorum::start(1).await;
-    q.wait_for_leader(Duration::from_secs(10)).await;
-    let client = q.client();
-    let c = q.members[0].as_ref().unwrap().controller.clone();
-    let e1 = register(&client, 1).await;
-    let e2 = register(&client, 2).await;
-    heartbeat(&client, 1, e1, i64::MAX).await;
-    heartbeat(&client, 2, e2, i64::MAX).await;
-    let (r, _) = c
-        .create_topics(
-            vec![NewTopic {
-                name: "t".into(),
-                num_partitions: 4,
-                replication_factor: 2,
-                assignments: vec![],
-                configs: Default::default(),
-            }],
-            false,
-        )
-        .await;
-    r[0].as_ref().unwrap();
-    let led_by_2 = |img: &strom_controller::image::MetadataImage| {
-        img.topics["t"].partitions.values().filter(|p| p.leader == 2).count()
-    };
-    assert!(led_by_2(&c.metadata.image()) > 0);
+    let (_q, client, c, e1, e2) = two_brokers_sharing_topic_t().await;
 
     // Broker 2's connection drops: it is evacuated well before its grace ends, and stays
     // registered and unfenced meanwhile.
