@@ -145,8 +145,56 @@ def test_acks_all_refused_below_min_insync_replicas(cluster_factory):
         p1.close()
     finally:
         p.close()
+    # A follower asked to take an acks=all batch says it is not the leader (so the client
+    # refreshes its metadata), even while the ISR is below min.insync.replicas, as Kafka.
+    other = next(i for i in c.nodes if i not in (leader, follower))
+    assert raw_produce_error(c.node(other).bootstrap, "strict", 0, acks=-1) == NOT_LEADER_OR_FOLLOWER
     c.node(follower).start()
     c.wait_full_isr("strict")
+
+
+NOT_LEADER_OR_FOLLOWER = 6
+
+
+def raw_produce_error(bootstrap, topic, partition, acks):
+    """Sends one Produce v3 request of one record straight to the broker at `bootstrap` (no
+    client routing) and returns the partition's error code."""
+    import socket
+    import struct
+    from kafka.record.memory_records import MemoryRecordsBuilder
+    b = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 16)
+    b.append(timestamp=None, key=None, value=b"raw")
+    b.close()
+    records = bytes(b.buffer())
+
+    def string(v):
+        return struct.pack(">h", len(v)) + v.encode()
+    body = (struct.pack(">h", -1) + struct.pack(">hi", acks, 10000) + struct.pack(">i", 1) + string(topic)
+            + struct.pack(">i", 1) + struct.pack(">i", partition) + struct.pack(">i", len(records)) + records)
+    header = struct.pack(">hhi", 0, 3, 7) + string("raw-produce")  # Produce, v3, correlation id 7
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        frame = header + body
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+
+        def exactly(n):
+            out = b""
+            while len(out) < n:
+                chunk = s.recv(n - len(out))
+                assert chunk, "connection closed before the response"
+                out += chunk
+            return out
+        (size,) = struct.unpack(">i", exactly(4))
+        resp = exactly(size)
+    # correlation id, topics[1]: name, partitions[1]: index, error code, ...
+    (correlation,) = struct.unpack_from(">i", resp, 0)
+    assert correlation == 7
+    pos = 4 + 4
+    (name_len,) = struct.unpack_from(">h", resp, pos)
+    pos += 2 + name_len + 4
+    index, error = struct.unpack_from(">ih", resp, pos)
+    assert index == partition
+    return error
 
 
 def test_paused_follower_leaves_and_rejoins_the_isr(cluster_factory):

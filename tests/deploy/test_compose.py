@@ -118,6 +118,17 @@ def test_chaos_through_compose_loses_and_duplicates_nothing(cluster):
 
     conf = {"bootstrap.servers": BOOTSTRAP, "acks": "all", "enable.idempotence": True,
             "linger.ms": 5, "message.timeout.ms": 120000}
+    debug_log = os.environ.get("STROM_CLIENT_DEBUG_LOG")
+    if debug_log:
+        # librdkafka's idempotence decisions (epoch bumps, sequence errors, drains), for
+        # reading a duplicate afterwards.
+        import logging
+        logger = logging.getLogger("librdkafka")
+        handler = logging.FileHandler(debug_log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        conf.update({"debug": "eos", "logger": logger})
     fatal = []
 
     def produce():

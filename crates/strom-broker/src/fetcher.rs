@@ -306,6 +306,11 @@ impl Fetcher {
                     continue;
                 }
                 let outcome = x.part.with_log(|l| {
+                    // Checked again under the log lock (role changes take it): a broker that
+                    // became leader meanwhile must not truncate its own log.
+                    if !self.still_follows(x) {
+                        return Ok::<_, strom_storage::LogError>(None);
+                    }
                     let leo = l.log_end_offset();
                     let target = if r.leader_epoch < 0 || r.end_offset < 0 {
                         // The leader knows no epoch at or below ours: keep only what is
@@ -317,7 +322,11 @@ impl Fetcher {
                         r.end_offset.min(ours)
                     };
                     if target < leo {
-                        l.truncate_to(target).map(|new_leo| Some((leo, new_leo)))
+                        let new_leo = l.truncate_to(target)?;
+                        // In the same critical section: no leader append in between can be
+                        // checked against batches that are gone.
+                        x.part.rebuild_producer_state_from(l);
+                        Ok(Some((leo, new_leo)))
                     } else {
                         Ok(None)
                     }
@@ -325,7 +334,6 @@ impl Fetcher {
                 match outcome {
                     Ok(Some((old, new))) => {
                         x.part.set_follower_high_watermark(x.part.high_watermark());
-                        x.part.rebuild_producer_state();
                         tracing::info!(
                             node = self.node_id,
                             partition = %tp,
@@ -407,8 +415,11 @@ impl Fetcher {
                 let leo = x.part.log_end_offset();
                 if leo < pd.log_start_offset && self.still_follows(x) {
                     // Everything we have is below the leader's log start: start over there.
-                    let restarted = x.part.with_log(|l| l.truncate_fully_and_start_at(pd.log_start_offset));
-                    x.part.rebuild_producer_state();
+                    let restarted = x.part.with_log(|l| {
+                        let r = l.truncate_fully_and_start_at(pd.log_start_offset);
+                        x.part.rebuild_producer_state_from(l);
+                        r
+                    });
                     match restarted {
                         Ok(_) => {
                             tracing::info!(node = self.node_id, partition = %tp, start = pd.log_start_offset, "follower restarted its log at the leader's log start")

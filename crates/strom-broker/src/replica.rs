@@ -334,7 +334,14 @@ impl Partition {
 
     /// Rebuilds the idempotent producer state from the whole log (on open, after truncation).
     pub fn rebuild_producer_state(&self) {
-        self.with_log(|l| {
+        self.with_log(|l| self.rebuild_producer_state_from(l));
+    }
+
+    /// [`Self::rebuild_producer_state`] for a caller that already holds the log lock (a
+    /// truncation rebuilds in the same critical section, so no append sees a state that still
+    /// lists truncated batches).
+    pub fn rebuild_producer_state_from(&self, l: &mut Log) {
+        {
             let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
             producers.clear();
             let mut offset = l.log_start_offset();
@@ -354,7 +361,7 @@ impl Partition {
             if producers.producers() > 0 {
                 tracing::debug!(node = self.node_id, partition = %self.tp, producers = producers.producers(), "producer state rebuilt");
             }
-        });
+        }
     }
 
     /// The follower path: appends fetched batches (offsets from the leader) and records their
@@ -538,7 +545,9 @@ impl ReplicaManager {
                         let leads = role.leader == self.node_id;
                         let epoch = role.leader_epoch;
                         let left_isr: Vec<i32> = old.isr.iter().copied().filter(|r| !role.isr.contains(r)).collect();
-                        *existing.role.write().unwrap_or_else(|p| p.into_inner()) = role;
+                        // Under the log lock: a leader append or a follower truncation
+                        // sees the role before or after this change, never during its work.
+                        existing.with_log(|_| *existing.role.write().unwrap_or_else(|p| p.into_inner()) = role);
                         if leads && new_leadership {
                             existing.become_leader(epoch);
                         } else if leads && !left_isr.is_empty() {
@@ -614,11 +623,17 @@ impl ReplicaManager {
         records: &[u8],
         now_ms: i64,
     ) -> Result<(AppendInfo, i64, i32), ReplicaError> {
-        let role = p.role();
-        if role.leader != self.node_id {
+        if !p.is_leader() {
             return Err(ReplicaError::NotLeader(p.tp.to_string()));
         }
         let (info, start, leader_epoch) = p.with_log(|l| {
+            // **Rule:** the role is read again under the log lock. Role changes are made under
+            // that lock too, so a broker that became a follower (and truncated, and rebuilt
+            // its producer state) in between cannot append as a leader after the truncation.
+            let role = p.role();
+            if role.leader != self.node_id {
+                return Err(ReplicaError::NotLeader(p.tp.to_string()));
+            }
             let batches: Vec<(Option<ProducerBatch>, i64)> = {
                 let mut out = Vec::new();
                 let mut rest = records;

@@ -59,6 +59,14 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Op
                 outcomes.push(o);
                 continue;
             };
+            // Leadership before min.insync.replicas, as Kafka: a follower (whose ISR comes
+            // from the image) answers NOT_LEADER_OR_FOLLOWER, which makes the client refresh
+            // its metadata; NOT_ENOUGH_REPLICAS would have it retry here.
+            if !part.is_leader() {
+                o.error_code = NOT_LEADER_OR_FOLLOWER;
+                outcomes.push(o);
+                continue;
+            }
             if req.acks == -1 && part.role().isr.len() < min_isr {
                 o.error_code = NOT_ENOUGH_REPLICAS;
                 outcomes.push(o);
