@@ -3,7 +3,8 @@
 //! - append: 16 KiB batches of 1 KiB records, no fsync, one batch per append (a produce
 //!   request of one batch) and 64 per append (a request or a follower fetch of 1 MiB), beside
 //!   `dd bs=1M` and `dd bs=16K` writing the same number of bytes to the same directory,
-//!   measured in the same run;
+//!   measured in the same run, and bare `pwrite`s of 16 KiB (the kernel's bound for one write
+//!   per batch);
 //! - read: sequential read of a 1 GiB log from the page cache, in 1 MiB fetches;
 //! - append with fsync on every batch (`flush.messages=1`): MB/s and p50/p99 latency.
 
@@ -94,6 +95,25 @@ fn append(c: &mut Criterion) {
             })
         });
     }
+    // The kernel's own bound for one write per batch: bare `pwrite`s of the same 16 KiB
+    // buffer to a fresh file (no validation, no indexes, no log): what the one-batch append
+    // could reach at best without holding acknowledged bytes in memory.
+    g.bench_function("bare_pwrite_16KiB_same_dir", |b| {
+        use std::os::unix::fs::FileExt;
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = bench_dir();
+                let f = std::fs::File::create(dir.path().join("bare.out")).unwrap();
+                let t = Instant::now();
+                for i in 0..batches {
+                    f.write_all_at(&batch, i * batch.len() as u64).unwrap();
+                }
+                elapsed += t.elapsed();
+            }
+            elapsed
+        })
+    });
     g.finish();
 }
 
