@@ -22,6 +22,7 @@
 //!   image moves.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,8 @@ type FollowedSet = Arc<Mutex<BTreeMap<TopicPartition, Followed>>>;
 struct FetcherHandle {
     followed: FollowedSet,
     changed: Arc<Notify>,
+    /// Bumped on every change to `followed` (before `changed` is notified).
+    generation: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -135,6 +138,7 @@ impl ReplicaFetchers {
                 let h = FetcherHandle {
                     followed: Arc::new(Mutex::new(BTreeMap::new())),
                     changed: Arc::new(Notify::new()),
+                    generation: Arc::new(AtomicU64::new(0)),
                     stop: shutdown.child_token(),
                 };
                 let task = Fetcher {
@@ -143,6 +147,7 @@ impl ReplicaFetchers {
                     owner: self.clone(),
                     followed: h.followed.clone(),
                     changed: h.changed.clone(),
+                    generation: h.generation.clone(),
                     stop: h.stop.clone(),
                 };
                 tracing::info!(node = self.node_id, leader, "replica fetcher started");
@@ -150,16 +155,22 @@ impl ReplicaFetchers {
                 h
             });
             let mut followed = h.followed.lock().unwrap_or_else(|p| p.into_inner());
+            let before = followed.len();
             followed.retain(|tp, _| parts.iter().any(|(p, _)| &p.tp == tp));
+            let mut changed = followed.len() != before;
             for (part, leader_epoch) in parts {
                 let same = followed
                     .get(&part.tp)
                     .is_some_and(|f| f.leader_epoch == leader_epoch && Arc::ptr_eq(&f.part, &part));
                 if !same {
                     followed.insert(part.tp.clone(), Followed { part, leader_epoch, state: FollowState::Truncating });
+                    changed = true;
                 }
             }
-            h.changed.notify_one();
+            if changed {
+                h.generation.fetch_add(1, Ordering::AcqRel);
+                h.changed.notify_one();
+            }
         }
     }
 
@@ -170,6 +181,14 @@ impl ReplicaFetchers {
     }
 }
 
+/// How a fetch round ended.
+enum FetchEnd {
+    /// The leader answered (or refused); the connection is ready for the next request.
+    Answered,
+    /// Given up while the leader held the request (stop, or the followed set changed).
+    Abandoned,
+}
+
 /// The fetcher of one leader's partitions.
 struct Fetcher {
     node_id: i32,
@@ -177,6 +196,7 @@ struct Fetcher {
     owner: Arc<ReplicaFetchers>,
     followed: FollowedSet,
     changed: Arc<Notify>,
+    generation: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -185,6 +205,7 @@ impl Fetcher {
         let mut conn: Option<Connection> = None;
         while !self.stop.is_cancelled() {
             let now = Instant::now();
+            let generation = self.generation.load(Ordering::Acquire);
             let parts: Vec<(TopicPartition, Followed)> = {
                 let f = self.followed.lock().unwrap_or_else(|p| p.into_inner());
                 f.iter()
@@ -211,7 +232,15 @@ impl Fetcher {
             let result = if !truncating.is_empty() {
                 self.truncate(c, &truncating).await
             } else {
-                self.fetch(c, &fetching).await
+                match self.fetch(c, &fetching, generation).await {
+                    // A request is left in flight on it: start afresh on a new connection.
+                    Ok(FetchEnd::Abandoned) => {
+                        conn = None;
+                        Ok(())
+                    }
+                    Ok(FetchEnd::Answered) => Ok(()),
+                    Err(e) => Err(e),
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(node = self.node_id, leader = self.leader, error = %e, "replica fetch failed; reconnecting");
@@ -220,6 +249,20 @@ impl Fetcher {
             }
         }
         tracing::info!(node = self.node_id, leader = self.leader, "replica fetcher stopped");
+    }
+
+    /// Returns once the followed set has changed since `generation` (a notification left
+    /// over from a change already taken into account is consumed and ignored).
+    async fn followed_set_moved_past(&self, generation: u64) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.generation.load(Ordering::Acquire) != generation {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits `d`, or less if the followed set changes or the fetcher stops.
@@ -361,7 +404,8 @@ impl Fetcher {
         &self,
         c: &mut Connection,
         parts: &[(TopicPartition, Followed)],
-    ) -> Result<(), strom_client::ClientError> {
+        generation: u64,
+    ) -> Result<FetchEnd, strom_client::ClientError> {
         let mut req = FetchRequest::default();
         req.replica_id = BrokerId(self.node_id);
         req.max_wait_ms = FETCH_MAX_WAIT.as_millis() as i32;
@@ -386,12 +430,16 @@ impl Fetcher {
             req.topics.push(t);
         }
         let resp = tokio::select! {
-            _ = self.stop.cancelled() => return Ok(()),
+            _ = self.stop.cancelled() => return Ok(FetchEnd::Abandoned),
+            // The followed set changed (a new partition, a new leader epoch): do not sit out
+            // the leader's long-poll (up to replica.fetch.wait.max.ms) for partitions this
+            // request does not name; an acks=all produce to a new partition would wait for it.
+            _ = self.followed_set_moved_past(generation) => return Ok(FetchEnd::Abandoned),
             r = c.send(FETCH_VERSION, &req, FETCH_MAX_WAIT) => r?,
         };
         if resp.error_code != 0 {
             tracing::debug!(node = self.node_id, leader = self.leader, code = resp.error_code, "fetch refused");
-            return Ok(());
+            return Ok(FetchEnd::Answered);
         }
         for t in resp.responses {
             for pd in t.partitions {
@@ -400,7 +448,7 @@ impl Fetcher {
                 self.apply_fetched(&tp, x, pd);
             }
         }
-        Ok(())
+        Ok(FetchEnd::Answered)
     }
 
     fn apply_fetched(

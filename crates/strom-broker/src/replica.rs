@@ -688,9 +688,20 @@ impl ReplicaManager {
         Ok((info, start, leader_epoch))
     }
 
-    /// Flushes every log that is due (`flush.ms`) and applies retention; run on a timer.
+    /// Flushes every log that is due (`flush.ms`), makes rolled segments durable and applies
+    /// retention; run on a timer, off the async runtime (it blocks on fdatasync). A rolled
+    /// segment is synced outside the log lock, so appends to the partition go on meanwhile.
     pub fn housekeeping(&self, now_ms: i64, retention_due: bool) {
         for p in self.all() {
+            if let Some(work) = p.with_log(|l| l.sealed_to_sync()) {
+                let synced = work.paths.iter().try_for_each(|path| strom_storage::sync_file(path));
+                match synced.and_then(|()| p.with_log(|l| l.sealed_synced(work))) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::error!(node = self.node_id, partition = %p.tp, error = %e, "syncing rolled segments failed")
+                    }
+                }
+            }
             p.with_log(|l| {
                 if let Err(e) = l.flush_if_due() {
                     tracing::error!(node = self.node_id, partition = %p.tp, error = %e, "flush failed");

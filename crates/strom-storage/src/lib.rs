@@ -28,4 +28,4 @@ mod segment;
 
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{AppendInfo, Log, ReadResult, RecoveryReport};
+pub use log::{sync_file, AppendInfo, Log, ReadResult, RecoveryReport, SealedSync};

@@ -65,6 +65,23 @@ pub struct Log {
     epochs: Vec<(i32, i64)>,
     unflushed_messages: u64,
     first_unflushed_at: Option<Instant>,
+    /// Base offsets of sealed segments whose bytes and indexes are not yet fdatasync'd
+    /// (rolled, or recovered after a crash), ascending. **Invariant:** every other sealed
+    /// segment is durable, so the recovery point never passes one listed here.
+    unsynced_sealed: Vec<i64>,
+    /// Bumped by every truncation: a sync of sealed segments that ran meanwhile (outside the
+    /// log lock) does not move the recovery point.
+    truncations: u64,
+}
+
+/// Sealed segments to fdatasync outside the log lock ([`Log::sealed_to_sync`]), then report
+/// back with [`Log::sealed_synced`].
+#[derive(Debug)]
+pub struct SealedSync {
+    bases: Vec<i64>,
+    /// Every file to fdatasync: each segment's `.log`, `.index` and `.timeindex`.
+    pub paths: Vec<PathBuf>,
+    truncations: u64,
 }
 
 impl Log {
@@ -91,6 +108,7 @@ impl Log {
         let mut segments = BTreeMap::new();
         let mut scanned_epochs: Vec<(i32, i64)> = Vec::new();
         let scan_from_idx = bases.iter().rposition(|b| *b <= recovery_point).unwrap_or(0);
+        let mut recovered = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let mut seg = Segment::open(dir, base, config.index_interval_bytes)?;
             let last = i + 1 == bases.len();
@@ -137,6 +155,10 @@ impl Log {
                     }
                 }
             }
+            if !trusted {
+                // Read back or rewritten, but not known to be on disk.
+                recovered.push(base);
+            }
             segments.insert(base, seg);
         }
         let _ = std::fs::remove_file(&clean_marker);
@@ -161,6 +183,8 @@ impl Log {
             }
         }
         epochs.retain(|(_, o)| *o < next_offset);
+        let active_base = segments.keys().next_back().copied();
+        recovered.retain(|b| Some(*b) != active_base && segments.contains_key(b));
         let mut log = Log {
             dir: dir.to_path_buf(),
             config,
@@ -171,6 +195,8 @@ impl Log {
             epochs,
             unflushed_messages: 0,
             first_unflushed_at: None,
+            unsynced_sealed: recovered,
+            truncations: 0,
         };
         log.flush()?;
         checkpoint::write_leader_epochs(dir, &log.epochs)?;
@@ -375,18 +401,67 @@ impl Log {
     }
 
     /// Closes the active segment (flushed) and starts a new one at the LEO.
+    ///
+    /// The closed segment's indexes are written but nothing is fdatasync'd here: a roll runs
+    /// under the log lock on the append path, and syncing up to `segment.bytes` of dirty
+    /// pages there stalls every produce to the partition (Kafka, too, flushes a rolled
+    /// segment in the background). The segment is listed as unsynced until
+    /// [`Self::sealed_to_sync`] / [`Self::sealed_synced`] or [`Self::flush`] make it durable.
     pub fn roll(&mut self) -> Result<(), LogError> {
         let next = self.next_offset;
-        self.active().flush()?;
+        let closed = self.active().base_offset;
+        self.active().finish(false)?;
         let seg = Segment::create(&self.dir, next, self.config.index_interval_bytes)?;
         self.active().seal();
         tracing::info!(dir = %self.dir.display(), base_offset = next, "segment rolled");
         self.segments.insert(next, seg);
+        self.unsynced_sealed.push(closed);
+        Ok(())
+    }
+
+    /// The sealed segments still to fdatasync, if any (called under the log lock; the syncs
+    /// run outside it).
+    pub fn sealed_to_sync(&self) -> Option<SealedSync> {
+        let bases: Vec<i64> = self.unsynced_sealed.iter().copied().filter(|b| self.segments.contains_key(b)).collect();
+        if bases.is_empty() && self.unsynced_sealed.is_empty() {
+            return None;
+        }
+        let paths = bases.iter().filter_map(|b| self.segments.get(b)).flat_map(|s| s.file_paths()).collect();
+        Some(SealedSync { bases, paths, truncations: self.truncations })
+    }
+
+    /// The segments of `done` were fdatasync'd: unless the log was truncated meanwhile, they
+    /// leave the unsynced list and the recovery point moves up to the first segment that is
+    /// not durable (the first still unsynced, or the active one).
+    pub fn sealed_synced(&mut self, done: SealedSync) -> Result<(), LogError> {
+        if done.truncations != self.truncations {
+            return Ok(());
+        }
+        self.unsynced_sealed.retain(|b| !done.bases.contains(b) && self.segments.contains_key(b));
+        let active_base = self.active().base_offset;
+        let durable_below = self.unsynced_sealed.first().copied().unwrap_or(active_base);
+        debug_assert!(durable_below <= self.next_offset);
+        if durable_below > self.recovery_point {
+            checkpoint::write_recovery_point(&self.dir, durable_below)?;
+            self.recovery_point = durable_below;
+        }
+        Ok(())
+    }
+
+    /// fdatasyncs the unsynced sealed segments here and now (the flush path).
+    fn sync_sealed_now(&mut self) -> Result<(), LogError> {
+        if let Some(work) = self.sealed_to_sync() {
+            for path in &work.paths {
+                sync_file(path)?;
+            }
+            self.sealed_synced(work)?;
+        }
         Ok(())
     }
 
     /// fdatasync the active segment and its indexes, then move the recovery point to the LEO.
     pub fn flush(&mut self) -> Result<(), LogError> {
+        self.sync_sealed_now()?;
         self.active().flush()?;
         if self.recovery_point != self.next_offset {
             checkpoint::write_recovery_point(&self.dir, self.next_offset)?;
@@ -553,6 +628,10 @@ impl Log {
     }
 
     fn after_truncation(&mut self) -> Result<(), LogError> {
+        self.truncations += 1;
+        let active_base = self.active().base_offset;
+        let segments = &self.segments;
+        self.unsynced_sealed.retain(|b| *b != active_base && segments.contains_key(b));
         let end = self.next_offset;
         let before = self.epochs.len();
         self.epochs.retain(|(_, o)| *o < end);
@@ -658,5 +737,15 @@ impl Log {
         let dir = self.dir.clone();
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(|e| LogError::io(&dir, e))
+    }
+}
+
+/// fdatasync of one file by path; a file already gone (retention deleted its segment) needs
+/// no sync.
+pub fn sync_file(path: &Path) -> Result<(), LogError> {
+    match std::fs::File::open(path) {
+        Ok(f) => f.sync_data().map_err(|e| LogError::io(path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogError::io(path, e)),
     }
 }

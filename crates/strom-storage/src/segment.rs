@@ -360,12 +360,22 @@ impl Segment {
     /// index entry (as Kafka does on roll) so a reopened segment knows it.
     pub fn flush(&mut self) -> Result<(), LogError> {
         self.file()?.sync_data().map_err(|e| self.io(e))?;
+        self.finish(true)
+    }
+
+    /// Writes the indexes out (the last time-index entry included), fdatasync'd if `sync`.
+    pub fn finish(&mut self, sync: bool) -> Result<(), LogError> {
         if self.max_timestamp >= 0 && self.index.times.last().is_none_or(|(t, _)| *t < self.max_timestamp) {
             let rel = (self.offset_of_max_timestamp - self.base_offset) as u32;
             let rel = rel.max(self.index.times.last().map_or(0, |(_, o)| *o));
             self.index.times.push((self.max_timestamp, rel));
         }
-        self.index.persist(true)
+        self.index.persist(sync)
+    }
+
+    /// The segment's files: its `.log`, `.index` and `.timeindex`.
+    pub fn file_paths(&self) -> [PathBuf; 3] {
+        [self.log_path.clone(), self.index.offset_path().to_path_buf(), self.index.time_path().to_path_buf()]
     }
 
     /// Removes the segment's files.

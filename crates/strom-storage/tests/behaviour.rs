@@ -195,6 +195,55 @@ fn flush_interval_one_moves_the_recovery_point_on_every_append() {
 }
 
 #[test]
+fn rolled_segments_become_durable_outside_the_append_path_and_only_then_count_as_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    let mut t = 0;
+    while log.segment_count() < 3 {
+        log.append_as_leader(&batch(t, 3, 0), 0, 0).unwrap();
+        t += 1;
+    }
+    // Rolling synced nothing: the recovery point has not moved past the rolled segments.
+    assert_eq!(log.recovery_point(), 0);
+    let work = log.sealed_to_sync().expect("two rolled segments to sync");
+    assert_eq!(work.paths.len(), 2 * 3, "each rolled segment's .log, .index and .timeindex");
+    for p in &work.paths {
+        strom_storage::sync_file(p).unwrap();
+    }
+    // An append in between (the lock is not held during the syncs) changes nothing.
+    log.append_as_leader(&batch(t, 3, 0), 0, 0).unwrap();
+    log.sealed_synced(work).unwrap();
+    let active_base = active_segment_base(&log);
+    assert_eq!(log.recovery_point(), active_base, "durable up to the active segment");
+    assert!(log.sealed_to_sync().is_none());
+
+    // A sync that a truncation overtook does not move the recovery point.
+    while log.segment_count() < 5 {
+        log.append_as_leader(&batch(t, 3, 0), 0, 0).unwrap();
+        t += 1;
+    }
+    let work = log.sealed_to_sync().expect("newly rolled segments");
+    log.truncate_to(active_base + 1).unwrap();
+    let before = log.recovery_point();
+    log.sealed_synced(work).unwrap();
+    assert_eq!(log.recovery_point(), before);
+    assert!(log.recovery_point() <= log.log_end_offset());
+    // And the flush path syncs whatever is left before moving the recovery point to the end.
+    log.flush().unwrap();
+    assert_eq!(log.recovery_point(), log.log_end_offset());
+    assert!(log.sealed_to_sync().is_none());
+}
+
+/// The base offset of the active (last) segment, from the segment files' names.
+fn active_segment_base(log: &Log) -> i64 {
+    std::fs::read_dir(log.dir())
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_string_lossy().strip_suffix(".log").and_then(|s| s.parse().ok()))
+        .max()
+        .unwrap()
+}
+
+#[test]
 fn segment_ms_rolls_old_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), LogConfig { segment_ms: Some(1000), ..LogConfig::default() });
