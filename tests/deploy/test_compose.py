@@ -118,17 +118,16 @@ def test_chaos_through_compose_loses_and_duplicates_nothing(cluster):
 
     conf = {"bootstrap.servers": BOOTSTRAP, "acks": "all", "enable.idempotence": True,
             "linger.ms": 5, "message.timeout.ms": 120000}
-    debug_log = os.environ.get("STROM_CLIENT_DEBUG_LOG")
-    if debug_log:
-        # librdkafka's idempotence decisions (epoch bumps, sequence errors, drains), for
-        # reading a duplicate afterwards.
-        import logging
-        logger = logging.getLogger("librdkafka")
-        handler = logging.FileHandler(debug_log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-        conf.update({"debug": "eos", "logger": logger})
+    # librdkafka's idempotence decisions (epoch bumps, sequence errors, drains), kept to judge
+    # any duplicate below (and in STROM_CLIENT_DEBUG_LOG, if set, for reading afterwards).
+    import logging
+    debug_log = os.environ.get("STROM_CLIENT_DEBUG_LOG") or os.path.join(tempfile.mkdtemp(), "librdkafka.log")
+    logger = logging.getLogger("librdkafka-chaos")
+    handler = logging.FileHandler(debug_log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    conf.update({"debug": "eos", "logger": logger})
     fatal = []
 
     def produce():
@@ -216,9 +215,10 @@ def test_chaos_through_compose_loses_and_duplicates_nothing(cluster):
             assert len(logs) == 1, f"replicas of {topic}-{p} differ"
             partition_logs[p] = logs.pop()
     # A duplicate whose two copies carry the same producer id and epoch is one the broker
-    # should have refused: a failure. Copies under different epochs come from librdkafka
-    # bumping its epoch and resending (KIP-360 recovery; librdkafka #4953 reports the same
-    # against Kafka): no broker can tell those apart, so they are reported, not failed.
+    # should have refused: a failure. Copies under different epochs can only come from
+    # librdkafka bumping its epoch and resending what it had in flight (KIP-360 recovery;
+    # librdkafka #4953 reports the same against Kafka), which no broker can tell apart: those
+    # are accepted only if the client's own log shows it bumped its epoch.
     where = {}
     for p, o, v in seen:
         where.setdefault(v, []).append((p, o))
@@ -233,6 +233,13 @@ def test_chaos_through_compose_loses_and_duplicates_nothing(cluster):
         print("duplicates (value, positions, (producer id, epoch), acknowledged at):", (same_epoch + other_epoch)[:10])
     assert not lost, f"{len(lost)} acknowledged records lost"
     assert not same_epoch, f"{len(same_epoch)} records written twice by one producer epoch"
+    handler.close()
+    logger.removeHandler(handler)
+    with open(debug_log, errors="replace") as f:
+        bumps = [line.strip() for line in f if "epoch bump" in line]
+    if bumps:
+        print(f"librdkafka epoch bumps: {len(bumps)}, first: {bumps[0]}")
+    assert not other_epoch or bumps, f"{len(other_epoch)} duplicates across epochs, but the client never bumped its epoch"
     # Every record is where its acknowledgement said.
     at = {v: (p, o) for p, o, v in seen}
     assert all(at[v] == po for v, po in acked.items())
