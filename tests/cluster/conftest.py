@@ -36,6 +36,9 @@ def cluster_factory(request):
                         if keep:
                             os.makedirs(keep, exist_ok=True)
                             shutil.copy(n.log_path, os.path.join(keep, f"{request.node.name}-node{n.node_id}.log"))
+                            # And the node's data, to compare replicas afterwards.
+                            shutil.copytree(n.data_dir, os.path.join(keep, f"{request.node.name}-node{n.node_id}-data"),
+                                            dirs_exist_ok=True, ignore_dangling_symlinks=True)
                 c.stop()
 
 

@@ -192,8 +192,23 @@ class Workload:
             try:
                 wait_until(f"replicas of {self.topic}-{p} to agree", same, timeout=30)
             except AssertionError:
+                self.describe_disagreement(p)
                 return False
         return True
+
+    def describe_disagreement(self, p):
+        """Prints where the replicas of partition `p` part (sizes and the first differing
+        byte), for reading a failure."""
+        logs = {n.node_id: n.partition_log_bytes(self.topic, p) for n in self.cluster.nodes.values()}
+        sizes = {i: len(b) for i, b in logs.items()}
+        ref_id, ref = next(iter(logs.items()))
+        first_diff = {}
+        for i, b in logs.items():
+            k = next((j for j, (x, y) in enumerate(zip(ref, b)) if x != y), min(len(ref), len(b)))
+            first_diff[i] = k
+        print(f"replicas of {self.topic}-{p} differ: bytes per node {sizes}; first byte differing from "
+              f"node {ref_id}: {first_diff}; partitions as the nodes see them: {self.cluster.partitions(self.topic)}",
+              flush=True)
 
 
 # ---- scenarios: each takes (cluster, workload, rng) and disturbs the cluster ------------------
