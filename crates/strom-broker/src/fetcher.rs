@@ -14,7 +14,9 @@
 //! - Before fetching in a new leader epoch, a follower truncates to the divergence point with
 //!   the leader (KIP-101/279): it asks the leader (OffsetForLeaderEpoch) for the end offset of
 //!   its own latest epoch and truncates to the smaller of that and its own end offset for the
-//!   epoch the leader names. So logs never diverge below the HW.
+//!   epoch the leader names. So logs never diverge below the HW. A refused
+//!   OffsetForLeaderEpoch (the leader has not applied the new epoch yet) is retried after a
+//!   backoff; the partition never fetches before it has truncated in this leader epoch.
 //! - It appends only batches that continue its log exactly (offsets come from the leader).
 //! - Its HW is the leader's HW from each response, capped at its own LEO.
 //! - It follows only the leader the metadata image names, in that leader epoch; a fetch
@@ -66,8 +68,34 @@ enum FollowState {
     /// Must find the divergence point with the leader before fetching.
     Truncating,
     Fetching,
-    /// Refused by the leader; retried after this instant.
-    BackingOff(Instant),
+    /// Refused by the leader; `then` is retried after `until`. **Rule:** a partition that
+    /// backed off while truncating truncates again afterwards: it never fetches before it
+    /// has found the divergence point (else a stale tail from an older epoch would stay below
+    /// the leader's records, and the replicas would differ for good).
+    BackingOff {
+        until: Instant,
+        then: Step,
+    },
+}
+
+/// What a followed partition does next.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Step {
+    Truncate,
+    Fetch,
+}
+
+impl FollowState {
+    /// The partition's step at `now`: none while it backs off, then the step it backed off
+    /// from.
+    fn step(self, now: Instant) -> Option<Step> {
+        match self {
+            FollowState::Truncating => Some(Step::Truncate),
+            FollowState::Fetching => Some(Step::Fetch),
+            FollowState::BackingOff { until, .. } if until > now => None,
+            FollowState::BackingOff { then, .. } => Some(then),
+        }
+    }
 }
 
 type FollowedSet = Arc<Mutex<BTreeMap<TopicPartition, Followed>>>;
@@ -208,10 +236,7 @@ impl Fetcher {
             let generation = self.generation.load(Ordering::Acquire);
             let parts: Vec<(TopicPartition, Followed)> = {
                 let f = self.followed.lock().unwrap_or_else(|p| p.into_inner());
-                f.iter()
-                    .filter(|(_, x)| !matches!(x.state, FollowState::BackingOff(t) if t > now))
-                    .map(|(tp, x)| (tp.clone(), x.clone()))
-                    .collect()
+                f.iter().filter(|(_, x)| x.state.step(now).is_some()).map(|(tp, x)| (tp.clone(), x.clone())).collect()
             };
             if parts.is_empty() {
                 self.pause(BACKOFF).await;
@@ -228,7 +253,7 @@ impl Fetcher {
                 },
             };
             let (truncating, fetching): (Vec<_>, Vec<_>) =
-                parts.into_iter().partition(|(_, x)| x.state == FollowState::Truncating);
+                parts.into_iter().partition(|(_, x)| x.state.step(now) == Some(Step::Truncate));
             let result = if !truncating.is_empty() {
                 self.truncate(c, &truncating).await
             } else {
@@ -342,7 +367,8 @@ impl Fetcher {
                 let Some((_, x)) = parts.iter().find(|(p, _)| *p == tp) else { continue };
                 if r.error_code != 0 {
                     tracing::debug!(node = self.node_id, partition = %tp, code = r.error_code, "leader refused OffsetForLeaderEpoch");
-                    self.set_state(&tp, x.leader_epoch, FollowState::BackingOff(Instant::now() + BACKOFF));
+                    let until = Instant::now() + BACKOFF;
+                    self.set_state(&tp, x.leader_epoch, FollowState::BackingOff { until, then: Step::Truncate });
                     continue;
                 }
                 if !self.still_follows(x) {
@@ -391,7 +417,8 @@ impl Fetcher {
                     Ok(None) => self.set_state(&tp, x.leader_epoch, FollowState::Fetching),
                     Err(e) => {
                         tracing::error!(node = self.node_id, partition = %tp, error = %e, "follower truncation failed");
-                        self.set_state(&tp, x.leader_epoch, FollowState::BackingOff(Instant::now() + BACKOFF * 10));
+                        let until = Instant::now() + BACKOFF * 10;
+                        self.set_state(&tp, x.leader_epoch, FollowState::BackingOff { until, then: Step::Truncate });
                     }
                 }
             }
@@ -484,7 +511,8 @@ impl Fetcher {
             }
             code => {
                 tracing::debug!(node = self.node_id, partition = %tp, code, "leader refused the fetch; backing off");
-                self.set_state(tp, x.leader_epoch, FollowState::BackingOff(Instant::now() + BACKOFF));
+                let until = Instant::now() + BACKOFF;
+                self.set_state(tp, x.leader_epoch, FollowState::BackingOff { until, then: Step::Fetch });
                 return;
             }
         }
@@ -501,7 +529,8 @@ impl Fetcher {
                 }
                 Err(e) => {
                     tracing::error!(node = self.node_id, partition = %tp, error = %e, "follower append failed");
-                    self.set_state(tp, x.leader_epoch, FollowState::BackingOff(Instant::now() + BACKOFF * 10));
+                    let until = Instant::now() + BACKOFF * 10;
+                    self.set_state(tp, x.leader_epoch, FollowState::BackingOff { until, then: Step::Fetch });
                     return;
                 }
             }
@@ -514,5 +543,23 @@ impl Fetcher {
                 tracing::warn!(node = self.node_id, partition = %tp, error = %e, "cannot follow the leader's log start");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_that_backs_off_while_truncating_truncates_again_before_fetching() {
+        let now = Instant::now();
+        let later = now + BACKOFF;
+        let refused_while_truncating = FollowState::BackingOff { until: later, then: Step::Truncate };
+        assert_eq!(refused_while_truncating.step(now), None, "waits out its backoff");
+        assert_eq!(refused_while_truncating.step(later), Some(Step::Truncate));
+        let refused_while_fetching = FollowState::BackingOff { until: later, then: Step::Fetch };
+        assert_eq!(refused_while_fetching.step(later), Some(Step::Fetch));
+        assert_eq!(FollowState::Truncating.step(now), Some(Step::Truncate));
+        assert_eq!(FollowState::Fetching.step(now), Some(Step::Fetch));
     }
 }
