@@ -157,23 +157,31 @@ NOT_LEADER_OR_FOLLOWER = 6
 
 
 def raw_produce_error(bootstrap, topic, partition, acks):
+    """The error code of a one-record Produce sent straight to the broker at `bootstrap`."""
+    return raw_produce(bootstrap, topic, partition, acks)[0]
+
+
+def raw_produce(bootstrap, topic, partition, acks, producer=None, timeout_ms=10000):
     """Sends one Produce v3 request of one record straight to the broker at `bootstrap` (no
-    client routing) and returns the partition's error code."""
+    client routing, no retries) and returns the partition's (error code, base offset).
+    `producer` = (producer id, epoch, base sequence) makes it an idempotent batch."""
     import socket
     import struct
     from kafka.record.memory_records import MemoryRecordsBuilder
     b = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 16)
+    if producer:
+        b.set_producer_state(*producer, False)
     b.append(timestamp=None, key=None, value=b"raw")
     b.close()
     records = bytes(b.buffer())
 
     def string(v):
         return struct.pack(">h", len(v)) + v.encode()
-    body = (struct.pack(">h", -1) + struct.pack(">hi", acks, 10000) + struct.pack(">i", 1) + string(topic)
+    body = (struct.pack(">h", -1) + struct.pack(">hi", acks, timeout_ms) + struct.pack(">i", 1) + string(topic)
             + struct.pack(">i", 1) + struct.pack(">i", partition) + struct.pack(">i", len(records)) + records)
     header = struct.pack(">hhi", 0, 3, 7) + string("raw-produce")  # Produce, v3, correlation id 7
     host, port = bootstrap.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=20) as s:
+    with socket.create_connection((host, int(port)), timeout=timeout_ms / 1000 + 20) as s:
         frame = header + body
         s.sendall(struct.pack(">i", len(frame)) + frame)
 
@@ -186,15 +194,55 @@ def raw_produce_error(bootstrap, topic, partition, acks):
             return out
         (size,) = struct.unpack(">i", exactly(4))
         resp = exactly(size)
-    # correlation id, topics[1]: name, partitions[1]: index, error code, ...
+    # correlation id, topics[1]: name, partitions[1]: index, error code, base offset, ...
     (correlation,) = struct.unpack_from(">i", resp, 0)
     assert correlation == 7
     pos = 4 + 4
     (name_len,) = struct.unpack_from(">h", resp, pos)
     pos += 2 + name_len + 4
-    index, error = struct.unpack_from(">ih", resp, pos)
+    index, error, base_offset = struct.unpack_from(">ihq", resp, pos)
     assert index == partition
-    return error
+    return error, base_offset
+
+
+NOT_ENOUGH_REPLICAS = 19
+
+
+def test_a_retried_batch_waits_for_the_isr_instead_of_being_refused(cluster_factory):
+    """An idempotent producer's retry of a batch the leader already holds is not a new write:
+    while the ISR is below min.insync.replicas it waits for the ISR to grow back and is then
+    answered with the batch's original offset. Refusing it (NOT_ENOUGH_REPLICAS) would tell
+    librdkafka the batch was not written; after an epoch bump it writes it again (the chaos
+    test saw that duplicate). A new batch is still refused, as Kafka refuses it."""
+    import threading
+    c = cluster_factory(3, extra=["replica.lag.time.max.ms=2000"])
+    c.create_topic("retry", partitions=1, rf=3, config={"min.insync.replicas": "3"})
+    c.wait_full_isr("retry")
+    leader = c.leader_of("retry", 0)
+    at = c.node(leader).bootstrap
+    pid = 1 << 40
+    error, first = raw_produce(at, "retry", 0, -1, producer=(pid, 0, 0))
+    assert error == 0 and first >= 0
+    follower = next(i for i in c.nodes if i != leader)
+    c.node(follower).pause()
+    try:
+        wait_until("the paused follower to leave the ISR", lambda: follower not in c.partitions("retry")[0][2], timeout=30)
+        # The next batch is a new write: refused while the ISR is short.
+        assert raw_produce(at, "retry", 0, -1, producer=(pid, 0, 1))[0] == NOT_ENOUGH_REPLICAS
+        answer = []
+        retry = threading.Thread(target=lambda: answer.append(raw_produce(at, "retry", 0, -1, producer=(pid, 0, 0),
+                                                                          timeout_ms=60000)))
+        retry.start()
+        retry.join(3)
+        assert retry.is_alive(), f"the retry was answered while the ISR was short: {answer}"
+    finally:
+        c.node(follower).resume()
+    retry.join(60)
+    assert answer == [(0, first)], answer
+    c.wait_full_isr("retry")
+    # Written once: the log holds the first batch only (the refused one was never written).
+    now_at = c.node(c.leader_of("retry", 0)).bootstrap
+    assert raw_produce(now_at, "retry", 0, -1, producer=(pid, 0, 1)) == (0, first + 1)
 
 
 def test_paused_follower_leaves_and_rejoins_the_isr(cluster_factory):

@@ -9,6 +9,15 @@
 //!   last sequence (wrapping at i32::MAX): otherwise OUT_OF_ORDER_SEQUENCE_NUMBER.
 //! - A producer id with no state (new, or whose batches are all gone) is accepted at any
 //!   sequence.
+//! - **Ours, not Kafka's:** a batch whose only fault is a gap left by a batch this leader
+//!   refused for lack of in-sync replicas (the next expected sequence, refused with
+//!   NOT_ENOUGH_REPLICAS) gets NOT_ENOUGH_REPLICAS too, not OUT_OF_ORDER_SEQUENCE_NUMBER. A
+//!   client with several requests in flight sees the first refused for lack of replicas
+//!   and, when the ISR grew in between, the next one refused as out of order. librdkafka
+//!   answers that by bumping its producer epoch for every partition, and re-sends batches
+//!   whose fate it did not know under the new epoch, where no sequence check can tell them
+//!   for retries: duplicates (librdkafka issue #4953, seen in our chaos test). The client
+//!   retries both requests in order instead.
 //!
 //! Every replica keeps this state as it appends (leader and follower paths alike) and rebuilds
 //! it from its log on open and after truncation, so a new leader knows every batch its
@@ -18,6 +27,7 @@ use std::collections::{HashMap, VecDeque};
 
 use strom_protocol::batch::BatchView;
 
+pub const NOT_ENOUGH_REPLICAS: i16 = 19;
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 
@@ -78,6 +88,9 @@ impl ProducerBatch {
 #[derive(Debug, Default)]
 pub struct ProducerStates {
     by_id: HashMap<i64, ProducerEntry>,
+    /// Per producer id: (epoch, first sequence) of the last batch refused for lack of
+    /// in-sync replicas, until the producer's next append.
+    refused_for_isr: HashMap<i64, (i16, i32)>,
 }
 
 fn in_sequence(last: i32, next: i32) -> bool {
@@ -96,18 +109,33 @@ impl ProducerStates {
             }
             match e.batches.back() {
                 Some(last) if !in_sequence(last.last_seq, b.first_seq) => {
-                    return SequenceCheck::Refuse(OUT_OF_ORDER_SEQUENCE_NUMBER)
+                    return self.out_of_order(b, last.last_seq.wrapping_add(1) & i32::MAX)
                 }
                 _ => {}
             }
         } else if b.first_seq != 0 {
-            return SequenceCheck::Refuse(OUT_OF_ORDER_SEQUENCE_NUMBER);
+            return self.out_of_order(b, 0);
         }
         SequenceCheck::Append
     }
 
+    /// The refusal of `b`, which does not start at `expected`: NOT_ENOUGH_REPLICAS when the
+    /// batch at `expected` was just refused for lack of in-sync replicas (see the module's
+    /// rules), OUT_OF_ORDER_SEQUENCE_NUMBER otherwise.
+    fn out_of_order(&self, b: &ProducerBatch, expected: i32) -> SequenceCheck {
+        let gap_left_by_isr_refusal = self.refused_for_isr.get(&b.producer_id) == Some(&(b.epoch, expected))
+            && b.first_seq.wrapping_sub(expected) > 0;
+        SequenceCheck::Refuse(if gap_left_by_isr_refusal { NOT_ENOUGH_REPLICAS } else { OUT_OF_ORDER_SEQUENCE_NUMBER })
+    }
+
+    /// The leader refused `b` for lack of in-sync replicas (NOT_ENOUGH_REPLICAS).
+    pub fn refused_for_isr(&mut self, b: &ProducerBatch) {
+        self.refused_for_isr.insert(b.producer_id, (b.epoch, b.first_seq));
+    }
+
     /// Records a batch written at `first_offset..=last_offset`.
     pub fn record(&mut self, b: &ProducerBatch, first_offset: i64, last_offset: i64) {
+        self.refused_for_isr.remove(&b.producer_id);
         let e = self.by_id.entry(b.producer_id).or_default();
         if b.epoch > e.epoch {
             e.epoch = b.epoch;
@@ -137,6 +165,7 @@ impl ProducerStates {
 
     pub fn clear(&mut self) {
         self.by_id.clear();
+        self.refused_for_isr.clear();
     }
 
     pub fn producers(&self) -> usize {
@@ -169,6 +198,28 @@ mod tests {
         assert_eq!(s.check(&batch(7, 1, 0, 0)), SequenceCheck::Append);
         // Unknown producers are accepted at any sequence.
         assert_eq!(s.check(&batch(8, 3, 42, 50)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn a_gap_left_by_a_batch_refused_for_replicas_is_refused_for_replicas() {
+        let mut s = ProducerStates::default();
+        s.record(&batch(7, 0, 0, 4), 100, 104);
+        // Pipelined: 5..=9 refused for lack of replicas, then 10..=14 arrives after the ISR
+        // grew back; it is refused for the same reason, so the client retries both in order.
+        s.refused_for_isr(&batch(7, 0, 5, 9));
+        assert_eq!(s.check(&batch(7, 0, 10, 14)), SequenceCheck::Refuse(NOT_ENOUGH_REPLICAS));
+        // A gap that the refused batch does not explain stays out of order.
+        assert_eq!(s.check(&batch(7, 1, 3, 3)), SequenceCheck::Refuse(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        s.refused_for_isr(&batch(7, 0, 6, 9));
+        assert_eq!(s.check(&batch(7, 0, 10, 14)), SequenceCheck::Refuse(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        // The retry of the refused batch goes in; after it, gaps are plain gaps again.
+        s.refused_for_isr(&batch(7, 0, 5, 9));
+        assert_eq!(s.check(&batch(7, 0, 5, 9)), SequenceCheck::Append);
+        s.record(&batch(7, 0, 5, 9), 105, 109);
+        assert_eq!(s.check(&batch(7, 0, 15, 15)), SequenceCheck::Refuse(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        // The first batch of a new epoch must be 0: a refused 0 explains a later gap there too.
+        s.refused_for_isr(&batch(7, 1, 0, 3));
+        assert_eq!(s.check(&batch(7, 1, 4, 8)), SequenceCheck::Refuse(NOT_ENOUGH_REPLICAS));
     }
 
     #[test]

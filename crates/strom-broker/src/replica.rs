@@ -53,6 +53,17 @@ impl std::fmt::Display for TopicPartition {
     }
 }
 
+/// What a leader append did ([`ReplicaManager::append_as_leader`]).
+#[derive(Debug, Clone)]
+pub struct LeaderAppend {
+    pub info: AppendInfo,
+    pub log_start_offset: i64,
+    /// The leader epoch an acks=all wait must see the commit in.
+    pub leader_epoch: i32,
+    /// A retry of a batch already in the log: nothing was written, `info` says where it is.
+    pub duplicate: bool,
+}
+
 /// Whether a leader's acks=all append is committed ([`Partition::commit_state`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
@@ -127,6 +138,8 @@ pub enum ReplicaError {
     UnknownLeaderEpoch { got: i32, current: i32 },
     #[error("producer sequence check failed (Kafka error {0})")]
     ProducerSequence(i16),
+    #[error("the ISR of {partition} has {isr} replicas, fewer than min.insync.replicas {min_isr}")]
+    NotEnoughReplicas { partition: String, isr: usize, min_isr: usize },
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -139,6 +152,7 @@ impl ReplicaError {
             ReplicaError::FencedLeaderEpoch { .. } => 74,
             ReplicaError::UnknownLeaderEpoch { .. } => 75,
             ReplicaError::ProducerSequence(code) => *code,
+            ReplicaError::NotEnoughReplicas { .. } => 19,
             ReplicaError::Log(e) => e.kafka_code(),
         }
     }
@@ -615,18 +629,27 @@ impl ReplicaManager {
         self.data_arrived.notify_waiters();
     }
 
-    /// Appends a producer's batches as leader; returns what was written and the log start
-    /// offset.
+    /// Appends a producer's batches as leader. `min_isr` (acks=all writes) refuses a new
+    /// write while the ISR is smaller, with NOT_ENOUGH_REPLICAS, as Kafka does.
+    ///
+    /// **Rule:** a retry of a batch already in the log is not a new write: it is answered
+    /// with where the batch is (`duplicate`), whatever the ISR, and the caller waits for it
+    /// like any acks=all append. Refusing it would tell the client "not persisted" about a
+    /// batch that is; librdkafka, on an OUT_OF_ORDER_SEQUENCE_NUMBER for the batch behind
+    /// it, then bumps its producer epoch and writes it again under the new epoch (a
+    /// duplicate no sequence check can catch; seen in the chaos test when the ISR grew
+    /// between two pipelined requests).
     pub fn append_as_leader(
         &self,
         p: &Partition,
         records: &[u8],
         now_ms: i64,
-    ) -> Result<(AppendInfo, i64, i32), ReplicaError> {
+        min_isr: Option<usize>,
+    ) -> Result<LeaderAppend, ReplicaError> {
         if !p.is_leader() {
             return Err(ReplicaError::NotLeader(p.tp.to_string()));
         }
-        let (info, start, leader_epoch) = p.with_log(|l| {
+        let appended = p.with_log(|l| {
             // **Rule:** the role is read again under the log lock. Role changes are made under
             // that lock too, so a broker that became a follower (and truncated, and rebuilt
             // its producer state) in between cannot append as a leader after the truncation.
@@ -650,8 +673,13 @@ impl ReplicaManager {
                     SequenceCheck::Append => {}
                     // A retry of a batch already written: answer with where it was written.
                     SequenceCheck::Duplicate { first_offset, last_offset } if batches.len() == 1 => {
-                        let dup = AppendInfo { first_offset, last_offset, max_timestamp: -1, records: 0, bytes: 0 };
-                        return Ok((dup, l.log_start_offset(), role.leader_epoch));
+                        let info = AppendInfo { first_offset, last_offset, max_timestamp: -1, records: 0, bytes: 0 };
+                        return Ok(LeaderAppend {
+                            info,
+                            log_start_offset: l.log_start_offset(),
+                            leader_epoch: role.leader_epoch,
+                            duplicate: true,
+                        });
                     }
                     SequenceCheck::Duplicate { .. } => {
                         return Err(ReplicaError::ProducerSequence(DUPLICATE_SEQUENCE_NUMBER))
@@ -673,6 +701,16 @@ impl ReplicaManager {
                     }
                 }
             }
+            if let Some(min_isr) = min_isr.filter(|m| role.isr.len() < *m) {
+                for b in batches.iter().filter_map(|(b, _)| b.as_ref()) {
+                    producers.refused_for_isr(b);
+                }
+                return Err(ReplicaError::NotEnoughReplicas {
+                    partition: p.tp.to_string(),
+                    isr: role.isr.len(),
+                    min_isr,
+                });
+            }
             let info = l.append_as_leader(records, role.leader_epoch, now_ms)?;
             let mut next = info.first_offset;
             for (b, count) in &batches {
@@ -681,11 +719,18 @@ impl ReplicaManager {
                 }
                 next += count;
             }
-            Ok::<_, ReplicaError>((info, l.log_start_offset(), role.leader_epoch))
+            Ok::<_, ReplicaError>(LeaderAppend {
+                info,
+                log_start_offset: l.log_start_offset(),
+                leader_epoch: role.leader_epoch,
+                duplicate: false,
+            })
         })?;
-        p.update_high_watermark();
-        self.data_arrived.notify_waiters();
-        Ok((info, start, leader_epoch))
+        if !appended.duplicate {
+            p.update_high_watermark();
+            self.data_arrived.notify_waiters();
+        }
+        Ok(appended)
     }
 
     /// Flushes every log that is due (`flush.ms`), makes rolled segments durable and applies

@@ -11,7 +11,6 @@ use strom_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{now_ms, topic_name, Broker};
 use crate::replica::{Commit, Partition, ReplicaError};
 
-const NOT_ENOUGH_REPLICAS: i16 = 19;
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
@@ -24,9 +23,23 @@ struct Outcome {
     error_code: i16,
     base_offset: i64,
     log_start_offset: i64,
-    /// Set when acks=all must wait for the HW to pass this offset, in this leader epoch,
-    /// with this `min.insync.replicas`.
-    wait_for: Option<(Arc<Partition>, i64, i32, usize)>,
+    /// Set when acks=all must wait for the HW to pass this offset.
+    wait_for: Option<AckWait>,
+}
+
+/// An acks=all partition waiting for its batch to commit.
+struct AckWait {
+    part: Arc<Partition>,
+    /// The offset after the batch: committed once the HW reaches it.
+    end: i64,
+    /// The leader epoch the commit must happen in.
+    leader_epoch: i32,
+    min_isr: usize,
+    /// A retried batch found in the log (nothing written now): it waits until the ISR has
+    /// `min_isr` replicas again rather than being refused (see [`ReplicaManager::append_as_leader`]).
+    ///
+    /// [`ReplicaManager::append_as_leader`]: crate::replica::ReplicaManager::append_as_leader
+    duplicate: bool,
 }
 
 pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Option<ProduceResponse> {
@@ -59,28 +72,31 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Op
                 outcomes.push(o);
                 continue;
             };
-            // Leadership before min.insync.replicas, as Kafka: a follower (whose ISR comes
-            // from the image) answers NOT_LEADER_OR_FOLLOWER, which makes the client refresh
-            // its metadata; NOT_ENOUGH_REPLICAS would have it retry here.
+            // Leadership before min.insync.replicas (checked inside the append, after the
+            // duplicate check), as Kafka: a follower (whose ISR comes from the image) answers
+            // NOT_LEADER_OR_FOLLOWER, which makes the client refresh its metadata;
+            // NOT_ENOUGH_REPLICAS would have it retry here.
             if !part.is_leader() {
                 o.error_code = NOT_LEADER_OR_FOLLOWER;
                 outcomes.push(o);
                 continue;
             }
-            if req.acks == -1 && part.role().isr.len() < min_isr {
-                o.error_code = NOT_ENOUGH_REPLICAS;
-                outcomes.push(o);
-                continue;
-            }
-            match b.replicas.append_as_leader(&part, records, now) {
-                Ok((info, start, leader_epoch)) => {
+            match b.replicas.append_as_leader(&part, records, now, (req.acks == -1).then_some(min_isr)) {
+                Ok(appended) => {
+                    let info = appended.info;
                     let topic = crate::metrics::TopicLabels { topic: name.clone() };
                     b.metrics.bytes_in.get_or_create(&topic).inc_by(info.bytes);
                     b.metrics.messages_in.get_or_create(&topic).inc_by(info.records.max(0) as u64);
                     o.base_offset = info.first_offset;
-                    o.log_start_offset = start;
+                    o.log_start_offset = appended.log_start_offset;
                     if req.acks == -1 {
-                        o.wait_for = Some((part, info.last_offset + 1, leader_epoch, min_isr));
+                        o.wait_for = Some(AckWait {
+                            part,
+                            end: info.last_offset + 1,
+                            leader_epoch: appended.leader_epoch,
+                            min_isr,
+                            duplicate: appended.duplicate,
+                        });
                     }
                 }
                 Err(e) => {
@@ -141,11 +157,14 @@ async fn wait_for_high_watermarks(
         notified.as_mut().enable();
         let mut pending = 0;
         for o in topics.iter_mut().flat_map(|(_, os)| os.iter_mut()) {
-            let Some((p, end, epoch, min_isr)) = &o.wait_for else { continue };
-            match p.commit_state(*end, *epoch) {
+            let Some(w) = &o.wait_for else { continue };
+            match w.part.commit_state(w.end, w.leader_epoch) {
+                // A retry waits for the ISR to grow back (the client would otherwise take the
+                // batch for not written; see `AckWait::duplicate`).
+                Commit::Committed if w.duplicate && w.part.role().isr.len() < w.min_isr => pending += 1,
                 // As Kafka: committed, but by fewer replicas than the topic asks for (the ISR
                 // shrank while the batch waited). The client is told, and may retry.
-                Commit::Committed if p.role().isr.len() < *min_isr => {
+                Commit::Committed if w.part.role().isr.len() < w.min_isr => {
                     o.error_code = NOT_ENOUGH_REPLICAS_AFTER_APPEND;
                     o.wait_for = None;
                 }
@@ -162,8 +181,11 @@ async fn wait_for_high_watermarks(
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             for o in topics.iter_mut().flat_map(|(_, os)| os.iter_mut()) {
-                if o.wait_for.take().is_some() {
-                    o.error_code = REQUEST_TIMED_OUT;
+                if let Some(w) = o.wait_for.take() {
+                    o.error_code = match w.part.commit_state(w.end, w.leader_epoch) {
+                        Commit::Committed => NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                        _ => REQUEST_TIMED_OUT,
+                    };
                 }
             }
             return;

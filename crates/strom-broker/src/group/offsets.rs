@@ -227,7 +227,7 @@ impl OffsetStore {
         let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
         let now = crate::apis::now_ms();
         let batch = strom_protocol::batch::build_batch(0, now, &refs);
-        let (info, _, leader_epoch) = self.replicas.append_as_leader(part, &batch, now).map_err(|e| match e {
+        let appended = self.replicas.append_as_leader(part, &batch, now, None).map_err(|e| match e {
             crate::replica::ReplicaError::NotLeader(_) => NOT_COORDINATOR,
             e => {
                 tracing::warn!(node = self.node_id, error = %e, "offset commit append failed");
@@ -240,7 +240,7 @@ impl OffsetStore {
             let notified = self.replicas.data_arrived.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match part.commit_state(info.last_offset + 1, leader_epoch) {
+            match part.commit_state(appended.info.last_offset + 1, appended.leader_epoch) {
                 crate::replica::Commit::Committed => return Ok(()),
                 crate::replica::Commit::LeadershipLost => return Err(NOT_COORDINATOR),
                 crate::replica::Commit::Pending => {}
