@@ -135,7 +135,11 @@ impl ProducerStates {
 
     /// Records a batch written at `first_offset..=last_offset`.
     pub fn record(&mut self, b: &ProducerBatch, first_offset: i64, last_offset: i64) {
-        self.refused_for_isr.remove(&b.producer_id);
+        // Every append of every replica passes here: touch the map only when it holds
+        // something (it does only between a refusal and the retry).
+        if !self.refused_for_isr.is_empty() {
+            self.refused_for_isr.remove(&b.producer_id);
+        }
         let e = self.by_id.entry(b.producer_id).or_default();
         if b.epoch > e.epoch {
             e.epoch = b.epoch;

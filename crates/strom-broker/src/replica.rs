@@ -152,7 +152,7 @@ impl ReplicaError {
             ReplicaError::FencedLeaderEpoch { .. } => 74,
             ReplicaError::UnknownLeaderEpoch { .. } => 75,
             ReplicaError::ProducerSequence(code) => *code,
-            ReplicaError::NotEnoughReplicas { .. } => 19,
+            ReplicaError::NotEnoughReplicas { .. } => crate::producer_state::NOT_ENOUGH_REPLICAS,
             ReplicaError::Log(e) => e.kafka_code(),
         }
     }
