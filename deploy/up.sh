@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# `just up`: builds the image, starts the three-node cluster and waits until it is healthy:
+# `just up` (or `bash deploy/up.sh`): builds the image, starts the three-node cluster and waits until it is healthy:
 # a controller elected and all three brokers registered and unfenced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== building strom:latest (deploy/build-image.sh; no registry needed)"
 bash deploy/build-image.sh "${STROM_IMAGE_BINARY:-}"
+echo "== starting the three nodes (deploy/docker-compose.yml)"
 bash deploy/compose.sh up -d
 strom=${STROM_IMAGE_BINARY:-target/release/strom}
 deadline=$(( $(date +%s) + 90 ))

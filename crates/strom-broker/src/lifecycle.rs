@@ -87,16 +87,21 @@ impl BrokerLifecycle {
         matches!(reached, Ok(Ok(_)))
     }
 
-    /// Waits until this broker has registered and its image holds its own registration: it
-    /// has caught up with the metadata log as of joining. Until then its view of topics and
-    /// leaders may be arbitrarily old, so the Kafka listeners do not serve (as Kafka's
-    /// brokers do not before their initial metadata catch-up).
-    pub async fn wait_caught_up(&self) {
+    /// Waits until this broker may serve clients: it has registered, its image has caught up
+    /// with the metadata log as of joining (it holds its own registration), and that image
+    /// shows this broker unfenced. Before the catch-up its view of topics and leaders may be
+    /// arbitrarily old; before the unfence its Metadata answer would list no broker at all
+    /// (fenced brokers are not listed), and librdkafka's admin client then waits for a
+    /// controller it can never reach. So the Kafka listeners keep connections in the accept
+    /// backlog until both hold.
+    pub async fn wait_ready_to_serve(&self) {
         let mut rx = self.image.subscribe();
         let _ = rx
             .wait_for(|img| {
                 let epoch = self.epoch.load(Ordering::Acquire);
-                epoch >= 0 && img.offset >= epoch
+                epoch >= 0
+                    && img.offset >= epoch
+                    && img.brokers.get(&self.node_id).is_some_and(|b| b.epoch == epoch && !b.fenced)
             })
             .await;
     }
@@ -119,7 +124,7 @@ impl BrokerLifecycle {
                     Ok(r) if r.error_code == 0 => {
                         tracing::info!(node = self.node_id, broker_epoch = r.broker_epoch, "registered with the controller");
                         self.epoch.store(r.broker_epoch, Ordering::Release);
-                        // Wake `wait_caught_up`, which reads the epoch when the image changes.
+                        // Wake `wait_ready_to_serve`, which reads the epoch when the image changes.
                         self.image.send_modify(|_| {});
                         return Some(r.broker_epoch);
                     }

@@ -45,11 +45,12 @@ impl KafkaListener {
         let tasks = TaskTracker::new();
         let mut backoff_ms = 1;
         // Connections wait in the accept backlog until the broker has caught up with the
-        // metadata log: answering from a stale image would tell clients that topics do not
-        // exist or that old leaders still lead.
+        // metadata log and is unfenced: answering from a stale image would tell clients that
+        // topics do not exist or that old leaders still lead, and answering while fenced
+        // would list no broker at all.
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = self.apis.wait_caught_up() => {}
+            _ = self.apis.wait_ready_to_serve() => {}
         }
         loop {
             let permit = tokio::select! {

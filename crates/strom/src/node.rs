@@ -160,12 +160,20 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let metrics_stop = CancellationToken::new();
     let mut metrics_task = None;
     if let Some(addr) = config.metrics_listener {
-        let (bound, task) =
-            crate::metrics_http::serve(addr, broker_apis.clone(), controller.clone(), metrics_stop.clone())
-                .await
-                .with_context(|| format!("cannot bind metrics.listener {addr}"))?;
-        tracing::info!(addr = %bound, "metrics endpoint bound");
-        metrics_task = Some(task);
+        match crate::metrics_http::serve(addr, broker_apis.clone(), controller.clone(), metrics_stop.clone()).await {
+            Ok((bound, task)) => {
+                tracing::info!(addr = %bound, "metrics endpoint bound");
+                metrics_task = Some(task);
+            }
+            // The built-in default was not asked for: a second node on the same host must
+            // not fail to start over it. A metrics.listener the user set still fails loudly.
+            Err(e) if !config.metrics_listener_explicit => tracing::warn!(
+                addr = %addr,
+                error = %e,
+                "cannot bind the default metrics.listener; running without /metrics (set metrics.listener to choose a free address)"
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot bind metrics.listener {addr}")),
+        }
     }
     tracing::info!(
         roles = ?config.roles,

@@ -2,13 +2,8 @@
 //! is written once and answered with its original offset; a gap in sequences, a new epoch not
 //! starting at 0 and an old epoch are refused with Kafka's errors.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use bytes::{Bytes, BytesMut};
 use strom_client::Connection;
-use strom_protocol::kafka_protocol::messages::create_topics_request::CreatableTopic;
 use strom_protocol::kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use strom_protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use strom_protocol::kafka_protocol::messages::*;
@@ -17,44 +12,9 @@ use strom_protocol::kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-const STROM: &str = env!("CARGO_BIN_EXE_strom");
-const T: Duration = Duration::from_secs(10);
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The node's process and its data dir (removed when the test ends).
-struct Node {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> (Node, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (kafka, ctl) = (free_port(), free_port());
-    let child = Command::new(STROM)
-        .args(["server", "--override"])
-        .arg(format!("listeners=PLAINTEXT://127.0.0.1:{kafka},CONTROLLER://127.0.0.1:{ctl}"))
-        .arg("--override")
-        .arg(format!("controller.quorum.voters=1@127.0.0.1:{ctl}"))
-        .arg("--override")
-        .arg("metrics.listener=")
-        .arg("--override")
-        .arg(format!("log.dirs={}", dir.path().join("data").display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (Node { child, _dir: dir }, format!("127.0.0.1:{kafka}"))
-}
+use common::{connect, create_topic, start, T};
 
 fn batch(pid: i64, epoch: i16, first_seq: i32, n: i32) -> Bytes {
     let records: Vec<Record> = (0..n)
@@ -113,34 +73,9 @@ async fn latest_offset(c: &mut Connection) -> i64 {
 
 #[tokio::test]
 async fn retried_batches_are_written_once_and_gaps_are_refused() {
-    let (_node, addr) = start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut c = loop {
-        match Connection::connect(&addr, "idempotence-test", T).await {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "node did not come up: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    let mut topic = CreatableTopic::default();
-    topic.name = TopicName(StrBytes::from_static_str("idem"));
-    topic.num_partitions = 1;
-    topic.replication_factor = 1;
-    let mut create = CreateTopicsRequest::default();
-    create.topics = vec![topic];
-    create.timeout_ms = 10_000;
-    // The broker may still be registering: retry until the controller has it.
-    loop {
-        let r = c.send(5, &create, T).await.unwrap();
-        let code = r.topics[0].error_code;
-        if code == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "cannot create the topic: {code}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let node = start(&[]);
+    let mut c = connect(&node.addr, "idempotence-test").await;
+    create_topic(&mut c, "idem", 1).await;
     let mut init = InitProducerIdRequest::default();
     init.transactional_id = None;
     init.transaction_timeout_ms = 60_000;

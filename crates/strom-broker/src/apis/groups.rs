@@ -23,10 +23,12 @@ use strom_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::{str_bytes, topic_name, Broker};
 use crate::group::offsets::OFFSETS_TOPIC;
-use crate::group::{self, Committed, JoinRequest, COORDINATOR_NOT_AVAILABLE, NONE};
+use crate::group::{self, Committed, JoinRequest, MemberRef, SyncRequest, COORDINATOR_NOT_AVAILABLE, NONE};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const INVALID_REQUEST: i16 = 42;
+const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+/// Kafka's `offset.metadata.max.bytes` default: longer commit metadata is refused.
+const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn s(v: &StrBytes) -> String {
@@ -177,7 +179,17 @@ pub(super) async fn sync_group(b: &Broker, req: &SyncGroupRequest) -> SyncGroupR
         return resp;
     }
     let assignments = req.assignments.iter().map(|a| (s(&a.member_id), a.assignment.clone())).collect();
-    let r = b.groups.sync(&gid, req.generation_id, &s(&req.member_id), assignments).await;
+    let member_id = s(&req.member_id);
+    let instance_id = req.group_instance_id.as_ref().map(s);
+    let protocol_type = req.protocol_type.as_ref().map(s);
+    let protocol_name = req.protocol_name.as_ref().map(s);
+    let sync = SyncRequest {
+        member: MemberRef { member_id: &member_id, instance_id: instance_id.as_deref() },
+        generation: req.generation_id,
+        protocol_type: protocol_type.as_deref(),
+        protocol_name: protocol_name.as_deref(),
+    };
+    let r = b.groups.sync(&gid, sync, assignments).await;
     if r.error_code == NONE {
         // The generation this sync completed is stored before it is answered, as Kafka does,
         // so a coordinator failover resumes it (a failed write only costs a rebalance then).
@@ -199,7 +211,14 @@ pub(super) fn heartbeat(b: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse
     let mut resp = HeartbeatResponse::default();
     resp.error_code = match coordinate(b, &gid) {
         Err(code) => code,
-        Ok(_) => b.groups.heartbeat(&gid, req.generation_id, &s(&req.member_id)),
+        Ok(_) => {
+            let (member_id, instance_id) = (s(&req.member_id), req.group_instance_id.as_ref().map(s));
+            b.groups.heartbeat(
+                &gid,
+                req.generation_id,
+                MemberRef { member_id: &member_id, instance_id: instance_id.as_deref() },
+            )
+        }
     };
     resp
 }
@@ -240,7 +259,9 @@ pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> Offs
     let image = b.image();
     let mut code = coordinate(b, &gid).err().unwrap_or(NONE);
     if code == NONE {
-        code = b.groups.check_commit(&gid, req.generation_id_or_member_epoch, &s(&req.member_id));
+        let (member_id, instance_id) = (s(&req.member_id), req.group_instance_id.as_ref().map(s));
+        let member = MemberRef { member_id: &member_id, instance_id: instance_id.as_deref() };
+        code = b.groups.check_commit(&gid, req.generation_id_or_member_epoch, member);
     }
     let mut entries = Vec::new();
     let mut resp = OffsetCommitResponse::default();
@@ -256,9 +277,11 @@ pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> Offs
                 code
             } else if !known.is_some_and(|t| t.partitions.contains_key(&p.partition_index)) {
                 UNKNOWN_TOPIC_OR_PARTITION
-            } else if p.committed_offset < 0 {
-                INVALID_REQUEST
+            } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES) {
+                OFFSET_METADATA_TOO_LARGE
             } else {
+                // Any offset is stored as sent, negative ones included (Kafka 3.9 does the
+                // same; kafkajs's admin resetOffsets commits -2, "earliest", and reads it back).
                 entries.push((
                     name.clone(),
                     p.partition_index,

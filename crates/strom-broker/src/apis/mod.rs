@@ -89,9 +89,9 @@ pub fn api_name(raw: &[u8]) -> Option<String> {
 }
 
 impl Apis {
-    /// Waits until the broker may serve clients (see [`BrokerLifecycle::wait_caught_up`]).
-    pub async fn wait_caught_up(&self) {
-        self.broker.lifecycle.wait_caught_up().await
+    /// Waits until the broker may serve clients (see [`BrokerLifecycle::wait_ready_to_serve`]).
+    pub async fn wait_ready_to_serve(&self) {
+        self.broker.lifecycle.wait_ready_to_serve().await
     }
 }
 

@@ -5,7 +5,7 @@
 //! `abs(java_hash(group)) % offsets.topic.num.partitions`, as Kafka computes it (so tools that
 //! compute it agree). Offsets live in that partition ([`offsets`]); a broker that becomes its
 //! leader reloads them before answering, so a coordinator failover keeps every committed offset.
-//! Membership is in memory: after a failover, members get UNKNOWN_MEMBER_ID and rejoin.
+//! Each Stable generation's membership is stored there too, and a new coordinator resumes it.
 //!
 //! **Group rules, enforced here:**
 //! - A rebalance (PreparingRebalance) ends when every known member has rejoined or at the
@@ -13,9 +13,12 @@
 //!   grows by one, one protocol every member supports is chosen, the leader (kept if it is
 //!   still a member) gets every member's metadata, and the group waits for the leader's
 //!   assignment (CompletingRebalance → Stable on the leader's SyncGroup).
-//! - A request from an unknown member gets UNKNOWN_MEMBER_ID, from an old generation
-//!   ILLEGAL_GENERATION; during a rebalance heartbeats and commits get REBALANCE_IN_PROGRESS
-//!   so members rejoin.
+//! - Every request from a member is checked in Kafka's order: a static member replaced by a
+//!   newer instance with the same `group.instance.id` gets FENCED_INSTANCE_ID, an unknown
+//!   member UNKNOWN_MEMBER_ID, an old generation ILLEGAL_GENERATION. Heartbeats during
+//!   PreparingRebalance get REBALANCE_IN_PROGRESS so members rejoin; commits are accepted then
+//!   (the generation still owns its partitions) and refused with REBALANCE_IN_PROGRESS in
+//!   CompletingRebalance (the new assignment is not out yet).
 //! - A member silent for its session timeout is removed (and the group rebalances), except
 //!   while it waits in a JoinGroup.
 //! - First joins at v4+ get MEMBER_ID_REQUIRED with an id to use (KIP-394). A static member
@@ -24,7 +27,7 @@
 
 pub mod offsets;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -112,6 +115,23 @@ pub struct JoinRequest {
     pub require_known_member_id: bool,
 }
 
+/// Who sends a group request: its member id and, for a static member, its instance id.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberRef<'a> {
+    pub member_id: &'a str,
+    pub instance_id: Option<&'a str>,
+}
+
+/// A SyncGroup, as the coordinator needs it (the assignments apart).
+#[derive(Debug, Clone, Copy)]
+pub struct SyncRequest<'a> {
+    pub member: MemberRef<'a>,
+    pub generation: i32,
+    /// v5+: checked against the group's when given.
+    pub protocol_type: Option<&'a str>,
+    pub protocol_name: Option<&'a str>,
+}
+
 struct Member {
     instance_id: Option<String>,
     client_id: String,
@@ -134,8 +154,9 @@ struct Group {
     protocol: Option<String>,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined.
-    pending: HashSet<String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined, each with the time it
+    /// expires (its session timeout from the hand-out, as Kafka's pending members).
+    pending: HashMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
 }
 
@@ -149,7 +170,7 @@ impl Group {
             protocol: None,
             leader: None,
             members: BTreeMap::new(),
-            pending: HashSet::new(),
+            pending: HashMap::new(),
             rebalance_deadline: None,
         }
     }
@@ -170,12 +191,38 @@ impl Group {
         self.rebalance_deadline = Some(Instant::now() + delay);
     }
 
+    /// True when `instance` belongs to this group under another member id: the caller is an
+    /// old instance that a newer one with the same `group.instance.id` replaced (KIP-345).
+    fn static_member_fenced(&self, member_id: &str, instance: Option<&str>) -> bool {
+        let Some(instance) = instance else { return false };
+        self.members.iter().any(|(id, m)| m.instance_id.as_deref() == Some(instance) && id != member_id)
+    }
+
+    /// Kafka's check of a request from a current member: FENCED_INSTANCE_ID before
+    /// UNKNOWN_MEMBER_ID (a replaced static member must learn it was fenced, which is fatal
+    /// for it, rather than rejoin and fence its replacement in turn).
+    fn check_member(&self, member_id: &str, instance: Option<&str>) -> i16 {
+        if self.static_member_fenced(member_id, instance) {
+            FENCED_INSTANCE_ID
+        } else if !self.members.contains_key(member_id) {
+            UNKNOWN_MEMBER_ID
+        } else {
+            NONE
+        }
+    }
+
     /// Ends the rebalance if every member has rejoined (or `force`, at the deadline).
+    ///
+    /// **Join-phase rule (Kafka's):** a rebalance of a group with members waits, up to the
+    /// largest rebalance timeout (`max.poll.interval.ms` for Java and librdkafka consumers), for
+    /// every existing member and every member handed an id by MEMBER_ID_REQUIRED to join. A busy
+    /// member keeps its partitions until it rejoins or that timeout removes it: handing them
+    /// out earlier would let two consumers process the same partition at once.
     fn maybe_complete_join(&mut self, force: bool, group_id: &str, node_id: i32) {
         if self.state != GroupState::PreparingRebalance {
             return;
         }
-        let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
+        let all_joined = self.members.values().all(|m| m.join_waiter.is_some()) && self.pending.is_empty();
         let delay_over = self.rebalance_deadline.is_none_or(|d| Instant::now() >= d);
         if !(force || (all_joined && (delay_over || self.generation > 0))) {
             return;
@@ -390,7 +437,7 @@ impl GroupCoordinator {
             protocol: stored.protocol,
             leader: stored.leader,
             members,
-            pending: HashSet::new(),
+            pending: HashMap::new(),
             rebalance_deadline: None,
         };
         tracing::info!(
@@ -461,13 +508,17 @@ impl GroupCoordinator {
                     }
                     member_id = fresh;
                 } else if req.require_known_member_id {
-                    g.pending.insert(fresh.clone());
+                    let expires = Instant::now() + Duration::from_millis(req.session_timeout_ms.max(0) as u64);
+                    g.pending.insert(fresh.clone(), expires);
                     return JoinResult::error(MEMBER_ID_REQUIRED, &fresh);
                 } else {
                     member_id = fresh;
                 }
-            } else if !g.members.contains_key(&member_id) && !g.pending.remove(&member_id) {
-                return JoinResult::error(UNKNOWN_MEMBER_ID, &member_id);
+            } else if g.pending.remove(&member_id).is_none() {
+                let code = g.check_member(&member_id, req.group_instance_id.as_deref());
+                if code != NONE {
+                    return JoinResult::error(code, &member_id);
+                }
             }
             let (tx, rx) = oneshot::channel();
             let known = g.members.contains_key(&member_id);
@@ -508,22 +559,26 @@ impl GroupCoordinator {
         }
     }
 
-    pub async fn sync(
-        &self,
-        group_id: &str,
-        generation: i32,
-        member_id: &str,
-        assignments: Vec<(String, Bytes)>,
-    ) -> SyncResult {
+    /// SyncGroup. Checks, in Kafka's order: the member (FENCED_INSTANCE_ID, UNKNOWN_MEMBER_ID),
+    /// the generation (ILLEGAL_GENERATION), the protocol type and name when given (v5+,
+    /// INCONSISTENT_GROUP_PROTOCOL), then the state.
+    pub async fn sync(&self, group_id: &str, req: SyncRequest<'_>, assignments: Vec<(String, Bytes)>) -> SyncResult {
         let err = |code| SyncResult { error_code: code, ..Default::default() };
+        let member_id = req.member.member_id;
         let rx = {
             let mut groups = self.lock();
             let Some(g) = groups.get_mut(group_id) else { return err(UNKNOWN_MEMBER_ID) };
-            if !g.members.contains_key(member_id) {
-                return err(UNKNOWN_MEMBER_ID);
+            let code = g.check_member(member_id, req.member.instance_id);
+            if code != NONE {
+                return err(code);
             }
-            if generation != g.generation {
+            if req.generation != g.generation {
                 return err(ILLEGAL_GENERATION);
+            }
+            if req.protocol_type.is_some_and(|t| g.protocol_type.as_deref() != Some(t))
+                || req.protocol_name.is_some_and(|n| g.protocol.as_deref() != Some(n))
+            {
+                return err(INCONSISTENT_GROUP_PROTOCOL);
             }
             let ok = |g: &Group, a: Bytes| SyncResult {
                 error_code: NONE,
@@ -532,7 +587,8 @@ impl GroupCoordinator {
                 assignment: a,
             };
             match g.state {
-                GroupState::Empty | GroupState::PreparingRebalance => return err(REBALANCE_IN_PROGRESS),
+                GroupState::Empty => return err(UNKNOWN_MEMBER_ID),
+                GroupState::PreparingRebalance => return err(REBALANCE_IN_PROGRESS),
                 GroupState::Stable => {
                     let a = g.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default();
                     return ok(g, a);
@@ -572,15 +628,26 @@ impl GroupCoordinator {
         rx.await.unwrap_or_else(|_| err(REBALANCE_IN_PROGRESS))
     }
 
-    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
+    /// Heartbeat. Checks, in Kafka's order: the member, the generation, the state. Only a
+    /// heartbeat that passes the member and generation checks keeps the session alive.
+    pub fn heartbeat(&self, group_id: &str, generation: i32, member: MemberRef<'_>) -> i16 {
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(group_id) else { return UNKNOWN_MEMBER_ID };
-        let Some(m) = g.members.get_mut(member_id) else { return UNKNOWN_MEMBER_ID };
-        m.last_heard = Instant::now();
+        let code = g.check_member(member.member_id, member.instance_id);
+        if code != NONE {
+            return code;
+        }
         if generation != g.generation {
             return ILLEGAL_GENERATION;
         }
-        match g.state {
+        let state = g.state;
+        if state == GroupState::Empty {
+            return UNKNOWN_MEMBER_ID;
+        }
+        if let Some(m) = g.members.get_mut(member.member_id) {
+            m.last_heard = Instant::now();
+        }
+        match state {
             GroupState::PreparingRebalance => REBALANCE_IN_PROGRESS,
             _ => NONE,
         }
@@ -592,43 +659,63 @@ impl GroupCoordinator {
         let Some(g) = groups.get_mut(group_id) else { return vec![UNKNOWN_MEMBER_ID; members.len()] };
         let mut out = Vec::with_capacity(members.len());
         for (id, instance) in members {
+            // Kafka's order: an empty member id names a static member by instance (an admin's
+            // removal); a pending member just goes; otherwise the member check applies.
             let target = if id.is_empty() {
-                instance.as_ref().and_then(|i| {
-                    g.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(i)).map(|(id, _)| id.clone())
-                })
+                instance
+                    .as_ref()
+                    .and_then(|i| {
+                        g.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(i)).map(|(id, _)| id.clone())
+                    })
+                    .ok_or(UNKNOWN_MEMBER_ID)
+            } else if g.pending.remove(id).is_some() {
+                out.push(NONE);
+                continue;
             } else {
-                Some(id.clone()).filter(|id| g.members.contains_key(id))
+                match g.check_member(id, instance.as_deref()) {
+                    NONE => Ok(id.clone()),
+                    code => Err(code),
+                }
             };
             match target {
-                Some(t) => {
+                Ok(t) => {
                     tracing::debug!(node = self.node_id, group = group_id, member = %t, "member left");
                     g.remove_member(&t, self.initial_rebalance_delay);
                     out.push(NONE);
                 }
-                None => out.push(UNKNOWN_MEMBER_ID),
+                Err(code) => out.push(code),
             }
         }
         g.maybe_complete_join(false, group_id, self.node_id);
         out
     }
 
-    /// Checks a commit's member and generation: Ok for a simple (generation -1) commit to a
-    /// group without members, or a current member's commit outside a rebalance.
-    pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
+    /// Checks an OffsetCommit's member and generation, as Kafka does:
+    /// - a simple commit (generation -1, no member id, no instance id) is allowed to a group
+    ///   with no members; to one with members it is UNKNOWN_MEMBER_ID;
+    /// - otherwise the member check (FENCED_INSTANCE_ID, UNKNOWN_MEMBER_ID), then
+    ///   ILLEGAL_GENERATION for any generation but the current one;
+    /// - a current member's commit while the group is CompletingRebalance is
+    ///   REBALANCE_IN_PROGRESS: the new generation's assignment is not given out yet, so the
+    ///   member may be committing partitions that are no longer its own;
+    /// - during PreparingRebalance the current generation still owns its partitions, so its
+    ///   commits (a consumer commits what it processed before it rejoins) are accepted.
+    pub fn check_commit(&self, group_id: &str, generation: i32, member: MemberRef<'_>) -> i16 {
         let groups = self.lock();
         let Some(g) = groups.get(group_id) else {
             return if generation < 0 { NONE } else { ILLEGAL_GENERATION };
         };
-        if generation < 0 && member_id.is_empty() {
+        if generation < 0 && member.member_id.is_empty() && member.instance_id.is_none() {
             return if g.members.is_empty() { NONE } else { UNKNOWN_MEMBER_ID };
         }
-        if !g.members.contains_key(member_id) {
-            return UNKNOWN_MEMBER_ID;
+        let code = g.check_member(member.member_id, member.instance_id);
+        if code != NONE {
+            return code;
         }
         if generation != g.generation {
             return ILLEGAL_GENERATION;
         }
-        if g.state == GroupState::PreparingRebalance {
+        if g.state == GroupState::CompletingRebalance {
             return REBALANCE_IN_PROGRESS;
         }
         NONE
@@ -651,6 +738,7 @@ impl GroupCoordinator {
                 tracing::info!(node = self.node_id, group = %id, member = %m, "member session expired");
                 g.remove_member(&m, self.initial_rebalance_delay);
             }
+            g.pending.retain(|_, expires| *expires > now);
             let due = g.rebalance_deadline.is_some_and(|d| now >= d);
             g.maybe_complete_join(due, id, self.node_id);
         }

@@ -85,7 +85,14 @@ impl RawConfig {
         for (var, v) in env {
             match env_key(&var) {
                 Some(k) => raw.set(k.to_string(), v, Source::Env),
-                None => raw.unknown_keys.push(var),
+                // Not a key Strom reads: kept under its key form when it is one Strom must
+                // refuse (so the refusal names it), otherwise only warned about.
+                None => match var.strip_prefix("STROM_").map(env_var_key_form) {
+                    Some(k) if keys::is_refused(&k, &v) => {
+                        raw.values.insert(k, (v, Source::Env));
+                    }
+                    _ => raw.unknown_keys.push(var),
+                },
             }
         }
         for o in overrides {
@@ -116,6 +123,18 @@ impl RawConfig {
         self.values.get(key).map(|(_, s)| *s)
     }
 
+    /// Keys the user set that Kafka acts on and Strom does not implement yet
+    /// ([`keys::REFUSED_UNTIL_IMPLEMENTED`]); the node refuses to start with any of them.
+    /// Environment variables count under their key form (`STROM_SSL_KEYSTORE_LOCATION` is
+    /// `ssl.keystore.location`).
+    pub fn refused_keys(&self) -> Vec<String> {
+        self.values
+            .iter()
+            .filter(|(k, (v, s))| *s != Source::Default && keys::is_refused(k, v))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Every merged key and value.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, Source)> {
         self.values.iter().map(|(k, (v, s))| (k.as_str(), v.as_str(), *s))
@@ -129,6 +148,12 @@ fn env_key(var: &str) -> Option<&'static str> {
         .map(|k| k.name)
         .chain(keys::ACCEPTED_WITHOUT_EFFECT.iter().copied())
         .find(|k| keys::env_var_name(k) == var)
+}
+
+/// `SSL_KEYSTORE_LOCATION` as `ssl.keystore.location` (the inverse of [`keys::env_var_name`]
+/// for keys without dashes).
+fn env_var_key_form(var: &str) -> String {
+    var.to_ascii_lowercase().replace('_', ".")
 }
 
 /// What a node runs.
@@ -183,6 +208,8 @@ pub struct NodeConfig {
     pub socket_request_max_bytes: i32,
     pub group_initial_rebalance_delay_ms: u64,
     pub metrics_listener: Option<SocketAddr>,
+    /// True when `metrics.listener` was set by the user (a bind failure then stops the node).
+    pub metrics_listener_explicit: bool,
     pub metrics_per_partition: bool,
     pub max_connections: usize,
     pub connections_max_idle_ms: u64,
@@ -206,6 +233,25 @@ impl NodeConfig {
         };
         let security_protocols = protocol_map(r)?;
         let listeners = listeners(r, "listeners", &security_protocols)?;
+        // TLS and SASL are not implemented yet: a listener that asks for them is refused
+        // rather than served in plain text (a requested protection is never weakened).
+        if let Some(l) = listeners.iter().find(|l| l.security_protocol != "PLAINTEXT") {
+            return Err(inconsistent(
+                "listener.security.protocol.map",
+                format!(
+                    "listener {} maps to security protocol {}, which Strom does not implement yet \
+                     (only PLAINTEXT listeners can be served)",
+                    l.name, l.security_protocol
+                ),
+            ));
+        }
+        if let Some(key) = r.refused_keys().first() {
+            return Err(inconsistent(
+                key,
+                "changes behaviour in Kafka and Strom does not implement it yet; remove it \
+                 (see docs/operations.md, \"Configuration keys Strom refuses\")",
+            ));
+        }
         let controller_listener_names = list(r, "controller.listener.names");
         let inter_broker_listener_name = r.get("inter.broker.listener.name").unwrap_or("").trim().to_string();
 
@@ -309,6 +355,9 @@ impl NodeConfig {
                 format!("{broker_heartbeat_interval_ms} must be less than broker.session.timeout.ms ({broker_session_timeout_ms})"),
             ));
         }
+        // Only a metrics listener the user asked for must bind; the built-in default is
+        // skipped with a warning when its port is taken (a second node on the same host).
+        let metrics_listener_explicit = r.source("metrics.listener").is_some_and(|s| s != Source::Default);
         let metrics_listener = match r.get("metrics.listener").map(str::trim) {
             None | Some("") => None,
             Some(v) => Some(
@@ -344,6 +393,7 @@ impl NodeConfig {
             socket_request_max_bytes: int_in(r, "socket.request.max.bytes", 1, i32::MAX as i64)? as i32,
             group_initial_rebalance_delay_ms: int_at_least(r, "group.initial.rebalance.delay.ms", 0)?,
             metrics_listener,
+            metrics_listener_explicit,
             metrics_per_partition: boolean(r, "metrics.per.partition.enable")?,
             max_connections: int_at_least(r, "max.connections", 1)? as usize,
             connections_max_idle_ms: int_at_least(r, "connections.max.idle.ms", 1)?,

@@ -50,7 +50,7 @@ fn every_listed_key_is_read() {
         "controller.quorum.voters=1@a:9093,2@b:9093,3@c:9093",
         "listeners=INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:19092",
         "advertised.listeners=INTERNAL://node3:9092,EXTERNAL://localhost:19092",
-        "listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=INTERNAL",
         "log.dirs=/d1, /d2",
@@ -81,7 +81,7 @@ fn every_listed_key_is_read() {
     assert_eq!(c.quorum_voters[2], Voter { id: 3, host: "c".into(), port: 9093 });
     assert_eq!(c.listeners.len(), 2);
     assert_eq!(c.advertised_listeners[1].host, "localhost");
-    assert_eq!(c.advertised_listeners[1].security_protocol, "SASL_PLAINTEXT");
+    assert_eq!(c.advertised_listeners[1].security_protocol, "PLAINTEXT");
     assert_eq!(c.inter_broker_listener_name, "INTERNAL");
     assert_eq!(c.log_dirs, vec![PathBuf::from("/d1"), PathBuf::from("/d2")]);
     assert_eq!(c.num_partitions, 6);
@@ -229,4 +229,65 @@ fn env_var_names_use_underscores() {
     assert_eq!(keys::env_var_name("log.retention.ms"), "STROM_LOG_RETENTION_MS");
     assert_eq!(env_key("STROM_LOG_RETENTION_MS"), Some("log.retention.ms"));
     assert_eq!(env_key("STROM_NOT_A_KEY"), None);
+}
+
+#[test]
+fn a_listener_that_is_not_plaintext_is_refused_until_tls_and_sasl_exist() {
+    for proto in ["SSL", "SASL_PLAINTEXT", "SASL_SSL"] {
+        let map = format!("listener.security.protocol.map=SECURE:{proto},CONTROLLER:PLAINTEXT");
+        let r = ov(&[
+            "listeners=SECURE://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
+            "inter.broker.listener.name=SECURE",
+            &map,
+        ]);
+        let e = r.expect_err("a non-PLAINTEXT listener must be refused");
+        assert_eq!(e.key(), Some("listener.security.protocol.map"));
+        assert!(e.to_string().contains(proto), "{e}");
+    }
+    // Kafka's own habit: SSL://… with the default map (SSL:SSL).
+    let e = ov(&["listeners=SSL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093", "inter.broker.listener.name=SSL"])
+        .expect_err("an SSL listener must be refused");
+    assert!(e.to_string().contains("listener SSL maps to security protocol SSL"), "{e}");
+}
+
+#[test]
+fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
+    for key in [
+        "ssl.keystore.location=/k.jks",
+        "sasl.enabled.mechanisms=PLAIN",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:admin",
+        "listener.name.sasl_ssl.plain.sasl.jaas.config=x",
+        "log.cleaner.threads=2",
+        "log.cleanup.policy=compact",
+        "compression.type=zstd",
+        "transaction.max.timeout.ms=60000",
+        "offsets.retention.minutes=60",
+        "quota.window.num=11",
+    ] {
+        let name = key.split_once('=').unwrap().0;
+        let e = ov(&[key]).expect_err(key);
+        assert_eq!(e.key(), Some(name), "{e}");
+        assert!(e.to_string().contains("does not implement"), "{e}");
+    }
+    // From the environment too, named by its key.
+    let e = load(None, &[("STROM_SSL_KEYSTORE_LOCATION", "/k.jks")], &[]).expect_err("env ssl key");
+    assert_eq!(e.key(), Some("ssl.keystore.location"));
+    // Values that ask for what Strom does, and keys Kafka's shipped file sets, still start.
+    ov(&[
+        "security.inter.broker.protocol=PLAINTEXT",
+        "compression.type=producer",
+        "log.cleanup.policy=delete",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "log.cleaner.enable=true",
+    ])
+    .unwrap();
+}
+
+#[test]
+fn only_a_metrics_listener_the_user_set_is_explicit() {
+    assert!(!ov(&[]).unwrap().metrics_listener_explicit);
+    assert!(ov(&["metrics.listener=127.0.0.1:9464"]).unwrap().metrics_listener_explicit);
+    assert!(load(None, &[("STROM_METRICS_LISTENER", "127.0.0.1:9500")], &[]).unwrap().metrics_listener_explicit);
 }
