@@ -7,7 +7,9 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+import pytest
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import wait_until
@@ -392,3 +394,67 @@ def test_kafka_python_group_commits_and_resumes(node):
             break
     c.close()
     assert rest == [f"p{i}".encode() for i in range(20, 50)]
+
+
+def test_a_static_member_replaced_by_a_new_instance_is_fenced(node):
+    """A process restarted with the same group.instance.id while the old one still runs: the
+    broker answers the old one FENCED_INSTANCE_ID (librdkafka: "Static consumer fenced by
+    other consumer with same group.instance.id", fatal), so the old one drops its partitions
+    and does not rejoin; the new one keeps them. (Before, the old one got UNKNOWN_MEMBER_ID,
+    rejoined with the same instance id and fenced the new one in turn.)"""
+    create(node, "fenced", partitions=2)
+    produce(node, "fenced", [b"%d" % i for i in range(10)])
+    group = f"g-{uuid.uuid4()}"
+    old = consumer(node, group, **{"group.instance.id": "instance-1"})
+    old.subscribe(["fenced"])
+    poll_values(old, 10)
+    old.commit(asynchronous=False)
+    new = consumer(node, group, **{"group.instance.id": "instance-1"})
+    new.subscribe(["fenced"])
+
+    def serve_both():
+        new.consume(10, timeout=0.1)
+        try:
+            old.consume(10, timeout=0.1)
+        except KafkaException:
+            pass  # a fenced consumer may fail its calls
+    wait_until("the new instance to own both partitions and the old none",
+               lambda: serve_both() or (len(new.assignment()) == 2 and not old.assignment()), timeout=40)
+    # For several heartbeat intervals, the old instance never takes them back.
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        serve_both()
+        assert len(new.assignment()) == 2 and not old.assignment()
+    with pytest.raises(KafkaException):
+        old.commit(offsets=[TopicPartition("fenced", 0, 3)], asynchronous=False)
+    committed = new.committed([TopicPartition("fenced", 0), TopicPartition("fenced", 1)], timeout=10)
+    assert sum(tp.offset for tp in committed) == 10
+    old.close()
+    new.close()
+
+
+def test_a_busy_member_keeps_its_partition_until_its_max_poll_interval(node):
+    """Two members on one partition; the first stops polling for longer than
+    max.poll.interval.ms. As with Kafka, the second gets the partition's records only once the
+    first has exceeded max.poll.interval.ms and left, never while the first may still be
+    processing them (the rebalance waits up to the rebalance timeout for every member)."""
+    create(node, "busy", partitions=1)
+    produce(node, "busy", [b"%d" % i for i in range(50)])
+    group = f"g-{uuid.uuid4()}"
+    conf = {"max.poll.interval.ms": 10000, "session.timeout.ms": 6000}
+    first = consumer(node, group, **conf)
+    first.subscribe(["busy"])
+    poll_values(first, 1)
+    took = time.monotonic()  # the first member's last poll: it is busy from here
+    second = consumer(node, group, **conf)
+    second.subscribe(["busy"])
+    got = []
+
+    def second_has_records():
+        got.extend(m for m in second.consume(10, timeout=0.2) if m.error() is None)
+        return got
+    wait_until("the second member to get the partition's records", second_has_records, timeout=40)
+    waited = time.monotonic() - took
+    assert waited >= 9, f"the second member got the busy member's partition after {waited:.1f} s"
+    first.close()
+    second.close()

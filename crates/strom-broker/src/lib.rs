@@ -42,7 +42,6 @@ pub mod server;
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
     pub node_id: i32,
-    pub cluster_id: String,
     pub socket_request_max_bytes: usize,
     pub max_connections: usize,
     pub connections_max_idle_ms: u64,

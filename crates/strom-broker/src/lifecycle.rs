@@ -20,6 +20,15 @@ use crate::replica::ReplicaManager;
 
 /// STALE_BROKER_EPOCH: the controller no longer knows this registration.
 const STALE_BROKER_EPOCH: i32 = 77;
+/// INCONSISTENT_CLUSTER_ID: this broker's data belongs to another cluster.
+const INCONSISTENT_CLUSTER_ID: i32 = 104;
+
+/// Why the broker cannot go on at all (the node stops).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("refusing to join: {0} (the log dirs hold another cluster's data: point this node at its own cluster, or give it empty log dirs)")]
+    InconsistentClusterId(String),
+}
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// A heartbeat to a controller that does not answer this soon is retried on the next voter:
 /// well inside `broker.session.timeout.ms`, so one hung voter does not cost the session.
@@ -30,6 +39,8 @@ pub struct BrokerLifecycle {
     client: ControllerClient,
     listeners: Vec<pb::Endpoint>,
     rack: Option<String>,
+    /// The cluster id in this node's `meta.properties`, if it has one (sent on registration).
+    cluster_id: Option<String>,
     heartbeat_interval: Duration,
     incarnation: String,
     image: watch::Sender<Arc<MetadataImage>>,
@@ -43,6 +54,7 @@ impl BrokerLifecycle {
         client: ControllerClient,
         listeners: Vec<pb::Endpoint>,
         rack: Option<String>,
+        cluster_id: Option<String>,
         heartbeat_interval: Duration,
     ) -> Arc<Self> {
         let (image, _) = watch::channel(Arc::new(MetadataImage::new()));
@@ -51,6 +63,7 @@ impl BrokerLifecycle {
             client,
             listeners,
             rack,
+            cluster_id,
             heartbeat_interval,
             incarnation: uuid::Uuid::new_v4().to_string(),
             image,
@@ -101,32 +114,38 @@ impl BrokerLifecycle {
                 let epoch = self.epoch.load(Ordering::Acquire);
                 epoch >= 0
                     && img.offset >= epoch
+                    && img.cluster_id.is_some()
                     && img.brokers.get(&self.node_id).is_some_and(|b| b.epoch == epoch && !b.fenced)
             })
             .await;
     }
 
-    async fn register(&self, shutdown: &CancellationToken) -> Option<i64> {
+    /// Registers until accepted; `Ok(None)` on shutdown.
+    async fn register(&self, shutdown: &CancellationToken) -> Result<Option<i64>, LifecycleError> {
         loop {
             let req = pb::RegisterBrokerRequest {
                 broker_id: self.node_id,
                 incarnation_id: self.incarnation.clone().into_bytes(),
                 listeners: self.listeners.clone(),
                 rack: self.rack.clone(),
+                cluster_id: self.cluster_id.clone(),
             };
             let r = self.client.call(Duration::from_secs(5), CALL_TIMEOUT, |mut c| {
                 let req = req.clone();
                 async move { c.register_broker(req).await }
             });
             tokio::select! {
-                _ = shutdown.cancelled() => return None,
+                _ = shutdown.cancelled() => return Ok(None),
                 r = r => match r {
                     Ok(r) if r.error_code == 0 => {
                         tracing::info!(node = self.node_id, broker_epoch = r.broker_epoch, "registered with the controller");
                         self.epoch.store(r.broker_epoch, Ordering::Release);
                         // Wake `wait_ready_to_serve`, which reads the epoch when the image changes.
                         self.image.send_modify(|_| {});
-                        return Some(r.broker_epoch);
+                        return Ok(Some(r.broker_epoch));
+                    }
+                    Ok(r) if r.error_code == INCONSISTENT_CLUSTER_ID => {
+                        return Err(LifecycleError::InconsistentClusterId(r.error_message));
                     }
                     Ok(r) => tracing::warn!(node = self.node_id, code = r.error_code, error = %r.error_message, "registration refused; retrying"),
                     Err(e) => tracing::warn!(node = self.node_id, error = %e, "controller unreachable; retrying registration"),
@@ -136,9 +155,14 @@ impl BrokerLifecycle {
     }
 
     /// Runs until `shutdown`: registration, heartbeats and the metadata follower. On shutdown
-    /// it performs a controlled shutdown (bounded in time) before returning.
-    pub async fn run(self: Arc<Self>, replicas: Arc<ReplicaManager>, shutdown: CancellationToken) {
-        let Some(_) = self.register(&shutdown).await else { return };
+    /// it performs a controlled shutdown (bounded in time) before returning. An error means
+    /// the broker must not go on (the node stops).
+    pub async fn run(
+        self: Arc<Self>,
+        replicas: Arc<ReplicaManager>,
+        shutdown: CancellationToken,
+    ) -> Result<(), LifecycleError> {
+        let Some(_) = self.register(&shutdown).await? else { return Ok(()) };
         let follower = tokio::spawn(self.clone().follow_metadata(replicas, shutdown.clone()));
         let mut tick = tokio::time::interval(self.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -150,8 +174,13 @@ impl BrokerLifecycle {
             match self.heartbeat(false).await {
                 Ok(r) if r.error_code == STALE_BROKER_EPOCH => {
                     tracing::warn!(node = self.node_id, "controller lost our registration; registering again");
-                    if self.register(&shutdown).await.is_none() {
-                        break;
+                    match self.register(&shutdown).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => {
+                            follower.abort();
+                            return Err(e);
+                        }
                     }
                 }
                 Ok(r) if r.error_code == 0 => {
@@ -178,6 +207,7 @@ impl BrokerLifecycle {
             }
         }
         follower.abort();
+        Ok(())
     }
 
     async fn heartbeat(

@@ -59,6 +59,9 @@ pub struct ControllerConfig {
     pub auto_leader_rebalance_enable: bool,
     /// Raft heartbeat; elections start after 3–6 of these without a leader.
     pub raft_heartbeat_ms: u64,
+    /// The cluster id in this node's `meta.properties`, if it has one: the id a new cluster
+    /// takes when this controller is active at the first registration.
+    pub cluster_id: Option<String>,
 }
 
 /// Why a controller operation failed; each maps to a Kafka error code.
@@ -88,6 +91,8 @@ pub enum ControllerError {
     InvalidIsr(String),
     #[error("metadata quorum unavailable: {0}")]
     Unavailable(String),
+    #[error("{0}")]
+    InconsistentClusterId(String),
 }
 
 impl ControllerError {
@@ -106,6 +111,7 @@ impl ControllerError {
             ControllerError::StaleEpoch => 89,     // FENCED_LEADER_EPOCH
             ControllerError::InvalidIsr(_) => 102, // INELIGIBLE_REPLICA
             ControllerError::Unavailable(_) => 15, // COORDINATOR_NOT_AVAILABLE-like: retriable
+            ControllerError::InconsistentClusterId(_) => 104,
         }
     }
 }
@@ -318,27 +324,48 @@ impl Controller {
     // ---- brokers -------------------------------------------------------------------------
 
     /// Registers a broker (a new incarnation gets a new epoch); it starts fenced.
+    ///
+    /// **Cluster id rule:** a broker that names a cluster id (its `meta.properties` has one)
+    /// other than the cluster's is refused with INCONSISTENT_CLUSTER_ID: it holds another
+    /// cluster's data. The first registration of a cluster without an id writes one first
+    /// ([`crate::cluster_id`] says which).
     pub async fn register_broker(
         &self,
         broker_id: i32,
         incarnation_id: String,
         listeners: Vec<Endpoint>,
         rack: Option<String>,
+        cluster_id: Option<String>,
     ) -> Result<i64, ControllerError> {
         self.check_active()?;
         let (epoch, _) = self
             .write(|image| {
+                let mut records = Vec::new();
+                let cluster = match (&image.cluster_id, &self.config.cluster_id) {
+                    (Some(c), _) => c.clone(),
+                    (None, Some(mine)) => mine.clone(),
+                    (None, None) => cluster_id.clone().unwrap_or_else(crate::cluster_id::generate),
+                };
+                if let Some(theirs) = cluster_id.as_ref().filter(|t| **t != cluster) {
+                    return Err(ControllerError::InconsistentClusterId(format!(
+                        "broker {broker_id} belongs to cluster {theirs}, this is cluster {cluster}"
+                    )));
+                }
+                if image.cluster_id.is_none() {
+                    tracing::info!(node = self.config.node_id, cluster_id = %cluster, "cluster id chosen");
+                    records.push(MetadataRecord::ClusterId { cluster_id: cluster });
+                }
                 if let Some(b) = image.brokers.get(&broker_id) {
                     if b.incarnation_id == incarnation_id {
                         // A retried registration of the same process: same epoch.
-                        return Ok((vec![], b.epoch));
+                        return Ok((records, b.epoch));
                     }
                 }
                 let epoch = image.offset + 1;
                 // The old incarnation is gone: its leaderships move now, not after a timeout.
                 // Its fencing comes first in the batch: it names the old epoch, which the
                 // registration then replaces.
-                let mut records = self.fence_changes(image, broker_id);
+                records.extend(self.fence_changes(image, broker_id));
                 records.push(MetadataRecord::RegisterBroker {
                     broker_id,
                     incarnation_id: incarnation_id.clone(),

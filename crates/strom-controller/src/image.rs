@@ -62,6 +62,10 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
     /// The first producer id not yet handed out.
     pub next_producer_id: i64,
+    /// The cluster id ([`crate::cluster_id`]); `None` until the first broker registers (and in
+    /// images written before cluster ids were recorded).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
     #[serde(skip)]
     names_by_id: HashMap<Uuid, String>,
 }
@@ -114,6 +118,12 @@ impl MetadataImage {
 
     fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         match record {
+            MetadataRecord::ClusterId { cluster_id } => match &self.cluster_id {
+                Some(c) if c != cluster_id => {
+                    return refuse(format!("cluster id {cluster_id} after {c}: a cluster id never changes"))
+                }
+                _ => self.cluster_id = Some(cluster_id.clone()),
+            },
             MetadataRecord::RegisterBroker { broker_id, incarnation_id, epoch, listeners, rack } => {
                 self.brokers.insert(
                     *broker_id,

@@ -1,6 +1,7 @@
 //! strom-controller: the metadata quorum (KRaft-style), replicated with openraft over tonic.
 //!
 //! # Layout
+//! - [`cluster_id`]: the cluster id's form and generation, and the rule for choosing it.
 //! - [`records`]: the typed, versioned metadata records (the only way metadata changes).
 //! - [`image`]: [`image::MetadataImage`], metadata as of one offset, built by applying records;
 //!   the controller and every broker keep one.
@@ -19,6 +20,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod cluster_id;
 pub mod controller;
 pub mod image;
 pub mod placement;

@@ -74,6 +74,8 @@ pub enum MetadataRecord {
     RemoveTopic { topic_id: uuid::Uuid },
     /// Producer ids `[first, first + count)` now belong to `broker_id`.
     ProducerIds { broker_id: i32, first: i64, count: i64 },
+    /// The cluster's id ([`crate::cluster_id`]); written once, before the first registration.
+    ClusterId { cluster_id: String },
 }
 
 /// What one Raft log entry carries: the records of one controller operation, applied

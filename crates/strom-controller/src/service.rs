@@ -61,17 +61,19 @@ impl controller_server::Controller for ControllerService {
             })
             .collect();
         let incarnation = String::from_utf8_lossy(&r.incarnation_id).to_string();
-        Ok(Response::new(match self.controller.register_broker(r.broker_id, incarnation, listeners, r.rack).await {
-            Ok(epoch) => RegisterBrokerResponse {
-                broker_epoch: epoch,
-                active_controller_id: self.active_id(),
-                ..Default::default()
+        Ok(Response::new(
+            match self.controller.register_broker(r.broker_id, incarnation, listeners, r.rack, r.cluster_id).await {
+                Ok(epoch) => RegisterBrokerResponse {
+                    broker_epoch: epoch,
+                    active_controller_id: self.active_id(),
+                    ..Default::default()
+                },
+                Err(e) => {
+                    let (error_code, error_message, active_controller_id) = self.error(&e);
+                    RegisterBrokerResponse { error_code, error_message, active_controller_id, broker_epoch: -1 }
+                }
             },
-            Err(e) => {
-                let (error_code, error_message, active_controller_id) = self.error(&e);
-                RegisterBrokerResponse { error_code, error_message, active_controller_id, broker_epoch: -1 }
-            }
-        }))
+        ))
     }
 
     async fn broker_heartbeat(

@@ -33,6 +33,7 @@ fn config(dir: &std::path::Path, id: i32, voters: &[(i32, String)], session_time
         unclean_leader_election_enable: false,
         auto_leader_rebalance_enable: true,
         raft_heartbeat_ms: 50,
+        cluster_id: None,
     }
 }
 
@@ -161,20 +162,34 @@ fn topic(name: &str, partitions: i32) -> NewTopic {
 }
 
 async fn register(client: &ControllerClient, broker_id: i32) -> i64 {
-    let r = client
-        .call(Duration::from_secs(10), Duration::from_secs(2), |mut c| async move {
-            c.register_broker(pb::RegisterBrokerRequest {
-                broker_id,
-                incarnation_id: format!("inc-{broker_id}").into_bytes(),
-                listeners: vec![],
-                rack: None,
-            })
-            .await
-        })
-        .await
-        .unwrap();
+    let r = register_in(client, broker_id, None).await;
     assert_eq!(r.error_code, 0, "{}", r.error_message);
     r.broker_epoch
+}
+
+/// A registration naming the cluster id the broker's meta.properties holds.
+async fn register_in(
+    client: &ControllerClient,
+    broker_id: i32,
+    cluster_id: Option<&str>,
+) -> pb::RegisterBrokerResponse {
+    let cluster_id = cluster_id.map(String::from);
+    client
+        .call(Duration::from_secs(10), Duration::from_secs(2), |mut c| {
+            let cluster_id = cluster_id.clone();
+            async move {
+                c.register_broker(pb::RegisterBrokerRequest {
+                    broker_id,
+                    incarnation_id: format!("inc-{broker_id}").into_bytes(),
+                    listeners: vec![],
+                    rack: None,
+                    cluster_id,
+                })
+                .await
+            }
+        })
+        .await
+        .unwrap()
 }
 
 async fn heartbeat(client: &ControllerClient, broker_id: i32, epoch: i64, offset: i64) -> pb::BrokerHeartbeatResponse {
@@ -217,6 +232,29 @@ async fn a_single_voter_elects_itself_and_commits() {
     let p = image.partition("orders", 0).unwrap();
     assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (1, vec![1], 0));
     assert_eq!(create_topic(&q, "orders").await.unwrap_err(), "topic orders already exists");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_registration_fixes_the_cluster_id_and_brokers_of_another_cluster_are_refused() {
+    let q = Quorum::start(1).await;
+    q.wait_for_leader(Duration::from_secs(10)).await;
+    let client = q.client();
+    let image = || q.members[0].as_ref().unwrap().controller.metadata.image();
+    assert_eq!(image().cluster_id, None);
+    // A broker formatted for a cluster id brings it to a cluster that has none yet.
+    let formatted = strom_controller::cluster_id::generate();
+    assert_eq!(register_in(&client, 1, Some(&formatted)).await.error_code, 0);
+    assert_eq!(image().cluster_id.as_deref(), Some(formatted.as_str()));
+    // A broker with another cluster's data is refused, with Kafka's INCONSISTENT_CLUSTER_ID.
+    let other = strom_controller::cluster_id::generate();
+    let r = register_in(&client, 2, Some(&other)).await;
+    assert_eq!(r.error_code, 104, "{r:?}");
+    assert!(r.error_message.contains(&other), "{}", r.error_message);
+    assert!(!image().brokers.contains_key(&2));
+    // A new broker (no id yet) and one of this cluster join.
+    assert_eq!(register_in(&client, 2, None).await.error_code, 0);
+    assert_eq!(register_in(&client, 3, Some(&formatted)).await.error_code, 0);
+    assert_eq!(image().cluster_id.as_deref(), Some(formatted.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

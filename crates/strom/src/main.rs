@@ -34,6 +34,9 @@ enum Command {
     /// Load generators: produce / consume throughput and latency.
     #[command(subcommand)]
     Perf(tools::perf::PerfCommand),
+    /// Log dirs: a new cluster id, or format dirs for one (kafka-storage.sh).
+    #[command(subcommand)]
+    Storage(tools::storage::StorageCommand),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -78,6 +81,13 @@ fn main() -> ExitCode {
         Command::ConsoleConsumer(args) => tools::run_tool(|| tools::console::consume(args)),
         Command::Cluster(args) => tools::run_tool(|| tools::cluster_info::run(args)),
         Command::Perf(cmd) => tools::run_tool(|| tools::perf::run(cmd)),
+        Command::Storage(cmd) => match tools::storage::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strom storage: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -41,9 +41,9 @@ pub enum StartError {
 struct DataDir {
     _lock: File,
     path: PathBuf,
+    /// The cluster id its `meta.properties` holds (None: not known yet).
+    cluster_id: Option<String>,
 }
-
-const META_FILE: &str = "meta.properties";
 
 impl DataDir {
     /// Creates the directory if needed, locks it, and checks (or writes) `meta.properties`:
@@ -54,32 +54,100 @@ impl DataDir {
             .with_context(|| format!("cannot create the lock file in {}", path.display()))?;
         lock.try_lock()
             .map_err(|_| anyhow::anyhow!("log dir {} is in use by another process (.lock is held)", path.display()))?;
-        let meta = path.join(META_FILE);
-        match fs::read_to_string(&meta) {
-            Ok(text) => {
-                let stored =
-                    text.lines().find_map(|l| l.strip_prefix("node.id=")).and_then(|v| v.trim().parse::<i32>().ok());
-                if stored != Some(node_id) {
+        let cluster_id = match MetaProperties::read(path)? {
+            Some(meta) => {
+                if meta.node_id != Some(node_id) {
                     return Err(StartError::Config(format!(
                         "node.id: {node_id} does not match node.id {} in {}",
-                        stored.map_or("(missing)".to_string(), |s| s.to_string()),
-                        meta.display()
+                        meta.node_id.map_or("(missing)".to_string(), |s| s.to_string()),
+                        path.join(META_FILE).display()
                     ))
                     .into());
                 }
+                meta.cluster_id
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let tmp = path.join("meta.properties.tmp");
-                let mut f = File::create(&tmp)?;
-                writeln!(f, "version=1\nnode.id={node_id}")?;
-                f.sync_all()?;
-                fs::rename(&tmp, &meta)?;
-                File::open(path)?.sync_all()?;
+            None => {
+                MetaProperties { node_id: Some(node_id), cluster_id: None }.write(path)?;
+                None
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", meta.display())),
-        }
-        Ok(DataDir { _lock: lock, path: path.to_path_buf() })
+        };
+        Ok(DataDir { _lock: lock, path: path.to_path_buf(), cluster_id })
     }
+}
+
+const META_FILE: &str = "meta.properties";
+
+/// A log dir's `meta.properties` (Kafka's file and keys: `version`, `node.id`, `cluster.id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaProperties {
+    pub node_id: Option<i32>,
+    pub cluster_id: Option<String>,
+}
+
+impl MetaProperties {
+    /// Reads `dir/meta.properties`; `None` when the directory has none (never formatted).
+    pub fn read(dir: &Path) -> anyhow::Result<Option<MetaProperties>> {
+        let meta = dir.join(META_FILE);
+        let text = match fs::read_to_string(&meta) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", meta.display())),
+        };
+        let value = |key: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        Ok(Some(MetaProperties {
+            node_id: value("node.id").and_then(|v| v.parse().ok()),
+            cluster_id: value("cluster.id"),
+        }))
+    }
+
+    /// Writes `dir/meta.properties` atomically (a temporary file, fsync, rename, directory fsync).
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let tmp = dir.join("meta.properties.tmp");
+        let mut text = String::from("version=1\n");
+        if let Some(id) = self.node_id {
+            text.push_str(&format!("node.id={id}\n"));
+        }
+        if let Some(c) = &self.cluster_id {
+            text.push_str(&format!("cluster.id={c}\n"));
+        }
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, dir.join(META_FILE))?;
+            File::open(dir)?.sync_all()
+        };
+        write().with_context(|| format!("cannot write {}", dir.join(META_FILE).display()))
+    }
+}
+
+/// The one cluster id the log dirs agree on (None: none has one yet); dirs of two clusters
+/// are refused.
+fn stored_cluster_id(dirs: &[DataDir]) -> anyhow::Result<Option<String>> {
+    let mut found: Option<(&DataDir, &String)> = None;
+    for d in dirs {
+        if let Some(c) = &d.cluster_id {
+            match found {
+                Some((first, id)) if id != c => {
+                    return Err(StartError::Config(format!(
+                        "log.dirs: {} holds cluster {id} but {} holds cluster {c}",
+                        first.path.display(),
+                        d.path.display()
+                    ))
+                    .into())
+                }
+                Some(_) => {}
+                None => found = Some((d, c)),
+            }
+        }
+    }
+    Ok(found.map(|(_, c)| c.clone()))
 }
 
 /// Runs the node until `shutdown` is cancelled.
@@ -91,6 +159,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let started = Instant::now();
     let dirs = config.log_dirs.iter().map(|d| DataDir::claim(d, config.node_id)).collect::<anyhow::Result<Vec<_>>>()?;
     let data_dir = dirs.first().map(|d| d.path.clone()).context("log.dirs is empty")?;
+    let cluster_id = stored_cluster_id(&dirs)?;
+    // Set when the node must stop for a reason that is the operator's to fix (exit code 2).
+    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
 
     let controller_stop = CancellationToken::new();
     let controller = match config.controller_listener() {
@@ -99,15 +170,20 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
                 .await
                 .with_context(|| format!("cannot bind controller listener {}", l.bind_addr()))?;
             tracing::info!(addr = %listener.local_addr()?, "controller listener bound");
-            let c = Controller::start(controller_config(&config, &data_dir), listener, controller_stop.clone())
-                .await
-                .context("cannot start the controller")?;
+            let c = Controller::start(
+                controller_config(&config, &data_dir, cluster_id.clone()),
+                listener,
+                controller_stop.clone(),
+            )
+            .await
+            .context("cannot start the controller")?;
             Some(c)
         }
         None => None,
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    let mut cluster_id_source = controller.clone().map(ClusterIdSource::Controller);
     let mut broker = None;
     let mut broker_apis = None;
     if config.roles.broker {
@@ -129,6 +205,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             client,
             endpoints,
             config.broker_rack.clone(),
+            cluster_id.clone(),
             Duration::from_millis(config.broker_heartbeat_interval_ms),
         );
         let replicas = Arc::new(ReplicaManager::new(config.node_id, data_dir.clone(), log_config(&config)));
@@ -141,7 +218,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             tracing::info!(listener = %l.name, addr = %bound.local_addr()?, "kafka listener bound");
             tasks.spawn(bound.run(shutdown.clone()));
         }
-        tasks.spawn(lifecycle.clone().run(replicas.clone(), shutdown.clone()));
+        {
+            let (lifecycle, replicas, shutdown, fatal) =
+                (lifecycle.clone(), replicas.clone(), shutdown.clone(), fatal.clone());
+            tasks.spawn(async move {
+                if let Err(e) = lifecycle.run(replicas, shutdown.clone()).await {
+                    stop_fatally(&fatal, &shutdown, e.to_string());
+                }
+            });
+        }
+        cluster_id_source = Some(ClusterIdSource::Broker(lifecycle.clone()));
         tasks.spawn(apis.clone().run_group_timer(shutdown.clone()));
         let fetchers =
             ReplicaFetchers::new(config.inter_broker_listener_name.clone(), replicas.clone(), lifecycle.clone());
@@ -156,6 +242,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         tasks.spawn(housekeeping(replicas.clone(), config.log.retention_check_interval_ms, shutdown.clone()));
         broker = Some(replicas);
         broker_apis = Some(apis);
+    }
+    if let Some(source) = cluster_id_source {
+        let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.path.clone()).collect();
+        tasks.spawn(keep_cluster_id(source, dirs, config.node_id, cluster_id.clone(), fatal.clone(), shutdown.clone()));
     }
     let metrics_stop = CancellationToken::new();
     let mut metrics_task = None;
@@ -196,7 +286,84 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         let _ = c.raft.shutdown().await;
     }
     tracing::info!("node stopped");
-    Ok(())
+    let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match fatal {
+        Some(why) => Err(StartError::Config(why).into()),
+        None => Ok(()),
+    }
+}
+
+/// Records why the node must stop and starts its shutdown.
+fn stop_fatally(fatal: &std::sync::Mutex<Option<String>>, shutdown: &CancellationToken, why: String) {
+    tracing::error!("{why}");
+    fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why);
+    shutdown.cancel();
+}
+
+/// Where a node learns the cluster id: its broker's image, or (a controller-only node) its
+/// controller's.
+enum ClusterIdSource {
+    Broker(Arc<BrokerLifecycle>),
+    Controller(Arc<Controller>),
+}
+
+impl ClusterIdSource {
+    /// Waits until the metadata log names the cluster id; None on shutdown.
+    async fn wait(&self, shutdown: &CancellationToken) -> Option<String> {
+        match self {
+            ClusterIdSource::Broker(l) => {
+                let mut rx = l.subscribe();
+                tokio::select! {
+                    _ = shutdown.cancelled() => None,
+                    img = rx.wait_for(|i| i.cluster_id.is_some()) => img.ok().and_then(|i| i.cluster_id.clone()),
+                }
+            }
+            ClusterIdSource::Controller(c) => {
+                let mut rx = c.metadata.subscribe();
+                loop {
+                    if let Some(id) = c.metadata.image().cluster_id.clone() {
+                        return Some(id);
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        r = rx.changed() => if r.is_err() { return None },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the cluster id in every log dir's `meta.properties`: stores it once the metadata
+/// log names it, and stops the node when the log names another one than the stored id (this
+/// node's data belongs to another cluster).
+async fn keep_cluster_id(
+    source: ClusterIdSource,
+    dirs: Vec<PathBuf>,
+    node_id: i32,
+    stored: Option<String>,
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
+    shutdown: CancellationToken,
+) {
+    let Some(learned) = source.wait(&shutdown).await else { return };
+    match stored {
+        Some(s) if s == learned => {}
+        Some(s) => stop_fatally(
+            &fatal,
+            &shutdown,
+            format!("refusing to join: the log dirs hold cluster {s}, the controller quorum is cluster {learned}"),
+        ),
+        None => {
+            for d in &dirs {
+                let meta = MetaProperties { node_id: Some(node_id), cluster_id: Some(learned.clone()) };
+                if let Err(e) = meta.write(d) {
+                    stop_fatally(&fatal, &shutdown, format!("{e:#}"));
+                    return;
+                }
+            }
+            tracing::info!(cluster_id = %learned, "cluster id stored in meta.properties");
+        }
+    }
 }
 
 /// Flushes logs that are due (`log.flush.interval.ms`) and applies retention on its interval.
@@ -222,7 +389,7 @@ async fn housekeeping(replicas: Arc<ReplicaManager>, retention_check_ms: u64, sh
     }
 }
 
-fn controller_config(config: &NodeConfig, data_dir: &Path) -> ControllerConfig {
+fn controller_config(config: &NodeConfig, data_dir: &Path, cluster_id: Option<String>) -> ControllerConfig {
     ControllerConfig {
         node_id: config.node_id,
         voters: config.quorum_voters.iter().map(|v| (v.id, format!("{}:{}", v.host, v.port))).collect(),
@@ -233,6 +400,7 @@ fn controller_config(config: &NodeConfig, data_dir: &Path) -> ControllerConfig {
         unclean_leader_election_enable: config.unclean_leader_election_enable,
         auto_leader_rebalance_enable: config.auto_leader_rebalance_enable,
         raft_heartbeat_ms: RAFT_HEARTBEAT_MS,
+        cluster_id,
     }
 }
 
@@ -297,7 +465,6 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         config.raw.iter().map(|(k, v, _)| (k.to_string(), (v.to_string(), source_of(config, k)))).collect();
     BrokerSettings {
         node_id: config.node_id,
-        cluster_id: CLUSTER_ID.to_string(),
         socket_request_max_bytes: config.socket_request_max_bytes as usize,
         max_connections: config.max_connections,
         connections_max_idle_ms: config.connections_max_idle_ms,
@@ -313,6 +480,3 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         broker_configs,
     }
 }
-
-/// The cluster id clients see (Metadata, DescribeCluster).
-const CLUSTER_ID: &str = "strom-cluster";

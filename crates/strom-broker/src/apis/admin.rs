@@ -109,7 +109,7 @@ pub(super) fn describe_configs(b: &Broker, req: &DescribeConfigsRequest) -> Desc
 pub(super) fn describe_cluster(b: &Broker, _req: &DescribeClusterRequest, listener: &str) -> DescribeClusterResponse {
     let image = b.image();
     let mut resp = DescribeClusterResponse::default();
-    resp.cluster_id = str_bytes(&b.settings.cluster_id);
+    resp.cluster_id = str_bytes(image.cluster_id.as_deref().unwrap_or_default());
     resp.controller_id = BrokerId(b.settings.node_id);
     resp.endpoint_type = 1;
     resp.brokers = image

@@ -42,7 +42,7 @@ pub(super) async fn handle(b: &Broker, req: &MetadataRequest, version: i16, list
         }
     }
     let mut resp = MetadataResponse::default();
-    resp.cluster_id = Some(str_bytes(&b.settings.cluster_id));
+    resp.cluster_id = image.cluster_id.as_deref().map(str_bytes);
     resp.controller_id = BrokerId(b.settings.node_id);
     resp.brokers = image
         .live_brokers()

@@ -6,6 +6,7 @@
 //! - [`console`]: `strom console-producer` / `strom console-consumer`.
 //! - [`cluster_info`]: `strom cluster` (cluster id, controller, live brokers; a healthcheck).
 //! - [`perf`]: `strom perf produce` / `strom perf consume`.
+//! - [`storage`]: `strom storage random-uuid` / `format` (kafka-storage.sh): a node's log dirs.
 //! - [`cluster`]: bootstrap, metadata, broker connections, error names; [`records`]: batches,
 //!   Kafka's murmur2 partitioner, decoding.
 
@@ -16,6 +17,7 @@ pub mod group_member;
 pub mod groups;
 pub mod perf;
 pub mod records;
+pub mod storage;
 pub mod topics;
 
 /// Runs a tool on a small runtime of its own and maps errors to an exit code (1), printing
