@@ -6,8 +6,18 @@
 //! it, and every node keeps it in its `meta.properties`; a node whose stored id differs from
 //! the log's refuses to join (INCONSISTENT_CLUSTER_ID).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
+use base64::engine::DecodePaddingMode;
+use base64::{alphabet, Engine};
+
+/// Kafka decodes ids with Java's lenient URL-safe decoder: unused trailing bits are ignored.
+const LENIENT_URL_SAFE_NO_PAD: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+);
 
 /// A new random cluster id.
 pub fn generate() -> String {
@@ -23,7 +33,7 @@ pub struct InvalidClusterId(pub String);
 
 /// Checks that `id` is Kafka's form (what `kafka-storage.sh format -t` accepts).
 pub fn validate(id: &str) -> Result<(), InvalidClusterId> {
-    match URL_SAFE_NO_PAD.decode(id) {
+    match LENIENT_URL_SAFE_NO_PAD.decode(id) {
         Ok(bytes) if bytes.len() == 16 && id.len() == 22 => Ok(()),
         _ => Err(InvalidClusterId(id.to_string())),
     }
@@ -39,7 +49,9 @@ mod tests {
         assert_eq!(a.len(), 22);
         assert!(validate(&a).is_ok() && validate(&b).is_ok());
         assert_ne!(a, b);
-        // One Kafka printed (kafka-storage.sh random-uuid).
+        // The one in Kafka's quickstart, and one with unused trailing bits set, which Java's
+        // decoder (and so Kafka) accepts.
+        assert!(validate("MkU3OEVBNTcwNTJENDM2Qg").is_ok());
         assert!(validate("MkU3OEVBNTcwNTJENDM2Qk").is_ok());
         assert!(validate("strom-cluster").is_err());
         assert!(validate("").is_err());
