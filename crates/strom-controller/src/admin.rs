@@ -20,6 +20,7 @@ use crate::records::ConfigResource;
 /// Kafka's resource type codes (DescribeConfigs / AlterConfigs).
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+const UNKNOWN_TOPIC_ID: i16 = 100;
 
 /// A forwarded request that could not be handled at all.
 #[derive(Debug, thiserror::Error)]
@@ -125,11 +126,17 @@ async fn delete_topics(c: &Controller, req: DeleteTopicsRequest, version: i16) -
     let names: Vec<String> = wanted.iter().map(|(n, id)| n.clone().unwrap_or_else(|| id.to_string())).collect();
     let (results, offset) = c.delete_topics(names.clone()).await;
     let mut resp = DeleteTopicsResponse::default();
-    for ((name, _), r) in wanted.iter().zip(results) {
+    for ((name, id), r) in wanted.iter().zip(results) {
         let mut out = DeletableTopicResult::default();
         out.name = name.clone().map(|n| TopicName(StrBytes::from_string(n)));
         match r {
             Ok(id) => out.topic_id = id,
+            // By an id no topic has (v6+): UNKNOWN_TOPIC_ID, as Kafka answers.
+            Err(ControllerError::UnknownTopic(_)) if name.is_none() => {
+                out.topic_id = *id;
+                out.error_code = UNKNOWN_TOPIC_ID;
+                out.error_message = Some(StrBytes::from_string(format!("no topic has id {id}")));
+            }
             Err(e) => {
                 out.error_code = e.kafka_code();
                 out.error_message = msg(&e);

@@ -19,9 +19,15 @@ const LENIENT_URL_SAFE_NO_PAD: GeneralPurpose = GeneralPurpose::new(
         .with_decode_padding_mode(DecodePaddingMode::RequireNone),
 );
 
-/// A new random cluster id.
+/// A new random cluster id. Like Kafka's `Uuid.randomUuid`, never one that starts with `-`
+/// (a command line would take it for a flag).
 pub fn generate() -> String {
-    URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+    loop {
+        let id = URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 /// A cluster id that is not Kafka's form.
@@ -47,6 +53,7 @@ mod tests {
     fn generated_ids_are_valid_and_distinct() {
         let (a, b) = (generate(), generate());
         assert_eq!(a.len(), 22);
+        assert!((0..2000).map(|_| generate()).all(|id| !id.starts_with('-')));
         assert!(validate(&a).is_ok() && validate(&b).is_ok());
         assert_ne!(a, b);
         // The one in Kafka's quickstart, and one with unused trailing bits set, which Java's

@@ -747,6 +747,11 @@ impl Controller {
                 let mut results = Vec::new();
                 let mut planned = image.clone();
                 for t in &topics {
+                    // Kafka: a name given twice in one request is refused for every copy.
+                    if topics.iter().filter(|o| o.name == t.name).count() > 1 {
+                        results.push(Err(ControllerError::InvalidRequest("Duplicate topic name.".into())));
+                        continue;
+                    }
                     let r = self.plan_topic(&planned, t);
                     if let Ok((recs, _)) = &r {
                         // Later topics of the same request see the earlier ones.

@@ -50,7 +50,10 @@ pub(super) fn describe_configs(b: &Broker, req: &DescribeConfigsRequest) -> Desc
         let mut out = DescribeConfigsResult::default();
         out.resource_type = r.resource_type;
         out.resource_name = r.resource_name.clone();
-        let wanted = |k: &str| r.configuration_keys.as_ref().is_none_or(|ks| ks.iter().any(|w| w.as_str() == k));
+        // Null or empty: every key (Kafka's rule; kafkajs sends an empty list for "all").
+        let wanted = |k: &str| {
+            r.configuration_keys.as_ref().is_none_or(|ks| ks.is_empty() || ks.iter().any(|w| w.as_str() == k))
+        };
         match r.resource_type {
             strom_controller::admin::RESOURCE_TOPIC => {
                 let topic = r.resource_name.as_str();

@@ -17,14 +17,20 @@ use super::{str_bytes, topic_name, Broker};
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const LEADER_NOT_AVAILABLE: i16 = 5;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
+const UNKNOWN_TOPIC_ID: i16 = 100;
 
 pub(super) async fn handle(b: &Broker, req: &MetadataRequest, version: i16, listener: &str) -> MetadataResponse {
     let mut image = b.image();
+    // Topics asked for by an id this broker does not know are answered UNKNOWN_TOPIC_ID with a
+    // null name (v12+), as Kafka does.
+    let unknown_ids: Vec<uuid::Uuid> = req.topics.as_ref().map_or_else(Vec::new, |ts| {
+        ts.iter().filter(|t| t.name.is_none() && image.topic_by_id(&t.topic_id).is_none()).map(|t| t.topic_id).collect()
+    });
     let wanted: Option<Vec<String>> = req.topics.as_ref().map(|ts| {
         ts.iter()
-            .map(|t| match &t.name {
-                Some(n) => n.0.to_string(),
-                None => image.topic_by_id(&t.topic_id).map(|t| t.name.clone()).unwrap_or_default(),
+            .filter_map(|t| match &t.name {
+                Some(n) => Some(n.0.to_string()),
+                None => image.topic_by_id(&t.topic_id).map(|t| t.name.clone()),
             })
             .collect()
     });
@@ -62,6 +68,14 @@ pub(super) async fn handle(b: &Broker, req: &MetadataRequest, version: i16, list
             resp.topics = image.topics.keys().map(|n| topic(&image, n)).collect()
         }
         Some(names) => resp.topics = names.iter().map(|n| topic(&image, n)).collect(),
+    }
+    for id in unknown_ids {
+        let mut t = MetadataResponseTopic::default();
+        // The name is nullable from v12; below, an empty one keeps the response encodable.
+        t.name = if version >= 12 { None } else { Some(topic_name("")) };
+        t.topic_id = id;
+        t.error_code = UNKNOWN_TOPIC_ID;
+        resp.topics.push(t);
     }
     resp
 }
@@ -112,8 +126,15 @@ async fn auto_create(b: &Broker, names: &[&String]) {
         .map(|n| {
             let mut t = CreatableTopic::default();
             t.name = topic_name(n);
-            t.num_partitions = b.settings.num_partitions;
-            t.replication_factor = b.settings.default_replication_factor;
+            // The offsets topic has its own settings (as Kafka's auto-creation gives it): its
+            // partition count decides which broker coordinates each group.
+            if n.as_str() == crate::group::offsets::OFFSETS_TOPIC {
+                t.num_partitions = b.settings.offsets_topic_num_partitions;
+                t.replication_factor = b.settings.offsets_topic_replication_factor;
+            } else {
+                t.num_partitions = b.settings.num_partitions;
+                t.replication_factor = b.settings.default_replication_factor;
+            }
             t
         })
         .collect();

@@ -24,6 +24,8 @@ const OFFSET_OUT_OF_RANGE: i16 = 1;
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
 const MAX_TIMESTAMP: i64 = -3;
+/// KIP-1005's earliest local offset: the log start offset, as there is no tiered storage.
+const EARLIEST_LOCAL: i64 = -4;
 
 fn leader_of(b: &Broker, topic: &str, partition: i32, epoch: i32) -> Result<std::sync::Arc<Partition>, i16> {
     let p = b.replicas.get(topic, partition).ok_or(UNKNOWN_TOPIC_OR_PARTITION)?;
@@ -54,7 +56,7 @@ pub(super) fn list_offsets(b: &Broker, req: &ListOffsetsRequest, version: i16) -
                     }
                     // A consumer (replica id -1) never sees past the high watermark.
                     let found = match p.timestamp {
-                        EARLIEST => Ok(Some((part.log_start_offset(), -1))),
+                        EARLIEST | EARLIEST_LOCAL => Ok(Some((part.log_start_offset(), -1))),
                         LATEST => Ok(Some((part.high_watermark(), -1))),
                         MAX_TIMESTAMP => Ok(part.with_log(|l| l.max_timestamp())),
                         ts if ts >= 0 => part

@@ -26,7 +26,7 @@ pub enum StorageCommand {
 #[derive(clap::Args, Debug)]
 pub struct FormatArgs {
     /// The cluster id (from `strom storage random-uuid`).
-    #[arg(short = 't', long = "cluster-id")]
+    #[arg(short = 't', long = "cluster-id", allow_hyphen_values = true)]
     cluster_id: String,
     /// The node's server.properties (its node.id and log.dirs are used).
     #[arg(short = 'c', long)]
