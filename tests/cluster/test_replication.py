@@ -321,3 +321,56 @@ def test_paused_leader_is_replaced_and_rejoins_as_follower(cluster_factory):
     assert len(values) == len(set(values)) == total
     check_history(result["acked"], seen)
     assert_replicas_agree(c, "stall", 1)
+
+
+def test_a_broker_without_a_replica_answers_not_leader_or_follower(cluster_factory):
+    """A produce for a partition the cluster has but this broker holds no replica of (stale
+    client metadata, or a partition that moved): NOT_LEADER_OR_FOLLOWER, so the client
+    refreshes its metadata and retries, as Kafka answers; UNKNOWN_TOPIC_OR_PARTITION only for
+    a partition the cluster does not have."""
+    c = cluster_factory(3)
+    c.create_topic("single", partitions=1, rf=1)
+    wait_until("a leader", lambda: c.leader_of("single", 0) in c.nodes, timeout=30)
+    leader = c.leader_of("single", 0)
+    other = next(i for i in c.nodes if i != leader)
+    assert raw_produce_error(c.node(other).bootstrap, "single", 0, acks=1) == NOT_LEADER_OR_FOLLOWER
+    assert raw_produce_error(c.node(other).bootstrap, "single", 7, acks=1) == UNKNOWN_TOPIC_OR_PARTITION
+    assert raw_produce_error(c.node(leader).bootstrap, "single", 0, acks=1) == 0
+    # acks=0 has no response to carry the error: as Kafka, the broker closes the connection so
+    # the producer refreshes its metadata; a produce that worked leaves it open.
+    assert acks_zero_then_api_versions(c.node(other).bootstrap, "single", 0) == "closed"
+    assert acks_zero_then_api_versions(c.node(leader).bootstrap, "single", 0) == "open"
+
+
+UNKNOWN_TOPIC_OR_PARTITION = 3
+
+
+def acks_zero_then_api_versions(bootstrap, topic, partition):
+    """Sends an acks=0 Produce v3 of one record, then ApiVersions v0 on the same connection:
+    "open" when the ApiVersions is answered, "closed" when the broker closed the connection."""
+    import socket
+    import struct
+    from kafka.record.memory_records import MemoryRecordsBuilder
+    b = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 16)
+    b.append(timestamp=None, key=None, value=b"raw")
+    b.close()
+    records = bytes(b.buffer())
+
+    def string(v):
+        return struct.pack(">h", len(v)) + v.encode()
+    body = (struct.pack(">h", -1) + struct.pack(">hi", 0, 10000) + struct.pack(">i", 1) + string(topic)
+            + struct.pack(">i", 1) + struct.pack(">i", partition) + struct.pack(">i", len(records)) + records)
+    produce = struct.pack(">hhi", 0, 3, 7) + string("raw-produce") + body
+    versions = struct.pack(">hhi", 18, 0, 8) + string("raw-produce")
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        s.sendall(struct.pack(">i", len(produce)) + produce + struct.pack(">i", len(versions)) + versions)
+        try:
+            head = s.recv(8)
+        except ConnectionResetError:
+            return "closed"
+        if not head:
+            return "closed"
+        (correlation,) = struct.unpack_from(">i", head, 4)
+        assert correlation == 8, "only the ApiVersions is answered"
+        return "open"

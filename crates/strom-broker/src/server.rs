@@ -113,6 +113,8 @@ pub enum ConnectionError {
     Io(#[from] std::io::Error),
     #[error("bad frame: {0}")]
     Frame(#[from] FrameError),
+    #[error("{0}")]
+    Request(#[from] crate::apis::RequestError),
     #[error("idle for {0} ms")]
     Idle(u64),
 }

@@ -11,7 +11,6 @@ use strom_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse};
 use super::Broker;
 use crate::replica::ReplicaError;
 
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 
 pub(super) async fn handle(b: &Broker, req: &FetchRequest, version: i16) -> FetchResponse {
@@ -54,7 +53,10 @@ fn read_once(b: &Broker, req: &FetchRequest, version: i16, replica_id: i32) -> (
             pd.preferred_read_replica = (-1).into();
             let part = name.as_deref().and_then(|n| b.replicas.get(n, p.partition));
             let Some(part) = part else {
-                pd.error_code = if name.is_none() { UNKNOWN_TOPIC_ID } else { UNKNOWN_TOPIC_OR_PARTITION };
+                pd.error_code = match name.as_deref() {
+                    None => UNKNOWN_TOPIC_ID,
+                    Some(n) => b.not_hosted(n, p.partition),
+                };
                 errors = true;
                 tr.partitions.push(pd);
                 continue;

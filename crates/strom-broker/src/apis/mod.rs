@@ -113,9 +113,32 @@ pub(crate) fn now_ms() -> i64 {
 #[error("controller unavailable: {0}")]
 pub struct ForwardFailed(String);
 
+/// Why a request ends its connection.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// An acks=0 produce failed for these partitions (`topic-partition: code`).
+    #[error("acks=0 produce failed ({0}); closing the connection so the producer refreshes its metadata")]
+    AcksZeroFailed(String),
+}
+
 impl Broker {
     pub fn image(&self) -> Arc<MetadataImage> {
         self.lifecycle.image()
+    }
+
+    /// The error for a partition this broker holds no replica of: NOT_LEADER_OR_FOLLOWER when
+    /// the cluster has it (the client's metadata is stale; it refreshes and retries), else
+    /// UNKNOWN_TOPIC_OR_PARTITION. Kafka's ReplicaManager answers the same way.
+    pub(crate) fn not_hosted(&self, topic: &str, partition: i32) -> i16 {
+        const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+        const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+        if self.image().partition(topic, partition).is_some() {
+            NOT_LEADER_OR_FOLLOWER
+        } else {
+            UNKNOWN_TOPIC_OR_PARTITION
+        }
     }
 
     /// Sends an admin request to the active controller in Kafka's encoding, waits until our
@@ -241,7 +264,7 @@ impl Apis {
         raw: Bytes,
         listener: &str,
         received: std::time::Instant,
-    ) -> Result<Option<Bytes>, FrameError> {
+    ) -> Result<Option<Bytes>, RequestError> {
         let started = std::time::Instant::now();
         let key = api_name(&raw);
         let result = self.dispatch(raw, listener).await;
@@ -252,26 +275,27 @@ impl Apis {
         result
     }
 
-    async fn dispatch(&self, raw: Bytes, listener: &str) -> Result<Option<Bytes>, FrameError> {
+    async fn dispatch(&self, raw: Bytes, listener: &str) -> Result<Option<Bytes>, RequestError> {
         let request = match frame::decode_request(raw, supported) {
             Ok(r) => r,
             Err(FrameError::UnsupportedVersion { api: ApiKey::ApiVersions, correlation_id, .. }) => {
                 // KIP-511: answer an ApiVersions we cannot parse at v0 with the ranges we have.
-                return api_versions::unsupported(correlation_id).map(Some);
+                return Ok(Some(api_versions::unsupported(correlation_id)?));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let Request { api_key, header, body } = request;
         let version = header.request_api_version;
         let cid = header.correlation_id;
         let b = &self.broker;
-        let respond = |m: &dyn ErasedEncodable| m.encode_frame(api_key, version, cid).map(Some);
+        let respond = |m: &dyn ErasedEncodable| Ok(Some(m.encode_frame(api_key, version, cid)?));
         match &body {
             RequestKind::ApiVersions(_) => respond(&api_versions::response()),
             RequestKind::Metadata(r) => respond(&metadata::handle(b, r, version, listener).await),
             RequestKind::Produce(r) => match produce::handle(b, r, version).await {
-                Some(resp) => respond(&resp),
-                None => Ok(None),
+                produce::ProduceAnswer::Response(resp) => respond(&resp),
+                produce::ProduceAnswer::Nothing => Ok(None),
+                produce::ProduceAnswer::Close(failed) => Err(RequestError::AcksZeroFailed(failed)),
             },
             RequestKind::Fetch(r) => respond(&fetch::handle(b, r, version).await),
             RequestKind::ListOffsets(r) => respond(&offsets::list_offsets(b, r, version)),
@@ -300,13 +324,13 @@ impl Apis {
             | RequestKind::CreatePartitions(_)
             | RequestKind::AlterConfigs(_)
             | RequestKind::IncrementalAlterConfigs(_) => match b.forward(api_key, version, &body).await {
-                Ok(resp_body) => frame::encode_response_body(api_key, version, cid, &resp_body).map(Some),
+                Ok(resp_body) => Ok(Some(frame::encode_response_body(api_key, version, cid, &resp_body)?)),
                 Err(e) => {
                     tracing::warn!(node = b.settings.node_id, api = ?api_key, error = %e, "admin request failed");
                     respond(admin::forward_failed(&body).as_ref())
                 }
             },
-            _ => Err(FrameError::UnsupportedVersion { api: api_key, version, correlation_id: cid }),
+            _ => Err(FrameError::UnsupportedVersion { api: api_key, version, correlation_id: cid }.into()),
         }
     }
 }

@@ -18,7 +18,6 @@ use strom_protocol::kafka_protocol::messages::{
 use super::Broker;
 use crate::replica::{Partition, ReplicaError};
 
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
 const EARLIEST: i64 = -2;
@@ -28,7 +27,7 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
 fn leader_of(b: &Broker, topic: &str, partition: i32, epoch: i32) -> Result<std::sync::Arc<Partition>, i16> {
-    let p = b.replicas.get(topic, partition).ok_or(UNKNOWN_TOPIC_OR_PARTITION)?;
+    let p = b.replicas.get(topic, partition).ok_or_else(|| b.not_hosted(topic, partition))?;
     p.check_epoch(epoch).map_err(|e| e.kafka_code())?;
     if !p.is_leader() {
         return Err(ReplicaError::NotLeader(p.tp.to_string()).kafka_code());

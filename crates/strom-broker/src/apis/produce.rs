@@ -14,7 +14,6 @@ use crate::replica::{Commit, Partition, ReplicaError};
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_RECORD: i16 = 87;
 
 /// One partition's outcome, before acks=all waiting.
@@ -42,7 +41,17 @@ struct AckWait {
     duplicate: bool,
 }
 
-pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Option<ProduceResponse> {
+/// What a produce gets back.
+pub(super) enum ProduceAnswer {
+    Response(ProduceResponse),
+    /// acks=0, all written: Kafka sends nothing.
+    Nothing,
+    /// acks=0 and some partition failed: Kafka sends nothing and closes the connection, so the
+    /// producer refreshes its metadata (else it keeps sending to a broker that drops them).
+    Close(String),
+}
+
+pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> ProduceAnswer {
     let image = b.image();
     let now = now_ms();
     let mut topics = Vec::with_capacity(req.topic_data.len());
@@ -63,7 +72,7 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Op
             let mut o =
                 Outcome { index: p.index, error_code: 0, base_offset: -1, log_start_offset: -1, wait_for: None };
             let Some(part) = b.replicas.get(&name, p.index) else {
-                o.error_code = UNKNOWN_TOPIC_OR_PARTITION;
+                o.error_code = b.not_hosted(&name, p.index);
                 outcomes.push(o);
                 continue;
             };
@@ -111,7 +120,16 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Op
         topics.push((t, outcomes));
     }
     if req.acks == 0 {
-        return None;
+        let failed: Vec<String> = topics
+            .iter()
+            .flat_map(|(t, outcomes)| {
+                outcomes
+                    .iter()
+                    .filter(|o| o.error_code != 0)
+                    .map(move |o| format!("{}-{}: {}", t.name.0, o.index, o.error_code))
+            })
+            .collect();
+        return if failed.is_empty() { ProduceAnswer::Nothing } else { ProduceAnswer::Close(failed.join(", ")) };
     }
     if req.acks == -1 {
         b.metrics.produce_purgatory.inc();
@@ -137,7 +155,7 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Op
             .collect();
         resp.responses.push(tr);
     }
-    Some(resp)
+    ProduceAnswer::Response(resp)
 }
 
 /// Waits (woken by HW moves, never polling) until every acks=all partition's HW has passed
