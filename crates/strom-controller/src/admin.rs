@@ -195,15 +195,16 @@ async fn incremental_alter_configs(
             let res = resource(r.resource_type, &r.resource_name)?;
             let mut changes = Vec::new();
             for cfg in &r.configs {
+                let name = cfg.name.to_string();
+                let value = cfg.value.as_ref().map(|v| v.to_string());
                 match cfg.config_operation {
-                    0 => changes.push((cfg.name.to_string(), cfg.value.as_ref().map(|v| v.to_string()))), // SET
-                    1 => changes.push((cfg.name.to_string(), None)),                                      // DELETE
-                    op => {
-                        return Err(ControllerError::InvalidRequest(format!(
-                            "config operation {op} (APPEND/SUBTRACT) is not supported for {}",
-                            cfg.name.as_str()
-                        )))
+                    0 => changes.push((name, value)), // SET
+                    1 => changes.push((name, None)),  // DELETE
+                    op @ (2 | 3) => {
+                        let current = list_value(c, &res, &name)?;
+                        changes.push((name, Some(append_or_subtract(current, value.as_deref(), op == 2))));
                     }
+                    op => return Err(ControllerError::InvalidRequest(format!("unknown config operation {op}"))),
                 }
             }
             c.alter_configs(res, changes, false, req.validate_only).await
@@ -219,6 +220,35 @@ async fn incremental_alter_configs(
         resp.responses.push(out);
     }
     Ok((encode(&resp, version)?, last_offset))
+}
+
+/// Topic config keys whose values are lists (Kafka's LIST type): APPEND and SUBTRACT apply
+/// to them only.
+const LIST_KEYS: &[(&str, &str)] = &[("cleanup.policy", "delete")];
+
+/// The current items of list key `name` of `res` (its override, else its default); Kafka's
+/// INVALID_CONFIG for APPEND/SUBTRACT on a key that is not a list.
+fn list_value(c: &Controller, res: &ConfigResource, name: &str) -> Result<Vec<String>, ControllerError> {
+    let (ConfigResource::Topic(topic), Some((_, default))) = (res, LIST_KEYS.iter().find(|(k, _)| *k == name)) else {
+        return Err(ControllerError::InvalidConfig(format!(
+            "Config value append is not allowed for config key: {name}"
+        )));
+    };
+    let image = c.metadata.image();
+    let current = image.topic_configs.get(topic).and_then(|t| t.get(name)).map_or(*default, |v| v.as_str());
+    Ok(current.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+}
+
+/// Kafka's APPEND (add the items not yet there) and SUBTRACT (remove them).
+fn append_or_subtract(mut items: Vec<String>, value: Option<&str>, append: bool) -> String {
+    for v in value.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if append && !items.iter().any(|i| i == v) {
+            items.push(v.to_string());
+        } else if !append {
+            items.retain(|i| i != v);
+        }
+    }
+    items.join(",")
 }
 
 async fn alter_configs(c: &Controller, req: AlterConfigsRequest, version: i16) -> Result<(Bytes, i64), ForwardError> {
@@ -246,4 +276,22 @@ async fn alter_configs(c: &Controller, req: AlterConfigsRequest, version: i16) -
         resp.responses.push(out);
     }
     Ok((encode(&resp, version)?, last_offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::append_or_subtract;
+
+    fn items(v: &str) -> Vec<String> {
+        v.split(',').map(String::from).collect()
+    }
+
+    #[test]
+    fn append_adds_missing_items_and_subtract_removes_them() {
+        assert_eq!(append_or_subtract(items("delete"), Some("compact"), true), "delete,compact");
+        assert_eq!(append_or_subtract(items("delete"), Some("delete"), true), "delete");
+        assert_eq!(append_or_subtract(items("delete,compact"), Some("delete"), false), "compact");
+        assert_eq!(append_or_subtract(items("compact"), Some("delete"), false), "compact");
+        assert_eq!(append_or_subtract(items("a"), Some(" b , c "), true), "a,b,c");
+    }
 }

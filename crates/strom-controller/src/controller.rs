@@ -209,9 +209,11 @@ impl Controller {
         }
         .validate()
         .map_err(|e| unavailable(&e))?;
-        let raft = Raft::new(config.node_id as NodeId, Arc::new(raft_config), Network::default(), log_store, sm)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let identity = crate::cluster_id::ClusterIdentity::new(config.cluster_id.clone(), metadata.clone());
+        let raft =
+            Raft::new(config.node_id as NodeId, Arc::new(raft_config), Network::new(identity.clone()), log_store, sm)
+                .await
+                .map_err(|e| unavailable(&e))?;
 
         let controller = Arc::new(Controller {
             config,
@@ -228,7 +230,10 @@ impl Controller {
 
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let server = tonic::transport::Server::builder()
-            .add_service(strom_protocol::proto::raft::raft_server::RaftServer::new(RaftService::new(raft.clone())))
+            .add_service(strom_protocol::proto::raft::raft_server::RaftServer::new(RaftService::new(
+                raft.clone(),
+                identity,
+            )))
             .add_service(strom_protocol::proto::controller::controller_server::ControllerServer::new(
                 ControllerService::new(controller.clone()),
             ))

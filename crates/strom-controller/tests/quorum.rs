@@ -412,3 +412,57 @@ async fn a_suspected_broker_is_evacuated_at_once_and_kept_if_it_heartbeats() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Two voters, each formatted (`meta.properties`) with the cluster id given.
+async fn two_formatted_voters(ids: [String; 2]) -> (tempfile::TempDir, Vec<Member>) {
+    let dir = tempfile::tempdir().unwrap();
+    let listeners = [TcpListener::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap()];
+    let voters: Vec<(i32, String)> =
+        listeners.iter().enumerate().map(|(i, l)| (i as i32 + 1, l.local_addr().unwrap().to_string())).collect();
+    let mut members = Vec::new();
+    for (i, (l, id)) in listeners.into_iter().zip(ids).enumerate() {
+        let mut c = config(dir.path(), i as i32 + 1, &voters, 1500);
+        c.cluster_id = Some(id);
+        let stop = CancellationToken::new();
+        members.push(Member { controller: Controller::start(c, l, stop.clone()).await.unwrap(), stop });
+    }
+    (dir, members)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_of_different_clusters_never_form_a_quorum() {
+    use strom_controller::cluster_id::generate;
+    let term = |m: &Member| m.controller.raft.metrics().borrow().current_term;
+
+    // Formatted for the same cluster: an ordinary quorum.
+    let same = generate();
+    let (_d, members) = two_formatted_voters([same.clone(), same]).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !members.iter().any(|m| m.controller.is_active()) {
+        assert!(Instant::now() < deadline, "two controllers of one cluster elected no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for m in members {
+        m.stop.cancel();
+        let _ = m.controller.raft.shutdown().await;
+    }
+
+    // Formatted for two clusters: every Raft request between them is refused
+    // (INCONSISTENT_CLUSTER_ID), so they campaign on and on and never elect a leader; neither
+    // can depose the other's leader or overwrite its log.
+    let (_d, members) = two_formatted_voters([generate(), generate()]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !members.iter().all(|m| term(m) >= 4) {
+        assert!(
+            members.iter().all(|m| m.controller.active_controller().is_none()),
+            "controllers of two clusters elected a leader"
+        );
+        assert!(Instant::now() < deadline, "the controllers stopped campaigning without a leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(members.iter().all(|m| m.controller.active_controller().is_none()));
+    for m in members {
+        m.stop.cancel();
+        let _ = m.controller.raft.shutdown().await;
+    }
+}

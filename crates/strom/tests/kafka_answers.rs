@@ -7,6 +7,9 @@ use common::{connect, create_topic, start, T};
 use strom_protocol::kafka_protocol::messages::create_topics_request::CreatableTopic;
 use strom_protocol::kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use strom_protocol::kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use strom_protocol::kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use strom_protocol::kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use strom_protocol::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use strom_protocol::kafka_protocol::messages::*;
@@ -89,4 +92,33 @@ async fn requests_kafka_accepts_are_answered_as_kafka_answers_them() {
     req.allow_auto_topic_creation = true;
     let resp = c.send(9, &req, T).await.unwrap();
     assert_eq!(resp.topics[0].partitions.len(), 5, "{:?}", resp.topics[0].error_code);
+
+    // IncrementalAlterConfigs APPEND to a list key adds what is missing (the default
+    // "delete" stays one item); APPEND to a key that is not a list is INVALID_CONFIG.
+    let alter = |key: &'static str, value: &'static str| {
+        let mut cfg = AlterableConfig::default();
+        cfg.name = StrBytes::from_static_str(key);
+        cfg.config_operation = 2;
+        cfg.value = Some(StrBytes::from_static_str(value));
+        let mut r = AlterConfigsResource::default();
+        r.resource_type = 2;
+        r.resource_name = StrBytes::from_static_str("answers");
+        r.configs = vec![cfg];
+        let mut req = IncrementalAlterConfigsRequest::default();
+        req.resources = vec![r];
+        req
+    };
+    let resp = c.send(1, &alter("cleanup.policy", "delete"), T).await.unwrap();
+    assert_eq!(resp.responses[0].error_code, 0, "{:?}", resp.responses[0].error_message);
+    let resp = c.send(1, &alter("retention.ms", "5"), T).await.unwrap();
+    assert_eq!(resp.responses[0].error_code, 40);
+    let mut r = DescribeConfigsResource::default();
+    r.resource_type = 2;
+    r.resource_name = StrBytes::from_static_str("answers");
+    r.configuration_keys = Some(vec![StrBytes::from_static_str("cleanup.policy")]);
+    let mut req = DescribeConfigsRequest::default();
+    req.resources = vec![r];
+    let resp = c.send(4, &req, T).await.unwrap();
+    let value = resp.results[0].configs[0].value.as_ref().map(|v| v.to_string());
+    assert_eq!(value.as_deref(), Some("delete"));
 }

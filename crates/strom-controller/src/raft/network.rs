@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -24,21 +24,30 @@ use strom_protocol::proto::raft::RaftPayload;
 use tonic::transport::Channel;
 
 use super::{NodeId, Raft, TypeConfig};
+use crate::cluster_id::{ClusterIdentity, RAFT_HEADER};
 
 /// Makes clients for peer controllers, sharing one tonic channel (one HTTP/2 connection,
 /// reconnected by tonic when it breaks) per peer address. openraft asks for a new client for
 /// every leadership check (`ensure_linearizable`, which every controller write does) and every
 /// election: without the cache each of those paid a TCP connect and an HTTP/2 handshake per
 /// peer.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    identity: ClusterIdentity,
+}
+
+impl Network {
+    pub fn new(identity: ClusterIdentity) -> Self {
+        Network { channels: Arc::default(), identity }
+    }
 }
 
 /// A connection to one peer (connected lazily, reconnected by tonic).
 pub struct PeerClient {
     target: NodeId,
     client: Option<RaftClient<Channel>>,
+    identity: ClusterIdentity,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -65,7 +74,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                     channels.insert(node.addr.clone(), c.clone());
                 }),
         };
-        PeerClient { target, client: channel.map(RaftClient::new) }
+        PeerClient { target, client: channel.map(RaftClient::new), identity: self.identity.clone() }
     }
 }
 
@@ -94,6 +103,9 @@ impl PeerClient {
         };
         let mut request = tonic::Request::new(encode(req));
         request.set_timeout(timeout);
+        if let Some(id) = self.identity.current().and_then(|id| id.parse().ok()) {
+            request.metadata_mut().insert(RAFT_HEADER, id);
+        }
         let reply = match which {
             "append_entries" => client.append_entries(request).await,
             "vote" => client.vote(request).await,
@@ -133,16 +145,35 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// The gRPC server side: hands each payload to the local Raft node.
+/// The gRPC server side: hands each payload to the local Raft node, once the caller's
+/// cluster id passes [`ClusterIdentity::check_peer`].
 pub struct RaftService {
     raft: Raft,
+    identity: ClusterIdentity,
+    /// When a refused caller was last logged (refusals repeat every heartbeat).
+    last_refusal_logged: Mutex<Option<Instant>>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft) -> Self {
-        RaftService { raft }
+    pub fn new(raft: Raft, identity: ClusterIdentity) -> Self {
+        RaftService { raft, identity, last_refusal_logged: Mutex::new(None) }
+    }
+
+    fn check_caller<T>(&self, req: &tonic::Request<T>) -> Result<(), tonic::Status> {
+        let theirs = req.metadata().get(RAFT_HEADER).and_then(|v| v.to_str().ok());
+        self.identity.check_peer(theirs).map_err(|why| {
+            let mut last = self.last_refusal_logged.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                *last = Some(Instant::now());
+                tracing::error!(peer = ?req.remote_addr(), "raft request refused: {why}");
+            }
+            tonic::Status::failed_precondition(why)
+        })
     }
 }
+
+/// At most one log line per this long for a peer of another cluster.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 fn decode<T: DeserializeOwned>(req: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
     serde_json::from_slice(&req.into_inner().data)
@@ -155,11 +186,13 @@ impl raft_server::Raft for RaftService {
         &self,
         req: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        self.check_caller(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
         Ok(tonic::Response::new(encode(&self.raft.append_entries(rpc).await)))
     }
 
     async fn vote(&self, req: tonic::Request<RaftPayload>) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        self.check_caller(&req)?;
         let rpc: VoteRequest<NodeId> = decode(req)?;
         Ok(tonic::Response::new(encode(&self.raft.vote(rpc).await)))
     }
@@ -168,6 +201,7 @@ impl raft_server::Raft for RaftService {
         &self,
         req: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        self.check_caller(&req)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
         Ok(tonic::Response::new(encode(&self.raft.install_snapshot(rpc).await)))
     }
