@@ -799,6 +799,169 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    const G: &str = "g";
+
+    fn join_req(member_id: &str, instance: Option<&str>) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.to_string(),
+            group_instance_id: instance.map(String::from),
+            client_id: "c".into(),
+            client_host: String::new(),
+            session_timeout_ms: 30_000,
+            rebalance_timeout_ms: 30_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: true,
+        }
+    }
+
+    fn me(member_id: &str) -> MemberRef<'_> {
+        MemberRef { member_id, instance_id: None }
+    }
+
+    fn state(c: &GroupCoordinator) -> &'static str {
+        c.describe(G).map_or("Dead", |d| d.state)
+    }
+
+    /// Joins until past MEMBER_ID_REQUIRED; the join may wait for the rebalance to end.
+    async fn join(c: &Arc<GroupCoordinator>, instance: Option<&str>) -> JoinResult {
+        let first = c.join(G, join_req("", instance)).await;
+        if first.error_code != MEMBER_ID_REQUIRED {
+            return first;
+        }
+        c.join(G, join_req(&first.member_id, instance)).await
+    }
+
+    async fn sync(c: &GroupCoordinator, member: &str, generation: i32, assign: bool) -> SyncResult {
+        let req = SyncRequest { member: me(member), generation, protocol_type: None, protocol_name: None };
+        let assignments = if assign { vec![(member.to_string(), Bytes::from_static(b"a"))] } else { vec![] };
+        c.sync(G, req, assignments).await
+    }
+
+    /// A group with one Stable member; returns (coordinator, member id, generation).
+    async fn stable_one() -> (Arc<GroupCoordinator>, String, i32) {
+        let c = Arc::new(GroupCoordinator::new(1, Duration::ZERO));
+        let j = join(&c, None).await;
+        assert_eq!((j.error_code, j.generation_id), (NONE, 1));
+        assert_eq!(state(&c), "CompletingRebalance");
+        assert_eq!(sync(&c, &j.member_id, 1, true).await.error_code, NONE);
+        assert_eq!(state(&c), "Stable");
+        (c, j.member_id, 1)
+    }
+
+    /// Waits (bounded) until the group reaches `want`.
+    async fn reach(c: &GroupCoordinator, want: &str) {
+        for _ in 0..500 {
+            if state(c) == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("group never reached {want}; it is {}", state(c));
+    }
+
+    #[tokio::test]
+    async fn a_join_waits_for_every_existing_member_and_completes_when_it_rejoins() {
+        let (c, a, generation) = stable_one().await;
+        let c2 = c.clone();
+        let b = tokio::spawn(async move { join(&c2, None).await });
+        reach(&c, "PreparingRebalance").await;
+        // The existing member has not rejoined: the rebalance waits (up to its rebalance timeout).
+        c.tick();
+        assert_eq!(state(&c), "PreparingRebalance");
+        assert!(!b.is_finished());
+        // Heartbeats tell it to rejoin; its commits of the old generation still land.
+        assert_eq!(c.heartbeat(G, generation, me(&a)), REBALANCE_IN_PROGRESS);
+        assert_eq!(c.check_commit(G, generation, me(&a)), NONE);
+        let ra = c.join(G, join_req(&a, None)).await;
+        let rb = b.await.unwrap();
+        assert_eq!((ra.error_code, rb.error_code), (NONE, NONE));
+        assert_eq!((ra.generation_id, rb.generation_id), (2, 2));
+        assert_eq!(ra.leader, a, "the leader stays while it is a member");
+        assert_eq!(ra.members.len(), 2, "the leader gets every member's metadata");
+        assert!(rb.members.is_empty());
+        assert_eq!(state(&c), "CompletingRebalance");
+        // Before the assignment is out: commits are REBALANCE_IN_PROGRESS, old generation
+        // ILLEGAL_GENERATION, heartbeats of the new generation fine.
+        assert_eq!(c.check_commit(G, 2, me(&a)), REBALANCE_IN_PROGRESS);
+        assert_eq!(c.check_commit(G, 1, me(&a)), ILLEGAL_GENERATION);
+        assert_eq!(c.heartbeat(G, 2, me(&rb.member_id)), NONE);
+        // The follower's sync waits for the leader's; both get their assignments.
+        let c3 = c.clone();
+        let follower = rb.member_id.clone();
+        let fsync = tokio::spawn(async move { sync(&c3, &follower, 2, false).await });
+        tokio::task::yield_now().await;
+        assert_eq!(sync(&c, &a, 2, true).await.error_code, NONE);
+        assert_eq!(fsync.await.unwrap().error_code, NONE);
+        assert_eq!(state(&c), "Stable");
+        assert_eq!(c.check_commit(G, 2, me(&a)), NONE);
+    }
+
+    #[tokio::test]
+    async fn a_pending_member_holds_the_join_phase() {
+        let (c, a, _) = stable_one().await;
+        // B gets its id (MEMBER_ID_REQUIRED) but has not joined with it yet.
+        let pending = c.join(G, join_req("", None)).await;
+        assert_eq!(pending.error_code, MEMBER_ID_REQUIRED);
+        // A rejoins (a new subscription, say): the rebalance waits for B too.
+        let c2 = c.clone();
+        let a2 = a.clone();
+        let ra = tokio::spawn(async move { c2.join(G, join_req(&a2, None)).await });
+        reach(&c, "PreparingRebalance").await;
+        c.tick();
+        assert!(!ra.is_finished(), "the rebalance ended without the pending member");
+        let rb = c.join(G, join_req(&pending.member_id, None)).await;
+        assert_eq!((rb.error_code, rb.generation_id), (NONE, 2));
+        assert_eq!(ra.await.unwrap().generation_id, 2);
+    }
+
+    #[tokio::test]
+    async fn member_checks_follow_kafkas_order() {
+        let (c, a, generation) = stable_one().await;
+        assert_eq!(c.heartbeat(G, generation, me(&a)), NONE);
+        assert_eq!(c.heartbeat(G, generation + 1, me(&a)), ILLEGAL_GENERATION);
+        assert_eq!(c.heartbeat(G, generation, me("stranger")), UNKNOWN_MEMBER_ID);
+        assert_eq!(c.heartbeat("no-such-group", generation, me(&a)), UNKNOWN_MEMBER_ID);
+        assert_eq!(sync(&c, "stranger", generation, false).await.error_code, UNKNOWN_MEMBER_ID);
+        assert_eq!(sync(&c, &a, generation + 1, false).await.error_code, ILLEGAL_GENERATION);
+        let wrong = SyncRequest { member: me(&a), generation, protocol_type: Some("connect"), protocol_name: None };
+        assert_eq!(c.sync(G, wrong, vec![]).await.error_code, INCONSISTENT_GROUP_PROTOCOL);
+        // A simple commit (no member, generation -1) only to a group without members.
+        assert_eq!(c.check_commit(G, -1, me("")), UNKNOWN_MEMBER_ID);
+        assert_eq!(c.check_commit("offsets-only", -1, me("")), NONE);
+        assert_eq!(c.check_commit("offsets-only", 3, me("x")), ILLEGAL_GENERATION);
+        // Leaving: unknown members are refused, the member goes, the group empties.
+        assert_eq!(c.leave(G, &[("stranger".into(), None)]), vec![UNKNOWN_MEMBER_ID]);
+        assert_eq!(c.leave(G, &[(a.clone(), None)]), vec![NONE]);
+        reach(&c, "Empty").await;
+        assert_eq!(c.check_commit(G, -1, me("")), NONE);
+        assert_eq!(c.heartbeat(G, generation, me(&a)), UNKNOWN_MEMBER_ID);
+    }
+
+    #[tokio::test]
+    async fn a_static_member_replaced_by_a_new_instance_is_fenced() {
+        let c = Arc::new(GroupCoordinator::new(1, Duration::ZERO));
+        let old = join(&c, Some("i-1")).await;
+        assert_eq!(old.error_code, NONE);
+        assert_eq!(sync(&c, &old.member_id, old.generation_id, true).await.error_code, NONE);
+        // The same instance id from a new process: it takes the place without a rebalance.
+        let new = c.join(G, join_req("", Some("i-1"))).await;
+        assert_eq!((new.error_code, new.generation_id), (NONE, old.generation_id));
+        assert_ne!(new.member_id, old.member_id);
+        assert_eq!(state(&c), "Stable");
+        let old_ref = MemberRef { member_id: &old.member_id, instance_id: Some("i-1") };
+        let new_ref = MemberRef { member_id: &new.member_id, instance_id: Some("i-1") };
+        assert_eq!(c.heartbeat(G, old.generation_id, old_ref), FENCED_INSTANCE_ID);
+        assert_eq!(c.check_commit(G, old.generation_id, old_ref), FENCED_INSTANCE_ID);
+        assert_eq!(c.join(G, join_req(&old.member_id, Some("i-1"))).await.error_code, FENCED_INSTANCE_ID);
+        assert_eq!(c.leave(G, &[(old.member_id.clone(), Some("i-1".into()))]), vec![FENCED_INSTANCE_ID]);
+        assert_eq!(c.heartbeat(G, new.generation_id, new_ref), NONE);
+        // An admin may remove the static member by instance id alone.
+        assert_eq!(c.leave(G, &[(String::new(), Some("i-1".into()))]), vec![NONE]);
+        reach(&c, "Empty").await;
+    }
 
     #[test]
     fn group_hash_is_javas_string_hash() {
