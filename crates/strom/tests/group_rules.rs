@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{connect, create_topic, start, T};
+use common::{connect, start_with_topic, T};
 use strom_client::Connection;
 use strom_protocol::kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use strom_protocol::kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -180,9 +180,7 @@ async fn committed(c: &mut Connection, group: &str) -> i64 {
 
 #[tokio::test]
 async fn commits_follow_the_generation_and_the_rebalance_phase() {
-    let node = start(&[]);
-    let mut admin = connect(&node.addr, "group-rules-admin").await;
-    create_topic(&mut admin, "rules", 1).await;
+    let (node, mut admin) = start_with_topic(&[], TOPIC, 1).await;
     let group = "phases";
     let mut a = Member::new(&node.addr, group, None).await;
     assert_eq!(a.join().await, NONE);
@@ -243,9 +241,7 @@ async fn commits_follow_the_generation_and_the_rebalance_phase() {
 
 #[tokio::test]
 async fn a_static_member_replaced_by_a_new_instance_is_fenced() {
-    let node = start(&[]);
-    let mut admin = connect(&node.addr, "group-rules-admin").await;
-    create_topic(&mut admin, "rules", 1).await;
+    let (node, mut admin) = start_with_topic(&[], TOPIC, 1).await;
     let group = "static";
     let mut old = Member::new(&node.addr, group, Some("instance-1")).await;
     assert_eq!(old.join().await, NONE);
@@ -275,9 +271,7 @@ async fn a_static_member_replaced_by_a_new_instance_is_fenced() {
 
 #[tokio::test]
 async fn negative_committed_offsets_are_stored_as_sent() {
-    let node = start(&[]);
-    let mut admin = connect(&node.addr, "group-rules-admin").await;
-    create_topic(&mut admin, "rules", 1).await;
+    let (node, mut admin) = start_with_topic(&[], TOPIC, 1).await;
     // kafkajs's admin.resetOffsets({ earliest: true }) commits -2 with a simple commit.
     let mut simple = Member::new(&node.addr, "reset", None).await;
     assert_eq!(simple.commit_as(-1, -2, "").await, NONE);

@@ -14,7 +14,7 @@ use strom_protocol::kafka_protocol::records::{
 
 mod common;
 
-use common::{connect, create_topic, start, T};
+use common::{start_with_topic, T};
 
 fn batch(pid: i64, epoch: i16, first_seq: i32, n: i32) -> Bytes {
     let records: Vec<Record> = (0..n)
@@ -73,9 +73,7 @@ async fn latest_offset(c: &mut Connection) -> i64 {
 
 #[tokio::test]
 async fn retried_batches_are_written_once_and_gaps_are_refused() {
-    let node = start(&[]);
-    let mut c = connect(&node.addr, "idempotence-test").await;
-    create_topic(&mut c, "idem", 1).await;
+    let (_node, mut c) = start_with_topic(&[], "idem", 1).await;
     let mut init = InitProducerIdRequest::default();
     init.transactional_id = None;
     init.transaction_timeout_ms = 60_000;

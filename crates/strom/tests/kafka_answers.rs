@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{connect, create_topic, start, T};
+use common::{start_with_topic, T};
 use strom_protocol::kafka_protocol::messages::create_topics_request::CreatableTopic;
 use strom_protocol::kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use strom_protocol::kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -24,9 +24,7 @@ fn name(s: &'static str) -> TopicName {
 
 #[tokio::test]
 async fn requests_kafka_accepts_are_answered_as_kafka_answers_them() {
-    let node = start(&["offsets.topic.num.partitions=5", "num.partitions=1"]);
-    let mut c = connect(&node.addr, "kafka-answers").await;
-    create_topic(&mut c, "answers", 1).await;
+    let (_node, mut c) = start_with_topic(&["offsets.topic.num.partitions=5", "num.partitions=1"], "answers", 1).await;
 
     // DescribeConfigs with an empty key list (what kafkajs sends for "all"): every key.
     let mut r = DescribeConfigsResource::default();

@@ -35,6 +35,11 @@ fn s(v: &StrBytes) -> String {
     v.to_string()
 }
 
+/// The sender of a group request, borrowed from it.
+fn member_ref<'a>(member_id: &'a StrBytes, instance_id: &'a Option<StrBytes>) -> MemberRef<'a> {
+    MemberRef { member_id, instance_id: instance_id.as_deref() }
+}
+
 fn group_id(v: &str) -> GroupId {
     GroupId(str_bytes(v))
 }
@@ -179,15 +184,11 @@ pub(super) async fn sync_group(b: &Broker, req: &SyncGroupRequest) -> SyncGroupR
         return resp;
     }
     let assignments = req.assignments.iter().map(|a| (s(&a.member_id), a.assignment.clone())).collect();
-    let member_id = s(&req.member_id);
-    let instance_id = req.group_instance_id.as_ref().map(s);
-    let protocol_type = req.protocol_type.as_ref().map(s);
-    let protocol_name = req.protocol_name.as_ref().map(s);
     let sync = SyncRequest {
-        member: MemberRef { member_id: &member_id, instance_id: instance_id.as_deref() },
+        member: member_ref(&req.member_id, &req.group_instance_id),
         generation: req.generation_id,
-        protocol_type: protocol_type.as_deref(),
-        protocol_name: protocol_name.as_deref(),
+        protocol_type: req.protocol_type.as_deref(),
+        protocol_name: req.protocol_name.as_deref(),
     };
     let r = b.groups.sync(&gid, sync, assignments).await;
     if r.error_code == NONE {
@@ -211,14 +212,7 @@ pub(super) fn heartbeat(b: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse
     let mut resp = HeartbeatResponse::default();
     resp.error_code = match coordinate(b, &gid) {
         Err(code) => code,
-        Ok(_) => {
-            let (member_id, instance_id) = (s(&req.member_id), req.group_instance_id.as_ref().map(s));
-            b.groups.heartbeat(
-                &gid,
-                req.generation_id,
-                MemberRef { member_id: &member_id, instance_id: instance_id.as_deref() },
-            )
-        }
+        Ok(_) => b.groups.heartbeat(&gid, req.generation_id, member_ref(&req.member_id, &req.group_instance_id)),
     };
     resp
 }
@@ -259,8 +253,7 @@ pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> Offs
     let image = b.image();
     let mut code = coordinate(b, &gid).err().unwrap_or(NONE);
     if code == NONE {
-        let (member_id, instance_id) = (s(&req.member_id), req.group_instance_id.as_ref().map(s));
-        let member = MemberRef { member_id: &member_id, instance_id: instance_id.as_deref() };
+        let member = member_ref(&req.member_id, &req.group_instance_id);
         code = b.groups.check_commit(&gid, req.generation_id_or_member_epoch, member);
     }
     let mut entries = Vec::new();

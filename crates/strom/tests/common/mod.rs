@@ -68,6 +68,14 @@ pub async fn connect(addr: &str, client_id: &str) -> Connection {
     }
 }
 
+/// A node (started with `overrides`), a connection to it, and topic `topic` (RF 1) on it.
+pub async fn start_with_topic(overrides: &[&str], topic: &'static str, partitions: i32) -> (Node, Connection) {
+    let node = start(overrides);
+    let mut c = connect(&node.addr, "strom-test").await;
+    create_topic(&mut c, topic, partitions).await;
+    (node, c)
+}
+
 /// Creates `name` with `partitions` partitions (RF 1), retrying while the node registers.
 pub async fn create_topic(c: &mut Connection, name: &'static str, partitions: i32) {
     let deadline = Instant::now() + Duration::from_secs(30);
