@@ -333,9 +333,13 @@ def test_a_broker_without_a_replica_answers_not_leader_or_follower(cluster_facto
     wait_until("a leader", lambda: c.leader_of("single", 0) in c.nodes, timeout=30)
     leader = c.leader_of("single", 0)
     other = next(i for i in c.nodes if i != leader)
-    assert raw_produce_error(c.node(other).bootstrap, "single", 0, acks=1) == NOT_LEADER_OR_FOLLOWER
+    # Each broker learns of the topic when its own metadata image has it: wait for that.
+    wait_until("the leader to take a produce",
+               lambda: raw_produce_error(c.node(leader).bootstrap, "single", 0, acks=1) == 0, timeout=30)
+    wait_until("the other broker to answer NOT_LEADER_OR_FOLLOWER",
+               lambda: raw_produce_error(c.node(other).bootstrap, "single", 0, acks=1) == NOT_LEADER_OR_FOLLOWER,
+               timeout=30)
     assert raw_produce_error(c.node(other).bootstrap, "single", 7, acks=1) == UNKNOWN_TOPIC_OR_PARTITION
-    assert raw_produce_error(c.node(leader).bootstrap, "single", 0, acks=1) == 0
     # acks=0 has no response to carry the error: as Kafka, the broker closes the connection so
     # the producer refreshes its metadata; a produce that worked leaves it open.
     assert acks_zero_then_api_versions(c.node(other).bootstrap, "single", 0) == "closed"
