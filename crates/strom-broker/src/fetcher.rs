@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strom_client::Connection;
-use strom_controller::image::MetadataImage;
+use strom_metadata::image::MetadataImage;
 use strom_protocol::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use strom_protocol::kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strom_controller::client::ControllerClient;
-use strom_controller::image::MetadataImage;
-use strom_controller::records::RecordBatch;
+use strom_metadata::client::ControllerClient;
+use strom_metadata::image::MetadataImage;
+use strom_metadata::records::RecordBatch;
 use strom_protocol::proto::controller as pb;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -213,7 +213,7 @@ impl BrokerLifecycle {
     async fn heartbeat(
         &self,
         want_shutdown: bool,
-    ) -> Result<pb::BrokerHeartbeatResponse, strom_controller::client::ClientError> {
+    ) -> Result<pb::BrokerHeartbeatResponse, strom_metadata::client::ClientError> {
         let req = pb::BrokerHeartbeatRequest {
             broker_id: self.node_id,
             broker_epoch: self.broker_epoch(),

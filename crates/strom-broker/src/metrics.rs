@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use strom_controller::image::MetadataImage;
+use strom_metadata::image::MetadataImage;
 
 use crate::group::OffsetStore;
 use crate::replica::ReplicaManager;

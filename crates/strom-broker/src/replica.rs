@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use strom_controller::image::MetadataImage;
+use strom_metadata::image::MetadataImage;
 use strom_protocol::batch::BatchView;
 use strom_storage::{AppendInfo, Log, LogConfig, LogError};
 use tokio::sync::Notify;

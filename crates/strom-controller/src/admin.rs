@@ -15,11 +15,8 @@ use strom_protocol::kafka_protocol::messages::{
 use strom_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::controller::{Controller, ControllerError, NewTopic};
-use crate::records::ConfigResource;
+use strom_metadata::records::{ConfigResource, RESOURCE_BROKER, RESOURCE_TOPIC};
 
-/// Kafka's resource type codes (DescribeConfigs / AlterConfigs).
-pub const RESOURCE_TOPIC: i8 = 2;
-pub const RESOURCE_BROKER: i8 = 4;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 
 /// A forwarded request that could not be handled at all.

@@ -34,15 +34,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::image::{MetadataImage, PartitionImage};
 use crate::placement;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, RaftService};
 use crate::raft::state_machine::{MetadataState, StateMachineStore};
 use crate::raft::{NodeId, Raft};
-use crate::records::{ConfigResource, Endpoint, MetadataRecord, RecordBatch};
 use crate::service::ControllerService;
-use crate::topic_config;
+use strom_metadata::image::{MetadataImage, PartitionImage};
+use strom_metadata::records::{ConfigResource, Endpoint, MetadataRecord, RecordBatch};
+use strom_metadata::topic_config;
 
 /// How a controller is set up (from the node configuration).
 #[derive(Debug, Clone)]
@@ -209,7 +209,7 @@ impl Controller {
         }
         .validate()
         .map_err(|e| unavailable(&e))?;
-        let identity = crate::cluster_id::ClusterIdentity::new(config.cluster_id.clone(), metadata.clone());
+        let identity = crate::cluster_identity::ClusterIdentity::new(config.cluster_id.clone(), metadata.clone());
         let raft =
             Raft::new(config.node_id as NodeId, Arc::new(raft_config), Network::new(identity.clone()), log_store, sm)
                 .await
@@ -333,7 +333,7 @@ impl Controller {
     /// **Cluster id rule:** a broker that names a cluster id (its `meta.properties` has one)
     /// other than the cluster's is refused with INCONSISTENT_CLUSTER_ID: it holds another
     /// cluster's data. The first registration of a cluster without an id writes one first
-    /// ([`crate::cluster_id`] says which).
+    /// ([`strom_metadata::cluster_id`] says which).
     pub async fn register_broker(
         &self,
         broker_id: i32,
@@ -349,7 +349,7 @@ impl Controller {
                 let cluster = match (&image.cluster_id, &self.config.cluster_id) {
                     (Some(c), _) => c.clone(),
                     (None, Some(mine)) => mine.clone(),
-                    (None, None) => cluster_id.clone().unwrap_or_else(crate::cluster_id::generate),
+                    (None, None) => cluster_id.clone().unwrap_or_else(strom_metadata::cluster_id::generate),
                 };
                 if let Some(theirs) = cluster_id.as_ref().filter(|t| **t != cluster) {
                     return Err(ControllerError::InconsistentClusterId(format!(

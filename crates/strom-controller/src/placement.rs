@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::image::BrokerImage;
+use strom_metadata::image::BrokerImage;
 
 /// Why replicas cannot be placed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

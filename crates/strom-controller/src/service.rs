@@ -1,7 +1,7 @@
 //! The `Controller` gRPC service (`proto/strom/controller.proto`) brokers call: registration,
 //! heartbeats, the metadata long-poll, forwarded admin requests, ISR changes and producer-id
 //! blocks. Errors travel as Kafka error codes in the response, with the active controller's
-//! id for NOT_CONTROLLER, so the broker-side [`crate::client::ControllerClient`] can redirect.
+//! id for NOT_CONTROLLER, so the broker-side [`strom_metadata::client::ControllerClient`] can redirect.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::admin;
 use crate::controller::{AlterPartition, Controller, ControllerError};
 use crate::raft::state_machine::MetadataDelta;
-use crate::records::Endpoint as RecordEndpoint;
+use strom_metadata::records::Endpoint as RecordEndpoint;
 
 /// Most batches returned by one `FetchMetadata`.
 const FETCH_BATCHES_MAX: usize = 1000;

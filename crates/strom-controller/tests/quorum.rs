@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strom_controller::client::ControllerClient;
 use strom_controller::controller::{Controller, ControllerConfig, NewTopic, SUSPECT_GRACE};
+use strom_metadata::client::ControllerClient;
 use strom_protocol::proto::controller as pb;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -242,11 +242,11 @@ async fn the_first_registration_fixes_the_cluster_id_and_brokers_of_another_clus
     let image = || q.members[0].as_ref().unwrap().controller.metadata.image();
     assert_eq!(image().cluster_id, None);
     // A broker formatted for a cluster id brings it to a cluster that has none yet.
-    let formatted = strom_controller::cluster_id::generate();
+    let formatted = strom_metadata::cluster_id::generate();
     assert_eq!(register_in(&client, 1, Some(&formatted)).await.error_code, 0);
     assert_eq!(image().cluster_id.as_deref(), Some(formatted.as_str()));
     // A broker with another cluster's data is refused, with Kafka's INCONSISTENT_CLUSTER_ID.
-    let other = strom_controller::cluster_id::generate();
+    let other = strom_metadata::cluster_id::generate();
     let r = register_in(&client, 2, Some(&other)).await;
     assert_eq!(r.error_code, 104, "{r:?}");
     assert!(r.error_message.contains(&other), "{}", r.error_message);
@@ -335,7 +335,7 @@ async fn three_voters_survive_the_loss_of_the_active_controller_and_a_full_resta
 }
 
 /// Partitions of topic `t` led by broker 2.
-fn led_by_2(img: &strom_controller::image::MetadataImage) -> usize {
+fn led_by_2(img: &strom_metadata::image::MetadataImage) -> usize {
     img.topics["t"].partitions.values().filter(|p| p.leader == 2).count()
 }
 
@@ -431,7 +431,7 @@ async fn two_formatted_voters(ids: [String; 2]) -> (tempfile::TempDir, Vec<Membe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controllers_of_different_clusters_never_form_a_quorum() {
-    use strom_controller::cluster_id::generate;
+    use strom_metadata::cluster_id::generate;
     let term = |m: &Member| m.controller.raft.metrics().borrow().current_term;
 
     // Formatted for the same cluster: an ordinary quorum.

@@ -55,14 +55,14 @@ pub(super) fn describe_configs(b: &Broker, req: &DescribeConfigsRequest) -> Desc
             r.configuration_keys.as_ref().is_none_or(|ks| ks.is_empty() || ks.iter().any(|w| w.as_str() == k))
         };
         match r.resource_type {
-            strom_controller::admin::RESOURCE_TOPIC => {
+            strom_metadata::records::RESOURCE_TOPIC => {
                 let topic = r.resource_name.as_str();
                 if !image.topics.contains_key(topic) {
                     out.error_code = UNKNOWN_TOPIC_OR_PARTITION;
                     out.error_message = Some(str_bytes(&format!("topic {topic} does not exist")));
                 } else {
                     let overrides = image.topic_configs.get(topic);
-                    for key in strom_controller::topic_config::TOPIC_KEYS {
+                    for key in strom_metadata::topic_config::TOPIC_KEYS {
                         if !wanted(key.name) {
                             continue;
                         }
@@ -82,7 +82,7 @@ pub(super) fn describe_configs(b: &Broker, req: &DescribeConfigsRequest) -> Desc
                     }
                 }
             }
-            strom_controller::admin::RESOURCE_BROKER => {
+            strom_metadata::records::RESOURCE_BROKER => {
                 if r.resource_name.as_str() != b.settings.node_id.to_string() && !r.resource_name.is_empty() {
                     out.error_code = INVALID_REQUEST;
                     out.error_message = Some(str_bytes("DescribeConfigs for a broker goes to that broker"));

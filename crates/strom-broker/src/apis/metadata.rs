@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use strom_controller::image::MetadataImage;
+use strom_metadata::image::MetadataImage;
 use strom_protocol::kafka_protocol::messages::create_topics_request::CreatableTopic;
 use strom_protocol::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -40,7 +40,7 @@ pub(super) async fn handle(b: &Broker, req: &MetadataRequest, version: i16, list
         let missing: Vec<&String> = names
             .iter()
             .filter(|n| !n.is_empty() && !image.topics.contains_key(*n))
-            .filter(|n| strom_controller::topic_config::validate_topic_name(n).is_ok())
+            .filter(|n| strom_metadata::topic_config::validate_topic_name(n).is_ok())
             .collect();
         if !missing.is_empty() && allow_auto && b.settings.auto_create_topics_enable {
             auto_create(b, &missing).await;
@@ -84,7 +84,7 @@ fn topic(image: &MetadataImage, name: &str) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.name = Some(topic_name(name));
     let Some(ti) = image.topics.get(name) else {
-        t.error_code = if strom_controller::topic_config::validate_topic_name(name).is_ok() {
+        t.error_code = if strom_metadata::topic_config::validate_topic_name(name).is_ok() {
             UNKNOWN_TOPIC_OR_PARTITION
         } else {
             INVALID_TOPIC_EXCEPTION

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use strom_controller::image::MetadataImage;
+use strom_metadata::image::MetadataImage;
 use strom_protocol::frame::{self, FrameError, Request};
 use strom_protocol::kafka_protocol::messages::{ApiKey, RequestKind, TopicName};
 use strom_protocol::kafka_protocol::protocol::{Encodable, StrBytes};

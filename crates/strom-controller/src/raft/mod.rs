@@ -16,7 +16,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::RecordBatch;
+use strom_metadata::records::RecordBatch;
 
 pub type NodeId = u64;
 

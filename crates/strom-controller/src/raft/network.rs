@@ -24,7 +24,7 @@ use strom_protocol::proto::raft::RaftPayload;
 use tonic::transport::Channel;
 
 use super::{NodeId, Raft, TypeConfig};
-use crate::cluster_id::{ClusterIdentity, RAFT_HEADER};
+use crate::cluster_identity::{ClusterIdentity, RAFT_HEADER};
 
 /// Makes clients for peer controllers, sharing one tonic channel (one HTTP/2 connection,
 /// reconnected by tonic when it breaks) per peer address. openraft asks for a new client for

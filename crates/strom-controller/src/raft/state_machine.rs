@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{Applied, Entry, NodeId, TypeConfig};
-use crate::image::MetadataImage;
+use strom_metadata::image::MetadataImage;
 
 /// Recent batches kept for brokers; one further behind gets the whole image instead.
 const RECENT_BATCHES_MAX: usize = 10_000;

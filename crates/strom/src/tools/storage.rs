@@ -42,7 +42,7 @@ pub struct FormatArgs {
 pub fn run(cmd: StorageCommand) -> anyhow::Result<()> {
     match cmd {
         StorageCommand::RandomUuid => {
-            println!("{}", strom_controller::cluster_id::generate());
+            println!("{}", strom_metadata::cluster_id::generate());
             Ok(())
         }
         StorageCommand::Format(args) => format(args),
@@ -50,7 +50,7 @@ pub fn run(cmd: StorageCommand) -> anyhow::Result<()> {
 }
 
 fn format(args: FormatArgs) -> anyhow::Result<()> {
-    strom_controller::cluster_id::validate(&args.cluster_id)?;
+    strom_metadata::cluster_id::validate(&args.cluster_id)?;
     let config = RawConfig::load(args.config.as_deref(), std::env::vars(), &args.overrides)
         .and_then(NodeConfig::from_raw)
         .context("configuration error")?;

@@ -22,6 +22,10 @@ pub struct Endpoint {
 }
 
 /// Where a config entry applies.
+/// Kafka's resource type codes for configs (DescribeConfigs / AlterConfigs).
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ConfigResource {
     Topic(String),

@@ -1,0 +1,24 @@
+//! strom-metadata: the cluster metadata model, shared by the controller quorum and the broker.
+//!
+//! Metadata changes only by records appended to the controller's Raft log; every node applies
+//! them, in order, to its own image. This crate is that model and the broker's way to the
+//! quorum; it links neither Raft nor storage, so a broker-only node carries neither.
+//!
+//! # Layout
+//! - [`records`]: the typed, versioned metadata records (the only way metadata changes), and
+//!   the config resources they name.
+//! - [`image`]: [`image::MetadataImage`], metadata as of one offset, built by applying records;
+//!   the controller and every broker keep one.
+//! - [`topic_config`]: topic config keys, their defaults and validation, topic-name rules.
+//! - [`cluster_id`]: the cluster id's form (Kafka's base64url UUID) and its generation.
+//! - [`client`]: [`client::ControllerClient`], a broker's handle on the quorum: finds the
+//!   active controller, follows redirects.
+//!
+//! **API boundary:** brokers reach the controller only through [`client::ControllerClient`]
+//! and learn metadata only by applying records to their own [`image::MetadataImage`].
+
+pub mod client;
+pub mod cluster_id;
+pub mod image;
+pub mod records;
+pub mod topic_config;
