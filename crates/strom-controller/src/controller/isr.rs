@@ -1,0 +1,77 @@
+//! ISR changes proposed by partition leaders (Kafka's AlterPartition).
+//!
+//! **ISR rule:** a change is accepted only from the partition's current leader, with the
+//! broker epoch, leader epoch and partition epoch the controller has now; the new ISR is
+//! never empty, holds the leader, lies within the replicas, and holds no fenced broker. So a
+//! deposed leader (or a stale retry) can never shrink or grow an ISR, and an ISR never names a
+//! broker that could not take over.
+
+use uuid::Uuid;
+
+use super::{Controller, ControllerError};
+use strom_metadata::image::PartitionImage;
+use strom_metadata::records::MetadataRecord;
+
+/// An ISR change proposed by a partition leader, with the epochs it saw.
+#[derive(Debug, Clone)]
+pub struct AlterPartition {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<i32>,
+}
+
+/// The result of an accepted ISR change.
+#[derive(Debug, Clone)]
+pub struct PartitionReply {
+    pub partition: PartitionImage,
+    pub offset: i64,
+}
+
+impl Controller {
+    /// An ISR change from a partition leader, accepted only with the current epochs; the new
+    /// ISR is non-empty, within the replicas, contains the leader, and has no fenced broker.
+    pub async fn alter_partition(&self, req: AlterPartition) -> Result<PartitionReply, ControllerError> {
+        let AlterPartition { broker_id, broker_epoch, topic_id, partition, leader_epoch, partition_epoch, new_isr } =
+            req;
+        self.check_active()?;
+        let (p, offset) = self
+            .write(|image| {
+                match image.brokers.get(&broker_id) {
+                    Some(b) if b.epoch == broker_epoch => {}
+                    _ => return Err(ControllerError::StaleBrokerEpoch(broker_id)),
+                }
+                let t =
+                    image.topic_by_id(&topic_id).ok_or_else(|| ControllerError::UnknownTopic(topic_id.to_string()))?;
+                let p = t.partitions.get(&partition).ok_or_else(|| ControllerError::UnknownTopic(t.name.clone()))?;
+                if p.leader != broker_id || p.leader_epoch != leader_epoch || p.partition_epoch != partition_epoch {
+                    return Err(ControllerError::StaleEpoch);
+                }
+                if new_isr.is_empty() || !new_isr.contains(&broker_id) {
+                    return Err(ControllerError::InvalidIsr("the ISR must contain the leader".into()));
+                }
+                if let Some(r) = new_isr.iter().find(|r| !p.replicas.contains(r)) {
+                    return Err(ControllerError::InvalidIsr(format!("{r} is not a replica")));
+                }
+                if let Some(r) = new_isr.iter().find(|r| image.brokers.get(r).is_none_or(|b| b.fenced)) {
+                    return Err(ControllerError::InvalidIsr(format!("broker {r} is fenced")));
+                }
+                let mut next = p.clone();
+                next.isr = new_isr.clone();
+                next.partition_epoch += 1;
+                let records = vec![MetadataRecord::PartitionChange {
+                    topic_id,
+                    partition,
+                    isr: Some(new_isr.clone()),
+                    leader: None,
+                }];
+                Ok((records, next))
+            })
+            .await?;
+        tracing::info!(node = self.config.node_id, %topic_id, partition, isr = ?p.isr, partition_epoch = p.partition_epoch, "ISR changed");
+        Ok(PartitionReply { partition: p, offset })
+    }
+}

@@ -1,0 +1,271 @@
+//! The controller: one member of the Raft metadata quorum. When its Raft node is the leader it
+//! is the *active* controller: it turns broker and admin requests into metadata records and
+//! commits them. Every other member answers NOT_CONTROLLER with the active one's id.
+//!
+//! **Architecture invariant:** records are computed from the applied image under
+//! [`Controller::write_lock`], after `ensure_linearizable`, and committed before the lock is
+//! released; so every batch is computed from the image that includes every earlier batch, and
+//! two operations never both see "topic does not exist".
+//!
+//!
+//! # Layout
+//! - this file: [`Controller`], its start (Raft, the gRPC services, the liveness loop) and the
+//!   one write path every change takes ([`Controller::write`]).
+//! - [`liveness`]: broker registration, heartbeats, sessions, suspects, evacuation and
+//!   fencing: the election rule.
+//! - [`topics`]: topic creation and deletion, partition counts, configs.
+//! - [`isr`]: ISR changes proposed by partition leaders (AlterPartition).
+//! - [`producer_ids`]: producer-id blocks handed to brokers.
+
+mod isr;
+mod liveness;
+mod producer_ids;
+mod topics;
+
+pub use isr::{AlterPartition, PartitionReply};
+pub use liveness::{HeartbeatReply, SUSPECT_GRACE};
+pub use topics::{CreatedTopic, NewTopic};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Network, RaftService};
+use crate::raft::state_machine::{MetadataState, StateMachineStore};
+use crate::raft::{NodeId, Raft};
+use crate::service::ControllerService;
+use strom_metadata::image::MetadataImage;
+use strom_metadata::records::{MetadataRecord, RecordBatch};
+
+/// How a controller is set up (from the node configuration).
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub node_id: i32,
+    /// The quorum: (node id, host:port of its controller listener).
+    pub voters: Vec<(i32, String)>,
+    /// Where the Raft log, vote and state machine live.
+    pub metadata_dir: PathBuf,
+    pub broker_session_timeout_ms: u64,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub unclean_leader_election_enable: bool,
+    pub auto_leader_rebalance_enable: bool,
+    /// Raft heartbeat; elections start after 3–6 of these without a leader.
+    pub raft_heartbeat_ms: u64,
+    /// The cluster id in this node's `meta.properties`, if it has one: the id a new cluster
+    /// takes when this controller is active at the first registration.
+    pub cluster_id: Option<String>,
+}
+
+/// Why a controller operation failed; each maps to a Kafka error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerError {
+    #[error("this node is not the active controller (active: {0:?})")]
+    NotController(Option<i32>),
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("broker {0} is not registered with this epoch")]
+    StaleBrokerEpoch(i32),
+    #[error("stale partition epoch or leader epoch")]
+    StaleEpoch,
+    #[error("ISR change refused: {0}")]
+    InvalidIsr(String),
+    #[error("metadata quorum unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    InconsistentClusterId(String),
+}
+
+impl ControllerError {
+    /// Kafka's error code.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            ControllerError::NotController(_) => 41,
+            ControllerError::TopicExists(_) => 36,
+            ControllerError::UnknownTopic(_) => 3,
+            ControllerError::InvalidTopic(_) => 17,
+            ControllerError::InvalidPartitions(_) => 37,
+            ControllerError::InvalidReplicationFactor(_) => 38,
+            ControllerError::InvalidConfig(_) => 40,
+            ControllerError::InvalidRequest(_) => 42,
+            ControllerError::StaleBrokerEpoch(_) => 77,
+            ControllerError::StaleEpoch => 89,     // FENCED_LEADER_EPOCH
+            ControllerError::InvalidIsr(_) => 102, // INELIGIBLE_REPLICA
+            ControllerError::Unavailable(_) => 15, // COORDINATOR_NOT_AVAILABLE-like: retriable
+            ControllerError::InconsistentClusterId(_) => 104,
+        }
+    }
+}
+
+/// One quorum member.
+pub struct Controller {
+    pub config: ControllerConfig,
+    pub raft: Raft,
+    pub metadata: Arc<MetadataState>,
+    write_lock: tokio::sync::Mutex<()>,
+    /// Broker sessions and suspects ([`liveness`]), kept by the active controller only.
+    sessions: liveness::Sessions,
+    /// Time from a change being asked for to its commit (Kafka's controller event latency).
+    pub write_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Controller {
+    /// Opens the metadata store, starts Raft and the gRPC services on `listener`, and joins
+    /// (or forms) the quorum. Returns at once; elections happen in the background.
+    pub async fn start(
+        config: ControllerConfig,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        let unavailable = |e: &dyn std::fmt::Display| ControllerError::Unavailable(e.to_string());
+        let log_store = LogStore::open(&config.metadata_dir.join("raft")).map_err(|e| unavailable(&e))?;
+        let (sm, metadata) =
+            StateMachineStore::open(&config.metadata_dir.join("state")).map_err(|e| unavailable(&e))?;
+        let hb = config.raft_heartbeat_ms;
+        let raft_config = openraft::Config {
+            cluster_name: "strom".into(),
+            heartbeat_interval: hb,
+            // openraft adds a leader lease of election_timeout_max before a follower's own
+            // timeout: a dead leader is replaced after 700–800 ms (plus a 150 ms tick).
+            election_timeout_min: hb * 3,
+            election_timeout_max: hb * 4,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
+            max_in_snapshot_log_to_keep: 500,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| unavailable(&e))?;
+        let identity = crate::cluster_identity::ClusterIdentity::new(config.cluster_id.clone(), metadata.clone());
+        let raft =
+            Raft::new(config.node_id as NodeId, Arc::new(raft_config), Network::new(identity.clone()), log_store, sm)
+                .await
+                .map_err(|e| unavailable(&e))?;
+
+        let controller = Arc::new(Controller {
+            config,
+            raft: raft.clone(),
+            metadata,
+            write_lock: tokio::sync::Mutex::new(()),
+            sessions: liveness::Sessions::default(),
+            write_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
+            ),
+        });
+
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tonic::transport::Server::builder()
+            .add_service(strom_protocol::proto::raft::raft_server::RaftServer::new(RaftService::new(
+                raft.clone(),
+                identity,
+            )))
+            .add_service(strom_protocol::proto::controller::controller_server::ControllerServer::new(
+                ControllerService::new(controller.clone()),
+            ))
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+        let node_id = controller.config.node_id;
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(node = node_id, error = %e, "controller gRPC server failed");
+            }
+        });
+
+        // Every voter proposes the same initial membership; openraft accepts this from any
+        // number of them (the same config), and ignores it once the log is not empty.
+        let members: BTreeMap<NodeId, BasicNode> = controller
+            .config
+            .voters
+            .iter()
+            .map(|(id, addr)| (*id as NodeId, BasicNode { addr: addr.clone() }))
+            .collect();
+        if !raft.is_initialized().await.map_err(|e| unavailable(&e))? {
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(error = %e, "raft initialize (another voter may have formed the quorum)");
+            }
+        }
+        tokio::spawn(controller.clone().liveness_loop(shutdown.clone()));
+        tokio::spawn({
+            let raft = raft.clone();
+            async move {
+                shutdown.cancelled().await;
+                let _ = raft.shutdown().await;
+            }
+        });
+        Ok(controller)
+    }
+
+    /// The active controller's id, if one is known.
+    pub fn active_controller(&self) -> Option<i32> {
+        self.raft.metrics().borrow().current_leader.map(|id| id as i32)
+    }
+
+    /// True when this node is the active controller.
+    pub fn is_active(&self) -> bool {
+        self.active_controller() == Some(self.config.node_id)
+    }
+
+    /// Runs `compute` on the up-to-date image and commits the records it returns, as one
+    /// batch. Returns the value and the metadata offset of the batch (-1 if no records).
+    async fn write<T>(
+        &self,
+        compute: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ControllerError>,
+    ) -> Result<(T, i64), ControllerError> {
+        let started = Instant::now();
+        let _guard = self.write_lock.lock().await;
+        if let Err(e) = self.raft.ensure_linearizable().await {
+            return Err(self.not_active(e.to_string()));
+        }
+        let image = self.metadata.image();
+        let (records, value) = compute(&image)?;
+        if records.is_empty() {
+            return Ok((value, image.offset));
+        }
+        match self.raft.client_write(RecordBatch::new(records)).await {
+            Ok(r) => {
+                self.write_seconds.observe(started.elapsed().as_secs_f64());
+                if !r.data.refused.is_empty() {
+                    return Err(ControllerError::InvalidRequest(r.data.refused.join("; ")));
+                }
+                Ok((value, r.data.offset))
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ControllerError::NotController(f.leader_id.map(|i| i as i32)))
+            }
+            Err(e) => Err(self.not_active(e.to_string())),
+        }
+    }
+
+    fn not_active(&self, why: String) -> ControllerError {
+        match self.active_controller() {
+            Some(id) if id != self.config.node_id => ControllerError::NotController(Some(id)),
+            Some(_) => ControllerError::Unavailable(why),
+            None => ControllerError::NotController(None),
+        }
+    }
+
+    /// Fails with NOT_CONTROLLER unless this node is active.
+    fn check_active(&self) -> Result<(), ControllerError> {
+        match self.active_controller() {
+            Some(id) if id == self.config.node_id => Ok(()),
+            other => Err(ControllerError::NotController(other)),
+        }
+    }
+}
