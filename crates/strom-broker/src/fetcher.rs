@@ -38,9 +38,9 @@ use strom_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, OffsetFor
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::apis::{now_ms, topic_name};
 use crate::lifecycle::BrokerLifecycle;
 use crate::replica::{Partition, ReplicaManager, TopicPartition};
+use strom_protocol::values::{now_ms, topic_name};
 
 const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;

@@ -5,8 +5,9 @@
 //!   ([`server::Connection`]): framing, size limits, idle timeout, in-order responses.
 //! - [`apis`]: the request handlers, one module per Kafka API (or family), and the table of
 //!   supported versions that ApiVersions advertises.
-//! - [`replica`]: the replica manager: partition logs, leader/follower role, high watermark,
-//!   what a leader knows of its followers.
+//! - [`replica`]: partition replicas: [`replica::Partition`] (log, leader/follower role, high
+//!   watermark, what a leader knows of its followers, the wait for a commit) and
+//!   [`replica::ReplicaManager`] (the set of replicas, `apply_image`, the fetch path).
 //! - [`fetcher`]: the follower side of replication: one fetcher per leader, truncation to the
 //!   divergence point, follower appends.
 //! - [`group`]: the group coordinator (classic consumer-group protocol) and committed offsets

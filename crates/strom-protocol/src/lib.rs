@@ -4,6 +4,7 @@
 //! - [`batch`]: a zero-copy view of RecordBatch v2 headers and the batch validator.
 //! - [`frame`]: Kafka's size-prefixed framing and request/response headers; request bodies are
 //!   the `kafka-protocol` crate's codecs, generated from Kafka's own message specs.
+//! - [`values`]: Kafka strings from Rust strings, the clock in Kafka's timestamp unit.
 //! - [`proto`]: the node-to-node gRPC types and services generated from `proto/` (Raft
 //!   transport between controllers, broker-to-controller calls).
 //!
@@ -12,6 +13,7 @@
 
 pub mod batch;
 pub mod frame;
+pub mod values;
 
 pub use kafka_protocol;
 

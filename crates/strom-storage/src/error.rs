@@ -1,4 +1,5 @@
-//! Log errors, each with the Kafka error code a client receives.
+//! Log errors. Which Kafka error code a client gets for each is the broker's business
+//! (`strom_broker::replica::ReplicaError`): storage knows nothing of the Kafka API.
 
 use strom_protocol::batch::BatchError;
 
@@ -23,18 +24,6 @@ pub enum LogError {
 }
 
 impl LogError {
-    /// Kafka's error code for this failure.
-    pub fn kafka_code(&self) -> i16 {
-        match self {
-            LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Offline => 56, // KAFKA_STORAGE_ERROR
-            LogError::Batch(b) => b.kafka_code(),
-            LogError::TooLarge { .. } => 10, // MESSAGE_TOO_LARGE
-            LogError::Empty => 87,           // INVALID_RECORD
-            LogError::NotContiguous { .. } => 2,
-            LogError::OffsetOutOfRange { .. } => 1,
-        }
-    }
-
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         LogError::Io { path: path.display().to_string(), source }
     }

@@ -182,8 +182,8 @@ proptest! {
         let _ = strom_protocol::batch::BatchView::parse_validated(&bytes);
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = Log::open(dir.path(), small_config()).unwrap();
-        if let Err(e) = log.append_as_leader(&bytes, 0, 0) {
-            prop_assert!(e.kafka_code() != 0);
+        if log.append_as_leader(&bytes, 0, 0).is_err() {
+            prop_assert_eq!(log.log_end_offset(), 0, "a refused append writes nothing");
         }
     }
 }
@@ -204,7 +204,7 @@ fn corrupt_segment_in_the_middle_takes_the_partition_offline_without_truncating(
     let f = std::fs::OpenOptions::new().write(true).open(middle).unwrap();
     f.write_all_at(&[before[100] ^ 0xff], 100).unwrap();
     match Log::open(dir.path(), small_config()) {
-        Err(e @ LogError::Corrupt { .. }) => assert_eq!(e.kafka_code(), 56),
+        Err(LogError::Corrupt { .. }) => {}
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a corrupt middle segment must not open"),
     }

@@ -379,8 +379,7 @@ async fn housekeeping(replicas: Arc<ReplicaManager>, retention_check_ms: u64, sh
         if due {
             last_retention = Instant::now();
         }
-        let now_ms =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now_ms = strom_protocol::values::now_ms();
         // fdatasync and file deletion block: not on the runtime's worker threads.
         let r = replicas.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || r.housekeeping(now_ms, due)).await {

@@ -11,7 +11,8 @@ use strom_protocol::kafka_protocol::messages::describe_log_dirs_response::{
 };
 use strom_protocol::kafka_protocol::messages::*;
 
-use super::{str_bytes, topic_name, Broker, ErasedEncodable};
+use super::{Broker, ErasedEncodable};
+use strom_protocol::values::{str_bytes, topic_name};
 
 const REQUEST_TIMED_OUT: i16 = 7;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;

@@ -1,15 +1,16 @@
 //! Fetch: whole stored batches from each partition up to the high watermark (consumers) or
 //! the log end (followers, identified by a replica id), bounded by the partition and
-//! response byte limits; a long-poll (`max.wait.ms`, `min.bytes`) woken by appends.
+//! response byte limits; a long-poll (`max.wait.ms`, `min.bytes`) woken by appends. What a
+//! follower's fetch means for replication is the replica layer's ([`ReplicaManager::fetch`]).
+//!
+//! [`ReplicaManager::fetch`]: crate::replica::ReplicaManager::fetch
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use strom_protocol::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use strom_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::Broker;
-use crate::replica::ReplicaError;
 
 const UNKNOWN_TOPIC_ID: i16 = 100;
 
@@ -61,32 +62,11 @@ fn read_once(b: &Broker, req: &FetchRequest, version: i16, replica_id: i32) -> (
                 tr.partitions.push(pd);
                 continue;
             };
-            let result = (|| {
-                part.check_epoch(p.current_leader_epoch)?;
-                if !part.is_leader() {
-                    return Err(ReplicaError::NotLeader(part.tp.to_string()));
-                }
-                if replica_id >= 0 {
-                    let outcome = part.record_follower_fetch(replica_id, p.fetch_offset);
-                    if outcome.high_watermark_moved {
-                        b.replicas.data_arrived.notify_waiters();
-                    }
-                    if outcome.expand_isr {
-                        b.replicas.request_isr_check(part.clone());
-                    }
-                }
-                let hw = part.high_watermark();
-                // The first batch is returned whole even past the limits (so no consumer is
-                // stuck); after the response limit is reached, partitions get nothing.
-                let room = response_max.saturating_sub(total);
-                if room == 0 && total > 0 {
-                    return Ok((Bytes::new(), hw));
-                }
-                let limit = (p.partition_max_bytes.max(0) as usize).min(room.max(1));
-                let max_offset = if replica_id >= 0 { None } else { Some(hw) };
-                let read = part.with_log(|l| l.read(p.fetch_offset, limit, max_offset))?;
-                Ok::<_, ReplicaError>((read.records, hw))
-            })();
+            // The first batch is returned whole even past the limits (so no consumer is stuck);
+            // after the response limit is reached, partitions get nothing.
+            let room = response_max.saturating_sub(total);
+            let limit = (room > 0 || total == 0).then(|| (p.partition_max_bytes.max(0) as usize).min(room.max(1)));
+            let result = b.replicas.fetch(&part, replica_id, p.fetch_offset, p.current_leader_epoch, limit);
             match result {
                 Ok((records, hw)) => {
                     if replica_id >= 0 {

@@ -21,9 +21,10 @@ use strom_protocol::kafka_protocol::messages::offset_fetch_response::{
 use strom_protocol::kafka_protocol::messages::*;
 use strom_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::{str_bytes, topic_name, Broker};
+use super::Broker;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::{self, Committed, JoinRequest, MemberRef, SyncRequest, COORDINATOR_NOT_AVAILABLE, NONE};
+use strom_protocol::values::{str_bytes, topic_name};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;

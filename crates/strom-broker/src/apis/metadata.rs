@@ -12,7 +12,8 @@ use strom_protocol::kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, MetadataRequest, MetadataResponse, RequestKind,
 };
 
-use super::{str_bytes, topic_name, Broker};
+use super::Broker;
+use strom_protocol::values::{str_bytes, topic_name};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const LEADER_NOT_AVAILABLE: i16 = 5;

@@ -18,8 +18,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use strom_metadata::image::MetadataImage;
 use strom_protocol::frame::{self, FrameError, Request};
-use strom_protocol::kafka_protocol::messages::{ApiKey, RequestKind, TopicName};
-use strom_protocol::kafka_protocol::protocol::{Encodable, StrBytes};
+use strom_protocol::kafka_protocol::messages::{ApiKey, RequestKind};
+use strom_protocol::kafka_protocol::protocol::Encodable;
 use strom_protocol::proto::controller as pb;
 
 use crate::group::{GroupCoordinator, OffsetStore};
@@ -93,19 +93,6 @@ impl Apis {
     pub async fn wait_ready_to_serve(&self) {
         self.broker.lifecycle.wait_ready_to_serve().await
     }
-}
-
-pub(crate) fn topic_name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-pub(crate) fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A forwarded admin request that could not reach an active controller.

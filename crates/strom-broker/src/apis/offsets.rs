@@ -69,7 +69,7 @@ pub(super) fn list_offsets(b: &Broker, req: &ListOffsetsRequest, version: i16) -
                             pr.timestamp = ts;
                         }
                         Ok(None) => {}
-                        Err(e) => pr.error_code = e.kafka_code(),
+                        Err(e) => pr.error_code = ReplicaError::Log(e).kafka_code(),
                     }
                 }
                 Err(code) => pr.error_code = code,
@@ -126,7 +126,7 @@ pub(super) fn delete_records(b: &Broker, req: &DeleteRecordsRequest) -> DeleteRe
                     } else {
                         match part.with_log(|l| l.delete_records_before(target)) {
                             Ok(start) => pr.low_watermark = start,
-                            Err(e) => pr.error_code = e.kafka_code(),
+                            Err(e) => pr.error_code = ReplicaError::Log(e).kafka_code(),
                         }
                     }
                 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use strom_protocol::kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use strom_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::{now_ms, topic_name, Broker};
-use crate::replica::{Commit, Partition, ReplicaError};
+use super::Broker;
+use crate::replica::{CommitWait, Partition, ReplicaError};
+use strom_protocol::values::{now_ms, topic_name};
 
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
@@ -35,9 +36,7 @@ struct AckWait {
     leader_epoch: i32,
     min_isr: usize,
     /// A retried batch found in the log (nothing written now): it waits until the ISR has
-    /// `min_isr` replicas again rather than being refused (see [`ReplicaManager::append_as_leader`]).
-    ///
-    /// [`ReplicaManager::append_as_leader`]: crate::replica::ReplicaManager::append_as_leader
+    /// `min_isr` replicas again rather than being refused (see [`Partition::append_as_leader`]).
     duplicate: bool,
 }
 
@@ -133,7 +132,7 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Pr
     }
     if req.acks == -1 {
         b.metrics.produce_purgatory.inc();
-        wait_for_high_watermarks(b, &mut topics, Duration::from_millis(req.timeout_ms.max(0) as u64)).await;
+        wait_for_high_watermarks(&mut topics, Duration::from_millis(req.timeout_ms.max(0) as u64)).await;
         b.metrics.produce_purgatory.dec();
     }
     let mut resp = ProduceResponse::default();
@@ -158,55 +157,28 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Pr
     ProduceAnswer::Response(resp)
 }
 
-/// Waits (woken by HW moves, never polling) until every acks=all partition's HW has passed
-/// its batch; those still short at the deadline get REQUEST_TIMED_OUT, and those whose
-/// leadership moved meanwhile get NOT_LEADER_OR_FOLLOWER (the batch may have been truncated
+/// Waits until every acks=all partition's batch is committed ([`Partition::wait_committed`],
+/// all partitions at once): those still short at the deadline get REQUEST_TIMED_OUT, those
+/// whose leadership moved meanwhile NOT_LEADER_OR_FOLLOWER (the batch may have been truncated
 /// away; the client retries on the new leader), never a success. A batch committed while the
 /// ISR is below `min.insync.replicas` gets NOT_ENOUGH_REPLICAS_AFTER_APPEND.
 async fn wait_for_high_watermarks(
-    b: &Broker,
     topics: &mut [(&strom_protocol::kafka_protocol::messages::produce_request::TopicProduceData, Vec<Outcome>)],
     timeout: Duration,
 ) {
     let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let notified = b.replicas.data_arrived.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let mut pending = 0;
-        for o in topics.iter_mut().flat_map(|(_, os)| os.iter_mut()) {
-            let Some(w) = &o.wait_for else { continue };
-            match w.part.commit_state(w.end, w.leader_epoch) {
-                // A retry waits for the ISR to grow back (the client would otherwise take the
-                // batch for not written; see `AckWait::duplicate`).
-                Commit::Committed if w.duplicate && w.part.role().isr.len() < w.min_isr => pending += 1,
+    let waits = topics.iter_mut().flat_map(|(_, os)| os.iter_mut()).filter_map(|o| {
+        let w = o.wait_for.take()?;
+        Some(async move {
+            o.error_code = match w.part.wait_committed(w.end, w.leader_epoch, w.min_isr, w.duplicate, deadline).await {
+                CommitWait::Committed => 0,
                 // As Kafka: committed, but by fewer replicas than the topic asks for (the ISR
                 // shrank while the batch waited). The client is told, and may retry.
-                Commit::Committed if w.part.role().isr.len() < w.min_isr => {
-                    o.error_code = NOT_ENOUGH_REPLICAS_AFTER_APPEND;
-                    o.wait_for = None;
-                }
-                Commit::Committed => o.wait_for = None,
-                Commit::Pending => pending += 1,
-                Commit::LeadershipLost => {
-                    o.error_code = NOT_LEADER_OR_FOLLOWER;
-                    o.wait_for = None;
-                }
-            }
-        }
-        if pending == 0 {
-            return;
-        }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            for o in topics.iter_mut().flat_map(|(_, os)| os.iter_mut()) {
-                if let Some(w) = o.wait_for.take() {
-                    o.error_code = match w.part.commit_state(w.end, w.leader_epoch) {
-                        Commit::Committed => NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-                        _ => REQUEST_TIMED_OUT,
-                    };
-                }
-            }
-            return;
-        }
-    }
+                CommitWait::CommittedBelowMinIsr => NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                CommitWait::LeadershipLost => NOT_LEADER_OR_FOLLOWER,
+                CommitWait::TimedOut => REQUEST_TIMED_OUT,
+            };
+        })
+    });
+    futures_util::future::join_all(waits).await;
 }

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use strom_protocol::kafka_protocol::records::RecordBatchDecoder;
 
 use super::{partition_for, StoredGroup, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR};
-use crate::replica::{Partition, ReplicaManager};
+use crate::replica::{CommitWait, Partition, ReplicaManager};
+use strom_protocol::values::now_ms;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -225,7 +226,7 @@ impl OffsetStore {
     async fn append(&self, part: &Partition, recs: &[OffsetRecord], timeout: Duration) -> Result<(), i16> {
         let values: Vec<Vec<u8>> = recs.iter().filter_map(|r| serde_json::to_vec(r).ok()).collect();
         let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
-        let now = crate::apis::now_ms();
+        let now = now_ms();
         let batch = strom_protocol::batch::build_batch(0, now, &refs);
         let appended = self.replicas.append_as_leader(part, &batch, now, None).map_err(|e| match e {
             crate::replica::ReplicaError::NotLeader(_) => NOT_COORDINATOR,
@@ -236,18 +237,10 @@ impl OffsetStore {
         })?;
         // acks=all: acknowledged once every ISR member has it.
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.replicas.data_arrived.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match part.commit_state(appended.info.last_offset + 1, appended.leader_epoch) {
-                crate::replica::Commit::Committed => return Ok(()),
-                crate::replica::Commit::LeadershipLost => return Err(NOT_COORDINATOR),
-                crate::replica::Commit::Pending => {}
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(COORDINATOR_NOT_AVAILABLE);
-            }
+        match part.wait_committed(appended.info.last_offset + 1, appended.leader_epoch, 0, false, deadline).await {
+            CommitWait::Committed | CommitWait::CommittedBelowMinIsr => Ok(()),
+            CommitWait::LeadershipLost => Err(NOT_COORDINATOR),
+            CommitWait::TimedOut => Err(COORDINATOR_NOT_AVAILABLE),
         }
     }
 

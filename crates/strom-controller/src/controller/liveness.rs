@@ -348,6 +348,11 @@ impl Controller {
                     // The last ISR member stays in the ISR: it holds every committed record.
                     isr = vec![broker_id];
                 }
+                debug_assert!(
+                    isr.iter().all(|r| part.replicas.contains(r)),
+                    "ISR {isr:?} ⊄ replicas {:?}",
+                    part.replicas
+                );
                 let isr_change = (isr != part.isr).then_some(isr);
                 let leader_change = (leader != part.leader).then_some(leader);
                 if isr_change.is_some() || leader_change.is_some() {

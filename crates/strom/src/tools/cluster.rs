@@ -8,21 +8,14 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use strom_client::Connection;
 use strom_protocol::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use strom_protocol::kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
-use strom_protocol::kafka_protocol::protocol::{Request, StrBytes};
+use strom_protocol::kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+use strom_protocol::kafka_protocol::protocol::Request;
+use strom_protocol::values::topic_name;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one bootstrap server gets to answer before the next is tried.
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(5);
 pub const METADATA_VERSION: i16 = 12;
-
-pub fn topic_name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-pub fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
 
 /// Kafka's name for an error code, as its tools print it.
 pub fn error_name(code: i16) -> &'static str {

@@ -21,9 +21,10 @@ use strom_protocol::kafka_protocol::messages::produce_request::{PartitionProduce
 use strom_protocol::kafka_protocol::messages::*;
 use tokio::io::AsyncBufReadExt;
 
-use super::cluster::{error_name, topic_name, Cluster};
+use super::cluster::{error_name, Cluster};
 use super::group_member::GroupMember;
 use super::records;
+use strom_protocol::values::topic_name;
 
 #[derive(clap::Args, Debug)]
 pub struct ProducerArgs {
@@ -150,7 +151,7 @@ async fn send_with_retries(
     acks: i16,
     compression: strom_protocol::kafka_protocol::records::Compression,
 ) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = strom_protocol::values::now_ms();
     let batch = records::encode_batch(recs, now, compression)?;
     let mut last = String::new();
     for attempt in 0..10 {

@@ -21,7 +21,8 @@ use strom_protocol::kafka_protocol::messages::offset_fetch_request::OffsetFetchR
 use strom_protocol::kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use strom_protocol::kafka_protocol::messages::*;
 
-use super::cluster::{error_name, str_bytes, topic_name, Cluster};
+use super::cluster::{error_name, Cluster};
+use strom_protocol::values::{str_bytes, topic_name};
 
 const SESSION_TIMEOUT_MS: i32 = 10_000;
 const REBALANCE_IN_PROGRESS: i16 = 27;

@@ -11,7 +11,8 @@ use strom_protocol::kafka_protocol::messages::offset_commit_request::{
 };
 use strom_protocol::kafka_protocol::messages::*;
 
-use super::cluster::{error_name, str_bytes, topic_name, Cluster};
+use super::cluster::{error_name, Cluster};
+use strom_protocol::values::{str_bytes, topic_name};
 
 #[derive(clap::Args, Debug)]
 pub struct GroupsArgs {

@@ -19,8 +19,9 @@ use strom_protocol::kafka_protocol::messages::fetch_request::{FetchPartition, Fe
 use strom_protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use strom_protocol::kafka_protocol::messages::*;
 
-use super::cluster::{error_name, topic_name, Cluster};
+use super::cluster::{error_name, Cluster};
 use super::records;
+use strom_protocol::values::topic_name;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum PerfCommand {
@@ -100,7 +101,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let per_batch = (args.batch_size / args.record_size.max(1)).max(1);
     let value = Bytes::from(vec![b'x'; args.record_size]);
     let recs: Vec<(Option<Bytes>, Bytes)> = vec![(None, value); per_batch];
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = strom_protocol::values::now_ms();
     let batch = records::encode_batch(&recs, now, compression)?;
     let batches_total = args.num_records.div_ceil(per_batch as u64);
     let next_batch = Arc::new(AtomicU64::new(0));

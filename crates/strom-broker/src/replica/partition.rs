@@ -1,59 +1,24 @@
-//! The replica manager: the partition replicas this broker holds, their logs, and their
-//! leader/follower state as the metadata image says.
-//!
-//! Ownership: [`ReplicaManager`] owns every [`Partition`]; only the metadata follower (via
-//! [`ReplicaManager::apply_image`]) creates, re-roles or deletes them. A [`Partition`] owns its
-//! [`Log`] behind a mutex (appends and reads are short, synchronous file operations).
-//!
-//! **Replication rules (DESIGN.md §3), enforced here:**
-//! - The high watermark of a leader is the minimum log end offset over the ISR, never above the
-//!   leader's LEO, and never goes backwards while this broker leads; consumers never read past
-//!   it. With an ISR of one (this broker) HW = LEO. A follower's HW is the leader's HW as its
-//!   last fetch response said, capped at its own LEO.
-//! - A follower's LEO is the offset it fetches from: everything before it is on the follower.
-//! - A follower is *caught up* at a fetch when it asks for the leader's LEO, or for at least the
-//!   LEO the leader had at the follower's previous fetch (Kafka's lastCaughtUpTime rule). One
-//!   not caught up for `replica.lag.time.max.ms` is proposed out of the ISR; one outside the
-//!   ISR that fetches at or past the HW is proposed back in. Proposals go to the controller
-//!   (AlterPartition, checked against the partition epoch); only a committed change alters
-//!   the ISR used here.
-//! - Becoming leader clears what was known of followers (their LEOs belong to an older epoch)
-//!   and records the new leader epoch at the LEO before anything is appended in it.
-//! - A replica that leaves the ISR is forgotten too: it rejoins only on fetches made after
-//!   it left (a fenced broker may come back with a shorter log than it last reported).
+//! [`Partition`]: one partition replica on this broker: its log, its role (leader or
+//! follower, as the metadata image says), its high watermark, and, when it leads, what it
+//! knows of its followers. The replication rules in the module above are enforced here.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use strom_metadata::image::MetadataImage;
 use strom_protocol::batch::BatchView;
-use strom_storage::{AppendInfo, Log, LogConfig, LogError};
+use strom_storage::{AppendInfo, Log, LogError};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::{ReplicaError, TopicPartition};
 use crate::producer_state::{ProducerBatch, ProducerStates, SequenceCheck};
 
 /// DUPLICATE_SEQUENCE_NUMBER: a retried batch inside a request of several batches.
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 
-/// A partition's identity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    pub topic: String,
-    pub partition: i32,
-}
-
-impl std::fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
-
-/// What a leader append did ([`ReplicaManager::append_as_leader`]).
+/// What a leader append did ([`Partition::append_as_leader`]).
 #[derive(Debug, Clone)]
 pub struct LeaderAppend {
     pub info: AppendInfo,
@@ -64,13 +29,24 @@ pub struct LeaderAppend {
     pub duplicate: bool,
 }
 
-/// Whether a leader's acks=all append is committed ([`Partition::commit_state`]).
+/// Whether a leader's append is committed ([`Partition::commit_state`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
     Committed,
     Pending,
     /// The leadership moved since the append: the records may be gone (NOT_LEADER_OR_FOLLOWER).
     LeadershipLost,
+}
+
+/// How a wait for a commit ended ([`Partition::wait_committed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitWait {
+    Committed,
+    /// Committed, but by an ISR smaller than `min.insync.replicas`.
+    CommittedBelowMinIsr,
+    /// The leadership moved since the append: the records may be gone.
+    LeadershipLost,
+    TimedOut,
 }
 
 /// Leadership as the metadata image last said.
@@ -97,6 +73,11 @@ pub struct Partition {
     isr_change_in_flight: AtomicBool,
     /// Idempotent producers' recent batches (taken inside the log lock).
     producers: Mutex<ProducerStates>,
+    /// Woken on every append and HW move ([`ReplicaManager::data_arrived`], shared by every
+    /// partition of the broker).
+    ///
+    /// [`ReplicaManager::data_arrived`]: super::ReplicaManager::data_arrived
+    wake: Arc<Notify>,
 }
 
 /// A follower as its leader sees it.
@@ -123,39 +104,6 @@ pub struct FollowerFetchOutcome {
     pub high_watermark_moved: bool,
     /// The follower is outside the ISR and has caught up to the HW: propose it back in.
     pub expand_isr: bool,
-}
-
-/// Why a partition operation failed, each with the Kafka code the client gets.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicaError {
-    #[error("this broker does not host {0}")]
-    UnknownPartition(String),
-    #[error("this broker is not the leader of {0}")]
-    NotLeader(String),
-    #[error("leader epoch {got} is older than the current {current}")]
-    FencedLeaderEpoch { got: i32, current: i32 },
-    #[error("leader epoch {got} is newer than this broker knows ({current})")]
-    UnknownLeaderEpoch { got: i32, current: i32 },
-    #[error("producer sequence check failed (Kafka error {0})")]
-    ProducerSequence(i16),
-    #[error("the ISR of {partition} has {isr} replicas, fewer than min.insync.replicas {min_isr}")]
-    NotEnoughReplicas { partition: String, isr: usize, min_isr: usize },
-    #[error(transparent)]
-    Log(#[from] LogError),
-}
-
-impl ReplicaError {
-    pub fn kafka_code(&self) -> i16 {
-        match self {
-            ReplicaError::UnknownPartition(_) => 3,
-            ReplicaError::NotLeader(_) => 6,
-            ReplicaError::FencedLeaderEpoch { .. } => 74,
-            ReplicaError::UnknownLeaderEpoch { .. } => 75,
-            ReplicaError::ProducerSequence(code) => *code,
-            ReplicaError::NotEnoughReplicas { .. } => crate::producer_state::NOT_ENOUGH_REPLICAS,
-            ReplicaError::Log(e) => e.kafka_code(),
-        }
-    }
 }
 
 impl Partition {
@@ -185,6 +133,11 @@ impl Partition {
         } else {
             Commit::Pending
         }
+    }
+
+    /// The log, once no one else holds this partition (clean shutdown).
+    pub(super) fn into_log(self) -> Log {
+        self.log.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` on the log.
@@ -313,6 +266,7 @@ impl Partition {
             if role.leader_epoch != leader_epoch || partition_epoch <= role.partition_epoch {
                 return;
             }
+            debug_assert!(isr.iter().all(|r| role.replicas.contains(r)), "ISR {isr:?} ⊄ replicas {:?}", role.replicas);
             role.partition_epoch = partition_epoch;
             role.isr = isr;
         }
@@ -414,219 +368,99 @@ impl Partition {
             tracing::error!(node = self.node_id, partition = %self.tp, error = %e, "cannot record the leader epoch");
         }
     }
-}
 
-/// Every partition replica this broker holds.
-pub struct ReplicaManager {
-    node_id: i32,
-    log_dir: PathBuf,
-    defaults: LogConfig,
-    partitions: RwLock<BTreeMap<TopicPartition, Arc<Partition>>>,
-    /// Woken on every append and HW move (fetch long-polls and acks=all waiters).
-    pub data_arrived: Notify,
-    /// Partitions whose ISR may need to change (a follower caught up), for the ISR manager.
-    isr_checks: Mutex<Vec<Arc<Partition>>>,
-    pub isr_check_wanted: Notify,
-}
-
-impl ReplicaManager {
-    pub fn new(node_id: i32, log_dir: PathBuf, defaults: LogConfig) -> Self {
-        ReplicaManager {
+    /// A replica just opened from `log`: its producer state rebuilt from the log, its HW
+    /// known where it can be (the sole ISR member holds everything), and, if it leads, its
+    /// leader epoch recorded.
+    pub(super) fn open(
+        tp: TopicPartition,
+        topic_id: Uuid,
+        node_id: i32,
+        log: Log,
+        role: ReplicaRole,
+        wake: Arc<Notify>,
+    ) -> Arc<Partition> {
+        let leo = log.log_end_offset();
+        let p = Arc::new(Partition {
+            tp: tp.clone(),
+            topic_id,
             node_id,
-            log_dir,
-            defaults,
-            partitions: RwLock::new(BTreeMap::new()),
-            data_arrived: Notify::new(),
-            isr_checks: Mutex::new(Vec::new()),
-            isr_check_wanted: Notify::new(),
+            log: Mutex::new(log),
+            role: RwLock::new(role.clone()),
+            high_watermark: AtomicI64::new(0),
+            followers: Mutex::new(HashMap::new()),
+            isr_change_in_flight: AtomicBool::new(false),
+            producers: Mutex::new(ProducerStates::default()),
+            wake,
+        });
+        p.rebuild_producer_state();
+        if role.isr == [node_id] {
+            p.high_watermark.store(leo, Ordering::Release);
         }
+        if role.leader == node_id {
+            p.become_leader(role.leader_epoch);
+        }
+        p.update_high_watermark();
+        tracing::info!(
+            node = node_id,
+            partition = %tp,
+            leader = role.leader,
+            leader_epoch = role.leader_epoch,
+            log_end_offset = leo,
+            "partition replica opened"
+        );
+        p
     }
 
-    pub fn node_id(&self) -> i32 {
-        self.node_id
-    }
-
-    /// Asks the ISR manager to look at `p` soon.
-    pub fn request_isr_check(&self, p: Arc<Partition>) {
-        self.isr_checks.lock().unwrap_or_else(|p| p.into_inner()).push(p);
-        self.isr_check_wanted.notify_one();
-    }
-
-    /// The partitions asked about since the last call.
-    pub fn take_isr_checks(&self) -> Vec<Arc<Partition>> {
-        std::mem::take(&mut *self.isr_checks.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        let key = TopicPartition { topic: topic.to_string(), partition };
-        self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(&key).cloned()
-    }
-
-    /// All partitions, in order.
-    pub fn all(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
-    }
-
-    pub fn log_dir(&self) -> &std::path::Path {
-        &self.log_dir
-    }
-
-    /// The log config of `topic`: broker defaults with the topic's overrides.
-    pub fn log_config(&self, image: &MetadataImage, topic: &str) -> LogConfig {
-        let mut c = self.defaults.clone();
-        let Some(over) = image.topic_configs.get(topic) else { return c };
-        let num = |k: &str| over.get(k).and_then(|v| v.parse::<i64>().ok());
-        let opt = |v: i64| (v >= 0).then_some(v as u64);
-        if let Some(v) = num("segment.bytes") {
-            c.segment_bytes = v.max(14) as u64;
-        }
-        if let Some(v) = num("segment.ms") {
-            c.segment_ms = opt(v);
-        }
-        if let Some(v) = num("retention.ms") {
-            c.retention_ms = opt(v);
-        }
-        if let Some(v) = num("retention.bytes") {
-            c.retention_bytes = opt(v);
-        }
-        if let Some(v) = num("index.interval.bytes") {
-            c.index_interval_bytes = v.max(1) as u64;
-        }
-        if let Some(v) = num("flush.messages") {
-            c.flush_interval_messages = v.max(1) as u64;
-        }
-        if let Some(v) = num("flush.ms") {
-            c.flush_interval_ms = opt(v);
-        }
-        if let Some(v) = num("max.message.bytes") {
-            c.max_batch_bytes = v.max(0) as usize;
-        }
-        c
-    }
-
-    /// Brings the replicas in line with `image`: opens logs for partitions assigned here,
-    /// updates roles and configs, and deletes partitions whose topic is gone.
-    pub fn apply_image(&self, image: &MetadataImage) {
-        let mut wanted = BTreeMap::new();
-        for t in image.topics.values() {
-            for (p, part) in &t.partitions {
-                if part.replicas.contains(&self.node_id) {
-                    wanted.insert(TopicPartition { topic: t.name.clone(), partition: *p }, (t.id, part));
+    /// The metadata image names a new role for this replica: apply it (unless it is older
+    /// than an ISR this leader already took from an AlterPartition reply).
+    pub(super) fn apply_role(&self, role: ReplicaRole) {
+        let old = self.role();
+        // The leader may already hold a newer ISR from an AlterPartition reply.
+        let stale = role.leader_epoch == old.leader_epoch && role.partition_epoch < old.partition_epoch;
+        if old != role && !stale {
+            debug_assert!(
+                role.leader_epoch >= old.leader_epoch,
+                "{}: leader epoch went back from {} to {}",
+                self.tp,
+                old.leader_epoch,
+                role.leader_epoch
+            );
+            debug_assert!(
+                role.isr.iter().all(|r| role.replicas.contains(r)),
+                "{}: ISR ⊄ replicas in {role:?}",
+                self.tp
+            );
+            let new_leadership = old.leader != role.leader || old.leader_epoch != role.leader_epoch;
+            if new_leadership {
+                tracing::info!(
+                    node = self.node_id,
+                    partition = %self.tp,
+                    leader = role.leader,
+                    leader_epoch = role.leader_epoch,
+                    isr = ?role.isr,
+                    "partition leadership changed"
+                );
+            }
+            let leads = role.leader == self.node_id;
+            let epoch = role.leader_epoch;
+            let left_isr: Vec<i32> = old.isr.iter().copied().filter(|r| !role.isr.contains(r)).collect();
+            // Under the log lock: a leader append or a follower truncation
+            // sees the role before or after this change, never during its work.
+            self.with_log(|_| *self.role.write().unwrap_or_else(|p| p.into_inner()) = role);
+            if leads && new_leadership {
+                self.become_leader(epoch);
+            } else if leads && !left_isr.is_empty() {
+                // A replica that left the ISR (fenced: maybe restarted with a
+                // shorter log) must prove itself by fetching again before it can
+                // rejoin: what it fetched before is forgotten.
+                let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+                for r in &left_isr {
+                    followers.remove(r);
                 }
             }
+            self.update_high_watermark();
         }
-        let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
-        // Gone: the topic was deleted (or the replica moved away).
-        let gone: Vec<TopicPartition> = parts.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
-        for tp in gone {
-            if let Some(p) = parts.remove(&tp) {
-                let dir = p.with_log(|l| l.dir().to_path_buf());
-                drop(p);
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => tracing::info!(node = self.node_id, partition = %tp, "partition deleted"),
-                    Err(e) => {
-                        tracing::warn!(node = self.node_id, partition = %tp, error = %e, "cannot delete partition")
-                    }
-                }
-            }
-        }
-        for (tp, (topic_id, part)) in wanted {
-            let role = ReplicaRole {
-                leader: part.leader,
-                leader_epoch: part.leader_epoch,
-                partition_epoch: part.partition_epoch,
-                isr: part.isr.clone(),
-                replicas: part.replicas.clone(),
-            };
-            let config = self.log_config(image, &tp.topic);
-            match parts.get(&tp) {
-                Some(existing) if existing.topic_id == topic_id => {
-                    let old = existing.role();
-                    // The leader may already hold a newer ISR from an AlterPartition reply.
-                    let stale = role.leader_epoch == old.leader_epoch && role.partition_epoch < old.partition_epoch;
-                    if old != role && !stale {
-                        let new_leadership = old.leader != role.leader || old.leader_epoch != role.leader_epoch;
-                        if new_leadership {
-                            tracing::info!(
-                                node = self.node_id,
-                                partition = %tp,
-                                leader = role.leader,
-                                leader_epoch = role.leader_epoch,
-                                isr = ?role.isr,
-                                "partition leadership changed"
-                            );
-                        }
-                        let leads = role.leader == self.node_id;
-                        let epoch = role.leader_epoch;
-                        let left_isr: Vec<i32> = old.isr.iter().copied().filter(|r| !role.isr.contains(r)).collect();
-                        // Under the log lock: a leader append or a follower truncation
-                        // sees the role before or after this change, never during its work.
-                        existing.with_log(|_| *existing.role.write().unwrap_or_else(|p| p.into_inner()) = role);
-                        if leads && new_leadership {
-                            existing.become_leader(epoch);
-                        } else if leads && !left_isr.is_empty() {
-                            // A replica that left the ISR (fenced: maybe restarted with a
-                            // shorter log) must prove itself by fetching again before it can
-                            // rejoin: what it fetched before is forgotten.
-                            let mut followers = existing.followers.lock().unwrap_or_else(|p| p.into_inner());
-                            for r in &left_isr {
-                                followers.remove(r);
-                            }
-                        }
-                        existing.update_high_watermark();
-                    }
-                    existing.with_log(|l| {
-                        if *l.config() != config {
-                            l.set_config(config)
-                        }
-                    });
-                }
-                _ => {
-                    let dir = self.log_dir.join(tp.to_string());
-                    match Log::open(&dir, config) {
-                        Ok((log, report)) => {
-                            if report.truncated_bytes > 0 {
-                                tracing::warn!(node = self.node_id, partition = %tp, ?report, "log recovered with a cut tail");
-                            }
-                            let leo = log.log_end_offset();
-                            let p = Arc::new(Partition {
-                                tp: tp.clone(),
-                                topic_id,
-                                node_id: self.node_id,
-                                log: Mutex::new(log),
-                                role: RwLock::new(role.clone()),
-                                high_watermark: AtomicI64::new(0),
-                                followers: Mutex::new(HashMap::new()),
-                                isr_change_in_flight: AtomicBool::new(false),
-                                producers: Mutex::new(ProducerStates::default()),
-                            });
-                            p.rebuild_producer_state();
-                            if role.isr == [self.node_id] {
-                                p.high_watermark.store(leo, Ordering::Release);
-                            }
-                            if role.leader == self.node_id {
-                                p.become_leader(role.leader_epoch);
-                            }
-                            p.update_high_watermark();
-                            tracing::info!(
-                                node = self.node_id,
-                                partition = %tp,
-                                leader = role.leader,
-                                leader_epoch = role.leader_epoch,
-                                log_end_offset = leo,
-                                "partition replica opened"
-                            );
-                            parts.insert(tp, p);
-                        }
-                        Err(e) => {
-                            tracing::error!(node = self.node_id, partition = %tp, error = %e, "cannot open partition log; it stays offline")
-                        }
-                    }
-                }
-            }
-        }
-        drop(parts);
-        self.data_arrived.notify_waiters();
     }
 
     /// Appends a producer's batches as leader. `min_isr` (acks=all writes) refuses a new
@@ -641,21 +475,20 @@ impl ReplicaManager {
     /// between two pipelined requests).
     pub fn append_as_leader(
         &self,
-        p: &Partition,
         records: &[u8],
         now_ms: i64,
         min_isr: Option<usize>,
     ) -> Result<LeaderAppend, ReplicaError> {
-        if !p.is_leader() {
-            return Err(ReplicaError::NotLeader(p.tp.to_string()));
+        if !self.is_leader() {
+            return Err(ReplicaError::NotLeader(self.tp.to_string()));
         }
-        let appended = p.with_log(|l| {
+        let appended = self.with_log(|l| {
             // **Rule:** the role is read again under the log lock. Role changes are made under
             // that lock too, so a broker that became a follower (and truncated, and rebuilt
             // its producer state) in between cannot append as a leader after the truncation.
-            let role = p.role();
+            let role = self.role();
             if role.leader != self.node_id {
-                return Err(ReplicaError::NotLeader(p.tp.to_string()));
+                return Err(ReplicaError::NotLeader(self.tp.to_string()));
             }
             let batches: Vec<(Option<ProducerBatch>, i64)> = {
                 let mut out = Vec::new();
@@ -666,7 +499,7 @@ impl ReplicaManager {
                 }
                 out
             };
-            let mut producers = p.producers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
             for (b, _) in &batches {
                 let Some(b) = b else { continue };
                 match producers.check(b) {
@@ -687,7 +520,7 @@ impl ReplicaManager {
                     SequenceCheck::Refuse(code) => {
                         tracing::warn!(
                             node = self.node_id,
-                            partition = %p.tp,
+                            partition = %self.tp,
                             producer_id = b.producer_id,
                             epoch = b.epoch,
                             first_seq = b.first_seq,
@@ -706,7 +539,7 @@ impl ReplicaManager {
                     producers.refused_for_isr(b);
                 }
                 return Err(ReplicaError::NotEnoughReplicas {
-                    partition: p.tp.to_string(),
+                    partition: self.tp.to_string(),
                     isr: role.isr.len(),
                     min_isr,
                 });
@@ -727,57 +560,44 @@ impl ReplicaManager {
             })
         })?;
         if !appended.duplicate {
-            p.update_high_watermark();
-            self.data_arrived.notify_waiters();
+            self.update_high_watermark();
+            self.wake.notify_waiters();
         }
         Ok(appended)
     }
 
-    /// Flushes every log that is due (`flush.ms`), makes rolled segments durable and applies
-    /// retention; run on a timer, off the async runtime (it blocks on fdatasync). A rolled
-    /// segment is synced outside the log lock, so appends to the partition go on meanwhile.
-    pub fn housekeeping(&self, now_ms: i64, retention_due: bool) {
-        for p in self.all() {
-            if let Some(work) = p.with_log(|l| l.sealed_to_sync()) {
-                let synced = work.paths.iter().try_for_each(|path| strom_storage::sync_file(path));
-                match synced.and_then(|()| p.with_log(|l| l.sealed_synced(work))) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::error!(node = self.node_id, partition = %p.tp, error = %e, "syncing rolled segments failed")
-                    }
-                }
+    /// Waits, woken by appends and HW moves (never polling), until records this broker
+    /// appended as leader in `leader_epoch`, ending before `end`, are committed
+    /// ([`Self::commit_state`]), the leadership moves, or `deadline` passes; produce's
+    /// acks=all and offset commits both wait here.
+    ///
+    /// Committed while the ISR has fewer than `min_isr` members is
+    /// [`CommitWait::CommittedBelowMinIsr`] (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND), except
+    /// for a `retry` (a batch found already in the log, see [`Self::append_as_leader`]): that
+    /// waits for the ISR to grow back, and is below-min only at the deadline.
+    pub async fn wait_committed(
+        &self,
+        end: i64,
+        leader_epoch: i32,
+        min_isr: usize,
+        retry: bool,
+        deadline: tokio::time::Instant,
+    ) -> CommitWait {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.commit_state(end, leader_epoch) {
+                Commit::Committed if self.role().isr.len() >= min_isr => return CommitWait::Committed,
+                Commit::Committed if !retry => return CommitWait::CommittedBelowMinIsr,
+                Commit::Committed | Commit::Pending => {}
+                Commit::LeadershipLost => return CommitWait::LeadershipLost,
             }
-            p.with_log(|l| {
-                if let Err(e) = l.flush_if_due() {
-                    tracing::error!(node = self.node_id, partition = %p.tp, error = %e, "flush failed");
-                }
-                if retention_due {
-                    match l.apply_retention(now_ms) {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(node = self.node_id, partition = %p.tp, segments = n, "retention deleted segments"),
-                        Err(e) => tracing::error!(node = self.node_id, partition = %p.tp, error = %e, "retention failed"),
-                    }
-                }
-            });
-        }
-    }
-
-    /// Flushes and closes every log (clean shutdown).
-    pub fn close_all(&self) {
-        let parts = std::mem::take(&mut *self.partitions.write().unwrap_or_else(|p| p.into_inner()));
-        for (tp, p) in parts {
-            match Arc::try_unwrap(p) {
-                Ok(p) => {
-                    let log = p.log.into_inner().unwrap_or_else(|p| p.into_inner());
-                    if let Err(e) = log.close() {
-                        tracing::warn!(node = self.node_id, partition = %tp, error = %e, "close failed");
-                    }
-                }
-                Err(p) => {
-                    if let Err(e) = p.with_log(|l| l.flush()) {
-                        tracing::warn!(node = self.node_id, partition = %tp, error = %e, "flush failed");
-                    }
-                }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return match self.commit_state(end, leader_epoch) {
+                    Commit::Committed => CommitWait::CommittedBelowMinIsr,
+                    _ => CommitWait::TimedOut,
+                };
             }
         }
     }

@@ -1,0 +1,272 @@
+//! [`ReplicaManager`]: the set of partition replicas this broker holds. Only the metadata
+//! follower changes the set ([`ReplicaManager::apply_image`]: open, re-role, delete); the
+//! request handlers reach a partition through [`ReplicaManager::get`] and serve produce and
+//! fetch through it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use strom_metadata::image::MetadataImage;
+use strom_storage::{Log, LogConfig};
+use tokio::sync::Notify;
+
+use super::{LeaderAppend, Partition, ReplicaError, ReplicaRole, TopicPartition};
+
+/// Every partition replica this broker holds.
+pub struct ReplicaManager {
+    node_id: i32,
+    log_dir: PathBuf,
+    defaults: LogConfig,
+    partitions: RwLock<BTreeMap<TopicPartition, Arc<Partition>>>,
+    /// Woken on every append and HW move (fetch long-polls and acks=all waiters); every
+    /// partition holds a clone.
+    pub data_arrived: Arc<Notify>,
+    /// Partitions whose ISR may need to change (a follower caught up), for the ISR manager.
+    isr_checks: Mutex<Vec<Arc<Partition>>>,
+    pub isr_check_wanted: Notify,
+}
+
+impl ReplicaManager {
+    pub fn new(node_id: i32, log_dir: PathBuf, defaults: LogConfig) -> Self {
+        ReplicaManager {
+            node_id,
+            log_dir,
+            defaults,
+            partitions: RwLock::new(BTreeMap::new()),
+            data_arrived: Arc::new(Notify::new()),
+            isr_checks: Mutex::new(Vec::new()),
+            isr_check_wanted: Notify::new(),
+        }
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// Asks the ISR manager to look at `p` soon.
+    pub fn request_isr_check(&self, p: Arc<Partition>) {
+        self.isr_checks.lock().unwrap_or_else(|p| p.into_inner()).push(p);
+        self.isr_check_wanted.notify_one();
+    }
+
+    /// The partitions asked about since the last call.
+    pub fn take_isr_checks(&self) -> Vec<Arc<Partition>> {
+        std::mem::take(&mut *self.isr_checks.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        let key = TopicPartition { topic: topic.to_string(), partition };
+        self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(&key).cloned()
+    }
+
+    /// All partitions, in order.
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn log_dir(&self) -> &std::path::Path {
+        &self.log_dir
+    }
+
+    /// The log config of `topic`: broker defaults with the topic's overrides.
+    pub fn log_config(&self, image: &MetadataImage, topic: &str) -> LogConfig {
+        let mut c = self.defaults.clone();
+        let Some(over) = image.topic_configs.get(topic) else { return c };
+        let num = |k: &str| over.get(k).and_then(|v| v.parse::<i64>().ok());
+        let opt = |v: i64| (v >= 0).then_some(v as u64);
+        if let Some(v) = num("segment.bytes") {
+            c.segment_bytes = v.max(14) as u64;
+        }
+        if let Some(v) = num("segment.ms") {
+            c.segment_ms = opt(v);
+        }
+        if let Some(v) = num("retention.ms") {
+            c.retention_ms = opt(v);
+        }
+        if let Some(v) = num("retention.bytes") {
+            c.retention_bytes = opt(v);
+        }
+        if let Some(v) = num("index.interval.bytes") {
+            c.index_interval_bytes = v.max(1) as u64;
+        }
+        if let Some(v) = num("flush.messages") {
+            c.flush_interval_messages = v.max(1) as u64;
+        }
+        if let Some(v) = num("flush.ms") {
+            c.flush_interval_ms = opt(v);
+        }
+        if let Some(v) = num("max.message.bytes") {
+            c.max_batch_bytes = v.max(0) as usize;
+        }
+        c
+    }
+
+    /// Brings the replicas in line with `image`: opens logs for partitions assigned here,
+    /// updates roles and configs, and deletes partitions whose topic is gone.
+    pub fn apply_image(&self, image: &MetadataImage) {
+        let mut wanted = BTreeMap::new();
+        for t in image.topics.values() {
+            for (p, part) in &t.partitions {
+                if part.replicas.contains(&self.node_id) {
+                    wanted.insert(TopicPartition { topic: t.name.clone(), partition: *p }, (t.id, part));
+                }
+            }
+        }
+        let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        // Gone: the topic was deleted (or the replica moved away).
+        let gone: Vec<TopicPartition> = parts.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
+        for tp in gone {
+            if let Some(p) = parts.remove(&tp) {
+                let dir = p.with_log(|l| l.dir().to_path_buf());
+                drop(p);
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => tracing::info!(node = self.node_id, partition = %tp, "partition deleted"),
+                    Err(e) => {
+                        tracing::warn!(node = self.node_id, partition = %tp, error = %e, "cannot delete partition")
+                    }
+                }
+            }
+        }
+        for (tp, (topic_id, part)) in wanted {
+            let role = ReplicaRole {
+                leader: part.leader,
+                leader_epoch: part.leader_epoch,
+                partition_epoch: part.partition_epoch,
+                isr: part.isr.clone(),
+                replicas: part.replicas.clone(),
+            };
+            let config = self.log_config(image, &tp.topic);
+            match parts.get(&tp) {
+                Some(existing) if existing.topic_id == topic_id => {
+                    existing.apply_role(role);
+                    existing.with_log(|l| {
+                        if *l.config() != config {
+                            l.set_config(config)
+                        }
+                    });
+                }
+                _ => {
+                    let dir = self.log_dir.join(tp.to_string());
+                    match Log::open(&dir, config) {
+                        Ok((log, report)) => {
+                            if report.truncated_bytes > 0 {
+                                tracing::warn!(node = self.node_id, partition = %tp, ?report, "log recovered with a cut tail");
+                            }
+                            let p = Partition::open(
+                                tp.clone(),
+                                topic_id,
+                                self.node_id,
+                                log,
+                                role,
+                                self.data_arrived.clone(),
+                            );
+                            parts.insert(tp, p);
+                        }
+                        Err(e) => {
+                            tracing::error!(node = self.node_id, partition = %tp, error = %e, "cannot open partition log; it stays offline")
+                        }
+                    }
+                }
+            }
+        }
+        drop(parts);
+        self.data_arrived.notify_waiters();
+    }
+
+    /// Appends a producer's batches to `p` as its leader ([`Partition::append_as_leader`]).
+    pub fn append_as_leader(
+        &self,
+        p: &Partition,
+        records: &[u8],
+        now_ms: i64,
+        min_isr: Option<usize>,
+    ) -> Result<LeaderAppend, ReplicaError> {
+        p.append_as_leader(records, now_ms, min_isr)
+    }
+
+    /// Serves one partition of a Fetch: checks the client's leader epoch and that this broker
+    /// leads, records a follower's progress (`replica_id` ≥ 0: its fetch offset is its LEO;
+    /// this may move the HW, waking acks=all waiters, and queue an ISR expansion), then reads
+    /// whole batches from `fetch_offset`: up to the HW for consumers, the LEO for followers.
+    /// At most `limit_bytes`, except that a first batch is returned whole; `None` reads nothing
+    /// (the response is full).
+    /// Returns the records and the high watermark.
+    pub fn fetch(
+        &self,
+        p: &Arc<Partition>,
+        replica_id: i32,
+        fetch_offset: i64,
+        current_leader_epoch: i32,
+        limit_bytes: Option<usize>,
+    ) -> Result<(Bytes, i64), ReplicaError> {
+        p.check_epoch(current_leader_epoch)?;
+        if !p.is_leader() {
+            return Err(ReplicaError::NotLeader(p.tp.to_string()));
+        }
+        if replica_id >= 0 {
+            let outcome = p.record_follower_fetch(replica_id, fetch_offset);
+            if outcome.high_watermark_moved {
+                self.data_arrived.notify_waiters();
+            }
+            if outcome.expand_isr {
+                self.request_isr_check(p.clone());
+            }
+        }
+        let hw = p.high_watermark();
+        let Some(limit_bytes) = limit_bytes else { return Ok((Bytes::new(), hw)) };
+        let max_offset = if replica_id >= 0 { None } else { Some(hw) };
+        let read = p.with_log(|l| l.read(fetch_offset, limit_bytes, max_offset))?;
+        Ok((read.records, hw))
+    }
+
+    /// Flushes every log that is due (`flush.ms`), makes rolled segments durable and applies
+    /// retention; run on a timer, off the async runtime (it blocks on fdatasync). A rolled
+    /// segment is synced outside the log lock, so appends to the partition go on meanwhile.
+    pub fn housekeeping(&self, now_ms: i64, retention_due: bool) {
+        for p in self.all() {
+            if let Some(work) = p.with_log(|l| l.sealed_to_sync()) {
+                let synced = work.paths.iter().try_for_each(|path| strom_storage::sync_file(path));
+                match synced.and_then(|()| p.with_log(|l| l.sealed_synced(work))) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::error!(node = self.node_id, partition = %p.tp, error = %e, "syncing rolled segments failed")
+                    }
+                }
+            }
+            p.with_log(|l| {
+                if let Err(e) = l.flush_if_due() {
+                    tracing::error!(node = self.node_id, partition = %p.tp, error = %e, "flush failed");
+                }
+                if retention_due {
+                    match l.apply_retention(now_ms) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(node = self.node_id, partition = %p.tp, segments = n, "retention deleted segments"),
+                        Err(e) => tracing::error!(node = self.node_id, partition = %p.tp, error = %e, "retention failed"),
+                    }
+                }
+            });
+        }
+    }
+
+    /// Flushes and closes every log (clean shutdown).
+    pub fn close_all(&self) {
+        let parts = std::mem::take(&mut *self.partitions.write().unwrap_or_else(|p| p.into_inner()));
+        for (tp, p) in parts {
+            match Arc::try_unwrap(p) {
+                Ok(p) => {
+                    let log = p.into_log();
+                    if let Err(e) = log.close() {
+                        tracing::warn!(node = self.node_id, partition = %tp, error = %e, "close failed");
+                    }
+                }
+                Err(p) => {
+                    if let Err(e) = p.with_log(|l| l.flush()) {
+                        tracing::warn!(node = self.node_id, partition = %tp, error = %e, "flush failed");
+                    }
+                }
+            }
+        }
+    }
+}
