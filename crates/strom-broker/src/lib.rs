@@ -10,8 +10,9 @@
 //!   [`replica::ReplicaManager`] (the set of replicas, `apply_image`, the fetch path).
 //! - [`fetcher`]: the follower side of replication: one fetcher per leader, truncation to the
 //!   divergence point, follower appends.
-//! - [`group`]: the group coordinator (classic consumer-group protocol) and committed offsets
-//!   in `__consumer_offsets`.
+//! - [`coordinator`]: coordinators whose state lives in a compacted internal topic: the group
+//!   coordinator (classic consumer-group protocol) and committed offsets in
+//!   `__consumer_offsets`, on the shared [`coordinator::state_log::StateLog`].
 //! - [`producer_state`]: idempotent producers' sequences per partition (duplicates, order,
 //!   epochs), kept by every replica.
 //! - [`isr`]: the leader side of ISR changes (shrink on lag, expand on catch-up) through the
@@ -30,8 +31,8 @@
 use std::collections::BTreeMap;
 
 pub mod apis;
+pub mod coordinator;
 pub mod fetcher;
-pub mod group;
 pub mod isr;
 pub mod lifecycle;
 pub mod metrics;

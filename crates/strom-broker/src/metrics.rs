@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use strom_metadata::image::MetadataImage;
 
-use crate::group::OffsetStore;
+use crate::coordinator::group::OffsetStore;
 use crate::replica::ReplicaManager;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -1,6 +1,6 @@
 //! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups. They translate Kafka
-//! messages to the coordinator ([`crate::group`]) and back; the rules live there.
+//! messages to the coordinator ([`crate::coordinator::group`]) and back; the rules live there.
 
 use std::time::Duration;
 
@@ -22,8 +22,10 @@ use strom_protocol::kafka_protocol::messages::*;
 use strom_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::Broker;
-use crate::group::offsets::OFFSETS_TOPIC;
-use crate::group::{self, Committed, JoinRequest, MemberRef, SyncRequest, COORDINATOR_NOT_AVAILABLE, NONE};
+use crate::coordinator::group::offsets::OFFSETS_TOPIC;
+use crate::coordinator::group::{
+    self, Committed, JoinRequest, MemberRef, SyncRequest, COORDINATOR_NOT_AVAILABLE, NONE,
+};
 use strom_protocol::values::{str_bytes, topic_name};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;

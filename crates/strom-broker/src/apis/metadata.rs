@@ -129,7 +129,7 @@ async fn auto_create(b: &Broker, names: &[&String]) {
             t.name = topic_name(n);
             // The offsets topic has its own settings (as Kafka's auto-creation gives it): its
             // partition count decides which broker coordinates each group.
-            if n.as_str() == crate::group::offsets::OFFSETS_TOPIC {
+            if n.as_str() == crate::coordinator::group::offsets::OFFSETS_TOPIC {
                 t.num_partitions = b.settings.offsets_topic_num_partitions;
                 t.replication_factor = b.settings.offsets_topic_replication_factor;
             } else {

@@ -22,7 +22,7 @@ use strom_protocol::kafka_protocol::messages::{ApiKey, RequestKind};
 use strom_protocol::kafka_protocol::protocol::Encodable;
 use strom_protocol::proto::controller as pb;
 
-use crate::group::{GroupCoordinator, OffsetStore};
+use crate::coordinator::group::{GroupCoordinator, OffsetStore};
 use crate::lifecycle::BrokerLifecycle;
 use crate::metrics::BrokerMetrics;
 use crate::replica::ReplicaManager;

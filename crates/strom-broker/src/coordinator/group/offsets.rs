@@ -3,7 +3,8 @@
 //! A commit is appended as a record to the group's offsets partition and acknowledged only
 //! once the high watermark passes it (acks=all), then cached. A broker that leads an offsets
 //! partition in a new leader epoch reloads that partition's groups from the log before it
-//! answers for them, so committed offsets survive a coordinator failover.
+//! answers for them, so committed offsets survive a coordinator failover (the machinery is
+//! [`StateLog`]'s, shared by every coordinator).
 //!
 //! The same partition holds each group's last Stable membership (`GroupMetadata`), which a
 //! load hands to the group coordinator ([`OffsetStore::take_membership`]).
@@ -15,11 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strom_protocol::kafka_protocol::records::RecordBatchDecoder;
 
-use super::{partition_for, StoredGroup, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR};
-use crate::replica::{CommitWait, Partition, ReplicaManager};
-use strom_protocol::values::now_ms;
+use super::StoredGroup;
+use crate::coordinator::state_log::StateLog;
+use crate::replica::{Partition, ReplicaManager};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -60,12 +60,8 @@ enum OffsetRecord {
 type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
 pub struct OffsetStore {
-    node_id: i32,
-    replicas: Arc<ReplicaManager>,
-    num_partitions: i32,
+    log: StateLog,
     cache: Mutex<HashMap<String, GroupOffsets>>,
-    /// Offsets partition → the leader epoch its groups were loaded in.
-    loaded: Mutex<HashMap<i32, i32>>,
     /// Memberships found by the last load, not yet taken by the group coordinator.
     memberships: Mutex<HashMap<String, StoredGroup>>,
 }
@@ -73,85 +69,53 @@ pub struct OffsetStore {
 impl OffsetStore {
     pub fn new(replicas: Arc<ReplicaManager>, num_partitions: i32) -> Self {
         OffsetStore {
-            node_id: replicas.node_id(),
-            replicas,
-            num_partitions,
+            log: StateLog::new(OFFSETS_TOPIC, replicas, num_partitions),
             cache: Mutex::new(HashMap::new()),
-            loaded: Mutex::new(HashMap::new()),
             memberships: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn num_partitions(&self) -> i32 {
-        self.num_partitions
+        self.log.num_partitions()
     }
 
     /// Is this broker the coordinator of `group`? Loads the group's offsets partition first if
     /// it leads it in a leader epoch it has not loaded. Err is a Kafka error code.
     pub fn coordinator_partition(&self, group: &str) -> Result<Arc<Partition>, i16> {
-        let p = partition_for(group, self.num_partitions);
-        let part = self.replicas.get(OFFSETS_TOPIC, p).ok_or(NOT_COORDINATOR)?;
-        let role = part.role();
-        if role.leader != self.node_id {
-            return Err(NOT_COORDINATOR);
-        }
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if loaded.get(&p) != Some(&role.leader_epoch) {
-            self.load(p, &part)?;
-            loaded.insert(p, role.leader_epoch);
-        }
-        Ok(part)
+        self.log.coordinator_partition(group, |p, part| self.load(p, part))
     }
 
     /// Rebuilds the cached offsets of every group in offsets partition `p` from its log.
     fn load(&self, p: i32, part: &Partition) -> Result<(), i16> {
+        let node_id = self.log.node_id();
         let mut groups: HashMap<String, GroupOffsets> = HashMap::new();
         let mut memberships: HashMap<String, StoredGroup> = HashMap::new();
-        let (mut offset, end) = part.with_log(|l| (l.log_start_offset(), l.log_end_offset()));
-        let mut records = 0usize;
-        while offset < end {
-            let read = part.with_log(|l| l.read(offset, 1 << 20, None)).map_err(|e| {
-                tracing::error!(node = self.node_id, partition = p, error = %e, "cannot read the offsets log");
-                COORDINATOR_NOT_AVAILABLE
-            })?;
-            if read.next_offset <= offset {
-                break;
-            }
-            offset = read.next_offset;
-            let mut buf = read.records.clone();
-            let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
-                tracing::error!(node = self.node_id, partition = p, error = %e, "undecodable offsets batch");
-                COORDINATOR_NOT_AVAILABLE
-            })?;
-            for r in sets.into_iter().flat_map(|s| s.records) {
-                let Some(value) = r.value else { continue };
-                match serde_json::from_slice::<OffsetRecord>(&value) {
-                    Ok(OffsetRecord::GroupMetadata { group, membership }) => {
-                        memberships.insert(group, membership);
-                        records += 1;
+        let records = self.log.replay(p, part, |value| {
+            let Some(value) = value else { return };
+            match serde_json::from_slice::<OffsetRecord>(&value) {
+                Ok(OffsetRecord::GroupMetadata { group, membership }) => {
+                    memberships.insert(group, membership);
+                }
+                Ok(rec) => {
+                    if let OffsetRecord::GroupDeleted { group } = &rec {
+                        memberships.remove(group);
                     }
-                    Ok(rec) => {
-                        if let OffsetRecord::GroupDeleted { group } = &rec {
-                            memberships.remove(group);
-                        }
-                        apply(&mut groups, rec);
-                        records += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(node = self.node_id, partition = p, error = %e, "unreadable offsets record skipped")
-                    }
+                    apply(&mut groups, rec);
+                }
+                Err(e) => {
+                    tracing::warn!(node = node_id, partition = p, error = %e, "unreadable offsets record skipped")
                 }
             }
-        }
+        })?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|g, _| partition_for(g, self.num_partitions) != p);
+        cache.retain(|g, _| self.log.partition_of(g) != p);
         let count = groups.len();
         cache.extend(groups);
         drop(cache);
         let mut m = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|g, _| partition_for(g, self.num_partitions) != p);
+        m.retain(|g, _| self.log.partition_of(g) != p);
         m.extend(memberships);
-        tracing::info!(node = self.node_id, partition = p, groups = count, records, "loaded committed offsets");
+        tracing::info!(node = node_id, partition = p, groups = count, records, "loaded committed offsets");
         Ok(())
     }
 
@@ -225,23 +189,7 @@ impl OffsetStore {
 
     async fn append(&self, part: &Partition, recs: &[OffsetRecord], timeout: Duration) -> Result<(), i16> {
         let values: Vec<Vec<u8>> = recs.iter().filter_map(|r| serde_json::to_vec(r).ok()).collect();
-        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
-        let now = now_ms();
-        let batch = strom_protocol::batch::build_batch(0, now, &refs);
-        let appended = self.replicas.append_as_leader(part, &batch, now, None).map_err(|e| match e {
-            crate::replica::ReplicaError::NotLeader(_) => NOT_COORDINATOR,
-            e => {
-                tracing::warn!(node = self.node_id, error = %e, "offset commit append failed");
-                COORDINATOR_NOT_AVAILABLE
-            }
-        })?;
-        // acks=all: acknowledged once every ISR member has it.
-        let deadline = tokio::time::Instant::now() + timeout;
-        match part.wait_committed(appended.info.last_offset + 1, appended.leader_epoch, 0, false, deadline).await {
-            CommitWait::Committed | CommitWait::CommittedBelowMinIsr => Ok(()),
-            CommitWait::LeadershipLost => Err(NOT_COORDINATOR),
-            CommitWait::TimedOut => Err(COORDINATOR_NOT_AVAILABLE),
-        }
+        self.log.append(part, &values, timeout).await
     }
 
     /// The committed offsets of `group`.
@@ -256,8 +204,7 @@ impl OffsetStore {
 
     /// Does this broker still coordinate `group`? (No loading.)
     pub fn leads(&self, group: &str) -> bool {
-        let p = partition_for(group, self.num_partitions);
-        self.replicas.get(OFFSETS_TOPIC, p).is_some_and(|part| part.is_leader())
+        self.log.leads(group)
     }
 }
 

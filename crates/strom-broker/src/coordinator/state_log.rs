@@ -1,0 +1,123 @@
+//! [`StateLog`]: a coordinator's state kept in an internal topic (`__consumer_offsets` today,
+//! `__transaction_state` next). The partition a key hashes to holds that key's records; the
+//! broker that leads the partition coordinates the key, replays the partition once per
+//! leader epoch before answering, and acknowledges a write only once it is committed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use strom_protocol::kafka_protocol::records::RecordBatchDecoder;
+use strom_protocol::values::now_ms;
+
+use super::{partition_for, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR};
+use crate::replica::{CommitWait, Partition, ReplicaError, ReplicaManager};
+
+/// Bytes read per step of a replay.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+/// The partitions of one internal topic, as its coordinator uses them.
+pub struct StateLog {
+    topic: &'static str,
+    node_id: i32,
+    replicas: Arc<ReplicaManager>,
+    num_partitions: i32,
+    /// Partition → the leader epoch it was last loaded in.
+    loaded: Mutex<HashMap<i32, i32>>,
+}
+
+impl StateLog {
+    pub fn new(topic: &'static str, replicas: Arc<ReplicaManager>, num_partitions: i32) -> Self {
+        StateLog { topic, node_id: replicas.node_id(), replicas, num_partitions, loaded: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    pub fn num_partitions(&self) -> i32 {
+        self.num_partitions
+    }
+
+    /// The partition that holds `key`.
+    pub fn partition_of(&self, key: &str) -> i32 {
+        partition_for(key, self.num_partitions)
+    }
+
+    /// The partition holding `key`, if this broker leads it (else NOT_COORDINATOR). When it
+    /// leads it in a leader epoch it has not loaded, `load` runs first (one load at a time);
+    /// a failed load is retried by the next request. Err is a Kafka error code.
+    pub fn coordinator_partition(
+        &self,
+        key: &str,
+        load: impl FnOnce(i32, &Partition) -> Result<(), i16>,
+    ) -> Result<Arc<Partition>, i16> {
+        let p = self.partition_of(key);
+        let part = self.replicas.get(self.topic, p).ok_or(NOT_COORDINATOR)?;
+        let role = part.role();
+        if role.leader != self.node_id {
+            return Err(NOT_COORDINATOR);
+        }
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.get(&p) != Some(&role.leader_epoch) {
+            load(p, &part)?;
+            loaded.insert(p, role.leader_epoch);
+        }
+        Ok(part)
+    }
+
+    /// Does this broker lead `key`'s partition? (No loading.)
+    pub fn leads(&self, key: &str) -> bool {
+        self.replicas.get(self.topic, self.partition_of(key)).is_some_and(|part| part.is_leader())
+    }
+
+    /// Calls `visit` with the value of every record of partition `p` (`None` for a
+    /// tombstone), in offset order: what a load replays. Returns the number of records.
+    pub fn replay(&self, p: i32, part: &Partition, mut visit: impl FnMut(Option<Bytes>)) -> Result<usize, i16> {
+        let (mut offset, end) = part.with_log(|l| (l.log_start_offset(), l.log_end_offset()));
+        let mut records = 0usize;
+        while offset < end {
+            let read = part.with_log(|l| l.read(offset, REPLAY_READ_BYTES, None)).map_err(|e| {
+                tracing::error!(node = self.node_id, topic = self.topic, partition = p, error = %e, "cannot read the state log");
+                COORDINATOR_NOT_AVAILABLE
+            })?;
+            if read.next_offset <= offset {
+                break;
+            }
+            offset = read.next_offset;
+            let mut buf = read.records.clone();
+            let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
+                tracing::error!(node = self.node_id, topic = self.topic, partition = p, error = %e, "undecodable state batch");
+                COORDINATOR_NOT_AVAILABLE
+            })?;
+            for r in sets.into_iter().flat_map(|s| s.records) {
+                records += 1;
+                visit(r.value);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Appends `values` to `part` as one batch, as its leader, and waits until it is
+    /// committed (acks=all). NOT_COORDINATOR if the leadership moved; COORDINATOR_NOT_AVAILABLE
+    /// on a failed append or at `timeout`.
+    pub async fn append(&self, part: &Partition, values: &[Vec<u8>], timeout: Duration) -> Result<(), i16> {
+        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+        let now = now_ms();
+        let batch = strom_protocol::batch::build_batch(0, now, &refs);
+        let appended = part.append_as_leader(&batch, now, None).map_err(|e| match e {
+            ReplicaError::NotLeader(_) => NOT_COORDINATOR,
+            e => {
+                tracing::warn!(node = self.node_id, topic = self.topic, error = %e, "state append failed");
+                COORDINATOR_NOT_AVAILABLE
+            }
+        })?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        match part.wait_committed(appended.info.last_offset + 1, appended.leader_epoch, 0, false, deadline).await {
+            CommitWait::Committed | CommitWait::CommittedBelowMinIsr => Ok(()),
+            CommitWait::LeadershipLost => Err(NOT_COORDINATOR),
+            CommitWait::TimedOut => Err(COORDINATOR_NOT_AVAILABLE),
+        }
+    }
+}
