@@ -1,8 +1,7 @@
-//! Small checkpoint files, written atomically (temp file, fsync, rename, fsync dir), in
+//! Small checkpoint files, written atomically ([`crate::durable`]), in
 //! Kafka's text format: a version line, a count line, then one entry per line.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use crate::LogError;
@@ -13,19 +12,12 @@ pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 /// Writes `lines` under Kafka's `0\n<count>\n` preamble, atomically.
 pub fn write(dir: &Path, name: &str, lines: &[String]) -> Result<(), LogError> {
     let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
     let mut text = format!("0\n{}\n", lines.len());
     for l in lines {
         text.push_str(l);
         text.push('\n');
     }
-    let io = |e| LogError::io(&path, e);
-    let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_data().map_err(io)?;
-    fs::rename(&tmp, &path).map_err(io)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    Ok(())
+    crate::durable::write_atomically(&path, text.as_bytes()).map_err(|e| LogError::io(&path, e))
 }
 
 /// Reads the entry lines of a checkpoint; `None` when the file is absent or malformed (the

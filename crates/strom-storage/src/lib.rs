@@ -6,7 +6,9 @@
 //! - `segment`: one `.log` file with its sparse `.index` and `.timeindex`.
 //! - `index`: the sparse offset and time indexes (in memory, persisted on flush and roll).
 //! - `checkpoint`: the leader-epoch and recovery-point checkpoint files.
-//! - [`error`]: [`LogError`], every failure with the Kafka error code it maps to.
+//! - [`durable`]: replacing a file atomically and durably; every such file of every crate is
+//!   written through it.
+//! - [`error`]: [`LogError`], every failure (the broker maps them to Kafka error codes).
 //!
 //! On disk, as Kafka: `<dir>/<topic>-<partition>/00000000000000000000.log|.index|.timeindex`,
 //! `leader-epoch-checkpoint`, and (one per partition here, where Kafka keeps one per log dir)
@@ -21,6 +23,7 @@
 
 mod checkpoint;
 mod config;
+pub mod durable;
 pub mod error;
 mod index;
 pub mod log;

@@ -485,7 +485,7 @@ impl Log {
         self.flush()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         std::fs::File::create(&marker).and_then(|f| f.sync_all()).map_err(|e| LogError::io(&marker, e))?;
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io(&self.dir, e))
+        crate::durable::sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))
     }
 
     /// Reads whole batches from `offset`: at least the first batch (even past `max_bytes`,

@@ -6,7 +6,6 @@
 //! [`run`] returns.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -106,9 +105,8 @@ impl MetaProperties {
         }))
     }
 
-    /// Writes `dir/meta.properties` atomically (a temporary file, fsync, rename, directory fsync).
+    /// Writes `dir/meta.properties` atomically (`strom_storage::durable`).
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        let tmp = dir.join("meta.properties.tmp");
         let mut text = String::from("version=1\n");
         if let Some(id) = self.node_id {
             text.push_str(&format!("node.id={id}\n"));
@@ -116,14 +114,8 @@ impl MetaProperties {
         if let Some(c) = &self.cluster_id {
             text.push_str(&format!("cluster.id={c}\n"));
         }
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, dir.join(META_FILE))?;
-            File::open(dir)?.sync_all()
-        };
-        write().with_context(|| format!("cannot write {}", dir.join(META_FILE).display()))
+        strom_storage::durable::write_atomically(&dir.join(META_FILE), text.as_bytes())
+            .with_context(|| format!("cannot write {}", dir.join(META_FILE).display()))
     }
 }
 

@@ -69,9 +69,7 @@ fn frame(op: &LogOp) -> Vec<u8> {
     out
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+use strom_storage::durable::{sync_dir, write_atomically};
 
 impl LogStore {
     /// Opens (or creates) the log in `dir`, replaying it.
@@ -79,6 +77,8 @@ impl LogStore {
         fs::create_dir_all(dir)?;
         let path = dir.join(LOG_FILE);
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+        // A newly created log file must survive a crash with its directory entry.
+        sync_dir(dir)?;
         let mut data = Vec::new();
         file.read_to_end(&mut data)?;
         let mut entries = BTreeMap::new();
@@ -164,8 +164,6 @@ impl Inner {
 
     /// Replaces the log file with the purge marker and the live entries.
     fn rewrite(&mut self) -> std::io::Result<()> {
-        let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
-        let mut f = File::create(&tmp)?;
         let mut buf = Vec::new();
         if let Some(p) = self.last_purged {
             buf.extend_from_slice(&frame(&LogOp::Purge(p)));
@@ -173,11 +171,8 @@ impl Inner {
         for e in self.entries.values() {
             buf.extend_from_slice(&frame(&LogOp::Entry(e.clone())));
         }
-        f.write_all(&buf)?;
-        f.sync_all()?;
         let path = self.dir.join(LOG_FILE);
-        fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)?;
+        write_atomically(&path, &buf)?;
         self.file = OpenOptions::new().read(true).append(true).open(&path)?;
         self.purged_in_file = 0;
         Ok(())
@@ -210,12 +205,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let mut inner = self.inner.lock().await;
         let write = |dir: &Path| -> std::io::Result<()> {
-            let tmp = dir.join(format!("{VOTE_FILE}.tmp"));
-            let mut f = File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(vote).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-            fs::rename(&tmp, dir.join(VOTE_FILE))?;
-            sync_dir(dir)
+            write_atomically(&dir.join(VOTE_FILE), &serde_json::to_vec(vote).map_err(std::io::Error::other)?)
         };
         write(&inner.dir).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
         inner.vote = Some(*vote);

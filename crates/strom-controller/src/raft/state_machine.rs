@@ -139,7 +139,7 @@ fn fsync_tree(dir: &Path) -> std::io::Result<()> {
             fsync_tree(&entry.path())?;
         }
     }
-    std::fs::File::open(dir)?.sync_all()
+    strom_storage::durable::sync_dir(dir)
 }
 
 /// The state machine openraft drives.
