@@ -89,7 +89,7 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Pr
                 outcomes.push(o);
                 continue;
             }
-            match b.replicas.append_as_leader(&part, records, now, (req.acks == -1).then_some(min_isr)) {
+            match part.append_as_leader(records, now, (req.acks == -1).then_some(min_isr)) {
                 Ok(appended) => {
                     let info = appended.info;
                     let topic = crate::metrics::TopicLabels { topic: name.clone() };

@@ -12,7 +12,7 @@ use strom_metadata::image::MetadataImage;
 use strom_storage::{Log, LogConfig};
 use tokio::sync::Notify;
 
-use super::{LeaderAppend, Partition, ReplicaError, ReplicaRole, TopicPartition};
+use super::{Partition, ReplicaError, ReplicaRole, TopicPartition};
 
 /// Every partition replica this broker holds.
 pub struct ReplicaManager {
@@ -173,17 +173,6 @@ impl ReplicaManager {
         }
         drop(parts);
         self.data_arrived.notify_waiters();
-    }
-
-    /// Appends a producer's batches to `p` as its leader ([`Partition::append_as_leader`]).
-    pub fn append_as_leader(
-        &self,
-        p: &Partition,
-        records: &[u8],
-        now_ms: i64,
-        min_isr: Option<usize>,
-    ) -> Result<LeaderAppend, ReplicaError> {
-        p.append_as_leader(records, now_ms, min_isr)
     }
 
     /// Serves one partition of a Fetch: checks the client's leader epoch and that this broker
