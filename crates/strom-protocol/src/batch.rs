@@ -196,6 +196,34 @@ pub fn patched_prefix(batch: &[u8], base_offset: i64, leader_epoch: i32) -> [u8;
     p
 }
 
+/// Bytes of a batch header through `maxTimestamp`: what a broker-set timestamp rewrites.
+pub const TIMESTAMPED_HEADER_LEN: usize = 43;
+/// The attributes bit that says the batch's timestamps are the broker's (LogAppendTime).
+pub const LOG_APPEND_TIME_FLAG: i16 = 0x08;
+
+/// The first [`TIMESTAMPED_HEADER_LEN`] bytes of `batch` as a broker stores it under
+/// `message.timestamp.type=LogAppendTime` (Kafka's `setMaxTimestamp(LOG_APPEND_TIME, now)`):
+/// base offset and leader epoch replaced, the timestamp-type attribute set, `maxTimestamp`
+/// set to `now_ms`, and the CRC computed anew over the patched header and the producer's
+/// unchanged bytes after it. Written in front of `batch[TIMESTAMPED_HEADER_LEN..]`, so the
+/// records (compressed or not) are still stored as sent. `batch` must be a validated batch.
+pub fn patched_header_log_append_time(
+    batch: &[u8],
+    base_offset: i64,
+    leader_epoch: i32,
+    now_ms: i64,
+) -> [u8; TIMESTAMPED_HEADER_LEN] {
+    let mut h = [0u8; TIMESTAMPED_HEADER_LEN];
+    h.copy_from_slice(&batch[..TIMESTAMPED_HEADER_LEN]);
+    h[..16].copy_from_slice(&patched_prefix(batch, base_offset, leader_epoch));
+    let attributes = i16::from_be_bytes([h[21], h[22]]) | LOG_APPEND_TIME_FLAG;
+    h[21..23].copy_from_slice(&attributes.to_be_bytes());
+    h[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[CRC_START..]), &batch[TIMESTAMPED_HEADER_LEN..]);
+    h[17..21].copy_from_slice(&crc.to_be_bytes());
+    h
+}
+
 /// Builds a valid uncompressed batch of `values` (no keys, no headers): for tests, benchmarks
 /// and tools that need batches without a client.
 pub fn build_batch(base_offset: i64, base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
@@ -272,6 +300,23 @@ mod tests {
         p.extend_from_slice(&b[16..]);
         let v = BatchView::parse_validated(&p).unwrap();
         assert_eq!((v.base_offset(), v.partition_leader_epoch()), (42, 7));
+    }
+
+    #[test]
+    fn a_log_append_time_header_is_valid_and_says_so() {
+        let b = build_batch(0, 5, &[b"x", b"y"]);
+        let mut p = patched_header_log_append_time(&b, 42, 7, 1_700_000_000_000).to_vec();
+        p.extend_from_slice(&b[TIMESTAMPED_HEADER_LEN..]);
+        let v = BatchView::parse_validated(&p).expect("the new CRC covers the patched header");
+        assert_eq!((v.base_offset(), v.partition_leader_epoch()), (42, 7));
+        assert_eq!(v.max_timestamp(), 1_700_000_000_000);
+        assert_eq!(v.base_timestamp(), 5, "the producer's first timestamp is kept");
+        assert_ne!(v.attributes() & LOG_APPEND_TIME_FLAG, 0);
+        let mut buf = bytes::Bytes::from(p);
+        let set = &kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).unwrap()[0];
+        // A reader takes maxTimestamp as every record's timestamp when the type is LogAppend
+        // (Kafka's DefaultRecordBatch; kafka-protocol reports the type and leaves that to us).
+        assert!(set.records.iter().all(|r| r.timestamp_type == kafka_protocol::records::TimestampType::LogAppend));
     }
 
     #[test]

@@ -19,6 +19,23 @@ pub struct LogConfig {
     pub flush_interval_ms: Option<u64>,
     /// `max.message.bytes`: the largest batch accepted.
     pub max_batch_bytes: usize,
+    /// `message.timestamp.type`: whose timestamps a leader stores.
+    pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: with CreateTime, a record timestamped more than this
+    /// before the append is refused (`None`: Kafka's Long.MAX_VALUE, no check).
+    pub timestamp_before_max_ms: Option<u64>,
+    /// `message.timestamp.after.max.ms`: the same for timestamps after the append.
+    pub timestamp_after_max_ms: Option<u64>,
+}
+
+/// `message.timestamp.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestampType {
+    /// The producer's timestamps are stored as sent.
+    #[default]
+    CreateTime,
+    /// The leader sets each batch's timestamp to the time of the append.
+    LogAppendTime,
 }
 
 impl Default for LogConfig {
@@ -32,6 +49,9 @@ impl Default for LogConfig {
             flush_interval_messages: u64::MAX,
             flush_interval_ms: None,
             max_batch_bytes: 1_048_588,
+            timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: None,
+            timestamp_after_max_ms: None,
         }
     }
 }

@@ -29,6 +29,6 @@ mod index;
 pub mod log;
 mod segment;
 
-pub use config::LogConfig;
+pub use config::{LogConfig, TimestampType};
 pub use error::LogError;
 pub use log::{sync_file, AppendInfo, Log, ReadResult, RecoveryReport, SealedSync};

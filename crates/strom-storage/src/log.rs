@@ -16,7 +16,7 @@ use strom_protocol::batch::{self, BatchView};
 
 use crate::checkpoint;
 use crate::segment::{BatchMeta, BatchParts, Segment};
-use crate::{LogConfig, LogError};
+use crate::{LogConfig, LogError, TimestampType};
 
 const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 /// Two iovecs per batch must stay under Linux's IOV_MAX (1024).
@@ -29,6 +29,8 @@ pub struct AppendInfo {
     pub first_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
+    /// The time the leader stamped on the batches (LogAppendTime), else -1.
+    pub log_append_time_ms: i64,
     pub records: i64,
     pub bytes: u64,
 }
@@ -244,10 +246,17 @@ impl Log {
     }
 
     /// Appends producer batches as the leader: validates each (magic, length, CRC-32C, record
-    /// count), then assigns offsets from the LEO and stamps `leader_epoch`. All or nothing:
-    /// one bad batch refuses the whole append before anything is written.
+    /// count, and with CreateTime the timestamp bounds), then assigns offsets from the LEO and
+    /// stamps `leader_epoch` (and, with LogAppendTime, `now_ms` as the batch timestamp). All or
+    /// nothing: one bad batch refuses the whole append before anything is written.
     pub fn append_as_leader(&mut self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, LogError> {
         let views = self.validate(batches)?;
+        let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        if !log_append_time {
+            for v in &views {
+                self.check_timestamps(v, now_ms)?;
+            }
+        }
         let mut next = self.next_offset;
         let mut metas = Vec::with_capacity(views.len());
         for v in &views {
@@ -256,7 +265,7 @@ impl Log {
                 size: v.size() as u64,
                 base_offset: next,
                 last_offset: next + v.last_offset_delta() as i64,
-                max_timestamp: v.max_timestamp(),
+                max_timestamp: if log_append_time { now_ms } else { v.max_timestamp() },
                 leader_epoch,
                 records: v.records_count(),
             };
@@ -264,19 +273,69 @@ impl Log {
             metas.push(m);
         }
         self.assign_epoch(leader_epoch, self.next_offset)?;
-        let prefixes: Vec<[u8; 16]> = views
+        // The stored header: only the 16 bytes outside the CRC change, unless the broker sets
+        // the timestamp, which rewrites the header through maxTimestamp and its CRC.
+        let prefixes: Vec<Prefix> = views
             .iter()
             .zip(&metas)
-            .map(|(v, m)| batch::patched_prefix(v.bytes(), m.base_offset, leader_epoch))
+            .map(|(v, m)| {
+                if log_append_time {
+                    Prefix::Timestamped(batch::patched_header_log_append_time(
+                        v.bytes(),
+                        m.base_offset,
+                        leader_epoch,
+                        now_ms,
+                    ))
+                } else {
+                    Prefix::Offsets(batch::patched_prefix(v.bytes(), m.base_offset, leader_epoch))
+                }
+            })
             .collect();
         let parts: Vec<BatchParts<'_>> = views
             .iter()
             .zip(&prefixes)
             .zip(&metas)
-            .map(|((v, p), m)| BatchParts { prefix: p, rest: &v.bytes()[p.len()..], meta: *m })
+            .map(|((v, p), m)| BatchParts { prefix: p.bytes(), rest: &v.bytes()[p.bytes().len()..], meta: *m })
             .collect();
         self.write_batches(&parts, now_ms)?;
-        self.after_append(&metas)
+        let mut info = self.after_append(&metas)?;
+        if log_append_time {
+            info.log_append_time_ms = now_ms;
+        }
+        Ok(info)
+    }
+
+    /// Kafka's CreateTime bounds (`message.timestamp.before.max.ms`, `after.max.ms`): every
+    /// record's timestamp must lie within them. The records are decoded (decompressed) only
+    /// when a bound is set, as Kafka's validator does; by default neither is.
+    fn check_timestamps(&self, v: &BatchView<'_>, now_ms: i64) -> Result<(), LogError> {
+        let (before, after) = (self.config.timestamp_before_max_ms, self.config.timestamp_after_max_ms);
+        if before.is_none() && after.is_none() {
+            return Ok(());
+        }
+        let check = |ts: i64| {
+            if before.is_some_and(|b| now_ms.saturating_sub(ts) > b as i64) {
+                Err(LogError::InvalidTimestamp {
+                    timestamp: ts,
+                    now_ms,
+                    reason: "earlier than message.timestamp.before.max.ms",
+                })
+            } else if after.is_some_and(|a| ts.saturating_sub(now_ms) > a as i64) {
+                Err(LogError::InvalidTimestamp {
+                    timestamp: ts,
+                    now_ms,
+                    reason: "later than message.timestamp.after.max.ms",
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let mut buf = Bytes::copy_from_slice(v.bytes());
+        match strom_protocol::kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf) {
+            Ok(sets) => sets.iter().flat_map(|s| s.records.iter()).try_for_each(|r| check(r.timestamp)),
+            // A codec we cannot decode: the header's first and largest timestamps stand in.
+            Err(_) => check(v.base_timestamp()).and_then(|()| check(v.max_timestamp())),
+        }
     }
 
     /// Appends batches that already carry offsets and epochs (the follower path): they must
@@ -362,6 +421,7 @@ impl Log {
             first_offset: first.base_offset,
             last_offset: last.last_offset,
             max_timestamp: metas.iter().map(|m| m.max_timestamp).max().unwrap_or(-1),
+            log_append_time_ms: -1,
             records,
             bytes: metas.iter().map(|m| m.size).sum(),
         })
@@ -555,14 +615,18 @@ impl Log {
     /// CRC on append, so this means a codec we cannot read) answers with the batch's own
     /// first offset and max timestamp, which is where the record is found to the batch.
     fn first_record_at_or_after(&self, m: &BatchMeta, mut batch: Bytes, ts: i64) -> (i64, i64) {
-        use strom_protocol::kafka_protocol::records::RecordBatchDecoder;
+        use strom_protocol::kafka_protocol::records::{RecordBatchDecoder, TimestampType};
         let whole_batch = (m.base_offset.max(self.log_start_offset), m.max_timestamp);
         match RecordBatchDecoder::decode_all(&mut batch) {
             Ok(sets) => sets
                 .iter()
                 .flat_map(|set| set.records.iter())
-                .find(|r| r.offset >= self.log_start_offset && r.timestamp >= ts)
-                .map_or(whole_batch, |r| (r.offset, r.timestamp)),
+                // A LogAppendTime batch's records all carry its max timestamp (Kafka's rule).
+                .map(|r| {
+                    (r.offset, if r.timestamp_type == TimestampType::LogAppend { m.max_timestamp } else { r.timestamp })
+                })
+                .find(|(offset, t)| *offset >= self.log_start_offset && *t >= ts)
+                .unwrap_or(whole_batch),
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), base_offset = m.base_offset, error = %e,
                     "cannot read a batch's records for a timestamp lookup; answering for the whole batch");
@@ -737,6 +801,21 @@ impl Log {
         let dir = self.dir.clone();
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(|e| LogError::io(&dir, e))
+    }
+}
+
+/// The stored form of a batch's first bytes (see [`Log::append_as_leader`]).
+enum Prefix {
+    Offsets([u8; 16]),
+    Timestamped([u8; batch::TIMESTAMPED_HEADER_LEN]),
+}
+
+impl Prefix {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Prefix::Offsets(p) => p,
+            Prefix::Timestamped(p) => p,
+        }
     }
 }
 

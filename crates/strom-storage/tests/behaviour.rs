@@ -357,3 +357,41 @@ fn open_file_handles_stay_bounded_however_many_segments() {
     assert_eq!(log.log_end_offset(), 102);
     assert_eq!(open_files_under(dir.path()), 1);
 }
+
+#[test]
+fn a_log_append_time_log_stamps_the_append_time_and_keeps_a_valid_crc() {
+    use strom_protocol::batch::{BatchView, LOG_APPEND_TIME_FLAG};
+    use strom_storage::TimestampType;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig { timestamp_type: TimestampType::LogAppendTime, ..small_config() });
+    let info = log.append_as_leader(&batch(1, 3, 1_000), 4, 1_700_000_000_000).unwrap();
+    assert_eq!((info.max_timestamp, info.log_append_time_ms), (1_700_000_000_000, 1_700_000_000_000));
+    let stored = read_all(&log);
+    let v = BatchView::parse_validated(&stored).expect("the stored batch passes its CRC");
+    assert_eq!(v.max_timestamp(), 1_700_000_000_000);
+    assert_ne!(v.attributes() & LOG_APPEND_TIME_FLAG, 0);
+    // The time index follows the broker's timestamp, not the producer's.
+    assert_eq!(log.offset_for_timestamp(1_699_999_999_000).unwrap().map(|(o, _)| o), Some(0));
+    // CreateTime (the default) stores the producer's bytes and answers -1.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let mut plain = open(plain_dir.path(), small_config());
+    assert_eq!(plain.append_as_leader(&batch(1, 3, 1_000), 4, 5_000).unwrap().log_append_time_ms, -1);
+}
+
+#[test]
+fn create_time_bounds_refuse_the_whole_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        LogConfig { timestamp_before_max_ms: Some(60_000), timestamp_after_max_ms: Some(60_000), ..small_config() };
+    let mut log = open(dir.path(), cfg);
+    let now = 10_000_000;
+    let mut two = batch(1, 2, now);
+    two.extend_from_slice(&batch(2, 2, now - 120_000));
+    assert!(matches!(log.append_as_leader(&two, 0, now), Err(LogError::InvalidTimestamp { .. })));
+    assert_eq!(log.log_end_offset(), 0, "nothing of a refused append is written");
+    assert!(matches!(
+        log.append_as_leader(&batch(3, 1, now + 120_000), 0, now),
+        Err(LogError::InvalidTimestamp { .. })
+    ));
+    assert!(log.append_as_leader(&batch(4, 2, now - 59_000), 0, now).is_ok());
+}

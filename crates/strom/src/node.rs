@@ -24,7 +24,7 @@ use strom_broker::BrokerSettings;
 use strom_controller::controller::{Controller, ControllerConfig};
 use strom_metadata::client::ControllerClient;
 use strom_protocol::proto::controller as pb;
-use strom_storage::LogConfig;
+use strom_storage::{LogConfig, TimestampType};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{NodeConfig, Source};
@@ -410,6 +410,9 @@ fn log_config(config: &NodeConfig) -> LogConfig {
         flush_interval_messages: d.flush_interval_messages,
         flush_interval_ms: d.flush_interval_ms,
         max_batch_bytes: config.message_max_bytes.max(0) as usize,
+        timestamp_type: if d.log_append_time { TimestampType::LogAppendTime } else { TimestampType::CreateTime },
+        timestamp_before_max_ms: d.timestamp_before_max_ms,
+        timestamp_after_max_ms: d.timestamp_after_max_ms,
     }
 }
 
@@ -426,6 +429,7 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
     let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
     let from = |key: &str, value: String| (value, source_of(config, key));
     let fixed = |value: &str| (value.to_string(), config_source::DEFAULT_CONFIG);
+    let bound = |v: Option<u64>| v.map_or(i64::MAX.to_string(), |v| v.to_string());
     let topic_defaults: BTreeMap<String, (String, i8)> = [
         ("cleanup.policy", fixed("delete")),
         ("compression.type", fixed("producer")),
@@ -438,7 +442,15 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         ),
         ("index.interval.bytes", from("log.index.interval.bytes", d.index_interval_bytes.to_string())),
         ("max.message.bytes", from("message.max.bytes", config.message_max_bytes.to_string())),
-        ("message.timestamp.type", fixed("CreateTime")),
+        ("message.timestamp.after.max.ms", from("log.message.timestamp.after.max.ms", bound(d.timestamp_after_max_ms))),
+        (
+            "message.timestamp.before.max.ms",
+            from("log.message.timestamp.before.max.ms", bound(d.timestamp_before_max_ms)),
+        ),
+        (
+            "message.timestamp.type",
+            from("log.message.timestamp.type", (if d.log_append_time { "LogAppendTime" } else { "CreateTime" }).into()),
+        ),
         ("min.insync.replicas", from("min.insync.replicas", config.min_insync_replicas.to_string())),
         ("retention.bytes", from("log.retention.bytes", opt(d.retention_bytes))),
         ("retention.ms", from("log.retention.hours", opt(d.retention_ms))),

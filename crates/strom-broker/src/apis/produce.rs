@@ -22,6 +22,8 @@ struct Outcome {
     index: i32,
     error_code: i16,
     base_offset: i64,
+    /// The broker's timestamp of the batches (LogAppendTime topics), else -1.
+    log_append_time_ms: i64,
     log_start_offset: i64,
     /// Set when acks=all must wait for the HW to pass this offset.
     wait_for: Option<AckWait>,
@@ -68,8 +70,14 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Pr
             .unwrap_or(b.settings.min_insync_replicas as usize);
         let mut outcomes = Vec::with_capacity(t.partition_data.len());
         for p in &t.partition_data {
-            let mut o =
-                Outcome { index: p.index, error_code: 0, base_offset: -1, log_start_offset: -1, wait_for: None };
+            let mut o = Outcome {
+                index: p.index,
+                error_code: 0,
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+                wait_for: None,
+            };
             let Some(part) = b.replicas.get(&name, p.index) else {
                 o.error_code = b.not_hosted(&name, p.index);
                 outcomes.push(o);
@@ -96,6 +104,7 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Pr
                     b.metrics.bytes_in.get_or_create(&topic).inc_by(info.bytes);
                     b.metrics.messages_in.get_or_create(&topic).inc_by(info.records.max(0) as u64);
                     o.base_offset = info.first_offset;
+                    o.log_append_time_ms = info.log_append_time_ms;
                     o.log_start_offset = appended.log_start_offset;
                     if req.acks == -1 {
                         o.wait_for = Some(AckWait {
@@ -147,7 +156,7 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Pr
                 r.index = o.index;
                 r.error_code = o.error_code;
                 r.base_offset = o.base_offset;
-                r.log_append_time_ms = -1;
+                r.log_append_time_ms = o.log_append_time_ms;
                 r.log_start_offset = o.log_start_offset;
                 r
             })

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use strom_metadata::image::MetadataImage;
-use strom_storage::{Log, LogConfig};
+use strom_storage::{Log, LogConfig, TimestampType};
 use tokio::sync::Notify;
 
 use super::{Partition, ReplicaError, ReplicaRole, TopicPartition};
@@ -99,6 +99,19 @@ impl ReplicaManager {
         }
         if let Some(v) = num("max.message.bytes") {
             c.max_batch_bytes = v.max(0) as usize;
+        }
+        match over.get("message.timestamp.type").map(String::as_str) {
+            Some("LogAppendTime") => c.timestamp_type = TimestampType::LogAppendTime,
+            Some("CreateTime") => c.timestamp_type = TimestampType::CreateTime,
+            _ => {}
+        }
+        // Kafka's Long.MAX_VALUE (the default) means no bound.
+        let bound = |v: i64| (0..i64::MAX).contains(&v).then_some(v as u64);
+        if let Some(v) = num("message.timestamp.before.max.ms") {
+            c.timestamp_before_max_ms = bound(v);
+        }
+        if let Some(v) = num("message.timestamp.after.max.ms") {
+            c.timestamp_after_max_ms = bound(v);
         }
         c
     }

@@ -87,8 +87,9 @@ fn log_error_code(e: &LogError) -> i16 {
     match e {
         LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Offline => 56, // KAFKA_STORAGE_ERROR
         LogError::Batch(b) => b.kafka_code(),
-        LogError::TooLarge { .. } => 10, // MESSAGE_TOO_LARGE
-        LogError::Empty => 87,           // INVALID_RECORD
+        LogError::TooLarge { .. } => 10,         // MESSAGE_TOO_LARGE
+        LogError::Empty => 87,                   // INVALID_RECORD
+        LogError::InvalidTimestamp { .. } => 32, // INVALID_TIMESTAMP
         LogError::NotContiguous { .. } => 2,
         LogError::OffsetOutOfRange { .. } => 1,
     }

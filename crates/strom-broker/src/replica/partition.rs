@@ -506,7 +506,14 @@ impl Partition {
                     SequenceCheck::Append => {}
                     // A retry of a batch already written: answer with where it was written.
                     SequenceCheck::Duplicate { first_offset, last_offset } if batches.len() == 1 => {
-                        let info = AppendInfo { first_offset, last_offset, max_timestamp: -1, records: 0, bytes: 0 };
+                        let info = AppendInfo {
+                            first_offset,
+                            last_offset,
+                            max_timestamp: -1,
+                            log_append_time_ms: -1,
+                            records: 0,
+                            bytes: 0,
+                        };
                         return Ok(LeaderAppend {
                             info,
                             log_start_offset: l.log_start_offset(),

@@ -46,6 +46,21 @@ pub const KEYS: &[KeyDef] = &[
     key("auto.create.topics.enable", Some("true"), "Create a topic on first Metadata or Produce."),
     key("auto.leader.rebalance.enable", Some("true"), "Move leadership back to preferred replicas."),
     key("log.segment.bytes", Some("1073741824"), "Roll a segment at this size."),
+    key(
+        "log.message.timestamp.type",
+        Some("CreateTime"),
+        "CreateTime (store the producer's timestamps) or LogAppendTime (the leader's clock).",
+    ),
+    key(
+        "log.message.timestamp.before.max.ms",
+        Some("9223372036854775807"),
+        "With CreateTime, refuse records timestamped more than this before the append.",
+    ),
+    key(
+        "log.message.timestamp.after.max.ms",
+        Some("9223372036854775807"),
+        "With CreateTime, refuse records timestamped more than this after the append.",
+    ),
     key("log.roll.ms", None, "Roll a segment at this age (wins over log.roll.hours)."),
     key("log.roll.hours", Some("168"), "Roll a segment at this age."),
     key("log.retention.ms", None, "Delete segments older than this (-1: keep forever); wins over minutes/hours."),
@@ -122,13 +137,11 @@ pub const REFUSED_UNTIL_IMPLEMENTED: &[&str] = &[
     "replica.fetch.response.max.bytes",
     "leader.replication.throttled.rate",
     "follower.replication.throttled.rate",
-    // Compaction, recompression, broker-set timestamps.
+    // Compaction, recompression.
     "log.cleaner.",
     "log.cleanup.policy",
     "compression.type",
-    "log.message.timestamp.type",
-    "log.message.timestamp.before.max.ms",
-    "log.message.timestamp.after.max.ms",
+    // Deprecated by the before/after keys (KIP-937), which Strom implements.
     "log.message.timestamp.difference.max.ms",
     // Transactions (the state topic's replication settings stay accepted: see
     // ACCEPTED_WITHOUT_EFFECT).
@@ -149,7 +162,6 @@ const REFUSED_KEY_HARMLESS_VALUES: &[(&str, &str)] = &[
     ("security.inter.broker.protocol", "PLAINTEXT"),
     ("compression.type", "producer"),
     ("log.cleanup.policy", "delete"),
-    ("log.message.timestamp.type", "CreateTime"),
 ];
 
 /// True when setting `name` to `value` must be refused: the key is in

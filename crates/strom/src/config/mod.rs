@@ -176,6 +176,12 @@ pub struct LogDefaults {
     pub index_interval_bytes: u64,
     pub flush_interval_messages: u64,
     pub flush_interval_ms: Option<u64>,
+    /// `log.message.timestamp.type` is LogAppendTime.
+    pub log_append_time: bool,
+    /// `log.message.timestamp.before.max.ms` (`None`: Long.MAX_VALUE, no bound).
+    pub timestamp_before_max_ms: Option<u64>,
+    /// `log.message.timestamp.after.max.ms` (`None`: no bound).
+    pub timestamp_after_max_ms: Option<u64>,
 }
 
 /// The typed, validated configuration of one node.
@@ -345,6 +351,13 @@ impl NodeConfig {
                 Some(_) => Some(int_at_least(r, "log.flush.interval.ms", 0)?),
                 None => None,
             },
+            log_append_time: match r.get("log.message.timestamp.type").map(str::trim) {
+                Some("LogAppendTime") => true,
+                Some("CreateTime") | None => false,
+                Some(_) => return Err(bad(r, "log.message.timestamp.type", "expected CreateTime or LogAppendTime")),
+            },
+            timestamp_before_max_ms: timestamp_bound(r, "log.message.timestamp.before.max.ms")?,
+            timestamp_after_max_ms: timestamp_bound(r, "log.message.timestamp.after.max.ms")?,
         };
 
         let broker_session_timeout_ms: u64 = int_at_least(r, "broker.session.timeout.ms", 1)?;

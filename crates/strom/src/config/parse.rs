@@ -66,6 +66,12 @@ pub(super) fn int_at_least(r: &RawConfig, key: &str, min: u64) -> Result<u64, Co
     Ok(v as u64)
 }
 
+/// A timestamp bound in ms; Kafka's default, Long.MAX_VALUE, is no bound.
+pub(super) fn timestamp_bound(r: &RawConfig, key: &str) -> Result<Option<u64>, ConfigError> {
+    let v = int_at_least(r, key, 0)?;
+    Ok((v < i64::MAX as u64).then_some(v))
+}
+
 /// A limit where -1 means "none".
 pub(super) fn optional_limit(r: &RawConfig, key: &str) -> Result<Option<u64>, ConfigError> {
     let v: i64 = int(r, key)?;
