@@ -55,6 +55,8 @@ pub struct BrokerMetrics {
     pub messages_in: Family<TopicLabels, Counter>,
     pub bytes_out: Family<TopicLabels, Counter>,
     pub replication_bytes_out: Counter,
+    /// Batches a leader re-encoded into a topic's `compression.type`.
+    pub recompressed_batches: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub request_queue_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
@@ -82,6 +84,7 @@ impl BrokerMetrics {
             messages_in: Family::default(),
             bytes_out: Family::default(),
             replication_bytes_out: Counter::default(),
+            recompressed_batches: Counter::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             request_queue_seconds: Family::new_with_constructor(latency_histogram),
@@ -120,6 +123,11 @@ impl BrokerMetrics {
             "kafka_server_brokertopicmetrics_replicationbytesout",
             "Bytes fetched by follower replicas",
             self.replication_bytes_out.clone(),
+        );
+        r.register(
+            "strom_broker_recompressed_batches",
+            "Produced batches the leader re-encoded into the topic's compression.type (the one place produce re-encodes)",
+            self.recompressed_batches.clone(),
         );
         r.register("kafka_network_requestmetrics_requests", "Requests handled, per API", self.requests.clone());
         r.register(

@@ -49,15 +49,11 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
 
 /// Values Kafka accepts that Strom does not implement yet: refused (INVALID_CONFIG) rather than
 /// stored and silently not done. `cleanup.policy` is refused when it names `compact`.
-const NOT_YET_IMPLEMENTED: &[(&str, &str)] = &[
-    ("cleanup.policy", "compact: log compaction is not implemented yet"),
-    ("compression.type", "a broker-side codec: only producer (store as sent) is implemented yet"),
-];
+const NOT_YET_IMPLEMENTED: &[(&str, &str)] = &[("cleanup.policy", "compact: log compaction is not implemented yet")];
 
 fn implemented(name: &str, value: &str) -> bool {
     match name {
         "cleanup.policy" => !value.split(',').any(|p| p.trim() == "compact"),
-        "compression.type" => value.trim() == "producer",
         _ => true,
     }
 }
@@ -135,7 +131,8 @@ mod tests {
         // Valid for Kafka, not implemented here: refused with the key named, never ignored.
         assert!(validate("cleanup.policy", "compact,delete").unwrap_err().contains("cleanup.policy=compact,delete"));
         assert!(validate("compression.type", "producer").is_ok());
-        assert!(validate("compression.type", "gzip").unwrap_err().contains("compression.type"));
+        assert!(validate("compression.type", "zstd").is_ok());
+        assert!(validate("compression.type", "brotli").unwrap_err().contains("compression.type"));
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
         assert!(validate("message.timestamp.before.max.ms", "3600000").is_ok());
         assert!(validate("min.insync.replicas", "0").is_err());

@@ -26,6 +26,48 @@ pub struct LogConfig {
     pub timestamp_before_max_ms: Option<u64>,
     /// `message.timestamp.after.max.ms`: the same for timestamps after the append.
     pub timestamp_after_max_ms: Option<u64>,
+    /// `compression.type`: the codec a leader stores batches in.
+    pub compression: CompressionType,
+}
+
+/// `compression.type`: `producer` stores each batch as sent; any other value is the codec
+/// every stored batch has, the leader re-encoding a batch sent in another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompressionType {
+    #[default]
+    Producer,
+    Uncompressed,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionType {
+    /// Kafka's name (the config value).
+    pub fn parse(name: &str) -> Option<CompressionType> {
+        Some(match name.trim() {
+            "producer" => CompressionType::Producer,
+            "uncompressed" => CompressionType::Uncompressed,
+            "gzip" => CompressionType::Gzip,
+            "snappy" => CompressionType::Snappy,
+            "lz4" => CompressionType::Lz4,
+            "zstd" => CompressionType::Zstd,
+            _ => return None,
+        })
+    }
+
+    /// The codec id in a batch's attributes (`None` for `producer`: any).
+    pub fn codec(self) -> Option<u8> {
+        match self {
+            CompressionType::Producer => None,
+            CompressionType::Uncompressed => Some(0),
+            CompressionType::Gzip => Some(1),
+            CompressionType::Snappy => Some(2),
+            CompressionType::Lz4 => Some(3),
+            CompressionType::Zstd => Some(4),
+        }
+    }
 }
 
 /// `message.timestamp.type`.
@@ -52,6 +94,7 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             timestamp_before_max_ms: None,
             timestamp_after_max_ms: None,
+            compression: CompressionType::Producer,
         }
     }
 }

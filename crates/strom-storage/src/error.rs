@@ -13,6 +13,8 @@ pub enum LogError {
     TooLarge { size: usize, max: usize },
     #[error("empty append")]
     Empty,
+    #[error("cannot re-encode a batch in the topic's compression.type: {0}")]
+    Recompress(String),
     #[error("record timestamp {timestamp} is {reason} the append at {now_ms} allows")]
     InvalidTimestamp { timestamp: i64, now_ms: i64, reason: &'static str },
     #[error("follower batch at offset {got} does not continue the log at {expected}")]

@@ -15,8 +15,11 @@
 //! `recovery-point-offset-checkpoint`.
 //!
 //! **Architecture invariant:** stored batches are byte-for-byte the producer's, except the base
-//! offset and partition leader epoch, which sit outside the CRC. Nothing here re-encodes or
-//! decompresses on the append or read path.
+//! offset and partition leader epoch, which sit outside the CRC, and except where the topic
+//! asks otherwise: `message.timestamp.type=LogAppendTime` rewrites the header through its
+//! timestamps, and a `compression.type` other than `producer` re-encodes a batch sent in
+//! another codec (the one place the append path decodes records; counted in
+//! `AppendInfo::recompressed_batches`). The read path never re-encodes.
 //!
 //! **Architecture invariant:** everything below the recovery point has been fsync'd; recovery
 //! validates everything above it and cuts only a torn or corrupt tail of the last segment.
@@ -29,6 +32,6 @@ mod index;
 pub mod log;
 mod segment;
 
-pub use config::{LogConfig, TimestampType};
+pub use config::{CompressionType, LogConfig, TimestampType};
 pub use error::LogError;
 pub use log::{sync_file, AppendInfo, Log, ReadResult, RecoveryReport, SealedSync};

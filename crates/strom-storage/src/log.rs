@@ -16,7 +16,7 @@ use strom_protocol::batch::{self, BatchView};
 
 use crate::checkpoint;
 use crate::segment::{BatchMeta, BatchParts, Segment};
-use crate::{LogConfig, LogError, TimestampType};
+use crate::{CompressionType, LogConfig, LogError, TimestampType};
 
 const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 /// Two iovecs per batch must stay under Linux's IOV_MAX (1024).
@@ -31,6 +31,8 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
     /// The time the leader stamped on the batches (LogAppendTime), else -1.
     pub log_append_time_ms: i64,
+    /// Batches the leader re-encoded into the topic's `compression.type`.
+    pub recompressed_batches: u64,
     pub records: i64,
     pub bytes: u64,
 }
@@ -250,7 +252,17 @@ impl Log {
     /// stamps `leader_epoch` (and, with LogAppendTime, `now_ms` as the batch timestamp). All or
     /// nothing: one bad batch refuses the whole append before anything is written.
     pub fn append_as_leader(&mut self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, LogError> {
-        let views = self.validate(batches)?;
+        let mut views = self.validate(batches)?;
+        let recompressed;
+        let mut recompressed_batches = 0;
+        if let Some(codec) = self.config.compression.codec() {
+            if views.iter().any(|v| v.compression() != codec) {
+                let (bytes, n) = recompress(&views, self.config.compression)?;
+                recompressed = bytes;
+                recompressed_batches = n;
+                views = self.validate(&recompressed)?;
+            }
+        }
         let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
         if !log_append_time {
             for v in &views {
@@ -302,6 +314,7 @@ impl Log {
         if log_append_time {
             info.log_append_time_ms = now_ms;
         }
+        info.recompressed_batches = recompressed_batches;
         Ok(info)
     }
 
@@ -422,6 +435,7 @@ impl Log {
             last_offset: last.last_offset,
             max_timestamp: metas.iter().map(|m| m.max_timestamp).max().unwrap_or(-1),
             log_append_time_ms: -1,
+            recompressed_batches: 0,
             records,
             bytes: metas.iter().map(|m| m.size).sum(),
         })
@@ -802,6 +816,38 @@ impl Log {
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(|e| LogError::io(&dir, e))
     }
+}
+
+/// `views` with every batch not already in `target`'s codec decoded and encoded again in it
+/// (kafka-protocol's codecs; keys, values, headers, timestamps, producer id, epoch and
+/// sequences kept). Returns the new bytes and how many batches were re-encoded.
+fn recompress(views: &[BatchView<'_>], target: CompressionType) -> Result<(Vec<u8>, u64), LogError> {
+    use strom_protocol::kafka_protocol::records::{
+        Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    };
+    let compression = match target {
+        CompressionType::Producer | CompressionType::Uncompressed => Compression::None,
+        CompressionType::Gzip => Compression::Gzip,
+        CompressionType::Snappy => Compression::Snappy,
+        CompressionType::Lz4 => Compression::Lz4,
+        CompressionType::Zstd => Compression::Zstd,
+    };
+    let options = RecordEncodeOptions { version: 2, compression };
+    let mut out = bytes::BytesMut::new();
+    let mut n = 0;
+    for v in views {
+        if Some(v.compression()) == target.codec() {
+            out.extend_from_slice(v.bytes());
+            continue;
+        }
+        let mut buf = Bytes::copy_from_slice(v.bytes());
+        let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| LogError::Recompress(e.to_string()))?;
+        let records: Vec<_> = sets.into_iter().flat_map(|s| s.records).collect();
+        RecordBatchEncoder::encode(&mut out, records.iter(), &options)
+            .map_err(|e| LogError::Recompress(e.to_string()))?;
+        n += 1;
+    }
+    Ok((out.to_vec(), n))
 }
 
 /// The stored form of a batch's first bytes (see [`Log::append_as_leader`]).

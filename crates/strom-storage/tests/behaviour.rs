@@ -395,3 +395,60 @@ fn create_time_bounds_refuse_the_whole_append() {
     ));
     assert!(log.append_as_leader(&batch(4, 2, now - 59_000), 0, now).is_ok());
 }
+
+#[test]
+fn a_topic_codec_re_encodes_batches_sent_in_another_and_keeps_every_record() {
+    use bytes::Bytes;
+    use strom_protocol::batch::BatchView;
+    use strom_protocol::kafka_protocol::records::{
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    use strom_storage::CompressionType;
+    // An idempotent producer's gzip batch of three keyed records with a header.
+    let records: Vec<Record> = (0..3)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: 77,
+            producer_epoch: 2,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: 10 + i as i32,
+            timestamp: 1_000 + i,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("value {i} ").repeat(20))),
+            headers: [("h".into(), Some(Bytes::from_static(b"1")))].into_iter().collect(),
+        })
+        .collect();
+    let mut sent = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut sent,
+        records.iter(),
+        &RecordEncodeOptions { version: 2, compression: Compression::Gzip },
+    )
+    .unwrap();
+    for (target, codec) in [(CompressionType::Zstd, 4), (CompressionType::Uncompressed, 0), (CompressionType::Gzip, 1)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), LogConfig { compression: target, ..small_config() });
+        let info = log.append_as_leader(&sent, 3, 5_000).unwrap();
+        assert_eq!(info.recompressed_batches, u64::from(codec != 1), "{target:?}");
+        assert_eq!((info.first_offset, info.last_offset), (0, 2));
+        let stored = read_all(&log);
+        let v = BatchView::parse_validated(&stored).unwrap();
+        assert_eq!(v.compression(), codec, "{target:?}");
+        assert_eq!((v.producer_id(), v.producer_epoch(), v.base_sequence()), (77, 2, 10));
+        let got = RecordBatchDecoder::decode_all(&mut Bytes::from(stored)).unwrap().remove(0).records;
+        for (g, r) in got.iter().zip(&records) {
+            assert_eq!((&g.key, &g.value, g.timestamp, &g.headers), (&r.key, &r.value, r.timestamp, &r.headers));
+        }
+        assert_eq!(got.len(), 3);
+    }
+    // `producer` (the default) stores the gzip batch as sent.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    assert_eq!(log.append_as_leader(&sent, 3, 5_000).unwrap().recompressed_batches, 0);
+    assert_eq!(&read_all(&log)[16..], &sent[16..]);
+}

@@ -410,6 +410,7 @@ fn log_config(config: &NodeConfig) -> LogConfig {
         flush_interval_messages: d.flush_interval_messages,
         flush_interval_ms: d.flush_interval_ms,
         max_batch_bytes: config.message_max_bytes.max(0) as usize,
+        compression: d.compression,
         timestamp_type: if d.log_append_time { TimestampType::LogAppendTime } else { TimestampType::CreateTime },
         timestamp_before_max_ms: d.timestamp_before_max_ms,
         timestamp_after_max_ms: d.timestamp_after_max_ms,
@@ -432,7 +433,10 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
     let bound = |v: Option<u64>| v.map_or(i64::MAX.to_string(), |v| v.to_string());
     let topic_defaults: BTreeMap<String, (String, i8)> = [
         ("cleanup.policy", fixed("delete")),
-        ("compression.type", fixed("producer")),
+        (
+            "compression.type",
+            from("compression.type", config.raw.get("compression.type").unwrap_or("producer").to_string()),
+        ),
         ("delete.retention.ms", fixed("86400000")),
         ("file.delete.delay.ms", fixed("60000")),
         ("flush.messages", from("log.flush.interval.messages", d.flush_interval_messages.to_string())),

@@ -105,6 +105,9 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Pr
                     b.metrics.messages_in.get_or_create(&topic).inc_by(info.records.max(0) as u64);
                     o.base_offset = info.first_offset;
                     o.log_append_time_ms = info.log_append_time_ms;
+                    if info.recompressed_batches > 0 {
+                        b.metrics.recompressed_batches.inc_by(info.recompressed_batches);
+                    }
                     o.log_start_offset = appended.log_start_offset;
                     if req.acks == -1 {
                         o.wait_for = Some(AckWait {

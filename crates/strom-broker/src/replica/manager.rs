@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use strom_metadata::image::MetadataImage;
-use strom_storage::{Log, LogConfig, TimestampType};
+use strom_storage::{CompressionType, Log, LogConfig, TimestampType};
 use tokio::sync::Notify;
 
 use super::{Partition, ReplicaError, ReplicaRole, TopicPartition};
@@ -99,6 +99,9 @@ impl ReplicaManager {
         }
         if let Some(v) = num("max.message.bytes") {
             c.max_batch_bytes = v.max(0) as usize;
+        }
+        if let Some(codec) = over.get("compression.type").and_then(|v| CompressionType::parse(v)) {
+            c.compression = codec;
         }
         match over.get("message.timestamp.type").map(String::as_str) {
             Some("LogAppendTime") => c.timestamp_type = TimestampType::LogAppendTime,

@@ -90,6 +90,7 @@ fn log_error_code(e: &LogError) -> i16 {
         LogError::TooLarge { .. } => 10,         // MESSAGE_TOO_LARGE
         LogError::Empty => 87,                   // INVALID_RECORD
         LogError::InvalidTimestamp { .. } => 32, // INVALID_TIMESTAMP
+        LogError::Recompress(_) => 2,            // CORRUPT_MESSAGE: its records cannot be read
         LogError::NotContiguous { .. } => 2,
         LogError::OffsetOutOfRange { .. } => 1,
     }

@@ -511,6 +511,7 @@ impl Partition {
                             last_offset,
                             max_timestamp: -1,
                             log_append_time_ms: -1,
+                            recompressed_batches: 0,
                             records: 0,
                             bytes: 0,
                         };

@@ -47,6 +47,11 @@ pub const KEYS: &[KeyDef] = &[
     key("auto.leader.rebalance.enable", Some("true"), "Move leadership back to preferred replicas."),
     key("log.segment.bytes", Some("1073741824"), "Roll a segment at this size."),
     key(
+        "compression.type",
+        Some("producer"),
+        "Codec of stored batches: producer (as sent), uncompressed, gzip, snappy, lz4 or zstd.",
+    ),
+    key(
         "log.message.timestamp.type",
         Some("CreateTime"),
         "CreateTime (store the producer's timestamps) or LogAppendTime (the leader's clock).",
@@ -137,10 +142,9 @@ pub const REFUSED_UNTIL_IMPLEMENTED: &[&str] = &[
     "replica.fetch.response.max.bytes",
     "leader.replication.throttled.rate",
     "follower.replication.throttled.rate",
-    // Compaction, recompression.
+    // Compaction.
     "log.cleaner.",
     "log.cleanup.policy",
-    "compression.type",
     // Deprecated by the before/after keys (KIP-937), which Strom implements.
     "log.message.timestamp.difference.max.ms",
     // Transactions (the state topic's replication settings stay accepted: see
@@ -158,11 +162,8 @@ pub const REFUSED_UNTIL_IMPLEMENTED: &[&str] = &[
 
 /// Values of refused keys that ask for exactly what Strom does (no protection, no feature):
 /// they are accepted.
-const REFUSED_KEY_HARMLESS_VALUES: &[(&str, &str)] = &[
-    ("security.inter.broker.protocol", "PLAINTEXT"),
-    ("compression.type", "producer"),
-    ("log.cleanup.policy", "delete"),
-];
+const REFUSED_KEY_HARMLESS_VALUES: &[(&str, &str)] =
+    &[("security.inter.broker.protocol", "PLAINTEXT"), ("log.cleanup.policy", "delete")];
 
 /// True when setting `name` to `value` must be refused: the key is in
 /// [`REFUSED_UNTIL_IMPLEMENTED`], not accepted without effect, and the value is not one

@@ -176,6 +176,8 @@ pub struct LogDefaults {
     pub index_interval_bytes: u64,
     pub flush_interval_messages: u64,
     pub flush_interval_ms: Option<u64>,
+    /// `compression.type`: the codec stored batches have (`Producer`: as sent).
+    pub compression: strom_storage::CompressionType,
     /// `log.message.timestamp.type` is LogAppendTime.
     pub log_append_time: bool,
     /// `log.message.timestamp.before.max.ms` (`None`: Long.MAX_VALUE, no bound).
@@ -351,6 +353,10 @@ impl NodeConfig {
                 Some(_) => Some(int_at_least(r, "log.flush.interval.ms", 0)?),
                 None => None,
             },
+            compression: strom_storage::CompressionType::parse(r.get("compression.type").unwrap_or("producer"))
+                .ok_or_else(|| {
+                    bad(r, "compression.type", "expected producer, uncompressed, gzip, snappy, lz4 or zstd")
+                })?,
             log_append_time: match r.get("log.message.timestamp.type").map(str::trim) {
                 Some("LogAppendTime") => true,
                 Some("CreateTime") | None => false,

@@ -260,7 +260,6 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         "listener.name.sasl_ssl.plain.sasl.jaas.config=x",
         "log.cleaner.threads=2",
         "log.cleanup.policy=compact",
-        "compression.type=zstd",
         "transaction.max.timeout.ms=60000",
         "offsets.retention.minutes=60",
         "quota.window.num=11",
@@ -277,6 +276,7 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
     ov(&[
         "security.inter.broker.protocol=PLAINTEXT",
         "compression.type=producer",
+        "compression.type=zstd",
         "log.cleanup.policy=delete",
         "transaction.state.log.replication.factor=1",
         "transaction.state.log.min.isr=1",

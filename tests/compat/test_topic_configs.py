@@ -1,9 +1,13 @@
-"""Broker-set timestamps and timestamp bounds (issue #19), as a librdkafka user sees them:
+"""Topic settings that change what is stored (issue #19), as a librdkafka user sees them:
 a LogAppendTime topic hands consumers the broker's clock with the LogAppendTime type; the
-CreateTime bounds refuse a record stamped too far from now with INVALID_TIMESTAMP; topic
-settings Strom does not implement yet are refused by name instead of stored and ignored."""
+CreateTime bounds refuse a record stamped too far from now with INVALID_TIMESTAMP; a topic
+codec (`compression.type`) is what the log holds whatever the producer sent; settings Strom
+does not implement yet are refused by name instead of stored and ignored."""
 
+import os
+import struct
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -91,8 +95,78 @@ def test_the_broker_default_bounds_apply_to_every_topic(node_factory):
     assert entry.source == 4, "STATIC_BROKER_CONFIG: the broker's setting, not a default"
 
 
-@pytest.mark.parametrize("key,value", [("cleanup.policy", "compact"), ("cleanup.policy", "compact,delete"),
-                                       ("compression.type", "gzip")])
+def stored_codecs(node, topic):
+    """The codec of every batch in the partition's first segment, read from disk."""
+    path = os.path.join(node.data_dir, "data", f"{topic}-0", "00000000000000000000.log")
+    with open(path, "rb") as f:
+        data = f.read()
+    codecs, pos = [], 0
+    while pos + 23 <= len(data):
+        (length,) = struct.unpack_from(">i", data, pos + 8)
+        (attributes,) = struct.unpack_from(">h", data, pos + 21)
+        codecs.append(attributes & 0x07)
+        pos += 12 + length
+    return codecs
+
+
+def recompressed_total(node):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=5).read().decode()
+    line = next(ln for ln in text.splitlines() if ln.startswith("strom_broker_recompressed_batches_total"))
+    return float(line.split()[-1])
+
+
+def produce_many(node, topic, n, codec):
+    p = Producer({"bootstrap.servers": node.bootstrap, "acks": "all", "compression.type": codec, "linger.ms": 5})
+    for i in range(n):
+        p.produce(topic, key=f"k{i}".encode(), value=f"value-{i}".encode() * 8)
+    assert p.flush(30) == 0
+
+
+def consume_values(node, topic, n):
+    c = Consumer({"bootstrap.servers": node.bootstrap, "group.id": f"codec-{uuid.uuid4()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    got = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(got) < n and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+    finally:
+        c.close()
+    return got
+
+
+@pytest.mark.parametrize("producer_codec,topic_codec,stored", [("none", "gzip", 1), ("lz4", "zstd", 4),
+                                                               ("snappy", "uncompressed", 0), ("gzip", "gzip", 1)])
+def test_the_topic_codec_is_what_the_log_holds(node, producer_codec, topic_codec, stored):
+    topic = "codec-" + uuid.uuid4().hex[:8]
+    assert create(node, topic, {"compression.type": topic_codec}) is None
+    before = recompressed_total(node)
+    produce_many(node, topic, 200, producer_codec)
+    assert consume_values(node, topic, 200) == [f"value-{i}".encode() * 8 for i in range(200)]
+    codecs = stored_codecs(node, topic)
+    assert codecs and set(codecs) == {stored}, codecs
+    if producer_codec == topic_codec:
+        assert recompressed_total(node) == before, "a batch already in the topic's codec is stored as sent"
+    else:
+        assert recompressed_total(node) >= before + len(codecs)
+
+
+def test_the_broker_codec_is_every_topics_default(node_factory):
+    n = node_factory(["compression.type=zstd"]).start()
+    topic = "bcodec-" + uuid.uuid4().hex[:8]
+    assert create(n, topic, {}) is None
+    produce_many(n, topic, 50, "none")
+    assert set(stored_codecs(n, topic)) == {4}
+    admin = AdminClient({"bootstrap.servers": n.bootstrap})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    entry = admin.describe_configs([res])[res].result(15)["compression.type"]
+    assert (entry.value, entry.source) == ("zstd", 4)
+
+
+@pytest.mark.parametrize("key,value", [("cleanup.policy", "compact"), ("cleanup.policy", "compact,delete")])
 def test_a_topic_setting_strom_does_not_implement_is_refused_by_name(node, key, value):
     topic = "refused-" + uuid.uuid4().hex[:8]
     refused = create(node, topic, {key: value})
