@@ -131,6 +131,25 @@ impl<'a> BatchView<'a> {
         Ok(v)
     }
 
+    /// [`parse`](Self::parse) plus the CRC-32C and a record count a compacted batch may have
+    /// (at most `lastOffsetDelta + 1`: the cleaner removes records but keeps offsets): what a
+    /// stored or replicated batch must pass. A producer's batch must pass
+    /// [`parse_validated`](Self::parse_validated).
+    pub fn parse_stored(buf: &'a [u8]) -> Result<BatchView<'a>, BatchError> {
+        let v = Self::parse(buf)?;
+        let computed = crc32c::crc32c(&v.bytes[CRC_START..]);
+        if computed != v.crc() {
+            return Err(BatchError::CrcMismatch { stored: v.crc(), computed });
+        }
+        if v.records_count() < 1 || v.last_offset_delta() < v.records_count() - 1 {
+            return Err(BatchError::BadRecordCount {
+                count: v.records_count(),
+                last_offset_delta: v.last_offset_delta(),
+            });
+        }
+        Ok(v)
+    }
+
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }

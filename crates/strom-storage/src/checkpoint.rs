@@ -49,6 +49,18 @@ pub fn write_leader_epochs(dir: &Path, epochs: &[(i32, i64)]) -> Result<(), LogE
     write(dir, LEADER_EPOCH_FILE, &lines)
 }
 
+/// Strom's own: offsets below this one may have holes (cleaned, or replicated from a cleaned
+/// leader); at and above it a log is dense, which recovery checks.
+pub const SPARSE_BELOW_FILE: &str = "sparse-below-offset-checkpoint";
+
+pub fn read_sparse_below(dir: &Path) -> Option<i64> {
+    read(dir, SPARSE_BELOW_FILE)?.first()?.parse().ok()
+}
+
+pub fn write_sparse_below(dir: &Path, offset: i64) -> Result<(), LogError> {
+    write(dir, SPARSE_BELOW_FILE, &[offset.to_string()])
+}
+
 pub fn read_recovery_point(dir: &Path) -> Option<i64> {
     read(dir, RECOVERY_POINT_FILE)?.first()?.parse().ok()
 }

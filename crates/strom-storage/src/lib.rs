@@ -6,6 +6,8 @@
 //! - `segment`: one `.log` file with its sparse `.index` and `.timeindex`.
 //! - `index`: the sparse offset and time indexes (in memory, persisted on flush and roll).
 //! - `checkpoint`: the leader-epoch and recovery-point checkpoint files.
+//! - [`cleaner`]: log compaction (`Log::clean`): latest record per key in sealed segments,
+//!   offsets kept, each cleaned segment swapped in atomically.
 //! - [`durable`]: replacing a file atomically and durably; every such file of every crate is
 //!   written through it.
 //! - [`error`]: [`LogError`], every failure (the broker maps them to Kafka error codes).
@@ -23,8 +25,13 @@
 //!
 //! **Architecture invariant:** everything below the recovery point has been fsync'd; recovery
 //! validates everything above it and cuts only a torn or corrupt tail of the last segment.
+//!
+//! **Architecture invariant:** offsets only grow: densely within what a producer sent, with
+//! holes where the cleaner removed records (a compacted log is sparse; a read of a removed
+//! offset returns the next batch).
 
 mod checkpoint;
+pub mod cleaner;
 mod config;
 pub mod durable;
 pub mod error;
@@ -32,6 +39,7 @@ mod index;
 pub mod log;
 mod segment;
 
+pub use cleaner::{CleanOptions, CleanStats};
 pub use config::{CompressionType, LogConfig, TimestampType};
 pub use error::LogError;
 pub use log::{sync_file, AppendInfo, Log, ReadResult, RecoveryReport, SealedSync};

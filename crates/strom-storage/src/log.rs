@@ -59,11 +59,14 @@ pub struct RecoveryReport {
 }
 
 pub struct Log {
-    dir: PathBuf,
-    config: LogConfig,
-    segments: BTreeMap<i64, Segment>,
-    log_start_offset: i64,
-    next_offset: i64,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    pub(crate) segments: BTreeMap<i64, Segment>,
+    pub(crate) log_start_offset: i64,
+    pub(crate) next_offset: i64,
+    /// Offsets below this may have holes (checkpoint `sparse-below-offset-checkpoint`): the
+    /// cleaner removed records there, or a follower fetched them from a cleaned leader.
+    pub(crate) sparse_below: i64,
     recovery_point: i64,
     /// (leader epoch, first offset written in it), ascending.
     epochs: Vec<(i32, i64)>,
@@ -102,12 +105,15 @@ impl Log {
                 if let Ok(base) = stem.parse::<i64>() {
                     bases.push(base);
                 }
-            } else if name.ends_with(".tmp") {
+            } else if name.ends_with(".tmp") || name.ends_with(crate::cleaner::CLEANED_SUFFIX) {
+                // A replacement not completed (a checkpoint, or a cleaning): the original
+                // file is intact.
                 let _ = std::fs::remove_file(dir.join(name.as_ref()));
             }
         }
         bases.sort_unstable();
         let recovery_point = if clean { i64::MAX } else { checkpoint::read_recovery_point(dir).unwrap_or(-1) };
+        let sparse_below = checkpoint::read_sparse_below(dir).unwrap_or(-1);
         let mut report = RecoveryReport { clean_shutdown: clean, segments: bases.len(), ..Default::default() };
         let mut segments = BTreeMap::new();
         let mut scanned_epochs: Vec<(i32, i64)> = Vec::new();
@@ -125,7 +131,7 @@ impl Log {
                         scanned_epochs.push((m.leader_epoch, m.base_offset));
                     }
                 };
-                let (n, stop) = seg.recover(&mut on_batch)?;
+                let (n, stop) = seg.recover(&mut on_batch, sparse_below)?;
                 report.batches_scanned += n;
                 if let Some(stop) = stop {
                     if !last {
@@ -150,7 +156,9 @@ impl Log {
                 }
                 if let Some(prev) = segments.values().last() {
                     let prev: &Segment = prev;
-                    if seg.size > 0 && prev.next_offset != base {
+                    // A compacted segment may end before the next one's base (its last
+                    // records removed), never after it.
+                    if seg.size > 0 && (prev.next_offset > base || (prev.next_offset < base && base > sparse_below)) {
                         return Err(LogError::Corrupt {
                             segment: seg.log_path.display().to_string(),
                             position: 0,
@@ -195,6 +203,7 @@ impl Log {
             segments,
             log_start_offset,
             next_offset,
+            sparse_below,
             recovery_point: 0,
             epochs,
             unflushed_messages: 0,
@@ -352,17 +361,27 @@ impl Log {
     }
 
     /// Appends batches that already carry offsets and epochs (the follower path): they must
-    /// continue the log exactly at the LEO.
+    /// continue the log at the LEO: the first at it or, past records a compacted leader
+    /// removed, after it; never before it.
     pub fn append_as_follower(&mut self, batches: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
-        let views = self.validate(batches)?;
+        let views = self.validate_stored(batches)?;
         let mut expected = self.next_offset;
         let mut metas = Vec::with_capacity(views.len());
+        let mut sparse_below = self.sparse_below;
         for v in &views {
-            if v.base_offset() != expected {
+            if v.base_offset() < expected {
                 return Err(LogError::NotContiguous { expected, got: v.base_offset() });
+            }
+            if v.base_offset() > expected {
+                sparse_below = sparse_below.max(v.base_offset());
             }
             metas.push(BatchMeta::of(v, 0));
             expected = v.last_offset() + 1;
+        }
+        // Holes from a compacted leader are recorded before they are written, so recovery
+        // takes them for compaction, not corruption.
+        if sparse_below > self.sparse_below {
+            self.set_sparse_below(sparse_below)?;
         }
         // Epochs first (the checkpoint only grows), then the bytes, as they came.
         for m in &metas {
@@ -379,14 +398,35 @@ impl Log {
         self.after_append(&metas)
     }
 
+    /// Offsets below `offset` may have holes from now on (checkpointed first).
+    pub(crate) fn set_sparse_below(&mut self, offset: i64) -> Result<(), LogError> {
+        checkpoint::write_sparse_below(&self.dir, offset)?;
+        self.sparse_below = offset;
+        Ok(())
+    }
+
+    /// A producer's batches: dense offsets within each batch.
     fn validate<'a>(&self, batches: &'a [u8]) -> Result<Vec<BatchView<'a>>, LogError> {
+        self.validate_with(batches, BatchView::parse_validated)
+    }
+
+    /// Replicated batches: they may be compacted (fewer records than offsets).
+    fn validate_stored<'a>(&self, batches: &'a [u8]) -> Result<Vec<BatchView<'a>>, LogError> {
+        self.validate_with(batches, BatchView::parse_stored)
+    }
+
+    fn validate_with<'a>(
+        &self,
+        batches: &'a [u8],
+        parse: fn(&'a [u8]) -> Result<BatchView<'a>, batch::BatchError>,
+    ) -> Result<Vec<BatchView<'a>>, LogError> {
         if batches.is_empty() {
             return Err(LogError::Empty);
         }
         let mut views = Vec::new();
         let mut rest = batches;
         while !rest.is_empty() {
-            let v = BatchView::parse_validated(rest)?;
+            let v = parse(rest)?;
             if v.size() > self.config.max_batch_bytes {
                 return Err(LogError::TooLarge { size: v.size(), max: self.config.max_batch_bytes });
             }
@@ -482,6 +522,9 @@ impl Log {
     /// segment in the background). The segment is listed as unsynced until
     /// [`Self::sealed_to_sync`] / [`Self::sealed_synced`] or [`Self::flush`] make it durable.
     pub fn roll(&mut self) -> Result<(), LogError> {
+        if self.active().size == 0 {
+            return Ok(()); // nothing to seal
+        }
         let next = self.next_offset;
         let closed = self.active().base_offset;
         self.active().finish(false)?;

@@ -262,9 +262,15 @@ impl Segment {
         Ok(true)
     }
 
-    /// Scans the whole file, validating every batch (CRC, contiguity), rebuilding indexes.
+    /// Scans the whole file, validating every batch (CRC, growing offsets), rebuilding indexes.
     /// Returns the batches kept and where and why the scan stopped early, if it did.
-    pub fn recover(&mut self, on_batch: &mut dyn FnMut(&BatchMeta)) -> Result<(u64, Option<ScanStop>), LogError> {
+    /// Batches must follow each other densely, except that a batch starting at or below
+    /// `sparse_below` may follow a hole (compaction).
+    pub fn recover(
+        &mut self,
+        on_batch: &mut dyn FnMut(&BatchMeta),
+        sparse_below: i64,
+    ) -> Result<(u64, Option<ScanStop>), LogError> {
         self.index.offsets.clear();
         self.index.times.clear();
         self.index.truncate_to_position(0);
@@ -304,12 +310,14 @@ impl Segment {
             }
             let slice = &buf[(pos - buf_start) as usize..];
             let stop = |reason: String| Ok((batches, Some(ScanStop { position: pos, reason })));
-            let v = match BatchView::parse_validated(slice) {
+            let v = match BatchView::parse_stored(slice) {
                 Ok(v) => v,
                 Err(e) => return stop(e.to_string()),
             };
             let meta = BatchMeta::of(&v, pos);
-            if meta.base_offset != self.next_offset {
+            // Offsets only grow, densely but where a compacted region allows holes.
+            let hole_allowed = meta.base_offset <= sparse_below;
+            if meta.base_offset < self.next_offset || (meta.base_offset > self.next_offset && !hole_allowed) {
                 return stop(format!("batch offset {} does not follow {}", meta.base_offset, self.next_offset - 1));
             }
             self.track(&meta, pos);
@@ -319,6 +327,21 @@ impl Segment {
             pos += meta.size;
         }
         Ok((batches, None))
+    }
+
+    /// The segment's file was replaced (a cleaning, see `cleaner.rs`): learn its batches anew
+    /// by scanning it, and write its indexes.
+    pub fn reload_after_replace(&mut self, sparse_below: i64) -> Result<(), LogError> {
+        self.size = std::fs::metadata(&self.log_path).map_err(|e| self.io(e))?.len();
+        let (_, stop) = self.recover(&mut |_| {}, sparse_below)?;
+        if let Some(stop) = stop {
+            return Err(LogError::Corrupt {
+                segment: self.log_path.display().to_string(),
+                position: stop.position,
+                reason: format!("a cleaned segment does not read back: {}", stop.reason),
+            });
+        }
+        self.finish(true)
     }
 
     /// Cuts the file at `position` (a batch boundary) and forgets what was after it.
