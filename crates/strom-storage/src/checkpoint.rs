@@ -61,6 +61,17 @@ pub fn write_sparse_below(dir: &Path, offset: i64) -> Result<(), LogError> {
     write(dir, SPARSE_BELOW_FILE, &[offset.to_string()])
 }
 
+/// Kafka's cleaner checkpoint, per partition here: the offset below which the log is clean.
+pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+
+pub fn read_cleaned_below(dir: &Path) -> Option<i64> {
+    read(dir, CLEANER_CHECKPOINT_FILE)?.first()?.parse().ok()
+}
+
+pub fn write_cleaned_below(dir: &Path, offset: i64) -> Result<(), LogError> {
+    write(dir, CLEANER_CHECKPOINT_FILE, &[offset.to_string()])
+}
+
 pub fn read_recovery_point(dir: &Path) -> Option<i64> {
     read(dir, RECOVERY_POINT_FILE)?.first()?.parse().ok()
 }

@@ -15,6 +15,14 @@
 //! - Records without a key are kept (a compacted topic refuses them at produce; older data
 //!   may have them).
 //!
+//! **Lock rule:** a cleaning never holds the log while it reads or writes data. Under the log
+//! lock [`Log::plan_clean`] lists the sealed segments to clean; off the lock
+//! [`CleanPlan::prepare`] reads them (at most `io_max_bytes_per_second`) and writes the
+//! cleaned files; under the lock again [`Log::install_clean`] swaps them in, unless a
+//! truncation ran meanwhile or a planned segment is gone or changed (then the work is
+//! dropped and done again later). Sealed segments change only by truncation, retention or
+//! cleaning, so what was read is what is replaced.
+//!
 //! **Crash rule:** before the first segment is replaced, the log's sparse-below checkpoint is
 //! moved to the active segment's base (recovery accepts holes only below it, and keeps
 //! checking density above). A segment is replaced by writing `<segment>.log.cleaned` beside it and
@@ -25,6 +33,9 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use strom_protocol::batch::{self, BatchView, LOG_APPEND_TIME_FLAG};
@@ -47,6 +58,22 @@ pub struct CleanOptions {
     pub now_ms: i64,
     /// `delete.retention.ms`: how long a tombstone outlives the value it deletes.
     pub delete_retention_ms: u64,
+    /// `min.compaction.lag.ms`: a segment is cleaned only once its newest record is this old.
+    pub min_compaction_lag_ms: u64,
+    /// `log.cleaner.io.max.bytes.per.second` (`None`: unthrottled).
+    pub io_max_bytes_per_second: Option<u64>,
+}
+
+impl CleanOptions {
+    /// Cleaning now, with Kafka's defaults otherwise.
+    pub fn at(now_ms: i64) -> Self {
+        CleanOptions {
+            now_ms,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            io_max_bytes_per_second: None,
+        }
+    }
 }
 
 /// What a cleaning did.
@@ -58,37 +85,146 @@ pub struct CleanStats {
     pub records_removed: u64,
 }
 
+/// A segment to clean, as it was when planned.
+#[derive(Debug, Clone)]
+struct Planned {
+    base: i64,
+    path: PathBuf,
+    size: u64,
+}
+
+/// Sealed segments to clean, listed under the log lock ([`Log::plan_clean`]).
+#[derive(Debug)]
+pub struct CleanPlan {
+    segments: Vec<Planned>,
+    active_base: i64,
+    truncations: u64,
+    opts: CleanOptions,
+}
+
+/// Cleaned files written beside their segments, to be swapped in ([`Log::install_clean`]).
+#[derive(Debug)]
+pub struct PreparedClean {
+    /// (planned segment, cleaned file) for each segment that changes.
+    replacements: Vec<(Planned, PathBuf)>,
+    active_base: i64,
+    truncations: u64,
+    stats: CleanStats,
+}
+
 impl Log {
-    /// Compacts the sealed segments (the module's rules). Runs under the caller's exclusive
-    /// borrow of the log: appends wait while a cleaning runs.
-    pub fn clean(&mut self, opts: CleanOptions) -> Result<CleanStats, LogError> {
-        let mut stats = CleanStats::default();
-        let sealed: Vec<i64> = self.segments.keys().rev().skip(1).rev().copied().collect();
-        if sealed.is_empty() {
-            return Ok(stats);
+    /// The sealed segments old enough to clean (`min_compaction_lag_ms`), oldest first; `None`
+    /// when there are none. Cheap: call it under the log lock.
+    pub fn plan_clean(&self, opts: CleanOptions) -> Option<CleanPlan> {
+        let active_base = *self.segments.keys().next_back()?;
+        let lag = opts.min_compaction_lag_ms.min(i64::MAX as u64) as i64;
+        let segments: Vec<Planned> = self
+            .segments
+            .values()
+            .take_while(|s| s.base_offset < active_base && s.max_timestamp <= opts.now_ms.saturating_sub(lag))
+            .map(|s| Planned { base: s.base_offset, path: s.log_path.clone(), size: s.size })
+            .collect();
+        if segments.is_empty() {
+            return None;
         }
-        // Pass 1: the latest offset of every key in the sealed segments.
+        // Only what the plan covers becomes clean; later sealed segments stay dirty.
+        let end = self.segments.range(segments.last()?.base + 1..).next().map_or(active_base, |(b, _)| *b);
+        Some(CleanPlan { segments, active_base: end, truncations: self.truncations, opts })
+    }
+
+    /// Bytes of sealed segments at or past the cleaner checkpoint, and of all sealed segments:
+    /// the dirty ratio is their quotient (`min.cleanable.dirty.ratio`).
+    pub fn dirty_bytes(&self) -> (u64, u64) {
+        let active_base = self.segments.keys().next_back().copied().unwrap_or(0);
+        let sealed = self.segments.values().filter(|s| s.base_offset < active_base);
+        sealed.fold((0, 0), |(dirty, all), s| {
+            (dirty + if s.base_offset >= self.cleaned_below { s.size } else { 0 }, all + s.size)
+        })
+    }
+
+    /// Swaps the prepared files in (the module's lock and crash rules). Returns what changed;
+    /// nothing when the log changed under the plan (the files are removed).
+    pub fn install_clean(&mut self, prepared: PreparedClean) -> Result<CleanStats, LogError> {
+        let unchanged = prepared.truncations == self.truncations
+            && prepared
+                .replacements
+                .iter()
+                .all(|(p, _)| self.segments.get(&p.base).is_some_and(|s| s.size == p.size && s.log_path == p.path));
+        if !unchanged {
+            for (_, cleaned) in &prepared.replacements {
+                let _ = std::fs::remove_file(cleaned);
+            }
+            tracing::debug!(dir = %self.dir.display(), "cleaning dropped: the log changed meanwhile");
+            return Ok(CleanStats::default());
+        }
+        // Holes are about to appear below the cleaned end: say so before the first swap.
+        if !prepared.replacements.is_empty() && self.sparse_below < prepared.active_base {
+            self.set_sparse_below(prepared.active_base)?;
+        }
+        for (p, cleaned) in &prepared.replacements {
+            self.replace_segment(p.base, cleaned)?;
+        }
+        if self.cleaned_below < prepared.active_base {
+            crate::checkpoint::write_cleaned_below(&self.dir, prepared.active_base)?;
+            self.cleaned_below = prepared.active_base;
+        }
+        if prepared.stats.segments_rewritten > 0 {
+            tracing::info!(dir = %self.dir.display(), stats = ?prepared.stats, "log cleaned");
+        }
+        Ok(prepared.stats)
+    }
+
+    /// Plans, prepares and installs a cleaning in one call (holding the log throughout).
+    pub fn clean(&mut self, opts: CleanOptions) -> Result<CleanStats, LogError> {
+        match self.plan_clean(opts) {
+            None => Ok(CleanStats::default()),
+            Some(plan) => {
+                let prepared = plan.prepare()?;
+                self.install_clean(prepared)
+            }
+        }
+    }
+
+    /// Replaces segment `base`'s file with `cleaned` (the module's crash rule).
+    fn replace_segment(&mut self, base: i64, cleaned: &Path) -> Result<(), LogError> {
+        let sparse_below = self.sparse_below;
+        let dir = self.dir.clone();
+        let Some(seg) = self.segments.get_mut(&base) else { return Ok(()) };
+        seg.index.delete_files();
+        durable::sync_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
+        std::fs::rename(cleaned, &seg.log_path).map_err(|e| LogError::io(&seg.log_path, e))?;
+        durable::sync_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
+        seg.reload_after_replace(sparse_below)
+    }
+}
+
+impl CleanPlan {
+    /// Reads the planned segments and writes a cleaned file beside each one that changes. No
+    /// log lock is needed (the module's lock rule); run it off the async runtime.
+    pub fn prepare(self) -> Result<PreparedClean, LogError> {
+        let mut throttle = Throttle::new(self.opts.io_max_bytes_per_second);
+        let mut stats = CleanStats::default();
+        // Pass 1: the latest offset of every key in the planned segments.
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
-        for base in &sealed {
-            self.for_each_batch(*base, |_, records| {
+        for p in &self.segments {
+            for_each_batch(p, &mut throttle, |_, records| {
                 for r in records {
                     if let Some(k) = &r.key {
                         latest.insert(k.clone(), r.offset);
                     }
                 }
+                Ok(())
             })?;
         }
-        // Holes are about to appear below the active segment: say so before the first swap.
-        let active_base = self.segments.keys().next_back().copied().unwrap_or(0);
-        let mut sparse_recorded = self.sparse_below >= active_base;
-        // Pass 2: rewrite each sealed segment that holds a superseded record or an old tombstone.
-        for base in sealed {
+        // Pass 2: each segment that holds a superseded record or an old tombstone, rewritten.
+        let mut replacements = Vec::new();
+        for p in &self.segments {
             let mut out: Vec<u8> = Vec::new();
             let mut removed = 0u64;
-            let mut read = 0u64;
-            self.try_for_each_batch(base, |v, records| {
-                read += v.size() as u64;
-                let tombstone_expired = v.max_timestamp().saturating_add(opts.delete_retention_ms as i64) < opts.now_ms;
+            for_each_batch(p, &mut throttle, |v, records| {
+                let tombstone_expired =
+                    v.max_timestamp().saturating_add(self.opts.delete_retention_ms.min(i64::MAX as u64) as i64)
+                        < self.opts.now_ms;
                 let keep = |r: &Record| {
                     let latest_of_key = r.key.as_ref().is_none_or(|k| latest.get(k) == Some(&r.offset));
                     latest_of_key && !(r.value.is_none() && tombstone_expired)
@@ -102,93 +238,93 @@ impl Log {
                 }
                 Ok(())
             })?;
-            stats.bytes_read += read;
+            stats.bytes_read += p.size;
             if removed == 0 {
                 continue;
             }
-            if !sparse_recorded {
-                self.set_sparse_below(active_base)?;
-                sparse_recorded = true;
-            }
-            self.replace_segment(base, &out)?;
+            let mut name = p.path.file_name().unwrap_or_default().to_os_string();
+            name.push(CLEANED_SUFFIX);
+            let cleaned = p.path.with_file_name(name);
+            let io = |e| LogError::io(&cleaned, e);
+            let mut f = std::fs::File::create(&cleaned).map_err(io)?;
+            f.write_all(&out).map_err(io)?;
+            f.sync_all().map_err(io)?;
             stats.segments_rewritten += 1;
             stats.bytes_written += out.len() as u64;
             stats.records_removed += removed;
+            replacements.push((p.clone(), cleaned));
         }
-        if stats.segments_rewritten > 0 {
-            tracing::info!(dir = %self.dir.display(), ?stats, "log cleaned");
+        Ok(PreparedClean { replacements, active_base: self.active_base, truncations: self.truncations, stats })
+    }
+}
+
+/// Calls `f` with every batch of the planned segment (up to its planned size) and its
+/// decoded records, reading the file by path in bounded chunks.
+fn for_each_batch(
+    p: &Planned,
+    throttle: &mut Throttle,
+    mut f: impl FnMut(&BatchView<'_>, &[Record]) -> Result<(), LogError>,
+) -> Result<(), LogError> {
+    let file = std::fs::File::open(&p.path).map_err(|e| LogError::io(&p.path, e))?;
+    let read = |pos: u64, len: usize| -> Result<Vec<u8>, LogError> {
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, pos).map_err(|e| LogError::io(&p.path, e))?;
+        Ok(buf)
+    };
+    let mut pos = 0u64;
+    while pos < p.size {
+        let mut chunk = read(pos, (CLEAN_READ_BYTES as u64).min(p.size - pos) as usize)?;
+        if let Some(Ok(claimed)) = batch::claimed_size(&chunk) {
+            if claimed > chunk.len() && pos + claimed as u64 <= p.size {
+                chunk = read(pos, claimed)?;
+            }
         }
-        Ok(stats)
+        throttle.took(chunk.len() as u64);
+        let mut rest: &[u8] = &chunk;
+        let mut advanced = 0u64;
+        while let Ok(v) = BatchView::parse(rest) {
+            let mut bytes = Bytes::copy_from_slice(v.bytes());
+            let records: Vec<Record> = RecordBatchDecoder::decode_all(&mut bytes)
+                .map_err(|e| LogError::Recompress(format!("cannot decode a batch to clean it: {e}")))?
+                .into_iter()
+                .flat_map(|s| s.records)
+                .collect();
+            f(&v, &records)?;
+            advanced += v.size() as u64;
+            rest = &rest[v.size()..];
+        }
+        if advanced == 0 {
+            return Err(LogError::Corrupt {
+                segment: p.path.display().to_string(),
+                position: pos,
+                reason: "unreadable batch while cleaning".into(),
+            });
+        }
+        pos += advanced;
+    }
+    Ok(())
+}
+
+/// `log.cleaner.io.max.bytes.per.second`: sleeps the cleaning thread so that what it has
+/// read since it started never runs ahead of the rate.
+struct Throttle {
+    rate: Option<u64>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn new(rate: Option<u64>) -> Self {
+        Throttle { rate: rate.filter(|r| *r > 0), started: Instant::now(), bytes: 0 }
     }
 
-    fn for_each_batch(&self, base: i64, mut f: impl FnMut(&BatchView<'_>, &[Record])) -> Result<(), LogError> {
-        self.try_for_each_batch(base, |v, r| {
-            f(v, r);
-            Ok(())
-        })
-    }
-
-    /// Calls `f` with every batch of segment `base` and its decoded records.
-    fn try_for_each_batch(
-        &self,
-        base: i64,
-        mut f: impl FnMut(&BatchView<'_>, &[Record]) -> Result<(), LogError>,
-    ) -> Result<(), LogError> {
-        let Some(seg) = self.segments.get(&base) else { return Ok(()) };
-        let reader = seg.reader()?;
-        let mut pos = 0u64;
-        while pos < seg.size {
-            let len = (CLEAN_READ_BYTES as u64).min(seg.size - pos) as usize;
-            let mut chunk = reader.read_at(pos, len)?;
-            if let Some(Ok(claimed)) = batch::claimed_size(&chunk) {
-                if claimed > chunk.len() {
-                    chunk = reader.read_at(pos, claimed)?;
-                }
-            }
-            let mut rest: &[u8] = &chunk;
-            let mut advanced = 0u64;
-            while let Ok(v) = BatchView::parse(rest) {
-                let mut bytes = Bytes::copy_from_slice(v.bytes());
-                let records: Vec<Record> = RecordBatchDecoder::decode_all(&mut bytes)
-                    .map_err(|e| LogError::Recompress(format!("cannot decode a batch to clean it: {e}")))?
-                    .into_iter()
-                    .flat_map(|s| s.records)
-                    .collect();
-                f(&v, &records)?;
-                advanced += v.size() as u64;
-                rest = &rest[v.size()..];
-            }
-            if advanced == 0 {
-                return Err(LogError::Corrupt {
-                    segment: seg.log_path.display().to_string(),
-                    position: pos,
-                    reason: "unreadable batch while cleaning".into(),
-                });
-            }
-            pos += advanced;
+    fn took(&mut self, n: u64) {
+        self.bytes += n;
+        let Some(rate) = self.rate else { return };
+        let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(wait);
         }
-        Ok(())
-    }
-
-    /// Swaps segment `base`'s file for `contents` (the module's crash rule).
-    fn replace_segment(&mut self, base: i64, contents: &[u8]) -> Result<(), LogError> {
-        let sparse_below = self.sparse_below;
-        let Some(seg) = self.segments.get_mut(&base) else { return Ok(()) };
-        let log_path = seg.log_path.clone();
-        let mut cleaned_name = log_path.file_name().unwrap_or_default().to_os_string();
-        cleaned_name.push(CLEANED_SUFFIX);
-        let cleaned = log_path.with_file_name(cleaned_name);
-        let io = |e| LogError::io(&cleaned, e);
-        let mut f = std::fs::File::create(&cleaned).map_err(io)?;
-        f.write_all(contents).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        seg.index.delete_files();
-        durable::sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
-        std::fs::rename(&cleaned, &log_path).map_err(|e| LogError::io(&log_path, e))?;
-        durable::sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
-        seg.reload_after_replace(sparse_below)?;
-        Ok(())
     }
 }
 

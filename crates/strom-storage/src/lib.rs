@@ -39,7 +39,7 @@ mod index;
 pub mod log;
 mod segment;
 
-pub use cleaner::{CleanOptions, CleanStats};
+pub use cleaner::{CleanOptions, CleanPlan, CleanStats, PreparedClean};
 pub use config::{CompressionType, LogConfig, TimestampType};
 pub use error::LogError;
 pub use log::{sync_file, AppendInfo, Log, ReadResult, RecoveryReport, SealedSync};

@@ -67,6 +67,8 @@ pub struct Log {
     /// Offsets below this may have holes (checkpoint `sparse-below-offset-checkpoint`): the
     /// cleaner removed records there, or a follower fetched them from a cleaned leader.
     pub(crate) sparse_below: i64,
+    /// The log below this offset has been cleaned (`cleaner-offset-checkpoint`).
+    pub(crate) cleaned_below: i64,
     recovery_point: i64,
     /// (leader epoch, first offset written in it), ascending.
     epochs: Vec<(i32, i64)>,
@@ -78,7 +80,7 @@ pub struct Log {
     unsynced_sealed: Vec<i64>,
     /// Bumped by every truncation: a sync of sealed segments that ran meanwhile (outside the
     /// log lock) does not move the recovery point.
-    truncations: u64,
+    pub(crate) truncations: u64,
 }
 
 /// Sealed segments to fdatasync outside the log lock ([`Log::sealed_to_sync`]), then report
@@ -204,6 +206,7 @@ impl Log {
             log_start_offset,
             next_offset,
             sparse_below,
+            cleaned_below: checkpoint::read_cleaned_below(dir).unwrap_or(0),
             recovery_point: 0,
             epochs,
             unflushed_messages: 0,

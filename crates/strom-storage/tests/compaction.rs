@@ -134,7 +134,7 @@ proptest! {
                 }
                 Op::Clean { after_ms } => {
                     let now_ms = clock + after_ms;
-                    log.clean(CleanOptions { now_ms, delete_retention_ms: DELETE_RETENTION_MS }).unwrap();
+                    log.clean(CleanOptions { delete_retention_ms: DELETE_RETENTION_MS, ..CleanOptions::at(now_ms) }).unwrap();
                     model_clean(&mut model, now_ms);
                 }
             }
@@ -176,7 +176,8 @@ fn a_cleaning_interrupted_before_its_swap_leaves_the_segment_whole() {
     assert_eq!(contents(&log), before);
     assert!(!dir.path().join("00000000000000000000.log.cleaned").exists(), "the leftover is removed");
     // A completed cleaning keeps offsets 8 and 9 (the latest of keys 0 and 1).
-    let stats = log.clean(CleanOptions { now_ms: 2_000, delete_retention_ms: DELETE_RETENTION_MS }).unwrap();
+    let stats =
+        log.clean(CleanOptions { delete_retention_ms: DELETE_RETENTION_MS, ..CleanOptions::at(2_000) }).unwrap();
     assert_eq!((stats.segments_rewritten, stats.records_removed), (1, 8));
     let offsets: Vec<i64> = contents(&log).iter().map(|r| r.0).collect();
     assert_eq!(offsets, vec![8, 9]);
@@ -198,7 +199,7 @@ fn a_follower_copies_a_compacted_leader_and_keeps_the_holes_across_a_crash() {
     }
     leader.roll().unwrap();
     leader.append_as_leader(&keyed_batch(&[(9, Some(9))], 1_000, Compression::None), 0, 1_000).unwrap();
-    leader.clean(CleanOptions { now_ms: 2_000, delete_retention_ms: DELETE_RETENTION_MS }).unwrap();
+    leader.clean(CleanOptions { delete_retention_ms: DELETE_RETENTION_MS, ..CleanOptions::at(2_000) }).unwrap();
     // The follower fetches from 0, as a new replica does: batches with holes between them.
     let follower_dir = tempfile::tempdir().unwrap();
     let (mut follower, _) = Log::open(follower_dir.path(), config.clone()).unwrap();
@@ -218,4 +219,36 @@ fn a_follower_copies_a_compacted_leader_and_keeps_the_holes_across_a_crash() {
     assert_eq!(report.truncated_bytes, 0, "{report:?}");
     assert_eq!(contents(&follower), contents(&leader));
     assert_eq!(contents(&follower).iter().map(|r| r.0).collect::<Vec<_>>(), vec![17, 18, 19, 20]);
+}
+
+#[test]
+fn a_cleaning_is_dropped_when_the_log_changed_under_it_and_young_segments_wait() {
+    let config = LogConfig { segment_bytes: 1 << 30, segment_ms: None, retention_ms: None, ..LogConfig::default() };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config).unwrap();
+    for i in 0..6u8 {
+        log.append_as_leader(&keyed_batch(&[(0, Some(i))], 1_000, Compression::None), 0, 1_000).unwrap();
+    }
+    log.roll().unwrap();
+    log.append_as_leader(&keyed_batch(&[(1, Some(1))], 1_000, Compression::None), 0, 1_000).unwrap();
+    let before = contents(&log);
+    // Younger than min.compaction.lag.ms: nothing to plan.
+    let young = CleanOptions { min_compaction_lag_ms: 60_000, ..CleanOptions::at(2_000) };
+    assert!(log.plan_clean(young).is_none());
+    // Planned and prepared off the log, then a truncation: the work is dropped, the log intact.
+    let plan = log.plan_clean(CleanOptions::at(2_000)).expect("a sealed segment to clean");
+    let prepared = plan.prepare().unwrap();
+    log.truncate_to(6).unwrap();
+    assert_eq!(log.install_clean(prepared).unwrap().segments_rewritten, 0);
+    assert_eq!(contents(&log), before[..6].to_vec());
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".cleaned")));
+    // The dirty ratio: everything sealed is dirty until a cleaning covers it.
+    let (dirty, all) = log.dirty_bytes();
+    assert!(dirty > 0 && dirty == all);
+    assert_eq!(log.clean(CleanOptions::at(2_000)).unwrap().records_removed, 5);
+    assert_eq!(log.dirty_bytes().0, 0);
 }
