@@ -1,8 +1,8 @@
 """Topic settings that change what is stored (issue #19), as a librdkafka user sees them:
 a LogAppendTime topic hands consumers the broker's clock with the LogAppendTime type; the
 CreateTime bounds refuse a record stamped too far from now with INVALID_TIMESTAMP; a topic
-codec (`compression.type`) is what the log holds whatever the producer sent; settings Strom
-does not implement yet are refused by name instead of stored and ignored."""
+codec (`compression.type`) is what the log holds whatever the producer sent; a bad setting is
+refused by name, on create and on alter."""
 
 import os
 import struct
@@ -166,8 +166,9 @@ def test_the_broker_codec_is_every_topics_default(node_factory):
     assert (entry.value, entry.source) == ("zstd", 4)
 
 
-@pytest.mark.parametrize("key,value", [("cleanup.policy", "compact"), ("cleanup.policy", "compact,delete")])
-def test_a_topic_setting_strom_does_not_implement_is_refused_by_name(node, key, value):
+@pytest.mark.parametrize("key,value", [("cleanup.policy", "forever"), ("compression.type", "brotli"),
+                                       ("min.cleanable.dirty.ratio", "2")])
+def test_a_bad_topic_setting_is_refused_by_name(node, key, value):
     topic = "refused-" + uuid.uuid4().hex[:8]
     refused = create(node, topic, {key: value})
     assert refused is not None and refused.code() == KafkaError.INVALID_CONFIG, refused

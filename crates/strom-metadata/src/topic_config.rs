@@ -13,6 +13,8 @@ pub struct TopicKey {
 enum Kind {
     /// An integer at least this large.
     Long(i64),
+    /// A number in `[0, 1]`.
+    Ratio,
     Bool,
     OneOf(&'static [&'static str]),
     CleanupPolicy,
@@ -35,10 +37,13 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
     k("flush.messages", "log.flush.interval.messages", Kind::Long(1)),
     k("flush.ms", "log.flush.interval.ms", Kind::Long(0)),
     k("index.interval.bytes", "log.index.interval.bytes", Kind::Long(0)),
+    k("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", Kind::Long(1)),
     k("max.message.bytes", "message.max.bytes", Kind::Long(0)),
     k("message.timestamp.after.max.ms", "log.message.timestamp.after.max.ms", Kind::Long(0)),
     k("message.timestamp.before.max.ms", "log.message.timestamp.before.max.ms", Kind::Long(0)),
     k("message.timestamp.type", "log.message.timestamp.type", Kind::OneOf(&["CreateTime", "LogAppendTime"])),
+    k("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", Kind::Ratio),
+    k("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", Kind::Long(0)),
     k("min.insync.replicas", "min.insync.replicas", Kind::Long(1)),
     k("retention.bytes", "log.retention.bytes", Kind::Long(-1)),
     k("retention.ms", "log.retention.ms", Kind::Long(-1)),
@@ -48,14 +53,11 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
 ];
 
 /// Values Kafka accepts that Strom does not implement yet: refused (INVALID_CONFIG) rather than
-/// stored and silently not done. `cleanup.policy` is refused when it names `compact`.
-const NOT_YET_IMPLEMENTED: &[(&str, &str)] = &[("cleanup.policy", "compact: log compaction is not implemented yet")];
+/// stored and silently not done. (None today; the mechanism stays for the next one.)
+const NOT_YET_IMPLEMENTED: &[(&str, &str)] = &[];
 
-fn implemented(name: &str, value: &str) -> bool {
-    match name {
-        "cleanup.policy" => !value.split(',').any(|p| p.trim() == "compact"),
-        _ => true,
-    }
+fn implemented(name: &str, _value: &str) -> bool {
+    !NOT_YET_IMPLEMENTED.iter().any(|(k, _)| *k == name)
 }
 
 /// Looks a topic key up.
@@ -68,6 +70,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let Some(key) = find(name) else { return Err(format!("unknown topic config {name}")) };
     let ok = match key.kind {
         Kind::Long(min) => value.trim().parse::<i64>().map(|v| v >= min).unwrap_or(false),
+        Kind::Ratio => value.trim().parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)),
         Kind::Bool => matches!(value.trim(), "true" | "false"),
         Kind::OneOf(options) => options.contains(&value.trim()),
         Kind::CleanupPolicy => {
@@ -82,6 +85,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     } else {
         let expected = match key.kind {
             Kind::Long(min) => format!("an integer ≥ {min}"),
+            Kind::Ratio => "a number from 0 to 1".to_string(),
             Kind::Bool => "true or false".to_string(),
             Kind::OneOf(o) => format!("one of {}", o.join(", ")),
             Kind::CleanupPolicy => "delete, compact, or both".to_string(),
@@ -128,8 +132,9 @@ mod tests {
         assert!(validate("retention.ms", "-2").is_err());
         assert!(validate("cleanup.policy", "delete").is_ok());
         assert!(validate("cleanup.policy", "forever").is_err());
-        // Valid for Kafka, not implemented here: refused with the key named, never ignored.
-        assert!(validate("cleanup.policy", "compact,delete").unwrap_err().contains("cleanup.policy=compact,delete"));
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("min.cleanable.dirty.ratio", "0.01").is_ok());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").unwrap_err().contains("min.cleanable.dirty.ratio"));
         assert!(validate("compression.type", "producer").is_ok());
         assert!(validate("compression.type", "zstd").is_ok());
         assert!(validate("compression.type", "brotli").unwrap_err().contains("compression.type"));

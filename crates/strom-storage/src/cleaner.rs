@@ -65,6 +65,16 @@ pub struct CleanOptions {
 }
 
 impl CleanOptions {
+    /// Cleaning now with the log's settings.
+    pub fn for_config(config: &crate::LogConfig, now_ms: i64, io_max_bytes_per_second: Option<u64>) -> Self {
+        CleanOptions {
+            now_ms,
+            delete_retention_ms: config.delete_retention_ms,
+            min_compaction_lag_ms: config.min_compaction_lag_ms,
+            io_max_bytes_per_second,
+        }
+    }
+
     /// Cleaning now, with Kafka's defaults otherwise.
     pub fn at(now_ms: i64) -> Self {
         CleanOptions {
@@ -130,6 +140,28 @@ impl Log {
         // Only what the plan covers becomes clean; later sealed segments stay dirty.
         let end = self.segments.range(segments.last()?.base + 1..).next().map_or(active_base, |(b, _)| *b);
         Some(CleanPlan { segments, active_base: end, truncations: self.truncations, opts })
+    }
+
+    /// Whether the log is due for cleaning: it is compacted, and the dirty share of its sealed
+    /// bytes reached `min.cleanable.dirty.ratio`, or its oldest dirty segment is older than
+    /// `max.compaction.lag.ms`.
+    pub fn cleaning_due(&self, now_ms: i64) -> bool {
+        if !self.config.compact {
+            return false;
+        }
+        let (dirty, all) = self.dirty_bytes();
+        if dirty == 0 {
+            return false;
+        }
+        let ratio = dirty as f64 / all.max(1) as f64;
+        let overdue = self.config.max_compaction_lag_ms.is_some_and(|lag| {
+            self.segments
+                .values()
+                .find(|s| s.base_offset >= self.cleaned_below)
+                .and_then(|s| s.first_timestamp)
+                .is_some_and(|first| now_ms.saturating_sub(first) > lag as i64)
+        });
+        ratio >= self.config.min_cleanable_dirty_ratio || overdue
     }
 
     /// Bytes of sealed segments at or past the cleaner checkpoint, and of all sealed segments:

@@ -1,7 +1,7 @@
 //! Per-log settings (the topic-level names in comments).
 
 /// How a [`crate::Log`] behaves. Built from broker defaults and topic overrides.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would grow past this.
     pub segment_bytes: u64,
@@ -28,6 +28,21 @@ pub struct LogConfig {
     pub timestamp_after_max_ms: Option<u64>,
     /// `compression.type`: the codec a leader stores batches in.
     pub compression: CompressionType,
+    /// `cleanup.policy` names `delete`: retention by time and size applies (a compact-only log
+    /// is never deleted by them).
+    pub delete: bool,
+    /// `cleanup.policy` names `compact`: the cleaner keeps the latest record per key, and a
+    /// produced record without a key is refused.
+    pub compact: bool,
+    /// `delete.retention.ms`: how long the cleaner keeps a tombstone.
+    pub delete_retention_ms: u64,
+    /// `min.cleanable.dirty.ratio`: clean once this share of the sealed bytes is dirty.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long.
+    pub min_compaction_lag_ms: u64,
+    /// `max.compaction.lag.ms`: a dirty segment this old is cleaned whatever the ratio
+    /// (`None`: Kafka's Long.MAX_VALUE).
+    pub max_compaction_lag_ms: Option<u64>,
 }
 
 /// `compression.type`: `producer` stores each batch as sent; any other value is the codec
@@ -95,6 +110,12 @@ impl Default for LogConfig {
             timestamp_before_max_ms: None,
             timestamp_after_max_ms: None,
             compression: CompressionType::Producer,
+            delete: true,
+            compact: false,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: None,
         }
     }
 }

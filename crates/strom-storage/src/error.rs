@@ -13,6 +13,8 @@ pub enum LogError {
     TooLarge { size: usize, max: usize },
     #[error("empty append")]
     Empty,
+    #[error("a record without a key cannot be written to a compacted topic")]
+    KeylessRecordInCompactedLog,
     #[error("cannot re-encode a batch in the topic's compression.type: {0}")]
     Recompress(String),
     #[error("record timestamp {timestamp} is {reason} the append at {now_ms} allows")]

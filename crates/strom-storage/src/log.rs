@@ -275,6 +275,11 @@ impl Log {
                 views = self.validate(&recompressed)?;
             }
         }
+        if self.config.compact {
+            for v in &views {
+                require_keys(v)?;
+            }
+        }
         let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
         if !log_append_time {
             for v in &views {
@@ -823,6 +828,9 @@ impl Log {
     /// `retention.ms`, then while the log is over `retention.bytes`. The active segment is
     /// rolled first when it is itself expired. Returns the number of segments deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        if !self.config.delete {
+            return Ok(0); // cleanup.policy=compact: the cleaner, not retention, bounds the log
+        }
         let cfg = self.config.clone();
         let mut new_start = self.log_start_offset;
         if let Some(ms) = cfg.retention_ms {
@@ -862,6 +870,17 @@ impl Log {
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(|e| LogError::io(&dir, e))
     }
+}
+
+/// Kafka's rule for compacted topics: every produced record has a key.
+fn require_keys(v: &BatchView<'_>) -> Result<(), LogError> {
+    let mut buf = Bytes::copy_from_slice(v.bytes());
+    let sets = strom_protocol::kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf)
+        .map_err(|e| LogError::Recompress(e.to_string()))?;
+    if sets.iter().flat_map(|s| s.records.iter()).any(|r| r.key.is_none()) {
+        return Err(LogError::KeylessRecordInCompactedLog);
+    }
+    Ok(())
 }
 
 /// `views` with every batch not already in `target`'s codec decoded and encoded again in it

@@ -232,6 +232,20 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         );
         tasks.spawn(isr.run(shutdown.clone()));
         tasks.spawn(housekeeping(replicas.clone(), config.log.retention_check_interval_ms, shutdown.clone()));
+        if config.log.cleaner.enable {
+            let c = &config.log.cleaner;
+            let io_per_thread = c.io_max_bytes_per_second.map(|r| (r / c.threads as u64).max(1));
+            for shard in 0..c.threads {
+                tasks.spawn(log_cleaner(
+                    replicas.clone(),
+                    shard,
+                    c.threads,
+                    c.backoff_ms,
+                    io_per_thread,
+                    shutdown.clone(),
+                ));
+            }
+        }
         broker = Some(replicas);
         broker_apis = Some(apis);
     }
@@ -380,6 +394,37 @@ async fn housekeeping(replicas: Arc<ReplicaManager>, retention_check_ms: u64, sh
     }
 }
 
+/// One log-cleaner thread (`log.cleaner.threads` of them, each over its share of the
+/// partitions): cleans what is due, and sleeps `log.cleaner.backoff.ms` when nothing was.
+async fn log_cleaner(
+    replicas: Arc<ReplicaManager>,
+    shard: usize,
+    shards: usize,
+    backoff_ms: u64,
+    io_max_bytes_per_second: Option<u64>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let r = replicas.clone();
+        let now_ms = strom_protocol::values::now_ms();
+        let cleaned =
+            tokio::task::spawn_blocking(move || r.clean_round(now_ms, shard, shards, io_max_bytes_per_second))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "log cleaner task failed");
+                    false
+                });
+        if !cleaned {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+            }
+        } else if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
 fn controller_config(config: &NodeConfig, data_dir: &Path, cluster_id: Option<String>) -> ControllerConfig {
     ControllerConfig {
         node_id: config.node_id,
@@ -411,6 +456,12 @@ fn log_config(config: &NodeConfig) -> LogConfig {
         flush_interval_ms: d.flush_interval_ms,
         max_batch_bytes: config.message_max_bytes.max(0) as usize,
         compression: d.compression,
+        delete: d.delete,
+        compact: d.compact,
+        delete_retention_ms: d.cleaner.delete_retention_ms,
+        min_cleanable_dirty_ratio: d.cleaner.min_cleanable_ratio,
+        min_compaction_lag_ms: d.cleaner.min_compaction_lag_ms,
+        max_compaction_lag_ms: d.cleaner.max_compaction_lag_ms,
         timestamp_type: if d.log_append_time { TimestampType::LogAppendTime } else { TimestampType::CreateTime },
         timestamp_before_max_ms: d.timestamp_before_max_ms,
         timestamp_after_max_ms: d.timestamp_after_max_ms,
@@ -432,12 +483,24 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
     let fixed = |value: &str| (value.to_string(), config_source::DEFAULT_CONFIG);
     let bound = |v: Option<u64>| v.map_or(i64::MAX.to_string(), |v| v.to_string());
     let topic_defaults: BTreeMap<String, (String, i8)> = [
-        ("cleanup.policy", fixed("delete")),
+        (
+            "cleanup.policy",
+            from("log.cleanup.policy", config.raw.get("log.cleanup.policy").unwrap_or("delete").to_string()),
+        ),
         (
             "compression.type",
             from("compression.type", config.raw.get("compression.type").unwrap_or("producer").to_string()),
         ),
-        ("delete.retention.ms", fixed("86400000")),
+        ("delete.retention.ms", from("log.cleaner.delete.retention.ms", d.cleaner.delete_retention_ms.to_string())),
+        ("max.compaction.lag.ms", from("log.cleaner.max.compaction.lag.ms", bound(d.cleaner.max_compaction_lag_ms))),
+        (
+            "min.cleanable.dirty.ratio",
+            from("log.cleaner.min.cleanable.ratio", d.cleaner.min_cleanable_ratio.to_string()),
+        ),
+        (
+            "min.compaction.lag.ms",
+            from("log.cleaner.min.compaction.lag.ms", d.cleaner.min_compaction_lag_ms.to_string()),
+        ),
         ("file.delete.delay.ms", fixed("60000")),
         ("flush.messages", from("log.flush.interval.messages", d.flush_interval_messages.to_string())),
         (

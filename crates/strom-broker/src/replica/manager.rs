@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use strom_metadata::image::MetadataImage;
-use strom_storage::{CompressionType, Log, LogConfig, TimestampType};
+use strom_storage::{CleanOptions, CompressionType, Log, LogConfig, TimestampType};
 use tokio::sync::Notify;
 
 use super::{Partition, ReplicaError, ReplicaRole, TopicPartition};
@@ -76,6 +76,8 @@ impl ReplicaManager {
         let Some(over) = image.topic_configs.get(topic) else { return c };
         let num = |k: &str| over.get(k).and_then(|v| v.parse::<i64>().ok());
         let opt = |v: i64| (v >= 0).then_some(v as u64);
+        // Kafka's Long.MAX_VALUE (the default) means no bound.
+        let bound = |v: i64| (0..i64::MAX).contains(&v).then_some(v as u64);
         if let Some(v) = num("segment.bytes") {
             c.segment_bytes = v.max(14) as u64;
         }
@@ -100,6 +102,23 @@ impl ReplicaManager {
         if let Some(v) = num("max.message.bytes") {
             c.max_batch_bytes = v.max(0) as usize;
         }
+        if let Some(policy) = over.get("cleanup.policy") {
+            let names = |p: &str| policy.split(',').any(|x| x.trim() == p);
+            c.compact = names("compact");
+            c.delete = names("delete");
+        }
+        if let Some(v) = num("delete.retention.ms") {
+            c.delete_retention_ms = v.max(0) as u64;
+        }
+        if let Some(v) = num("min.compaction.lag.ms") {
+            c.min_compaction_lag_ms = v.max(0) as u64;
+        }
+        if let Some(v) = num("max.compaction.lag.ms") {
+            c.max_compaction_lag_ms = bound(v);
+        }
+        if let Some(v) = over.get("min.cleanable.dirty.ratio").and_then(|v| v.trim().parse::<f64>().ok()) {
+            c.min_cleanable_dirty_ratio = v;
+        }
         if let Some(codec) = over.get("compression.type").and_then(|v| CompressionType::parse(v)) {
             c.compression = codec;
         }
@@ -108,8 +127,6 @@ impl ReplicaManager {
             Some("CreateTime") => c.timestamp_type = TimestampType::CreateTime,
             _ => {}
         }
-        // Kafka's Long.MAX_VALUE (the default) means no bound.
-        let bound = |v: i64| (0..i64::MAX).contains(&v).then_some(v as u64);
         if let Some(v) = num("message.timestamp.before.max.ms") {
             c.timestamp_before_max_ms = bound(v);
         }
@@ -253,6 +270,46 @@ impl ReplicaManager {
                 }
             });
         }
+    }
+
+    /// One round of the log cleaner over the partitions of `shard` (of `shards`): each
+    /// compacted log that is due is planned under its lock, cleaned off it, and installed
+    /// under it again (`strom_storage::cleaner`'s lock rule), so appends and reads go on while
+    /// it runs. Blocking: run it off the async runtime. Returns whether any log was cleaned.
+    pub fn clean_round(&self, now_ms: i64, shard: usize, shards: usize, io_max_bytes_per_second: Option<u64>) -> bool {
+        let mut cleaned = false;
+        for (i, p) in self.all().into_iter().enumerate() {
+            if i % shards.max(1) != shard {
+                continue;
+            }
+            let plan = p.with_log(|l| {
+                l.cleaning_due(now_ms)
+                    .then(|| l.plan_clean(CleanOptions::for_config(l.config(), now_ms, io_max_bytes_per_second)))
+                    .flatten()
+            });
+            let Some(plan) = plan else { continue };
+            let result = plan.prepare().and_then(|prepared| p.with_log(|l| l.install_clean(prepared)));
+            match result {
+                Ok(stats) => {
+                    cleaned |= stats.segments_rewritten > 0;
+                    if stats.segments_rewritten > 0 {
+                        tracing::info!(
+                            node = self.node_id,
+                            partition = %p.tp,
+                            segments = stats.segments_rewritten,
+                            removed = stats.records_removed,
+                            bytes_read = stats.bytes_read,
+                            bytes_written = stats.bytes_written,
+                            "log compacted"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = self.node_id, partition = %p.tp, error = %e, "log cleaning failed; retried later")
+                }
+            }
+        }
+        cleaned
     }
 
     /// Flushes and closes every log (clean shutdown).

@@ -87,10 +87,11 @@ fn log_error_code(e: &LogError) -> i16 {
     match e {
         LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Offline => 56, // KAFKA_STORAGE_ERROR
         LogError::Batch(b) => b.kafka_code(),
-        LogError::TooLarge { .. } => 10,         // MESSAGE_TOO_LARGE
-        LogError::Empty => 87,                   // INVALID_RECORD
-        LogError::InvalidTimestamp { .. } => 32, // INVALID_TIMESTAMP
-        LogError::Recompress(_) => 2,            // CORRUPT_MESSAGE: its records cannot be read
+        LogError::TooLarge { .. } => 10,             // MESSAGE_TOO_LARGE
+        LogError::Empty => 87,                       // INVALID_RECORD
+        LogError::InvalidTimestamp { .. } => 32,     // INVALID_TIMESTAMP
+        LogError::KeylessRecordInCompactedLog => 87, // INVALID_RECORD
+        LogError::Recompress(_) => 2,                // CORRUPT_MESSAGE: its records cannot be read
         LogError::NotContiguous { .. } => 2,
         LogError::OffsetOutOfRange { .. } => 1,
     }

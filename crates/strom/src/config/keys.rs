@@ -73,6 +73,27 @@ pub const KEYS: &[KeyDef] = &[
     key("log.retention.hours", Some("168"), "Retention in hours."),
     key("log.retention.bytes", Some("-1"), "Delete old segments past this partition size (-1: no limit)."),
     key("log.retention.check.interval.ms", Some("300000"), "How often retention runs."),
+    key(
+        "log.cleanup.policy",
+        Some("delete"),
+        "delete (retention by time and size), compact (latest record per key), or both.",
+    ),
+    key("log.cleaner.enable", Some("true"), "Run the log cleaner (compacted topics are not compacted without it)."),
+    key("log.cleaner.threads", Some("1"), "Threads cleaning compacted logs."),
+    key("log.cleaner.backoff.ms", Some("15000"), "How long the cleaner sleeps when no log needs cleaning."),
+    key("log.cleaner.min.cleanable.ratio", Some("0.5"), "Clean a log once this share of it is dirty."),
+    key("log.cleaner.delete.retention.ms", Some("86400000"), "How long a tombstone is kept after cleaning."),
+    key("log.cleaner.min.compaction.lag.ms", Some("0"), "A record stays uncompacted at least this long."),
+    key(
+        "log.cleaner.max.compaction.lag.ms",
+        Some("9223372036854775807"),
+        "A dirty record is compacted within this long, whatever the dirty ratio.",
+    ),
+    key(
+        "log.cleaner.io.max.bytes.per.second",
+        Some("1.7976931348623157E308"),
+        "Bytes per second the cleaner threads may read, together.",
+    ),
     key("log.index.interval.bytes", Some("4096"), "Bytes between two offset index entries."),
     key(
         "log.flush.interval.messages",
@@ -115,7 +136,6 @@ pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "share.coordinator.state.topic.replication.factor",
     "share.coordinator.state.topic.min.isr",
     "controller.quorum.bootstrap.servers",
-    "log.cleaner.enable",
     "zookeeper.connect",
 ];
 
@@ -142,9 +162,8 @@ pub const REFUSED_UNTIL_IMPLEMENTED: &[&str] = &[
     "replica.fetch.response.max.bytes",
     "leader.replication.throttled.rate",
     "follower.replication.throttled.rate",
-    // Compaction.
+    // Cleaner tuning Strom does not have (the other log.cleaner.* keys are in KEYS).
     "log.cleaner.",
-    "log.cleanup.policy",
     // Deprecated by the before/after keys (KIP-937), which Strom implements.
     "log.message.timestamp.difference.max.ms",
     // Transactions (the state topic's replication settings stay accepted: see
@@ -166,13 +185,13 @@ const REFUSED_KEY_HARMLESS_VALUES: &[(&str, &str)] =
     &[("security.inter.broker.protocol", "PLAINTEXT"), ("log.cleanup.policy", "delete")];
 
 /// True when setting `name` to `value` must be refused: the key is in
-/// [`REFUSED_UNTIL_IMPLEMENTED`], not accepted without effect, and the value is not one
-/// that asks for what Strom already does.
+/// [`REFUSED_UNTIL_IMPLEMENTED`], not implemented ([`KEYS`]) or accepted without effect, and
+/// the value is not one that asks for what Strom already does.
 pub fn is_refused(name: &str, value: &str) -> bool {
     let listed =
         REFUSED_UNTIL_IMPLEMENTED.iter().any(|r| if r.ends_with('.') { name.starts_with(r) } else { name == *r });
     let harmless = REFUSED_KEY_HARMLESS_VALUES.iter().any(|(k, v)| *k == name && value.trim().eq_ignore_ascii_case(v));
-    listed && !harmless && !ACCEPTED_WITHOUT_EFFECT.contains(&name)
+    listed && !harmless && !ACCEPTED_WITHOUT_EFFECT.contains(&name) && find(name).is_none()
 }
 
 /// Looks a key up in [`KEYS`].

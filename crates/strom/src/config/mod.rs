@@ -164,7 +164,7 @@ pub struct Roles {
 }
 
 /// Defaults for partition logs (topics may override them).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogDefaults {
     pub segment_bytes: u64,
     pub segment_ms: u64,
@@ -176,6 +176,11 @@ pub struct LogDefaults {
     pub index_interval_bytes: u64,
     pub flush_interval_messages: u64,
     pub flush_interval_ms: Option<u64>,
+    /// `log.cleanup.policy` names compact.
+    pub compact: bool,
+    /// `log.cleanup.policy` names delete (retention by time and size applies).
+    pub delete: bool,
+    pub cleaner: CleanerSettings,
     /// `compression.type`: the codec stored batches have (`Producer`: as sent).
     pub compression: strom_storage::CompressionType,
     /// `log.message.timestamp.type` is LogAppendTime.
@@ -184,6 +189,21 @@ pub struct LogDefaults {
     pub timestamp_before_max_ms: Option<u64>,
     /// `log.message.timestamp.after.max.ms` (`None`: no bound).
     pub timestamp_after_max_ms: Option<u64>,
+}
+
+/// The log cleaner (`log.cleaner.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanerSettings {
+    pub enable: bool,
+    pub threads: usize,
+    pub backoff_ms: u64,
+    pub min_cleanable_ratio: f64,
+    pub delete_retention_ms: u64,
+    pub min_compaction_lag_ms: u64,
+    /// `None`: Long.MAX_VALUE.
+    pub max_compaction_lag_ms: Option<u64>,
+    /// `None`: Double.MAX_VALUE, unthrottled.
+    pub io_max_bytes_per_second: Option<u64>,
 }
 
 /// The typed, validated configuration of one node.
@@ -352,6 +372,21 @@ impl NodeConfig {
             flush_interval_ms: match r.get("log.flush.interval.ms") {
                 Some(_) => Some(int_at_least(r, "log.flush.interval.ms", 0)?),
                 None => None,
+            },
+            compact: cleanup_policy(r)?.0,
+            delete: cleanup_policy(r)?.1,
+            cleaner: CleanerSettings {
+                enable: boolean(r, "log.cleaner.enable")?,
+                threads: int_in(r, "log.cleaner.threads", 1, 64)? as usize,
+                backoff_ms: int_at_least(r, "log.cleaner.backoff.ms", 1)?,
+                min_cleanable_ratio: double_in(r, "log.cleaner.min.cleanable.ratio", 0.0, 1.0)?,
+                delete_retention_ms: int_at_least(r, "log.cleaner.delete.retention.ms", 0)?,
+                min_compaction_lag_ms: int_at_least(r, "log.cleaner.min.compaction.lag.ms", 0)?,
+                max_compaction_lag_ms: timestamp_bound(r, "log.cleaner.max.compaction.lag.ms")?,
+                io_max_bytes_per_second: {
+                    let v = double_in(r, "log.cleaner.io.max.bytes.per.second", 1.0, f64::MAX)?;
+                    (v < 1e18).then_some(v as u64)
+                },
             },
             compression: strom_storage::CompressionType::parse(r.get("compression.type").unwrap_or("producer"))
                 .ok_or_else(|| {

@@ -50,6 +50,24 @@ pub(super) fn int<T: std::str::FromStr>(r: &RawConfig, key: &str) -> Result<T, C
     required(r, key)?.parse::<T>().map_err(|_| bad(r, key, "expected an integer"))
 }
 
+/// `log.cleanup.policy`: (compact, delete).
+pub(super) fn cleanup_policy(r: &RawConfig) -> Result<(bool, bool), ConfigError> {
+    let policies = list(r, "log.cleanup.policy");
+    if policies.is_empty() || policies.iter().any(|p| p != "compact" && p != "delete") {
+        return Err(bad(r, "log.cleanup.policy", "expected delete, compact, or compact,delete"));
+    }
+    Ok((policies.iter().any(|p| p == "compact"), policies.iter().any(|p| p == "delete")))
+}
+
+/// A number (Kafka's doubles) within `[min, max]`.
+pub(super) fn double_in(r: &RawConfig, key: &str, min: f64, max: f64) -> Result<f64, ConfigError> {
+    let v: f64 = required(r, key)?.trim().parse().map_err(|_| bad(r, key, "expected a number"))?;
+    if !(min..=max).contains(&v) {
+        return Err(bad(r, key, &format!("must be between {min} and {max}")));
+    }
+    Ok(v)
+}
+
 pub(super) fn int_in(r: &RawConfig, key: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
     let v: i64 = int(r, key)?;
     if v < min || v > max {

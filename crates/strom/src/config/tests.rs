@@ -258,8 +258,7 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users=User:admin",
         "listener.name.sasl_ssl.plain.sasl.jaas.config=x",
-        "log.cleaner.threads=2",
-        "log.cleanup.policy=compact",
+        "log.cleaner.dedupe.buffer.size=134217728",
         "transaction.max.timeout.ms=60000",
         "offsets.retention.minutes=60",
         "quota.window.num=11",
@@ -281,6 +280,8 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         "transaction.state.log.replication.factor=1",
         "transaction.state.log.min.isr=1",
         "log.cleaner.enable=true",
+        "log.cleaner.threads=2",
+        "log.cleanup.policy=compact,delete",
     ])
     .unwrap();
 }
