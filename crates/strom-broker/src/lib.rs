@@ -53,6 +53,8 @@ pub struct BrokerSettings {
     pub min_insync_replicas: i32,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_replication_factor: i16,
+    /// `offsets.topic.segment.bytes`: `__consumer_offsets` is created compacted, with this.
+    pub offsets_topic_segment_bytes: u64,
     pub group_initial_rebalance_delay_ms: u64,
     /// Per-partition metric series (log size, segments, group lag); off bounds cardinality.
     pub metrics_per_partition: bool,

@@ -544,6 +544,7 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         min_insync_replicas: config.min_insync_replicas,
         offsets_topic_num_partitions: config.offsets_topic_num_partitions,
         offsets_topic_replication_factor: config.offsets_topic_replication_factor,
+        offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
         group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
         metrics_per_partition: config.metrics_per_partition,
         topic_defaults,

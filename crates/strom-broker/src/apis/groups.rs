@@ -58,12 +58,63 @@ async fn ensure_offsets_topic(b: &Broker) -> bool {
     t.name = topic_name(OFFSETS_TOPIC);
     t.num_partitions = b.settings.offsets_topic_num_partitions;
     t.replication_factor = b.settings.offsets_topic_replication_factor;
-    t.configs = vec![];
+    t.configs = offsets_topic_creatable_configs(b);
     req.topics = vec![t];
     if let Err(e) = b.forward(ApiKey::CreateTopics, 5, &RequestKind::CreateTopics(req)).await {
         tracing::warn!(node = b.settings.node_id, error = %e, "cannot create {OFFSETS_TOPIC}");
     }
     b.image().topics.contains_key(OFFSETS_TOPIC)
+}
+
+/// `__consumer_offsets`'s configs as CreateTopics carries them.
+pub(super) fn offsets_topic_creatable_configs(
+    b: &Broker,
+) -> Vec<strom_protocol::kafka_protocol::messages::create_topics_request::CreatableTopicConfig> {
+    crate::coordinator::group::offsets::offsets_topic_configs(b.settings.offsets_topic_segment_bytes)
+        .into_iter()
+        .map(|(k, v)| {
+            let mut c =
+                strom_protocol::kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default();
+            c.name = str_bytes(&k);
+            c.value = Some(str_bytes(&v));
+            c
+        })
+        .collect()
+}
+
+/// Switches an existing `__consumer_offsets` to compacted if it is not (a cluster from before
+/// it was): a config change through the controller, so no group's last commit is ever deleted
+/// by retention. Idempotent; any broker may do it.
+pub(super) async fn ensure_offsets_topic_compacted(b: &Broker) {
+    use strom_protocol::kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use strom_protocol::kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    let image = b.image();
+    if !image.topics.contains_key(OFFSETS_TOPIC) {
+        return;
+    }
+    let missing =
+        crate::coordinator::group::offsets::missing_offsets_topic_configs(image.topic_configs.get(OFFSETS_TOPIC));
+    if missing.is_empty() {
+        return;
+    }
+    let mut res = AlterConfigsResource::default();
+    res.resource_type = strom_metadata::records::RESOURCE_TOPIC;
+    res.resource_name = str_bytes(OFFSETS_TOPIC);
+    for (k, v) in missing {
+        let mut c = AlterableConfig::default();
+        c.name = str_bytes(&k);
+        c.config_operation = 0; // SET
+        c.value = Some(str_bytes(&v));
+        res.configs.push(c);
+    }
+    let mut req = IncrementalAlterConfigsRequest::default();
+    req.resources.push(res);
+    match b.forward(ApiKey::IncrementalAlterConfigs, 0, &RequestKind::IncrementalAlterConfigs(req)).await {
+        Ok(_) => tracing::info!(node = b.settings.node_id, "{OFFSETS_TOPIC} switched to cleanup.policy=compact"),
+        Err(e) => tracing::warn!(node = b.settings.node_id, error = %e, "cannot switch {OFFSETS_TOPIC} to compact"),
+    }
 }
 
 /// (node id, host, port) of `group`'s coordinator on `listener`, or an error code.

@@ -132,6 +132,7 @@ async fn auto_create(b: &Broker, names: &[&String]) {
             if n.as_str() == crate::coordinator::group::offsets::OFFSETS_TOPIC {
                 t.num_partitions = b.settings.offsets_topic_num_partitions;
                 t.replication_factor = b.settings.offsets_topic_replication_factor;
+                t.configs = super::groups::offsets_topic_creatable_configs(b);
             } else {
                 t.num_partitions = b.settings.num_partitions;
                 t.replication_factor = b.settings.default_replication_factor;

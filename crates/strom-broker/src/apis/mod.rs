@@ -229,9 +229,13 @@ impl Apis {
 
     /// The group coordinator's timer: session expiry and rebalance deadlines; groups this
     /// broker no longer coordinates are dropped (their members rejoin at the new coordinator).
+    /// Every few seconds it also makes sure `__consumer_offsets` is compacted (a cluster made
+    /// before it was is switched).
     pub async fn run_group_timer(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        const OFFSETS_TOPIC_CHECK_TICKS: u32 = 50;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u32;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -240,6 +244,10 @@ impl Apis {
             let b = &self.broker;
             b.groups.forget(|g| b.offsets.leads(g));
             b.groups.tick();
+            ticks = ticks.wrapping_add(1);
+            if ticks % OFFSETS_TOPIC_CHECK_TICKS == 1 && self.is_ready() {
+                groups::ensure_offsets_topic_compacted(b).await;
+            }
         }
     }
 

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use strom_protocol::kafka_protocol::records::RecordBatchDecoder;
+use bytes::{Bytes, BytesMut};
+use strom_protocol::kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use strom_protocol::values::now_ms;
 
 use super::{partition_for, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR};
@@ -72,9 +74,14 @@ impl StateLog {
         self.replicas.get(self.topic, self.partition_of(key)).is_some_and(|part| part.is_leader())
     }
 
-    /// Calls `visit` with the value of every record of partition `p` (`None` for a
-    /// tombstone), in offset order: what a load replays. Returns the number of records.
-    pub fn replay(&self, p: i32, part: &Partition, mut visit: impl FnMut(Option<Bytes>)) -> Result<usize, i16> {
+    /// Calls `visit` with the key and value of every record of partition `p` (value `None`:
+    /// a tombstone), in offset order: what a load replays. Returns the number of records.
+    pub fn replay(
+        &self,
+        p: i32,
+        part: &Partition,
+        mut visit: impl FnMut(Option<Bytes>, Option<Bytes>),
+    ) -> Result<usize, i16> {
         let (mut offset, end) = part.with_log(|l| (l.log_start_offset(), l.log_end_offset()));
         let mut records = 0usize;
         while offset < end {
@@ -93,19 +100,27 @@ impl StateLog {
             })?;
             for r in sets.into_iter().flat_map(|s| s.records) {
                 records += 1;
-                visit(r.value);
+                visit(r.key, r.value);
             }
         }
         Ok(records)
     }
 
-    /// Appends `values` to `part` as one batch, as its leader, and waits until it is
-    /// committed (acks=all). NOT_COORDINATOR if the leadership moved; COORDINATOR_NOT_AVAILABLE
-    /// on a failed append or at `timeout`.
-    pub async fn append(&self, part: &Partition, values: &[Vec<u8>], timeout: Duration) -> Result<(), i16> {
-        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+    /// Appends `records` (key, value; value `None`: a tombstone) to `part` as one batch, as
+    /// its leader, and waits until it is committed (acks=all). Every record has a key: the
+    /// topic is compacted, so the key says what a record replaces. NOT_COORDINATOR if the
+    /// leadership moved; COORDINATOR_NOT_AVAILABLE on a failed append or at `timeout`.
+    pub async fn append(
+        &self,
+        part: &Partition,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+        timeout: Duration,
+    ) -> Result<(), i16> {
         let now = now_ms();
-        let batch = strom_protocol::batch::build_batch(0, now, &refs);
+        let batch = keyed_batch(records, now).map_err(|e| {
+            tracing::error!(node = self.node_id, topic = self.topic, error = %e, "cannot encode a state batch");
+            COORDINATOR_NOT_AVAILABLE
+        })?;
         let appended = part.append_as_leader(&batch, now, None).map_err(|e| match e {
             ReplicaError::NotLeader(_) => NOT_COORDINATOR,
             e => {
@@ -120,4 +135,35 @@ impl StateLog {
             CommitWait::TimedOut => Err(COORDINATOR_NOT_AVAILABLE),
         }
     }
+}
+
+/// One uncompressed batch of keyed records, stamped `now_ms`.
+fn keyed_batch(records: &[(Vec<u8>, Option<Vec<u8>>)], now_ms: i64) -> Result<Vec<u8>, String> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now_ms,
+            key: Some(Bytes::copy_from_slice(k)),
+            value: v.as_ref().map(|v| Bytes::copy_from_slice(v)),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        records.iter(),
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(out.to_vec())
 }

@@ -103,6 +103,7 @@ pub const KEYS: &[KeyDef] = &[
     key("log.flush.interval.ms", None, "fsync at least this often."),
     key("offsets.topic.replication.factor", Some("1"), "Replication factor of __consumer_offsets."),
     key("offsets.topic.num.partitions", Some("50"), "Partitions of __consumer_offsets."),
+    key("offsets.topic.segment.bytes", Some("104857600"), "Segment size of __consumer_offsets (a compacted topic)."),
     key("replica.lag.time.max.ms", Some("30000"), "A follower this far behind leaves the ISR."),
     // Kafka: 9000 / 2000. Strom detects a dead broker within ~2 s so acks=all does not stall
     // for 9 s on every partition (DESIGN.md §5; reasons in docs/architecture.md).

@@ -9,7 +9,11 @@
 //! The same partition holds each group's last Stable membership (`GroupMetadata`), which a
 //! load hands to the group coordinator ([`OffsetStore::take_membership`]).
 //!
-//! Records are JSON values (Strom's own format; Kafka's binary schema is internal to Kafka).
+//! Records are JSON (Strom's own format; Kafka's binary schema is internal to Kafka), each
+//! with a key saying what it replaces ([`OffsetKey`]: one committed offset, or one group's
+//! membership), because the topic is compacted: the cleaner keeps the latest record per key,
+//! and a deletion is a tombstone (a null value) for each key it removes. Records written
+//! before keys were (no key) are read as before and never compacted away.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,6 +26,23 @@ use crate::coordinator::state_log::StateLog;
 use crate::replica::{Partition, ReplicaManager};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The topic configs `__consumer_offsets` is created with, and that a broker restores when it
+/// finds them otherwise ([`missing_offsets_topic_configs`]): compacted, so the latest commit
+/// of every group is kept however old (never deleted by time), with its own segment size.
+pub fn offsets_topic_configs(segment_bytes: u64) -> Vec<(String, String)> {
+    vec![("cleanup.policy".into(), "compact".into()), ("segment.bytes".into(), segment_bytes.to_string())]
+}
+
+/// Of [`offsets_topic_configs`], the ones an existing `__consumer_offsets` lacks (a cluster
+/// made before the offsets topic was compacted): only `cleanup.policy`, the one that decides
+/// whether commits can be deleted by retention.
+pub fn missing_offsets_topic_configs(current: Option<&BTreeMap<String, String>>) -> Vec<(String, String)> {
+    match current.and_then(|c| c.get("cleanup.policy")) {
+        Some(p) if p.split(',').any(|x| x.trim() == "compact") => vec![],
+        _ => vec![("cleanup.policy".into(), "compact".into())],
+    }
+}
 
 /// A committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +78,14 @@ enum OffsetRecord {
     },
 }
 
+/// What a record replaces: the key compaction keeps the latest record of.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "key")]
+enum OffsetKey {
+    Offset { group: String, topic: String, partition: i32 },
+    Group { group: String },
+}
+
 type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
 pub struct OffsetStore {
@@ -90,8 +119,23 @@ impl OffsetStore {
         let node_id = self.log.node_id();
         let mut groups: HashMap<String, GroupOffsets> = HashMap::new();
         let mut memberships: HashMap<String, StoredGroup> = HashMap::new();
-        let records = self.log.replay(p, part, |value| {
-            let Some(value) = value else { return };
+        let records = self.log.replay(p, part, |key, value| {
+            let Some(value) = value else {
+                // A tombstone: what its key names is gone.
+                match key.and_then(|k| serde_json::from_slice::<OffsetKey>(&k).ok()) {
+                    Some(OffsetKey::Offset { group, topic, partition }) => {
+                        if let Some(g) = groups.get_mut(&group) {
+                            g.remove(&(topic, partition));
+                        }
+                    }
+                    Some(OffsetKey::Group { group }) => {
+                        memberships.remove(&group);
+                        groups.remove(&group);
+                    }
+                    None => tracing::warn!(node = node_id, partition = p, "tombstone without a readable key skipped"),
+                }
+                return;
+            };
             match serde_json::from_slice::<OffsetRecord>(&value) {
                 Ok(OffsetRecord::GroupMetadata { group, membership }) => {
                     memberships.insert(group, membership);
@@ -127,18 +171,22 @@ impl OffsetStore {
         timeout: Duration,
     ) -> Result<(), i16> {
         let part = self.coordinator_partition(group)?;
-        let recs: Vec<OffsetRecord> = entries
+        let recs: Vec<(OffsetKey, Option<OffsetRecord>)> = entries
             .iter()
-            .map(|(t, p, c)| OffsetRecord::Commit {
-                group: group.to_string(),
-                topic: t.clone(),
-                partition: *p,
-                offset: c.offset,
-                leader_epoch: c.leader_epoch,
-                metadata: c.metadata.clone(),
+            .map(|(t, p, c)| {
+                let key = OffsetKey::Offset { group: group.to_string(), topic: t.clone(), partition: *p };
+                let rec = OffsetRecord::Commit {
+                    group: group.to_string(),
+                    topic: t.clone(),
+                    partition: *p,
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                };
+                (key, Some(rec))
             })
             .collect();
-        self.append(&part, &recs, timeout).await?;
+        self.append(&part, recs, timeout).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let g = cache.entry(group.to_string()).or_default();
         for (t, p, c) in entries {
@@ -157,7 +205,7 @@ impl OffsetStore {
     pub async fn store_membership(&self, group: &str, membership: StoredGroup, timeout: Duration) -> Result<(), i16> {
         let part = self.coordinator_partition(group)?;
         let rec = OffsetRecord::GroupMetadata { group: group.to_string(), membership };
-        self.append(&part, &[rec], timeout).await
+        self.append(&part, vec![(OffsetKey::Group { group: group.to_string() }, Some(rec))], timeout).await
     }
 
     /// Deletes the committed offsets of `partitions` for `group` (OffsetDelete).
@@ -168,8 +216,11 @@ impl OffsetStore {
         timeout: Duration,
     ) -> Result<(), i16> {
         let part = self.coordinator_partition(group)?;
-        let rec = OffsetRecord::OffsetsDeleted { group: group.to_string(), partitions: partitions.clone() };
-        self.append(&part, &[rec], timeout).await?;
+        let tombstones = partitions
+            .iter()
+            .map(|(t, p)| (OffsetKey::Offset { group: group.to_string(), topic: t.clone(), partition: *p }, None))
+            .collect();
+        self.append(&part, tombstones, timeout).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = cache.get_mut(group) {
             for tp in &partitions {
@@ -182,14 +233,33 @@ impl OffsetStore {
     /// Deletes every offset of `group` (DeleteGroups).
     pub async fn delete_group(&self, group: &str, timeout: Duration) -> Result<(), i16> {
         let part = self.coordinator_partition(group)?;
-        self.append(&part, &[OffsetRecord::GroupDeleted { group: group.to_string() }], timeout).await?;
+        // A tombstone for each offset, and for the group: compaction may drop the group's
+        // tombstone while offsets older than it would otherwise stay.
+        let mut tombstones: Vec<(OffsetKey, Option<OffsetRecord>)> = self
+            .fetch(group)
+            .into_keys()
+            .map(|(topic, partition)| (OffsetKey::Offset { group: group.to_string(), topic, partition }, None))
+            .collect();
+        tombstones.push((OffsetKey::Group { group: group.to_string() }, None));
+        self.append(&part, tombstones, timeout).await?;
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
         Ok(())
     }
 
-    async fn append(&self, part: &Partition, recs: &[OffsetRecord], timeout: Duration) -> Result<(), i16> {
-        let values: Vec<Vec<u8>> = recs.iter().filter_map(|r| serde_json::to_vec(r).ok()).collect();
-        self.log.append(part, &values, timeout).await
+    async fn append(
+        &self,
+        part: &Partition,
+        recs: Vec<(OffsetKey, Option<OffsetRecord>)>,
+        timeout: Duration,
+    ) -> Result<(), i16> {
+        let mut records = Vec::with_capacity(recs.len());
+        for (key, rec) in recs {
+            let key = serde_json::to_vec(&key).map_err(|_| super::COORDINATOR_NOT_AVAILABLE)?;
+            let value =
+                rec.map(|r| serde_json::to_vec(&r)).transpose().map_err(|_| super::COORDINATOR_NOT_AVAILABLE)?;
+            records.push((key, value));
+        }
+        self.log.append(part, &records, timeout).await
     }
 
     /// The committed offsets of `group`.
