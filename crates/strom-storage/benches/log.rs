@@ -6,7 +6,10 @@
 //!   measured in the same run, and bare `pwrite`s of 16 KiB (the kernel's bound for one write
 //!   per batch);
 //! - read: sequential read of a 1 GiB log from the page cache, in 1 MiB fetches;
-//! - append with fsync on every batch (`flush.messages=1`): MB/s and p50/p99 latency.
+//! - append with fsync on every batch (`flush.messages=1`): MB/s and p50/p99 latency;
+//! - clean: compaction of a 128 MiB log of 1 KiB keyed records where every key was written
+//!   twice (half the records superseded), in sealed 32 MiB segments, beside a sequential read
+//!   of the same log in the same run.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -169,7 +172,82 @@ fn fsync_latency() {
     );
 }
 
-criterion_group!(benches, append, read);
+/// A 16 KiB batch of 16 keyed 1 KiB records with keys `first..first + 16` (mod `keys`).
+fn keyed_batch_16k(first: u64, keys: u64) -> Vec<u8> {
+    use strom_protocol::kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..RECORDS_PER_BATCH as u64)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: 1_700_000_000_000,
+            key: Some(bytes::Bytes::from(format!("key-{:012}", (first + i) % keys))),
+            value: Some(bytes::Bytes::from(vec![b'x'; RECORD])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut out = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        records.iter(),
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .unwrap();
+    out.to_vec()
+}
+
+fn clean(c: &mut Criterion) {
+    let total: u64 = 128 * MIB;
+    let batches = total / (16 * 1024 + 400);
+    let keys = batches * RECORDS_PER_BATCH as u64 / 2;
+    let config = LogConfig { segment_bytes: 32 * MIB, segment_ms: None, retention_ms: None, ..LogConfig::default() };
+    let fill = |dir: &std::path::Path| {
+        let (mut log, _) = Log::open(dir, config.clone()).unwrap();
+        for b in 0..batches {
+            log.append_as_leader(&keyed_batch_16k(b * RECORDS_PER_BATCH as u64, keys), 0, 0).unwrap();
+        }
+        log.roll().unwrap();
+        log
+    };
+    let mut g = c.benchmark_group("clean");
+    g.sample_size(10).throughput(Throughput::Bytes(total));
+    g.bench_function("compact_128MiB_half_superseded", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = bench_dir();
+                let mut log = fill(dir.path());
+                let t = Instant::now();
+                let stats = log.clean(strom_storage::CleanOptions::at(1_700_000_000_000)).unwrap();
+                elapsed += t.elapsed();
+                assert!(stats.records_removed > 0);
+            }
+            elapsed
+        })
+    });
+    g.bench_function("sequential_read_same_log", |b| {
+        let dir = bench_dir();
+        let log = fill(dir.path());
+        b.iter(|| {
+            let mut at = 0;
+            while at < log.log_end_offset() {
+                let r = log.read(at, MIB as usize, None).unwrap();
+                at = r.next_offset;
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append, read, clean);
 
 fn main() {
     benches();
