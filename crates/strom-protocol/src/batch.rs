@@ -243,6 +243,45 @@ pub fn patched_header_log_append_time(
     h
 }
 
+/// Records could not be encoded (the codec failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot encode a record batch: {0}")]
+pub struct EncodeError(pub String);
+
+/// One batch of (key, value) records (value `None`: a tombstone), offsets from 0, every
+/// record stamped `timestamp_ms`, no producer id, in `compression`: what the tools, the
+/// coordinators' state topics and tests write (kafka-protocol's encoder).
+pub fn encode_records(
+    records: impl IntoIterator<Item = (Option<bytes::Bytes>, Option<bytes::Bytes>)>,
+    timestamp_ms: i64,
+    compression: kafka_protocol::records::Compression,
+) -> Result<bytes::Bytes, EncodeError> {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: timestamp_ms,
+            key,
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+        .map_err(|e| EncodeError(e.to_string()))?;
+    Ok(buf.freeze())
+}
+
 /// Builds a valid uncompressed batch of `values` (no keys, no headers): for tests, benchmarks
 /// and tools that need batches without a client.
 pub fn build_batch(base_offset: i64, base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {

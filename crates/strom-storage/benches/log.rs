@@ -174,34 +174,12 @@ fn fsync_latency() {
 
 /// A 16 KiB batch of 16 keyed 1 KiB records with keys `first..first + 16` (mod `keys`).
 fn keyed_batch_16k(first: u64, keys: u64) -> Vec<u8> {
-    use strom_protocol::kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let records: Vec<Record> = (0..RECORDS_PER_BATCH as u64)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: 1_700_000_000_000,
-            key: Some(bytes::Bytes::from(format!("key-{:012}", (first + i) % keys))),
-            value: Some(bytes::Bytes::from(vec![b'x'; RECORD])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut out = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        records.iter(),
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .unwrap();
-    out.to_vec()
+    let records = (0..RECORDS_PER_BATCH as u64).map(|i| {
+        let key = bytes::Bytes::from(format!("key-{:012}", (first + i) % keys));
+        (Some(key), Some(bytes::Bytes::from(vec![b'x'; RECORD])))
+    });
+    let none = strom_protocol::kafka_protocol::records::Compression::None;
+    strom_protocol::batch::encode_records(records, 1_700_000_000_000, none).unwrap().to_vec()
 }
 
 fn clean(c: &mut Criterion) {

@@ -200,9 +200,6 @@ impl Log {
             crate::checkpoint::write_cleaned_below(&self.dir, prepared.active_base)?;
             self.cleaned_below = prepared.active_base;
         }
-        if prepared.stats.segments_rewritten > 0 {
-            tracing::info!(dir = %self.dir.display(), stats = ?prepared.stats, "log cleaned");
-        }
         Ok(prepared.stats)
     }
 
@@ -312,10 +309,11 @@ fn for_each_batch(
             }
         }
         throttle.took(chunk.len() as u64);
-        let mut rest: &[u8] = &chunk;
+        let chunk = Bytes::from(chunk);
         let mut advanced = 0u64;
-        while let Ok(v) = BatchView::parse(rest) {
-            let mut bytes = Bytes::copy_from_slice(v.bytes());
+        while let Ok(v) = BatchView::parse(&chunk[advanced as usize..]) {
+            // The decoder takes the batch as a slice of the chunk: no copy.
+            let mut bytes = chunk.slice(advanced as usize..advanced as usize + v.size());
             let records: Vec<Record> = RecordBatchDecoder::decode_all(&mut bytes)
                 .map_err(|e| LogError::Recompress(format!("cannot decode a batch to clean it: {e}")))?
                 .into_iter()
@@ -323,7 +321,6 @@ fn for_each_batch(
                 .collect();
             f(&v, &records)?;
             advanced += v.size() as u64;
-            rest = &rest[v.size()..];
         }
         if advanced == 0 {
             return Err(LogError::Corrupt {

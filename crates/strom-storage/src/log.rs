@@ -265,6 +265,11 @@ impl Log {
     /// nothing: one bad batch refuses the whole append before anything is written.
     pub fn append_as_leader(&mut self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, LogError> {
         let mut views = self.validate(batches)?;
+        let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        // Before any re-encoding: the records are the same, and they are decoded once here.
+        for v in &views {
+            self.check_records(v, now_ms, log_append_time)?;
+        }
         let recompressed;
         let mut recompressed_batches = 0;
         if let Some(codec) = self.config.compression.codec() {
@@ -273,17 +278,6 @@ impl Log {
                 recompressed = bytes;
                 recompressed_batches = n;
                 views = self.validate(&recompressed)?;
-            }
-        }
-        if self.config.compact {
-            for v in &views {
-                require_keys(v)?;
-            }
-        }
-        let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
-        if !log_append_time {
-            for v in &views {
-                self.check_timestamps(v, now_ms)?;
             }
         }
         let mut next = self.next_offset;
@@ -335,12 +329,18 @@ impl Log {
         Ok(info)
     }
 
-    /// Kafka's CreateTime bounds (`message.timestamp.before.max.ms`, `after.max.ms`): every
-    /// record's timestamp must lie within them. The records are decoded (decompressed) only
-    /// when a bound is set, as Kafka's validator does; by default neither is.
-    fn check_timestamps(&self, v: &BatchView<'_>, now_ms: i64) -> Result<(), LogError> {
-        let (before, after) = (self.config.timestamp_before_max_ms, self.config.timestamp_after_max_ms);
-        if before.is_none() && after.is_none() {
+    /// The checks that look at records, as Kafka's validator: in a compacted log every record
+    /// has a key; with CreateTime every record's timestamp lies within
+    /// `message.timestamp.before.max.ms` / `after.max.ms`. The batch is decoded (decompressed)
+    /// once, and only when one of them applies; by default none does.
+    fn check_records(&self, v: &BatchView<'_>, now_ms: i64, log_append_time: bool) -> Result<(), LogError> {
+        let (before, after) = if log_append_time {
+            (None, None)
+        } else {
+            (self.config.timestamp_before_max_ms, self.config.timestamp_after_max_ms)
+        };
+        let compact = self.config.compact;
+        if !compact && before.is_none() && after.is_none() {
             return Ok(());
         }
         let check = |ts: i64| {
@@ -362,8 +362,15 @@ impl Log {
         };
         let mut buf = Bytes::copy_from_slice(v.bytes());
         match strom_protocol::kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf) {
-            Ok(sets) => sets.iter().flat_map(|s| s.records.iter()).try_for_each(|r| check(r.timestamp)),
-            // A codec we cannot decode: the header's first and largest timestamps stand in.
+            Ok(sets) => sets.iter().flat_map(|s| s.records.iter()).try_for_each(|r| {
+                if compact && r.key.is_none() {
+                    return Err(LogError::KeylessRecordInCompactedLog);
+                }
+                check(r.timestamp)
+            }),
+            // A codec we cannot decode: keys cannot be checked; for the bounds the header's
+            // first and largest timestamps stand in.
+            Err(e) if compact => Err(LogError::Recompress(e.to_string())),
             Err(_) => check(v.base_timestamp()).and_then(|()| check(v.max_timestamp())),
         }
     }
@@ -870,17 +877,6 @@ impl Log {
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(|e| LogError::io(&dir, e))
     }
-}
-
-/// Kafka's rule for compacted topics: every produced record has a key.
-fn require_keys(v: &BatchView<'_>) -> Result<(), LogError> {
-    let mut buf = Bytes::copy_from_slice(v.bytes());
-    let sets = strom_protocol::kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf)
-        .map_err(|e| LogError::Recompress(e.to_string()))?;
-    if sets.iter().flat_map(|s| s.records.iter()).any(|r| r.key.is_none()) {
-        return Err(LogError::KeylessRecordInCompactedLog);
-    }
-    Ok(())
 }
 
 /// `views` with every batch not already in `target`'s codec decoded and encoded again in it

@@ -4,37 +4,16 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use strom_protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use strom_protocol::kafka_protocol::records::{Compression, RecordBatchDecoder};
 use strom_storage::{CleanOptions, Log, LogConfig};
 
 const DELETE_RETENTION_MS: u64 = 5_000;
 
 /// A producer batch of keyed records (`None`: a tombstone), all stamped `ts`.
 fn keyed_batch(records: &[(u8, Option<u8>)], ts: i64, compression: Compression) -> Vec<u8> {
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: ts,
-            key: Some(Bytes::from(vec![b'k', *k])),
-            value: v.map(|v| Bytes::from(vec![b'v', v])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut out = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(&mut out, records.iter(), &RecordEncodeOptions { version: 2, compression }).unwrap();
-    out.to_vec()
+    let records =
+        records.iter().map(|(k, v)| (Some(Bytes::from(vec![b'k', *k])), v.map(|v| Bytes::from(vec![b'v', v]))));
+    strom_protocol::batch::encode_records(records, ts, compression).unwrap().to_vec()
 }
 
 /// (offset, key, value) of every record readable from the log start, following reads

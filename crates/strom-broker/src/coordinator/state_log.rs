@@ -7,10 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use strom_protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use strom_protocol::kafka_protocol::records::{Compression, RecordBatchDecoder};
 use strom_protocol::values::now_ms;
 
 use super::{partition_for, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR};
@@ -117,7 +115,9 @@ impl StateLog {
         timeout: Duration,
     ) -> Result<(), i16> {
         let now = now_ms();
-        let batch = keyed_batch(records, now).map_err(|e| {
+        let keyed =
+            records.iter().map(|(k, v)| (Some(Bytes::copy_from_slice(k)), v.as_deref().map(Bytes::copy_from_slice)));
+        let batch = strom_protocol::batch::encode_records(keyed, now, Compression::None).map_err(|e| {
             tracing::error!(node = self.node_id, topic = self.topic, error = %e, "cannot encode a state batch");
             COORDINATOR_NOT_AVAILABLE
         })?;
@@ -135,35 +135,4 @@ impl StateLog {
             CommitWait::TimedOut => Err(COORDINATOR_NOT_AVAILABLE),
         }
     }
-}
-
-/// One uncompressed batch of keyed records, stamped `now_ms`.
-fn keyed_batch(records: &[(Vec<u8>, Option<Vec<u8>>)], now_ms: i64) -> Result<Vec<u8>, String> {
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: now_ms,
-            key: Some(Bytes::copy_from_slice(k)),
-            value: v.as_ref().map(|v| Bytes::copy_from_slice(v)),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        records.iter(),
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(out.to_vec())
 }

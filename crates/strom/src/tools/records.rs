@@ -1,9 +1,7 @@
 //! Record batches and partitioning for the tools: what a producer client does.
 
-use bytes::{Bytes, BytesMut};
-use strom_protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use strom_protocol::kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 /// Kafka's murmur2 (the Java client's default partitioner hashes keys with it), so a key
 /// lands on the partition a Java or librdkafka (`murmur2_random`) producer would pick.
@@ -58,28 +56,8 @@ pub fn encode_batch(
     timestamp: i64,
     compression: Compression,
 ) -> anyhow::Result<Bytes> {
-    let rs: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp,
-            key: k.clone(),
-            value: Some(v.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &rs, &RecordEncodeOptions { version: 2, compression })?;
-    Ok(buf.freeze())
+    let records = records.iter().map(|(k, v)| (k.clone(), Some(v.clone())));
+    Ok(strom_protocol::batch::encode_records(records, timestamp, compression)?)
 }
 
 /// A fetched record.

@@ -133,6 +133,15 @@ impl Group {
         }
     }
 
+    /// [`Self::check_member`], then ILLEGAL_GENERATION for any generation but the current one:
+    /// the first checks of SyncGroup, Heartbeat and OffsetCommit, in Kafka's order.
+    fn check_member_generation(&self, member: MemberRef<'_>, generation: i32) -> i16 {
+        match self.check_member(member.member_id, member.instance_id) {
+            NONE if generation != self.generation => ILLEGAL_GENERATION,
+            code => code,
+        }
+    }
+
     /// Ends the rebalance if every member has rejoined (or `force`, at the deadline).
     ///
     /// **Join-phase rule (Kafka's):** a rebalance of a group with members waits, up to the
@@ -346,12 +355,9 @@ impl Group {
     pub(super) fn sync(&mut self, req: SyncRequest<'_>, assignments: Vec<(String, Bytes)>) -> SyncStep {
         let err = |code| SyncStep::Done(SyncResult { error_code: code, ..Default::default() });
         let member_id = req.member.member_id;
-        let code = self.check_member(member_id, req.member.instance_id);
+        let code = self.check_member_generation(req.member, req.generation);
         if code != NONE {
             return err(code);
-        }
-        if req.generation != self.generation {
-            return err(ILLEGAL_GENERATION);
         }
         if req.protocol_type.is_some_and(|t| self.protocol_type.as_deref() != Some(t))
             || req.protocol_name.is_some_and(|n| self.protocol.as_deref() != Some(n))
@@ -409,12 +415,9 @@ impl Group {
     /// Heartbeat. Checks, in Kafka's order: the member, the generation, the state. Only a
     /// heartbeat that passes the member and generation checks keeps the session alive.
     pub(super) fn heartbeat(&mut self, generation: i32, member: MemberRef<'_>) -> i16 {
-        let code = self.check_member(member.member_id, member.instance_id);
+        let code = self.check_member_generation(member, generation);
         if code != NONE {
             return code;
-        }
-        if generation != self.generation {
-            return ILLEGAL_GENERATION;
         }
         if self.state == GroupState::Empty {
             return UNKNOWN_MEMBER_ID;
@@ -469,12 +472,9 @@ impl Group {
         if generation < 0 && member.member_id.is_empty() && member.instance_id.is_none() {
             return if self.members.is_empty() { NONE } else { UNKNOWN_MEMBER_ID };
         }
-        let code = self.check_member(member.member_id, member.instance_id);
+        let code = self.check_member_generation(member, generation);
         if code != NONE {
             return code;
-        }
-        if generation != self.generation {
-            return ILLEGAL_GENERATION;
         }
         if self.state == GroupState::CompletingRebalance {
             return REBALANCE_IN_PROGRESS;
