@@ -60,3 +60,18 @@ def test_an_offsets_topic_made_with_the_delete_policy_is_switched_to_compact(nod
                                   config={"cleanup.policy": "delete"})])[name].result(15)
     wait_until("the offsets topic to be switched to compact",
                lambda: topic_config(node, name, "cleanup.policy") == "compact", timeout=30)
+
+
+def test_clients_cannot_write_to_the_offsets_topic(node):
+    """As Kafka: only the broker writes `__consumer_offsets` (a client's records there could
+    rewrite any group's offsets); a produce is INVALID_TOPIC_EXCEPTION."""
+    from confluent_kafka import KafkaError
+    topic = "data-" + uuid.uuid4().hex[:8]
+    admin = AdminClient({"bootstrap.servers": node.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(15)
+    assert committed(node, "any-group", topic) < 0  # makes the offsets topic
+    errors = []
+    p = Producer({"bootstrap.servers": node.bootstrap})
+    p.produce("__consumer_offsets", key=b"k", value=b"forged", partition=0, on_delivery=lambda e, m: errors.append(e))
+    assert p.flush(15) == 0
+    assert [e.code() if e else None for e in errors] == [KafkaError.TOPIC_EXCEPTION]

@@ -56,6 +56,10 @@ pub struct BrokerSettings {
     /// `offsets.topic.segment.bytes`: `__consumer_offsets` is created compacted, with this.
     pub offsets_topic_segment_bytes: u64,
     pub group_initial_rebalance_delay_ms: u64,
+    /// `offsets.retention.minutes`, in ms: how long an empty group's offsets are kept.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval_ms: u64,
     /// Per-partition metric series (log size, segments, group lag); off bounds cardinality.
     pub metrics_per_partition: bool,
     /// Topic config key → (effective broker default, DescribeConfigs source).

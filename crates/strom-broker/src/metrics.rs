@@ -57,6 +57,8 @@ pub struct BrokerMetrics {
     pub replication_bytes_out: Counter,
     /// Batches a leader re-encoded into a topic's `compression.type`.
     pub recompressed_batches: Counter,
+    /// Committed offsets expired by `offsets.retention.minutes` (written as tombstones).
+    pub expired_offsets: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub request_queue_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
@@ -85,6 +87,7 @@ impl BrokerMetrics {
             bytes_out: Family::default(),
             replication_bytes_out: Counter::default(),
             recompressed_batches: Counter::default(),
+            expired_offsets: Counter::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             request_queue_seconds: Family::new_with_constructor(latency_histogram),
@@ -128,6 +131,11 @@ impl BrokerMetrics {
             "strom_broker_recompressed_batches",
             "Produced batches the leader re-encoded into the topic's compression.type (the one place produce re-encodes)",
             self.recompressed_batches.clone(),
+        );
+        r.register(
+            "strom_group_offsets_expired",
+            "Committed offsets expired by offsets.retention.minutes (their group empty that long)",
+            self.expired_offsets.clone(),
         );
         r.register("kafka_network_requestmetrics_requests", "Requests handled, per API", self.requests.clone());
         r.register(

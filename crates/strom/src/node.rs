@@ -221,6 +221,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         }
         cluster_id_source = Some(ClusterIdSource::Broker(lifecycle.clone()));
         tasks.spawn(apis.clone().run_group_timer(shutdown.clone()));
+        tasks.spawn(apis.clone().run_offsets_upkeep(shutdown.clone()));
         let fetchers =
             ReplicaFetchers::new(config.inter_broker_listener_name.clone(), replicas.clone(), lifecycle.clone());
         tasks.spawn(fetchers.run(shutdown.clone()));
@@ -546,6 +547,8 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         offsets_topic_replication_factor: config.offsets_topic_replication_factor,
         offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
         group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+        offsets_retention_ms: config.offsets_retention_ms,
+        offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
         metrics_per_partition: config.metrics_per_partition,
         topic_defaults,
         broker_configs,

@@ -312,6 +312,7 @@ pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> Offs
     }
     let mut entries = Vec::new();
     let mut resp = OffsetCommitResponse::default();
+    let now = strom_protocol::values::now_ms();
     for t in &req.topics {
         let name = t.name.0.to_string();
         let known = image.topics.get(&name);
@@ -336,6 +337,7 @@ pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> Offs
                         offset: p.committed_offset,
                         leader_epoch: p.committed_leader_epoch,
                         metadata: p.committed_metadata.as_ref().map(s).unwrap_or_default(),
+                        commit_timestamp_ms: now,
                     },
                 ));
                 NONE

@@ -243,10 +243,55 @@ impl Apis {
             }
             let b = &self.broker;
             b.groups.forget(|g| b.offsets.leads(g));
+            for (group, membership) in b.offsets.take_memberships() {
+                b.groups.restore(&group, membership);
+            }
             b.groups.tick();
             ticks = ticks.wrapping_add(1);
             if ticks % OFFSETS_TOPIC_CHECK_TICKS == 1 && self.is_ready() {
                 groups::ensure_offsets_topic_compacted(b).await;
+            }
+        }
+    }
+
+    /// The offsets store's upkeep, every second: an emptied group's emptiness is stored (so
+    /// retention counts from it after a failover), partitions holding records from before
+    /// keys are rewritten with keys, and every `offsets.retention.check.interval.ms` expired
+    /// offsets are tombstoned (rules in [`crate::coordinator::group::offsets`]).
+    pub async fn run_offsets_upkeep(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+        let b = &self.broker;
+        let check_every = Duration::from_millis(b.settings.offsets_retention_check_interval_ms.max(1));
+        let mut tick = tokio::time::interval(Duration::from_secs(1).min(check_every));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_check = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for (group, membership) in b.groups.unstored_empty() {
+                if let Err(code) = b.offsets.store_membership(&group, membership, WRITE_TIMEOUT).await {
+                    tracing::warn!(node = b.settings.node_id, group = %group, code, "empty group not stored");
+                }
+            }
+            for p in b.offsets.keyless_partitions() {
+                if let Err(code) = b.offsets.rewrite_keyless(p, WRITE_TIMEOUT).await {
+                    tracing::warn!(node = b.settings.node_id, partition = p, code, "keyless offsets not rewritten");
+                }
+            }
+            if last_check.elapsed() >= check_every {
+                last_check = tokio::time::Instant::now();
+                let expired = b
+                    .offsets
+                    .expire(
+                        b.settings.offsets_retention_ms,
+                        |g| b.groups.retention_start(g),
+                        |g| b.groups.remove_if_empty(g),
+                        WRITE_TIMEOUT,
+                    )
+                    .await;
+                b.metrics.expired_offsets.inc_by(expired as u64);
             }
         }
     }
@@ -287,11 +332,13 @@ impl Apis {
         match &body {
             RequestKind::ApiVersions(_) => respond(&api_versions::response()),
             RequestKind::Metadata(r) => respond(&metadata::handle(b, r, version, listener).await),
-            RequestKind::Produce(r) => match produce::handle(b, r, version).await {
-                produce::ProduceAnswer::Response(resp) => respond(&resp),
-                produce::ProduceAnswer::Nothing => Ok(None),
-                produce::ProduceAnswer::Close(failed) => Err(RequestError::AcksZeroFailed(failed)),
-            },
+            RequestKind::Produce(r) => {
+                match produce::handle(b, r, version, header.client_id.as_deref().unwrap_or("")).await {
+                    produce::ProduceAnswer::Response(resp) => respond(&resp),
+                    produce::ProduceAnswer::Nothing => Ok(None),
+                    produce::ProduceAnswer::Close(failed) => Err(RequestError::AcksZeroFailed(failed)),
+                }
+            }
             RequestKind::Fetch(r) => respond(&fetch::handle(b, r, version).await),
             RequestKind::ListOffsets(r) => respond(&offsets::list_offsets(b, r, version)),
             RequestKind::OffsetForLeaderEpoch(r) => respond(&offsets::offset_for_leader_epoch(b, r)),

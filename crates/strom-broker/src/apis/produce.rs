@@ -52,7 +52,17 @@ pub(super) enum ProduceAnswer {
     Close(String),
 }
 
-pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> ProduceAnswer {
+/// Kafka's `__admin_client` id: the one client allowed to write to internal topics.
+const ADMIN_CLIENT_ID: &str = "__admin_client";
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+
+/// Topics only the broker writes (its coordinators' state); a client produce to one is
+/// INVALID_TOPIC_EXCEPTION unless its client id is Kafka's `__admin_client`.
+fn is_internal(topic: &str) -> bool {
+    topic == crate::coordinator::group::offsets::OFFSETS_TOPIC
+}
+
+pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16, client_id: &str) -> ProduceAnswer {
     let image = b.image();
     let now = now_ms();
     let mut topics = Vec::with_capacity(req.topic_data.len());
@@ -78,6 +88,11 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16) -> Pr
                 log_start_offset: -1,
                 wait_for: None,
             };
+            if is_internal(&name) && client_id != ADMIN_CLIENT_ID {
+                o.error_code = INVALID_TOPIC_EXCEPTION;
+                outcomes.push(o);
+                continue;
+            }
             let Some(part) = b.replicas.get(&name, p.index) else {
                 o.error_code = b.not_hosted(&name, p.index);
                 outcomes.push(o);

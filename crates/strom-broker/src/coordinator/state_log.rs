@@ -67,6 +67,14 @@ impl StateLog {
         Ok(part)
     }
 
+    /// Partition `p`, if this broker leads it in the leader epoch it last loaded it in.
+    pub fn loaded_leader(&self, p: i32) -> Option<Arc<Partition>> {
+        let part = self.replicas.get(self.topic, p)?;
+        let role = part.role();
+        let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        (role.leader == self.node_id && loaded.get(&p) == Some(&role.leader_epoch)).then_some(part)
+    }
+
     /// Does this broker lead `key`'s partition? (No loading.)
     pub fn leads(&self, key: &str) -> bool {
         self.replicas.get(self.topic, self.partition_of(key)).is_some_and(|part| part.is_leader())
@@ -105,15 +113,24 @@ impl StateLog {
     }
 
     /// Appends `records` (key, value; value `None`: a tombstone) to `part` as one batch, as
-    /// its leader, and waits until it is committed (acks=all). Every record has a key: the
-    /// topic is compacted, so the key says what a record replaces. NOT_COORDINATOR if the
-    /// leadership moved; COORDINATOR_NOT_AVAILABLE on a failed append or at `timeout`.
+    /// its leader, and waits until it is committed (acks=all): [`Self::start_append`] then
+    /// [`Self::wait_committed`].
     pub async fn append(
         &self,
         part: &Partition,
         records: &[(Vec<u8>, Option<Vec<u8>>)],
         timeout: Duration,
     ) -> Result<(), i16> {
+        let appended = self.start_append(part, records)?;
+        self.wait_committed(part, appended, timeout).await
+    }
+
+    /// Appends `records` to `part` as one batch, as its leader, without waiting: the batch's
+    /// place in the log is fixed when this returns (a caller that must order its write
+    /// against others holds its lock across this call only). Every record has a key: the
+    /// topic is compacted, so the key says what a record replaces. NOT_COORDINATOR if the
+    /// leadership moved; COORDINATOR_NOT_AVAILABLE on a failed append.
+    pub fn start_append(&self, part: &Partition, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<Appended, i16> {
         let now = now_ms();
         let keyed =
             records.iter().map(|(k, v)| (Some(Bytes::copy_from_slice(k)), v.as_deref().map(Bytes::copy_from_slice)));
@@ -128,11 +145,24 @@ impl StateLog {
                 COORDINATOR_NOT_AVAILABLE
             }
         })?;
+        Ok(Appended { end_offset: appended.info.last_offset + 1, leader_epoch: appended.leader_epoch })
+    }
+
+    /// Waits until a [`Self::start_append`] batch is committed. NOT_COORDINATOR if the
+    /// leadership moved; COORDINATOR_NOT_AVAILABLE at `timeout`.
+    pub async fn wait_committed(&self, part: &Partition, appended: Appended, timeout: Duration) -> Result<(), i16> {
         let deadline = tokio::time::Instant::now() + timeout;
-        match part.wait_committed(appended.info.last_offset + 1, appended.leader_epoch, 0, false, deadline).await {
+        match part.wait_committed(appended.end_offset, appended.leader_epoch, 0, false, deadline).await {
             CommitWait::Committed | CommitWait::CommittedBelowMinIsr => Ok(()),
             CommitWait::LeadershipLost => Err(NOT_COORDINATOR),
             CommitWait::TimedOut => Err(COORDINATOR_NOT_AVAILABLE),
         }
     }
+}
+
+/// A state batch appended by its leader, not yet known to be committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    end_offset: i64,
+    leader_epoch: i32,
 }

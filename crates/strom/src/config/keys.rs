@@ -104,6 +104,12 @@ pub const KEYS: &[KeyDef] = &[
     key("offsets.topic.replication.factor", Some("1"), "Replication factor of __consumer_offsets."),
     key("offsets.topic.num.partitions", Some("50"), "Partitions of __consumer_offsets."),
     key("offsets.topic.segment.bytes", Some("104857600"), "Segment size of __consumer_offsets (a compacted topic)."),
+    key(
+        "offsets.retention.minutes",
+        Some("10080"),
+        "An empty group's committed offsets are kept this long after it became empty (never while it has members).",
+    ),
+    key("offsets.retention.check.interval.ms", Some("600000"), "How often expired committed offsets are looked for."),
     key("replica.lag.time.max.ms", Some("30000"), "A follower this far behind leaves the ISR."),
     // Kafka: 9000 / 2000. Strom detects a dead broker within ~2 s so acks=all does not stall
     // for 9 s on every partition (DESIGN.md §5; reasons in docs/architecture.md).
@@ -175,9 +181,6 @@ pub const REFUSED_UNTIL_IMPLEMENTED: &[&str] = &[
     "transaction.remove.expired.transaction.cleanup.interval.ms",
     "transaction.state.log.",
     "transaction.partition.verification.enable",
-    // Committed offsets are never expired yet.
-    "offsets.retention.minutes",
-    "offsets.retention.check.interval.ms",
 ];
 
 /// Values of refused keys that ask for exactly what Strom does (no protection, no feature):

@@ -236,6 +236,9 @@ pub struct NodeConfig {
     pub message_max_bytes: i32,
     pub socket_request_max_bytes: i32,
     pub group_initial_rebalance_delay_ms: u64,
+    /// `offsets.retention.minutes`, in ms.
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: u64,
     pub metrics_listener: Option<SocketAddr>,
     /// True when `metrics.listener` was set by the user (a bind failure then stops the node).
     pub metrics_listener_explicit: bool,
@@ -448,6 +451,8 @@ impl NodeConfig {
             message_max_bytes: int_in(r, "message.max.bytes", 0, i32::MAX as i64)? as i32,
             socket_request_max_bytes: int_in(r, "socket.request.max.bytes", 1, i32::MAX as i64)? as i32,
             group_initial_rebalance_delay_ms: int_at_least(r, "group.initial.rebalance.delay.ms", 0)?,
+            offsets_retention_ms: int_in(r, "offsets.retention.minutes", 1, i32::MAX as i64)? * 60_000,
+            offsets_retention_check_interval_ms: int_at_least(r, "offsets.retention.check.interval.ms", 1)?,
             metrics_listener,
             metrics_listener_explicit,
             metrics_per_partition: boolean(r, "metrics.per.partition.enable")?,

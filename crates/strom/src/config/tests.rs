@@ -260,7 +260,6 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         "listener.name.sasl_ssl.plain.sasl.jaas.config=x",
         "log.cleaner.dedupe.buffer.size=134217728",
         "transaction.max.timeout.ms=60000",
-        "offsets.retention.minutes=60",
         "quota.window.num=11",
     ] {
         let name = key.split_once('=').unwrap().0;

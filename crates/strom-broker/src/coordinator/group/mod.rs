@@ -114,7 +114,7 @@ pub struct SyncRequest<'a> {
     pub protocol_name: Option<&'a str>,
 }
 
-/// A Stable generation's membership, as written to `__consumer_offsets`.
+/// A Stable generation's membership, or an Empty group's, as written to `__consumer_offsets`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredGroup {
     pub generation: i32,
@@ -122,6 +122,23 @@ pub struct StoredGroup {
     pub protocol: Option<String>,
     pub leader: Option<String>,
     pub members: Vec<StoredMember>,
+    /// Wall-clock ms since which the group has had no members (records from before this
+    /// field have none: the group then counts as empty from when it is resumed).
+    #[serde(default)]
+    pub empty_since_ms: Option<i64>,
+}
+
+/// What offset retention counts from, for one group (`offsets.retention.minutes`, KIP-211).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionStart {
+    /// The group has members (or a join is under way): its offsets never expire.
+    HasMembers,
+    /// The group has been empty since this wall-clock ms: each offset expires at the later of
+    /// this and its commit, plus the retention.
+    EmptySince(i64),
+    /// No membership is known (offsets committed by a "simple" consumer, without a group
+    /// generation): each offset expires its retention after its commit.
+    Standalone,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +192,33 @@ impl GroupCoordinator {
             }
             k
         });
+    }
+
+    /// The emptied groups whose emptiness is not stored yet (a membership of theirs was):
+    /// (group, what to store). The group timer writes them.
+    pub fn unstored_empty(&self) -> Vec<(String, StoredGroup)> {
+        let mut groups = self.lock();
+        groups
+            .iter_mut()
+            .filter(|(_, g)| g.is_empty_state())
+            .filter_map(|(id, g)| g.take_unstored().map(|s| (id.clone(), s)))
+            .collect()
+    }
+
+    /// What `group_id`'s offset retention counts from.
+    pub fn retention_start(&self, group_id: &str) -> RetentionStart {
+        match self.lock().get(group_id) {
+            None => RetentionStart::Standalone,
+            Some(g) => g.empty_since_ms().map_or(RetentionStart::HasMembers, RetentionStart::EmptySince),
+        }
+    }
+
+    /// Removes `group_id` if it still has no members (its last offsets expired: Kafka's Dead).
+    pub fn remove_if_empty(&self, group_id: &str) {
+        let mut groups = self.lock();
+        if groups.get(group_id).is_some_and(|g| g.empty_since_ms().is_some()) {
+            groups.remove(group_id);
+        }
     }
 
     /// The membership to store, once per Stable generation (None: not Stable, or stored).
@@ -444,5 +488,36 @@ mod tests {
         // An admin may remove the static member by instance id alone.
         assert_eq!(c.leave(G, &[(String::new(), Some("i-1".into()))]), vec![NONE]);
         reach(&c, "Empty").await;
+    }
+
+    #[tokio::test]
+    async fn retention_never_counts_while_a_group_has_members_and_counts_from_its_emptiness() {
+        assert_eq!(GroupCoordinator::new(1, Duration::ZERO).retention_start(G), RetentionStart::Standalone);
+        let (c, a, _) = stable_one().await;
+        assert_eq!(c.retention_start(G), RetentionStart::HasMembers);
+        // The Stable generation is stored; nothing else is due yet.
+        assert!(c.to_store(G).is_some_and(|s| s.members.len() == 1 && s.empty_since_ms.is_none()));
+        assert!(c.unstored_empty().is_empty());
+        let before = strom_protocol::values::now_ms();
+        assert_eq!(c.leave(G, &[(a.clone(), None)]), vec![NONE]);
+        reach(&c, "Empty").await;
+        let RetentionStart::EmptySince(since) = c.retention_start(G) else { panic!("not empty") };
+        assert!(since >= before);
+        // The emptiness is stored once, with the moment, so a new coordinator counts from it.
+        let stored = c.unstored_empty();
+        assert_eq!(stored.len(), 1);
+        assert_eq!((stored[0].1.members.len(), stored[0].1.empty_since_ms), (0, Some(since)));
+        assert!(c.unstored_empty().is_empty());
+        let resumed = GroupCoordinator::new(2, Duration::ZERO);
+        resumed.restore(G, stored[0].1.clone());
+        assert_eq!(resumed.retention_start(G), RetentionStart::EmptySince(since));
+        // A join stops the count; a group whose offsets expired goes only while still empty.
+        assert_eq!(join(&c, None).await.error_code, NONE);
+        assert_eq!(state(&c), "CompletingRebalance");
+        assert_eq!(c.retention_start(G), RetentionStart::HasMembers);
+        c.remove_if_empty(G);
+        assert_eq!(state(&c), "CompletingRebalance");
+        resumed.remove_if_empty(G);
+        assert_eq!(resumed.describe(G).map(|d| d.state), None);
     }
 }

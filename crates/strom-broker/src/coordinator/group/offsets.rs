@@ -12,16 +12,36 @@
 //! Records are JSON (Strom's own format; Kafka's binary schema is internal to Kafka), each
 //! with a key saying what it replaces ([`OffsetKey`]: one committed offset, or one group's
 //! membership), because the topic is compacted: the cleaner keeps the latest record per key,
-//! and a deletion is a tombstone (a null value) for each key it removes. Records written
-//! before keys were (no key) are read as before and never compacted away.
+//! and a deletion is a tombstone (a null value) for each key it removes.
+//!
+//! **Records from before keys** (a cluster upgraded from a Strom whose records had none) are
+//! never compacted away, so once a later tombstone of the same offset is itself compacted
+//! away, a keyless record would bring a deleted offset back. The first load that finds keyless
+//! records has the state they contribute rewritten with keys, followed in the same batch by
+//! a [`OffsetKey::KeylessSuperseded`] marker ([`OffsetStore::rewrite_keyless`]); a replay that
+//! meets the marker forgets every entry whose latest record was keyless (if it is still live,
+//! its rewritten copy, or a later record, restores it).
+//!
+//! **Offset retention** (`offsets.retention.minutes`, Kafka's KIP-211 rule): a group with
+//! members keeps its offsets however old; an empty group's offsets expire the retention after
+//! the later of the moment it became empty and their commit; offsets of a group that never
+//! had members (a "simple" consumer) expire the retention after their commit. Expired offsets
+//! are written as tombstones; a group left with none is deleted ([`OffsetStore::expire`]).
+//!
+//! **Write order rule:** a commit counts itself in flight for its group before it appends and
+//! until its cache update; an expiry or a rewrite holds that count's lock across its own
+//! append and skips a group with commits in flight. So a tombstone or a rewritten copy never
+//! lands after a newer commit it did not see.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::StoredGroup;
+use strom_protocol::values::now_ms;
+
+use super::{RetentionStart, StoredGroup};
 use crate::coordinator::state_log::StateLog;
 use crate::replica::{Partition, ReplicaManager};
 
@@ -50,6 +70,8 @@ pub struct Committed {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: String,
+    /// Wall-clock ms of the commit (offset retention counts from it).
+    pub commit_timestamp_ms: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,6 +84,9 @@ enum OffsetRecord {
         offset: i64,
         leader_epoch: i32,
         metadata: String,
+        /// Absent in records from before retention: those count from their load.
+        #[serde(default)]
+        commit_timestamp_ms: Option<i64>,
     },
     GroupDeleted {
         group: String,
@@ -76,14 +101,25 @@ enum OffsetRecord {
         group: String,
         membership: StoredGroup,
     },
+    /// The value of the [`OffsetKey::KeylessSuperseded`] marker.
+    KeylessSuperseded,
 }
 
 /// What a record replaces: the key compaction keeps the latest record of.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "key")]
 enum OffsetKey {
-    Offset { group: String, topic: String, partition: i32 },
-    Group { group: String },
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
+    Group {
+        group: String,
+    },
+    /// Every entry whose latest record before this one had no key is superseded: what was
+    /// still live is rewritten, with keys, just before it (see the module docs).
+    KeylessSuperseded,
 }
 
 type GroupOffsets = BTreeMap<(String, i32), Committed>;
@@ -93,6 +129,106 @@ pub struct OffsetStore {
     cache: Mutex<HashMap<String, GroupOffsets>>,
     /// Memberships found by the last load, not yet taken by the group coordinator.
     memberships: Mutex<HashMap<String, StoredGroup>>,
+    /// Commits in flight per group (the write order rule in the module docs).
+    in_flight: Mutex<HashMap<String, usize>>,
+    /// Partitions whose last load found keyless records and no marker after them.
+    keyless: Mutex<HashSet<i32>>,
+}
+
+/// Counts one commit in flight for its group while it lives.
+struct InFlight<'a> {
+    map: &'a Mutex<HashMap<String, usize>>,
+    group: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(map: &'a Mutex<HashMap<String, usize>>, group: &str) -> Self {
+        *map.lock().unwrap_or_else(|p| p.into_inner()).entry(group.to_string()).or_default() += 1;
+        InFlight { map, group: group.to_string() }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.group) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.group);
+            }
+        }
+    }
+}
+
+/// Whether an entry's latest record had no key.
+type Keyless = bool;
+type ReplayedOffsets = BTreeMap<(String, i32), (Committed, Keyless)>;
+
+/// One group's entries while a partition is replayed, each marked with whether its latest
+/// record had no key.
+#[derive(Default)]
+struct Replayed {
+    offsets: HashMap<String, ReplayedOffsets>,
+    memberships: HashMap<String, (StoredGroup, bool)>,
+    keyless_since_marker: bool,
+}
+
+impl Replayed {
+    fn record(&mut self, key: Option<OffsetKey>, value: Option<OffsetRecord>, now: i64) {
+        let keyless = key.is_none();
+        if matches!(key, Some(OffsetKey::KeylessSuperseded)) {
+            for g in self.offsets.values_mut() {
+                g.retain(|_, (_, keyless)| !*keyless);
+            }
+            self.offsets.retain(|_, g| !g.is_empty());
+            self.memberships.retain(|_, (_, keyless)| !*keyless);
+            self.keyless_since_marker = false;
+            return;
+        }
+        self.keyless_since_marker |= keyless;
+        let Some(value) = value else {
+            // A tombstone: what its key names is gone.
+            match key {
+                Some(OffsetKey::Offset { group, topic, partition }) => {
+                    if let Some(g) = self.offsets.get_mut(&group) {
+                        g.remove(&(topic, partition));
+                    }
+                }
+                Some(OffsetKey::Group { group }) => {
+                    self.memberships.remove(&group);
+                    self.offsets.remove(&group);
+                }
+                Some(OffsetKey::KeylessSuperseded) | None => {}
+            }
+            return;
+        };
+        match value {
+            OffsetRecord::Commit { group, topic, partition, offset, leader_epoch, metadata, commit_timestamp_ms } => {
+                let c = Committed {
+                    offset,
+                    leader_epoch,
+                    metadata,
+                    commit_timestamp_ms: commit_timestamp_ms.unwrap_or(now),
+                };
+                self.offsets.entry(group).or_default().insert((topic, partition), (c, keyless));
+            }
+            OffsetRecord::GroupDeleted { group } => {
+                self.memberships.remove(&group);
+                self.offsets.remove(&group);
+            }
+            OffsetRecord::OffsetsDeleted { group, partitions } => {
+                if let Some(g) = self.offsets.get_mut(&group) {
+                    for tp in &partitions {
+                        g.remove(tp);
+                    }
+                }
+            }
+            OffsetRecord::GroupMetadata { group, membership } => {
+                self.memberships.insert(group, (membership, keyless));
+            }
+            OffsetRecord::KeylessSuperseded => {}
+        }
+    }
 }
 
 impl OffsetStore {
@@ -101,6 +237,8 @@ impl OffsetStore {
             log: StateLog::new(OFFSETS_TOPIC, replicas, num_partitions),
             cache: Mutex::new(HashMap::new()),
             memberships: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            keyless: Mutex::new(HashSet::new()),
         }
     }
 
@@ -117,40 +255,32 @@ impl OffsetStore {
     /// Rebuilds the cached offsets of every group in offsets partition `p` from its log.
     fn load(&self, p: i32, part: &Partition) -> Result<(), i16> {
         let node_id = self.log.node_id();
-        let mut groups: HashMap<String, GroupOffsets> = HashMap::new();
-        let mut memberships: HashMap<String, StoredGroup> = HashMap::new();
+        let now = now_ms();
+        let mut replayed = Replayed::default();
         let records = self.log.replay(p, part, |key, value| {
-            let Some(value) = value else {
-                // A tombstone: what its key names is gone.
-                match key.and_then(|k| serde_json::from_slice::<OffsetKey>(&k).ok()) {
-                    Some(OffsetKey::Offset { group, topic, partition }) => {
-                        if let Some(g) = groups.get_mut(&group) {
-                            g.remove(&(topic, partition));
-                        }
-                    }
-                    Some(OffsetKey::Group { group }) => {
-                        memberships.remove(&group);
-                        groups.remove(&group);
-                    }
-                    None => tracing::warn!(node = node_id, partition = p, "tombstone without a readable key skipped"),
+            let key = match key.map(|k| serde_json::from_slice::<OffsetKey>(&k)) {
+                None => None,
+                Some(Ok(k)) => Some(k),
+                Some(Err(e)) => {
+                    tracing::warn!(node = node_id, partition = p, error = %e, "offsets record with an unreadable key skipped");
+                    return;
                 }
-                return;
             };
-            match serde_json::from_slice::<OffsetRecord>(&value) {
-                Ok(OffsetRecord::GroupMetadata { group, membership }) => {
-                    memberships.insert(group, membership);
+            let value = match value.map(|v| serde_json::from_slice::<OffsetRecord>(&v)) {
+                None => None,
+                Some(Ok(v)) => Some(v),
+                Some(Err(e)) => {
+                    tracing::warn!(node = node_id, partition = p, error = %e, "unreadable offsets record skipped");
+                    return;
                 }
-                Ok(rec) => {
-                    if let OffsetRecord::GroupDeleted { group } = &rec {
-                        memberships.remove(group);
-                    }
-                    apply(&mut groups, rec);
-                }
-                Err(e) => {
-                    tracing::warn!(node = node_id, partition = p, error = %e, "unreadable offsets record skipped")
-                }
-            }
+            };
+            replayed.record(key, value, now);
         })?;
+        let groups: HashMap<String, GroupOffsets> = replayed
+            .offsets
+            .into_iter()
+            .map(|(g, offsets)| (g, offsets.into_iter().map(|(tp, (c, _))| (tp, c)).collect()))
+            .collect();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|g, _| self.log.partition_of(g) != p);
         let count = groups.len();
@@ -158,7 +288,14 @@ impl OffsetStore {
         drop(cache);
         let mut m = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
         m.retain(|g, _| self.log.partition_of(g) != p);
-        m.extend(memberships);
+        m.extend(replayed.memberships.into_iter().map(|(g, (s, _))| (g, s)));
+        drop(m);
+        let mut keyless = self.keyless.lock().unwrap_or_else(|p| p.into_inner());
+        if replayed.keyless_since_marker {
+            keyless.insert(p);
+        } else {
+            keyless.remove(&p);
+        }
         tracing::info!(node = node_id, partition = p, groups = count, records, "loaded committed offsets");
         Ok(())
     }
@@ -171,21 +308,8 @@ impl OffsetStore {
         timeout: Duration,
     ) -> Result<(), i16> {
         let part = self.coordinator_partition(group)?;
-        let recs: Vec<(OffsetKey, Option<OffsetRecord>)> = entries
-            .iter()
-            .map(|(t, p, c)| {
-                let key = OffsetKey::Offset { group: group.to_string(), topic: t.clone(), partition: *p };
-                let rec = OffsetRecord::Commit {
-                    group: group.to_string(),
-                    topic: t.clone(),
-                    partition: *p,
-                    offset: c.offset,
-                    leader_epoch: c.leader_epoch,
-                    metadata: c.metadata.clone(),
-                };
-                (key, Some(rec))
-            })
-            .collect();
+        let recs = entries.iter().map(|(t, p, c)| commit_record(group, t, *p, c)).collect();
+        let _in_flight = InFlight::new(&self.in_flight, group);
         self.append(&part, recs, timeout).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let g = cache.entry(group.to_string()).or_default();
@@ -205,6 +329,7 @@ impl OffsetStore {
     pub async fn store_membership(&self, group: &str, membership: StoredGroup, timeout: Duration) -> Result<(), i16> {
         let part = self.coordinator_partition(group)?;
         let rec = OffsetRecord::GroupMetadata { group: group.to_string(), membership };
+        let _in_flight = InFlight::new(&self.in_flight, group);
         self.append(&part, vec![(OffsetKey::Group { group: group.to_string() }, Some(rec))], timeout).await
     }
 
@@ -220,6 +345,7 @@ impl OffsetStore {
             .iter()
             .map(|(t, p)| (OffsetKey::Offset { group: group.to_string(), topic: t.clone(), partition: *p }, None))
             .collect();
+        let _in_flight = InFlight::new(&self.in_flight, group);
         self.append(&part, tombstones, timeout).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = cache.get_mut(group) {
@@ -241,6 +367,7 @@ impl OffsetStore {
             .map(|(topic, partition)| (OffsetKey::Offset { group: group.to_string(), topic, partition }, None))
             .collect();
         tombstones.push((OffsetKey::Group { group: group.to_string() }, None));
+        let _in_flight = InFlight::new(&self.in_flight, group);
         self.append(&part, tombstones, timeout).await?;
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
         Ok(())
@@ -252,14 +379,149 @@ impl OffsetStore {
         recs: Vec<(OffsetKey, Option<OffsetRecord>)>,
         timeout: Duration,
     ) -> Result<(), i16> {
-        let mut records = Vec::with_capacity(recs.len());
-        for (key, rec) in recs {
-            let key = serde_json::to_vec(&key).map_err(|_| super::COORDINATOR_NOT_AVAILABLE)?;
-            let value =
-                rec.map(|r| serde_json::to_vec(&r)).transpose().map_err(|_| super::COORDINATOR_NOT_AVAILABLE)?;
-            records.push((key, value));
+        self.log.append(part, &encode(recs)?, timeout).await
+    }
+
+    /// Restores the memberships every load found and no request took yet, so their groups'
+    /// sessions (and so their emptiness, which offset retention counts from) run.
+    pub fn take_memberships(&self) -> Vec<(String, StoredGroup)> {
+        self.memberships.lock().unwrap_or_else(|p| p.into_inner()).drain().collect()
+    }
+
+    /// Writes tombstones for the offsets of every group this broker coordinates that are past
+    /// `retention_ms` (the rule in the module docs); a group left with none is deleted, and
+    /// `deleted` is called with it. Returns how many offsets expired.
+    pub async fn expire(
+        &self,
+        retention_ms: i64,
+        start: impl Fn(&str) -> RetentionStart,
+        deleted: impl Fn(&str),
+        timeout: Duration,
+    ) -> usize {
+        let now = now_ms();
+        let groups: Vec<(String, GroupOffsets)> = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.iter().filter(|(g, _)| self.log.leads(g)).map(|(g, o)| (g.clone(), o.clone())).collect()
+        };
+        let mut expired_total = 0;
+        for (group, offsets) in groups {
+            let from = match start(&group) {
+                RetentionStart::HasMembers => continue,
+                RetentionStart::EmptySince(t) => Some(t),
+                RetentionStart::Standalone => None,
+            };
+            let expired = expired_entries(&offsets, from, now, retention_ms);
+            if expired.is_empty() {
+                continue;
+            }
+            let whole_group = expired.len() == offsets.len();
+            match self.expire_group(&group, &expired, whole_group, timeout).await {
+                Ok(true) => {
+                    expired_total += expired.len();
+                    tracing::info!(
+                        node = self.log.node_id(),
+                        group = %group,
+                        offsets = expired.len(),
+                        group_deleted = whole_group,
+                        "committed offsets expired (offsets.retention.minutes)"
+                    );
+                    if whole_group {
+                        deleted(&group);
+                    }
+                }
+                Ok(false) => {}
+                Err(code) => {
+                    tracing::warn!(node = self.log.node_id(), group = %group, code, "offset expiry not written")
+                }
+            }
         }
-        self.log.append(part, &records, timeout).await
+        expired_total
+    }
+
+    /// Tombstones for `expired` (each with the commit time it was found with) and, if
+    /// `whole_group`, the group's membership. Ok(false): skipped, a commit is in flight.
+    async fn expire_group(
+        &self,
+        group: &str,
+        expired: &[((String, i32), i64)],
+        whole_group: bool,
+        timeout: Duration,
+    ) -> Result<bool, i16> {
+        let part = self.coordinator_partition(group)?;
+        let mut tombstones: Vec<(OffsetKey, Option<OffsetRecord>)> = expired
+            .iter()
+            .map(|((topic, partition), _)| {
+                (OffsetKey::Offset { group: group.to_string(), topic: topic.clone(), partition: *partition }, None)
+            })
+            .collect();
+        if whole_group {
+            tombstones.push((OffsetKey::Group { group: group.to_string() }, None));
+        }
+        let records = encode(tombstones)?;
+        let appended = {
+            let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if in_flight.contains_key(group) {
+                return Ok(false);
+            }
+            self.log.start_append(&part, &records)?
+        };
+        self.log.wait_committed(&part, appended, timeout).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = cache.get_mut(group) {
+            for (tp, at) in expired {
+                // A commit that landed after the tombstone stays.
+                if g.get(tp).is_some_and(|c| c.commit_timestamp_ms == *at) {
+                    g.remove(tp);
+                }
+            }
+            if g.is_empty() {
+                cache.remove(group);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Partitions whose last load found records without keys and no marker after them.
+    pub fn keyless_partitions(&self) -> Vec<i32> {
+        self.keyless.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+    }
+
+    /// Rewrites, with keys, every offset and membership of offsets partition `p` (which this
+    /// broker leads and has loaded), followed by the [`OffsetKey::KeylessSuperseded`] marker,
+    /// in one batch (the module docs say why). Ok(false): not done now (not the leader any
+    /// more, or a commit of one of its groups is in flight); it is retried.
+    pub async fn rewrite_keyless(&self, p: i32, timeout: Duration) -> Result<bool, i16> {
+        let in_partition = |g: &String| self.log.partition_of(g) == p;
+        let Some(part) = self.log.loaded_leader(p) else { return Ok(false) };
+        let (records, groups) = {
+            let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if in_flight.keys().any(in_partition) {
+                return Ok(false);
+            }
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut recs: Vec<(OffsetKey, Option<OffsetRecord>)> = Vec::new();
+            for (g, offsets) in cache.iter().filter(|(g, _)| in_partition(g)) {
+                recs.extend(offsets.iter().map(|((t, tp), c)| commit_record(g, t, *tp, c)));
+            }
+            let memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+            for (g, m) in memberships.iter().filter(|(g, _)| in_partition(g)) {
+                let rec = OffsetRecord::GroupMetadata { group: g.clone(), membership: m.clone() };
+                recs.push((OffsetKey::Group { group: g.clone() }, Some(rec)));
+            }
+            let groups = recs.len();
+            recs.push((OffsetKey::KeylessSuperseded, Some(OffsetRecord::KeylessSuperseded)));
+            let appended = self.log.start_append(&part, &encode(recs)?)?;
+            (appended, groups)
+        };
+        self.log.wait_committed(&part, records, timeout).await?;
+        self.keyless.lock().unwrap_or_else(|p| p.into_inner()).remove(&p);
+        tracing::info!(
+            node = self.log.node_id(),
+            partition = p,
+            records = groups,
+            "records from before keys superseded by keyed copies"
+        );
+        Ok(true)
     }
 
     /// The committed offsets of `group`.
@@ -278,21 +540,205 @@ impl OffsetStore {
     }
 }
 
-fn apply(groups: &mut HashMap<String, GroupOffsets>, rec: OffsetRecord) {
-    match rec {
-        OffsetRecord::Commit { group, topic, partition, offset, leader_epoch, metadata } => {
-            groups.entry(group).or_default().insert((topic, partition), Committed { offset, leader_epoch, metadata });
+/// The offsets of one group past retention at `now` (each with its commit time): those whose
+/// later of `empty_since` (None: a group without membership) and commit is `retention_ms` ago.
+fn expired_entries(
+    offsets: &GroupOffsets,
+    empty_since: Option<i64>,
+    now: i64,
+    retention_ms: i64,
+) -> Vec<((String, i32), i64)> {
+    offsets
+        .iter()
+        .filter(|(_, c)| now.saturating_sub(empty_since.unwrap_or(i64::MIN).max(c.commit_timestamp_ms)) >= retention_ms)
+        .map(|(tp, c)| (tp.clone(), c.commit_timestamp_ms))
+        .collect()
+}
+
+/// The record of one committed offset.
+fn commit_record(group: &str, topic: &str, partition: i32, c: &Committed) -> (OffsetKey, Option<OffsetRecord>) {
+    let key = OffsetKey::Offset { group: group.to_string(), topic: topic.to_string(), partition };
+    let rec = OffsetRecord::Commit {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition,
+        offset: c.offset,
+        leader_epoch: c.leader_epoch,
+        metadata: c.metadata.clone(),
+        commit_timestamp_ms: Some(c.commit_timestamp_ms),
+    };
+    (key, Some(rec))
+}
+
+/// A record as [`StateLog`] appends it: key, value (`None`: a tombstone).
+type EncodedRecord = (Vec<u8>, Option<Vec<u8>>);
+
+fn encode(recs: Vec<(OffsetKey, Option<OffsetRecord>)>) -> Result<Vec<EncodedRecord>, i16> {
+    let mut records = Vec::with_capacity(recs.len());
+    for (key, rec) in recs {
+        let key = serde_json::to_vec(&key).map_err(|_| super::COORDINATOR_NOT_AVAILABLE)?;
+        let value = rec.map(|r| serde_json::to_vec(&r)).transpose().map_err(|_| super::COORDINATOR_NOT_AVAILABLE)?;
+        records.push((key, value));
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(group: &str, partition: i32, offset: i64, at: i64) -> OffsetRecord {
+        OffsetRecord::Commit {
+            group: group.into(),
+            topic: "t".into(),
+            partition,
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: Some(at),
         }
-        OffsetRecord::GroupDeleted { group } => {
-            groups.remove(&group);
+    }
+
+    fn key(group: &str, partition: i32) -> Option<OffsetKey> {
+        Some(OffsetKey::Offset { group: group.into(), topic: "t".into(), partition })
+    }
+
+    fn offsets_of(r: &Replayed, group: &str) -> Vec<(i32, i64)> {
+        r.offsets.get(group).map_or(vec![], |g| g.iter().map(|((_, p), (c, _))| (*p, c.offset)).collect())
+    }
+
+    #[test]
+    fn the_marker_forgets_what_only_keyless_records_said() {
+        // What a compacted log from an upgraded cluster can hold: keyless records from before
+        // keys (never compacted), the keyed rewrite with the marker, later keyed records. The
+        // rewritten copy of g/0 was superseded by a tombstone and both were compacted away.
+        let mut r = Replayed::default();
+        r.record(None, Some(commit("g", 0, 5, 1)), 0);
+        r.record(None, Some(commit("g", 1, 6, 1)), 0);
+        r.record(None, Some(commit("gone", 0, 7, 1)), 0);
+        r.record(None, Some(OffsetRecord::GroupDeleted { group: "gone".into() }), 0);
+        assert!(r.keyless_since_marker);
+        assert_eq!(offsets_of(&r, "g"), vec![(0, 5), (1, 6)]);
+        // The rewrite of g/1 survived compaction; g/0's copy did not.
+        r.record(key("g", 1), Some(commit("g", 1, 6, 1)), 0);
+        r.record(Some(OffsetKey::KeylessSuperseded), Some(OffsetRecord::KeylessSuperseded), 0);
+        assert!(!r.keyless_since_marker);
+        assert_eq!(offsets_of(&r, "g"), vec![(1, 6)], "the deleted g/0 does not come back");
+        assert_eq!(offsets_of(&r, "gone"), vec![]);
+        r.record(key("g", 2), Some(commit("g", 2, 9, 1)), 0);
+        r.record(key("g", 1), None, 0);
+        assert_eq!(offsets_of(&r, "g"), vec![(2, 9)]);
+    }
+
+    #[test]
+    fn keyed_records_need_no_rewrite_and_tombstones_delete() {
+        let mut r = Replayed::default();
+        r.record(key("g", 0), Some(commit("g", 0, 5, 1)), 0);
+        r.record(key("g", 1), Some(commit("g", 1, 6, 1)), 0);
+        r.record(key("g", 0), None, 0);
+        assert!(!r.keyless_since_marker);
+        assert_eq!(offsets_of(&r, "g"), vec![(1, 6)]);
+        r.record(Some(OffsetKey::Group { group: "g".into() }), None, 0);
+        assert_eq!(offsets_of(&r, "g"), vec![]);
+        // A commit from before commit times were stored counts from the load.
+        let old = OffsetRecord::Commit {
+            group: "h".into(),
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: None,
+        };
+        r.record(key("h", 0), Some(old), 42);
+        assert_eq!(r.offsets["h"][&("t".to_string(), 0)].0.commit_timestamp_ms, 42);
+    }
+
+    #[test]
+    fn retention_counts_from_the_later_of_emptiness_and_the_commit() {
+        let c = |offset, at| Committed { offset, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: at };
+        let offsets: GroupOffsets = [(("t".to_string(), 0), c(1, 100)), (("t".to_string(), 1), c(2, 500))].into();
+        let expired = |since, now| -> Vec<i32> {
+            expired_entries(&offsets, since, now, 1000).into_iter().map(|((_, p), _)| p).collect()
+        };
+        // Empty since 300: the old commit expires at 1300, the one made after at 1500.
+        assert_eq!(expired(Some(300), 1299), Vec::<i32>::new());
+        assert_eq!(expired(Some(300), 1300), vec![0]);
+        assert_eq!(expired(Some(300), 1500), vec![0, 1]);
+        // Empty only since 2000: nothing expires before 3000, however old the commits.
+        assert_eq!(expired(Some(2000), 2999), Vec::<i32>::new());
+        assert_eq!(expired(Some(2000), 3000), vec![0, 1]);
+        // No membership: each from its commit.
+        assert_eq!(expired(None, 1100), vec![0]);
+    }
+
+    /// A broker leading the one partition of `__consumer_offsets` in `dir`, in leader epoch
+    /// `epoch` (a new epoch is a new coordinator: it loads the partition again).
+    fn store_in(dir: &std::path::Path, epoch: i32) -> (Arc<ReplicaManager>, OffsetStore) {
+        use strom_metadata::image::{MetadataImage, PartitionImage, TopicImage};
+        let replicas = Arc::new(ReplicaManager::new(1, dir.to_path_buf(), strom_storage::LogConfig::default()));
+        let mut image = MetadataImage::default();
+        let part =
+            PartitionImage { replicas: vec![1], isr: vec![1], leader: 1, leader_epoch: epoch, partition_epoch: 0 };
+        let id = uuid::Uuid::from_u128(7);
+        image.topics.insert(
+            OFFSETS_TOPIC.into(),
+            TopicImage { name: OFFSETS_TOPIC.into(), id, partitions: [(0, part)].into() },
+        );
+        replicas.apply_image(&image);
+        let store = OffsetStore::new(replicas.clone(), 1);
+        (replicas, store)
+    }
+
+    fn offset_of(store: &OffsetStore, group: &str) -> Option<i64> {
+        store.coordinator_partition(group).expect("coordinator");
+        store.fetch(group).get(&("t".to_string(), 0)).map(|c| c.offset)
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_offsets_log_keeps_its_offsets_and_never_resurrects_a_deleted_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let timeout = Duration::from_secs(5);
+        {
+            // What a Strom from before keys wrote: keyless commits.
+            let (replicas, _) = store_in(dir.path(), 0);
+            let part = replicas.get(OFFSETS_TOPIC, 0).unwrap();
+            let old = |group: &str, offset: i64| {
+                let json = format!(
+                    r#"{{"type":"Commit","group":"{group}","topic":"t","partition":0,"offset":{offset},"leader_epoch":-1,"metadata":""}}"#
+                );
+                (None, Some(bytes::Bytes::from(json)))
+            };
+            let batch = strom_protocol::batch::encode_records(
+                [old("kept", 7), old("deleted", 9)],
+                now_ms(),
+                strom_protocol::kafka_protocol::records::Compression::None,
+            )
+            .unwrap();
+            part.append_as_leader(&batch, now_ms(), None).unwrap();
         }
-        OffsetRecord::OffsetsDeleted { group, partitions } => {
-            if let Some(g) = groups.get_mut(&group) {
-                for tp in &partitions {
-                    g.remove(tp);
-                }
-            }
-        }
-        OffsetRecord::GroupMetadata { .. } => {}
+        let (replicas, store) = store_in(dir.path(), 1);
+        assert_eq!((offset_of(&store, "kept"), offset_of(&store, "deleted")), (Some(7), Some(9)));
+        assert_eq!(store.keyless_partitions(), vec![0]);
+        assert!(store.rewrite_keyless(0, timeout).await.unwrap());
+        assert!(store.keyless_partitions().is_empty());
+        store.delete_offsets("deleted", vec![("t".into(), 0)], timeout).await.unwrap();
+        // Compaction with tombstones expiring at once: the keyed copy of "deleted" and its
+        // tombstone go; the keyless records stay (a cleaner never drops them).
+        let part = replicas.get(OFFSETS_TOPIC, 0).unwrap();
+        part.with_log(|l| {
+            let mut config = l.config().clone();
+            config.compact = true;
+            config.delete_retention_ms = 0;
+            l.set_config(config.clone());
+            l.roll().unwrap();
+            let stats = l.clean(strom_storage::CleanOptions::for_config(&config, now_ms() + 1, None)).unwrap();
+            assert_eq!(stats.records_removed, 2, "the keyed copy of the deleted offset and its tombstone");
+        });
+        drop((store, part, replicas));
+        // A new coordinator reads: "kept" is kept, "deleted" stays deleted, no rewrite is due.
+        let (_replicas, store) = store_in(dir.path(), 2);
+        assert_eq!((offset_of(&store, "kept"), offset_of(&store, "deleted")), (Some(7), None));
+        assert!(store.keyless_partitions().is_empty());
     }
 }

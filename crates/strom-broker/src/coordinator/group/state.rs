@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use strom_protocol::values::now_ms;
 use tokio::sync::oneshot;
 
 use super::{
@@ -80,6 +81,9 @@ pub(super) struct Group {
     /// expires (its session timeout from the hand-out, as Kafka's pending members).
     pending: HashMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
+    /// Wall-clock ms since which the group has had no members (None while it has, or while
+    /// a join is under way): offset retention counts from here.
+    empty_since_ms: Option<i64>,
 }
 
 impl Group {
@@ -94,6 +98,7 @@ impl Group {
             members: BTreeMap::new(),
             pending: HashMap::new(),
             rebalance_deadline: None,
+            empty_since_ms: Some(now_ms()),
         }
     }
 
@@ -111,6 +116,7 @@ impl Group {
         let delay = if self.state == GroupState::Empty { initial_delay } else { timeout };
         self.state = GroupState::PreparingRebalance;
         self.rebalance_deadline = Some(Instant::now() + delay);
+        self.empty_since_ms = None;
     }
 
     /// True when `instance` belongs to this group under another member id: the caller is an
@@ -165,6 +171,7 @@ impl Group {
             self.state = GroupState::Empty;
             self.leader = None;
             self.protocol = None;
+            self.empty_since_ms = Some(now_ms());
             tracing::info!(node = node_id, group = group_id, generation = self.generation, "group is empty");
             return;
         }
@@ -508,9 +515,16 @@ impl Group {
         }
     }
 
-    /// The membership to store, once per Stable generation (None: not Stable, or stored).
+    /// The membership to store, once per generation (None: stored, or nothing to store): a
+    /// Stable generation's members, or an Empty group's emptiness once a membership of it was
+    /// stored (so a new coordinator counts offset retention from the same moment).
     pub(super) fn take_unstored(&mut self) -> Option<StoredGroup> {
-        if self.state != GroupState::Stable || self.stored_generation == self.generation {
+        let due = match self.state {
+            GroupState::Stable => true,
+            GroupState::Empty => self.stored_generation >= 0,
+            _ => false,
+        };
+        if !due || self.stored_generation == self.generation {
             return None;
         }
         self.stored_generation = self.generation;
@@ -533,11 +547,13 @@ impl Group {
                     assignment: m.assignment.to_vec(),
                 })
                 .collect(),
+            empty_since_ms: self.empty_since_ms,
         })
     }
 
-    /// A group resumed from its stored membership: Stable (Empty without members), every
-    /// member with a whole session from now.
+    /// A group resumed from its stored membership: Stable (Empty without members, empty since
+    /// the stored moment, or now for a membership stored without one), every member with a
+    /// whole session from now.
     pub(super) fn from_stored(stored: StoredGroup) -> Group {
         let now = Instant::now();
         let members: BTreeMap<String, Member> = stored
@@ -561,8 +577,9 @@ impl Group {
                 )
             })
             .collect();
+        let empty = members.is_empty();
         Group {
-            state: if members.is_empty() { GroupState::Empty } else { GroupState::Stable },
+            state: if empty { GroupState::Empty } else { GroupState::Stable },
             generation: stored.generation,
             stored_generation: stored.generation,
             protocol_type: stored.protocol_type,
@@ -571,7 +588,17 @@ impl Group {
             members,
             pending: HashMap::new(),
             rebalance_deadline: None,
+            empty_since_ms: stored.empty_since_ms.or(Some(now_ms())).filter(|_| empty),
         }
+    }
+
+    /// Since when (wall-clock ms) the group has had no members; None while it has members.
+    pub(super) fn empty_since_ms(&self) -> Option<i64> {
+        self.empty_since_ms
+    }
+
+    pub(super) fn is_empty_state(&self) -> bool {
+        self.state == GroupState::Empty
     }
 
     pub(super) fn generation(&self) -> i32 {
