@@ -338,6 +338,9 @@ pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> Offs
                         leader_epoch: p.committed_leader_epoch,
                         metadata: p.committed_metadata.as_ref().map(s).unwrap_or_default(),
                         commit_timestamp_ms: now,
+                        // v2-v4's own retention (-1: the broker's), as Kafka.
+                        expire_timestamp_ms: (req.retention_time_ms >= 0)
+                            .then(|| now.saturating_add(req.retention_time_ms)),
                     },
                 ));
                 NONE

@@ -72,6 +72,9 @@ pub struct Committed {
     pub metadata: String,
     /// Wall-clock ms of the commit (offset retention counts from it).
     pub commit_timestamp_ms: i64,
+    /// OffsetCommit v2–v4's `retention_time_ms` added to the commit time: when set, the
+    /// offset expires then instead (still never while its group has members), as Kafka.
+    pub expire_timestamp_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -87,6 +90,8 @@ enum OffsetRecord {
         /// Absent in records from before retention: those count from their load.
         #[serde(default)]
         commit_timestamp_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expire_timestamp_ms: Option<i64>,
     },
     GroupDeleted {
         group: String,
@@ -203,13 +208,18 @@ impl Replayed {
             return;
         };
         match value {
-            OffsetRecord::Commit { group, topic, partition, offset, leader_epoch, metadata, commit_timestamp_ms } => {
-                let c = Committed {
-                    offset,
-                    leader_epoch,
-                    metadata,
-                    commit_timestamp_ms: commit_timestamp_ms.unwrap_or(now),
-                };
+            OffsetRecord::Commit {
+                group,
+                topic,
+                partition,
+                offset,
+                leader_epoch,
+                metadata,
+                commit_timestamp_ms,
+                expire_timestamp_ms,
+            } => {
+                let commit_timestamp_ms = commit_timestamp_ms.unwrap_or(now);
+                let c = Committed { offset, leader_epoch, metadata, commit_timestamp_ms, expire_timestamp_ms };
                 self.offsets.entry(group).or_default().insert((topic, partition), (c, keyless));
             }
             OffsetRecord::GroupDeleted { group } => {
@@ -541,7 +551,8 @@ impl OffsetStore {
 }
 
 /// The offsets of one group past retention at `now` (each with its commit time): those whose
-/// later of `empty_since` (None: a group without membership) and commit is `retention_ms` ago.
+/// later of `empty_since` (None: a group without membership) and commit is `retention_ms` ago,
+/// or, for a commit that asked for its own retention, whose expiry time has come.
 fn expired_entries(
     offsets: &GroupOffsets,
     empty_since: Option<i64>,
@@ -550,7 +561,10 @@ fn expired_entries(
 ) -> Vec<((String, i32), i64)> {
     offsets
         .iter()
-        .filter(|(_, c)| now.saturating_sub(empty_since.unwrap_or(i64::MIN).max(c.commit_timestamp_ms)) >= retention_ms)
+        .filter(|(_, c)| match c.expire_timestamp_ms {
+            Some(at) => now >= at,
+            None => now.saturating_sub(empty_since.unwrap_or(i64::MIN).max(c.commit_timestamp_ms)) >= retention_ms,
+        })
         .map(|(tp, c)| (tp.clone(), c.commit_timestamp_ms))
         .collect()
 }
@@ -566,6 +580,7 @@ fn commit_record(group: &str, topic: &str, partition: i32, c: &Committed) -> (Of
         leader_epoch: c.leader_epoch,
         metadata: c.metadata.clone(),
         commit_timestamp_ms: Some(c.commit_timestamp_ms),
+        expire_timestamp_ms: c.expire_timestamp_ms,
     };
     (key, Some(rec))
 }
@@ -596,6 +611,7 @@ mod tests {
             leader_epoch: -1,
             metadata: String::new(),
             commit_timestamp_ms: Some(at),
+            expire_timestamp_ms: None,
         }
     }
 
@@ -649,6 +665,7 @@ mod tests {
             leader_epoch: -1,
             metadata: String::new(),
             commit_timestamp_ms: None,
+            expire_timestamp_ms: None,
         };
         r.record(key("h", 0), Some(old), 42);
         assert_eq!(r.offsets["h"][&("t".to_string(), 0)].0.commit_timestamp_ms, 42);
@@ -656,8 +673,14 @@ mod tests {
 
     #[test]
     fn retention_counts_from_the_later_of_emptiness_and_the_commit() {
-        let c = |offset, at| Committed { offset, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: at };
-        let offsets: GroupOffsets = [(("t".to_string(), 0), c(1, 100)), (("t".to_string(), 1), c(2, 500))].into();
+        let c = |offset, at| Committed {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: at,
+            expire_timestamp_ms: None,
+        };
+        let mut offsets: GroupOffsets = [(("t".to_string(), 0), c(1, 100)), (("t".to_string(), 1), c(2, 500))].into();
         let expired = |since, now| -> Vec<i32> {
             expired_entries(&offsets, since, now, 1000).into_iter().map(|((_, p), _)| p).collect()
         };
@@ -670,6 +693,13 @@ mod tests {
         assert_eq!(expired(Some(2000), 3000), vec![0, 1]);
         // No membership: each from its commit.
         assert_eq!(expired(None, 1100), vec![0]);
+        // A commit with its own retention (OffsetCommit v2-v4) expires at its time.
+        offsets.insert(("t".to_string(), 2), Committed { expire_timestamp_ms: Some(250), ..c(3, 200) });
+        let expired = |since, now| -> Vec<i32> {
+            expired_entries(&offsets, since, now, 1000).into_iter().map(|((_, p), _)| p).collect()
+        };
+        assert_eq!(expired(Some(2000), 2001), vec![2]);
+        assert_eq!(expired(None, 249), Vec::<i32>::new());
     }
 
     /// A broker leading the one partition of `__consumer_offsets` in `dir`, in leader epoch
