@@ -269,7 +269,11 @@ pub fn encode_records(
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // No producer id: the batch's base sequence is -1. The encoder keeps records in
+            // one batch only while offset minus sequence stays the same (a decoded batch's
+            // records count up from its base sequence), so count up from -1 too; with -1 on
+            // every record it writes one batch per record.
+            sequence: (i as i32).wrapping_sub(1),
             timestamp: timestamp_ms,
             key,
             value,
@@ -329,6 +333,22 @@ pub fn build_batch(base_offset: i64, base_timestamp: i64, values: &[&[u8]]) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_records_writes_one_batch_without_a_producer() {
+        use kafka_protocol::records::{Compression, RecordBatchDecoder};
+        let recs = (0..5u8).map(|i| (Some(bytes::Bytes::from(vec![i])), (i != 3).then(|| bytes::Bytes::from(vec![i]))));
+        let encoded = encode_records(recs, 7, Compression::Lz4).unwrap();
+        let v = BatchView::parse_validated(&encoded).unwrap();
+        assert_eq!(v.size(), encoded.len(), "one batch");
+        assert_eq!((v.records_count(), v.last_offset_delta(), v.max_timestamp()), (5, 4, 7));
+        assert_eq!(i32::from_be_bytes(encoded[53..57].try_into().unwrap()), -1, "base sequence: no producer");
+        let mut buf = encoded.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut buf).unwrap();
+        let records: Vec<_> = sets.into_iter().flat_map(|s| s.records).collect();
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        assert!(records[3].value.is_none());
+    }
 
     #[test]
     fn built_batch_validates_and_reads_back() {

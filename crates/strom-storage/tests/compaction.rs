@@ -231,3 +231,134 @@ fn a_cleaning_is_dropped_when_the_log_changed_under_it_and_young_segments_wait()
     assert_eq!(log.clean(CleanOptions::at(2_000)).unwrap().records_removed, 5);
     assert_eq!(log.dirty_bytes().0, 0);
 }
+
+const CRASH_CHILD_ENV: &str = "STROM_STORAGE_CLEAN_CRASH_CHILD_DIR";
+/// Keys each round writes, one record per key, in one batch.
+const CRASH_KEYS: u8 = 16;
+
+fn crash_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        segment_ms: None,
+        retention_ms: None,
+        compact: true,
+        delete: false,
+        delete_retention_ms: 0,
+        ..LogConfig::default()
+    }
+}
+
+/// Round `r`'s record for `key`: a value naming the round, or (every few rounds per key) a
+/// tombstone. Values are padded so a few rounds fill a segment.
+fn crash_record(round: u64, key: u8) -> (Bytes, Option<Bytes>) {
+    let k = Bytes::from(vec![b'k', key]);
+    if (round + key as u64).is_multiple_of(4) {
+        return (k, None);
+    }
+    (k, Some(Bytes::from(format!("r{round}-k{key}-{}", "x".repeat(60)))))
+}
+
+/// The child: reopens the log (recovering from the last kill), then forever appends a round
+/// (one batch, printing `acked <round>`), rolls now and then, and cleans.
+/// Runs only when spawned by `sigkill_during_cleaning_loses_nothing_and_resurrects_nothing`.
+#[test]
+fn clean_crash_child() {
+    let Ok(dir) = std::env::var(CRASH_CHILD_ENV) else { return };
+    let (mut log, _) = Log::open(std::path::Path::new(&dir), crash_config()).unwrap();
+    let mut round = log.log_end_offset() as u64 / CRASH_KEYS as u64;
+    loop {
+        round += 1;
+        let records = (0..CRASH_KEYS).map(|k| {
+            let (k, v) = crash_record(round, k);
+            (Some(k), v)
+        });
+        let now = strom_protocol::values::now_ms();
+        let batch = strom_protocol::batch::encode_records(records, now, Compression::None).unwrap();
+        log.append_as_leader(&batch, 0, now).unwrap();
+        println!("acked {round}");
+        if round.is_multiple_of(3) {
+            log.roll().unwrap();
+        }
+        let stats = log.clean(CleanOptions::for_config(&crash_config(), now + 1, None)).unwrap();
+        if stats.segments_rewritten > 0 {
+            println!("cleaned {round}");
+        }
+    }
+}
+
+#[test]
+fn sigkill_during_cleaning_loses_nothing_and_resurrects_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut acked = 0u64;
+    let mut cleanings = 0u64;
+    let mut killed_mid_swap = 0u32;
+    for kill in 0..10u64 {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "clean_crash_child", "--nocapture", "--test-threads=1"])
+            .env(CRASH_CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        // Kill after a varying number of cleanings, so the kill lands in different phases.
+        let kill_after = 20 + (kill * 37) % 60;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut line = String::new();
+        let mut seen = 0;
+        while seen < kill_after {
+            line.clear();
+            assert!(Instant::now() < deadline, "child too slow");
+            assert!(out.read_line(&mut line).unwrap() > 0, "child exited early");
+            let mut it = line.split_whitespace();
+            match (it.next(), it.next().and_then(|r| r.parse::<u64>().ok())) {
+                (Some("acked"), Some(r)) => acked = acked.max(r),
+                (Some("cleaned"), Some(_)) => {
+                    seen += 1;
+                    cleanings += 1;
+                }
+                _ => {}
+            }
+        }
+        // The kill lands a varying time into the next round (its append, roll or cleaning):
+        // deliberate jitter, not a wait for a condition.
+        std::thread::sleep(Duration::from_micros((kill * 1_700) % 9_000));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mid_swap = std::fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".cleaned")));
+        killed_mid_swap += mid_swap as u32;
+        // Reopen as recovery does; the round after the last ack may or may not be there
+        // (appends are one batch each: all of it or none).
+        let (log, _) = Log::open(dir.path(), crash_config()).unwrap();
+        let rounds = log.log_end_offset() as u64 / CRASH_KEYS as u64;
+        assert_eq!(log.log_end_offset() as u64 % CRASH_KEYS as u64, 0, "kill {kill}: a round is one batch");
+        assert!(rounds >= acked, "kill {kill}: acknowledged round {acked} lost (log holds {rounds})");
+        let stored = contents(&log);
+        // Offsets unchanged: the record at offset o is what round o/K wrote for key o%K.
+        for (offset, key, value) in &stored {
+            let (round, k) = (*offset as u64 / CRASH_KEYS as u64 + 1, (*offset as u64 % CRASH_KEYS as u64) as u8);
+            assert_eq!((key, value), (&crash_record(round, k).0, &crash_record(round, k).1), "offset {offset}");
+        }
+        // Per key, the last record stored is the last round's: its value, or (a delete) its
+        // tombstone or nothing at all, never an older value brought back.
+        for k in 0..CRASH_KEYS {
+            let (key, latest) = crash_record(rounds, k);
+            let last = stored.iter().rev().find(|(_, sk, _)| *sk == key).map(|(_, _, v)| v.clone());
+            match latest {
+                Some(v) => assert_eq!(last, Some(Some(v)), "kill {kill}: key {k} lost its latest value"),
+                None => assert!(matches!(last, None | Some(None)), "kill {kill}: deleted key {k} came back"),
+            }
+        }
+        log.close().unwrap();
+        acked = rounds;
+    }
+    assert!(cleanings >= 200, "only {cleanings} cleanings ran");
+    eprintln!("{killed_mid_swap} of 10 kills left a cleaned file not yet swapped in");
+}
