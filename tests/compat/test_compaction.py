@@ -106,3 +106,45 @@ def test_a_record_without_a_key_is_refused(cleaner_node):
     assert [e.code() for e in errors] == [KafkaError.INVALID_RECORD], errors
     # The batch is refused, not the connection: a keyed record goes through afterwards.
     assert produce(cleaner_node, topic, [(b"k", b"v")]) == []
+
+
+def test_kafka_python_reads_the_latest_value_per_key_and_is_refused_a_keyless_record(cleaner_node):
+    """The same as a kafka-python user sees it (its own client code, not librdkafka)."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KpTopicPartition
+    from kafka.errors import KafkaError as KpKafkaError
+    topic = "compacted-kp-" + uuid.uuid4().hex[:8]
+    create_compacted(cleaner_node, topic)
+    p = KafkaProducer(bootstrap_servers=cleaner_node.bootstrap, acks="all", linger_ms=2)
+    rounds = 30
+    for r in range(rounds):
+        for k in range(KEYS):
+            p.send(topic, key=f"k{k}".encode(), value=f"k{k}-round{r}".encode() + b"." * 100)
+        p.flush(30)
+    with pytest.raises(KpKafkaError) as refused:
+        p.send(topic, value=b"no key").get(timeout=30)
+    assert "InvalidRecord" in type(refused.value).__name__ or "CorruptRecord" in type(refused.value).__name__, refused.value
+    p.close()
+    tp = KpTopicPartition(topic, 0)
+
+    def read_kp():
+        c = KafkaConsumer(bootstrap_servers=cleaner_node.bootstrap, enable_auto_commit=False,
+                          consumer_timeout_ms=3000)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        end = c.end_offsets([tp])[tp]
+        out = []
+        for m in c:
+            out.append((m.offset, m.key, m.value))
+            if m.offset + 1 >= end:
+                break
+        c.close()
+        return out
+
+    seen = wait_until("the cleaner to compact what kafka-python wrote",
+                      lambda: (s := read_kp()) and len(s) < rounds * KEYS // 2 and s, timeout=30)
+    latest = {}
+    for offset, key, value in seen:
+        latest[key] = value
+    assert latest == {f"k{k}".encode(): f"k{k}-round{rounds - 1}".encode() + b"." * 100 for k in range(KEYS)}
+    offsets = [o for o, _, _ in seen]
+    assert offsets == sorted(offsets) and offsets[-1] == rounds * KEYS - 1
