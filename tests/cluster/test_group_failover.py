@@ -17,8 +17,11 @@ def coordinator_of(cluster, group):
 
 
 def test_committed_offsets_survive_the_coordinators_death(cluster_factory):
+    # Log retention of a second: the commit is older than it when the coordinator dies, and
+    # still there (the offsets topic is compacted, never deleted by retention).
     c = cluster_factory(3, extra=["offsets.topic.replication.factor=3", "offsets.topic.num.partitions=3",
-                                  "default.replication.factor=3", "min.insync.replicas=2"])
+                                  "default.replication.factor=3", "min.insync.replicas=2",
+                                  "log.retention.ms=1000", "log.retention.check.interval.ms=100"])
     c.create_topic("orders", partitions=2, rf=3)
     p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
     for i in range(200):
@@ -36,6 +39,10 @@ def test_committed_offsets_survive_the_coordinators_death(cluster_factory):
     assert sum(committed.values()) == 200, committed
     coordinator = coordinator_of(c, "billing")
     cons.close()
+    probe = Consumer({"bootstrap.servers": c.bootstrap, "group.id": "probe"})
+    wait_until("retention to delete the data topic's records",
+               lambda: probe.get_watermark_offsets(TopicPartition("orders", 0), timeout=5)[0] > 0, timeout=60)
+    probe.close()
 
     c.node(coordinator).kill()
     c.wait_for_brokers(2)
