@@ -96,3 +96,13 @@ def node_factory():
         finally:
             for n in made:
                 n.stop()
+
+
+def committed(node, group, topic, partition=0):
+    """`group`'s committed offset of `topic`/`partition` (negative: none), read as a client does."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": node.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        return c.committed([TopicPartition(topic, partition)], timeout=15)[0].offset
+    finally:
+        c.close()

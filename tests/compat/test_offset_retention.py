@@ -12,18 +12,12 @@ import uuid
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import STROM, wait_until
+from conftest import STROM, committed, wait_until
 
 RETENTION = ["offsets.retention.minutes=1", "offsets.retention.check.interval.ms=500",
              "offsets.topic.num.partitions=1"]
 
 
-def committed(node, group, topic):
-    c = Consumer({"bootstrap.servers": node.bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        return c.committed([TopicPartition(topic, 0)], timeout=15)[0].offset
-    finally:
-        c.close()
 
 
 def describe(node, group):

@@ -7,7 +7,7 @@ import uuid
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from conftest import wait_until
+from conftest import committed, wait_until
 
 # Retention that would delete a commit within a second if it applied to the offsets topic.
 TINY_RETENTION = ["log.retention.ms=1000", "log.retention.check.interval.ms=100", "offsets.topic.num.partitions=1"]
@@ -19,12 +19,6 @@ def topic_config(node, topic, key):
     return admin.describe_configs([res])[res].result(15)[key].value
 
 
-def committed(node, group, topic):
-    c = Consumer({"bootstrap.servers": node.bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        return c.committed([TopicPartition(topic, 0)], timeout=15)[0].offset
-    finally:
-        c.close()
 
 
 def test_a_quiet_groups_last_commit_survives_retention_and_a_restart(node_factory):

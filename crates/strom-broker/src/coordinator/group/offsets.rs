@@ -268,23 +268,14 @@ impl OffsetStore {
         let now = now_ms();
         let mut replayed = Replayed::default();
         let records = self.log.replay(p, part, |key, value| {
-            let key = match key.map(|k| serde_json::from_slice::<OffsetKey>(&k)) {
-                None => None,
-                Some(Ok(k)) => Some(k),
-                Some(Err(e)) => {
-                    tracing::warn!(node = node_id, partition = p, error = %e, "offsets record with an unreadable key skipped");
-                    return;
+            let key = key.map(|k| serde_json::from_slice::<OffsetKey>(&k)).transpose();
+            let value = value.map(|v| serde_json::from_slice::<OffsetRecord>(&v)).transpose();
+            match key.and_then(|k| Ok((k, value?))) {
+                Ok((key, value)) => replayed.record(key, value, now),
+                Err(e) => {
+                    tracing::warn!(node = node_id, partition = p, error = %e, "unreadable offsets record skipped")
                 }
-            };
-            let value = match value.map(|v| serde_json::from_slice::<OffsetRecord>(&v)) {
-                None => None,
-                Some(Ok(v)) => Some(v),
-                Some(Err(e)) => {
-                    tracing::warn!(node = node_id, partition = p, error = %e, "unreadable offsets record skipped");
-                    return;
-                }
-            };
-            replayed.record(key, value, now);
+            }
         })?;
         let groups: HashMap<String, GroupOffsets> = replayed
             .offsets
