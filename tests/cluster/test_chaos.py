@@ -2,7 +2,9 @@
 producers (one idempotent): leader kills, a paused leader, a leader cut off from the other
 nodes (each node in its own network namespace; the clients still reach it), two of three
 nodes killed, a full-cluster kill, a rolling restart. Expected: nothing acknowledged lost or moved, no
-duplicates from the idempotent producer, per-key order kept, replicas byte-identical.
+duplicates from the idempotent producer, per-key order kept, replicas byte-identical. A compacted
+topic beside it (small segments, an eager cleaner, so kills land during cleanings) must keep the
+latest acknowledged value of every key, and its replicas converge per key.
 The soak mode runs the same scenarios at random: `python tests/harness/chaos.py --seed N --duration S`."""
 
 import os
@@ -17,8 +19,8 @@ from strom_cluster import Network  # noqa: E402
 
 def test_chaos_scenarios_lose_nothing(cluster_factory):
     assert Network.available(), "the chaos test needs root and iproute2 (ip netns) to cut a node off"
-    c = cluster_factory(3, netns=True)
-    w = chaos.Workload(c, "chaos")
+    c = cluster_factory(3, netns=True, extra=chaos.COMPACTED_NODE_CONFIG)
+    w = chaos.Workload(c, "chaos", compacted_topic="chaos-compacted")
     w.start()
     rng = random.Random(1)
     try:
@@ -39,3 +41,10 @@ def test_chaos_scenarios_lose_nothing(cluster_factory):
     assert counts["duplicated_idempotent"] == 0, counts
     assert counts["reordered"] == 0, counts
     assert counts["replicas_agree"], counts
+    compacted = w.check_compacted()
+    print(compacted)
+    assert compacted["acknowledged"] > 2000, compacted
+    assert compacted["latest_lost"] == 0, compacted
+    assert compacted["moved"] == 0, compacted
+    assert compacted["cleaned"] > compacted["acknowledged"] // 2, f"the cleaner did not run: {compacted}"
+    assert compacted["replicas_converge"], compacted

@@ -148,3 +148,21 @@ def test_kafka_python_reads_the_latest_value_per_key_and_is_refused_a_keyless_re
     assert latest == {f"k{k}".encode(): f"k{k}-round{rounds - 1}".encode() + b"." * 100 for k in range(KEYS)}
     offsets = [o for o, _, _ in seen]
     assert offsets == sorted(offsets) and offsets[-1] == rounds * KEYS - 1
+
+
+def test_delete_records_is_refused_on_a_compact_only_topic(cleaner_node):
+    """As Kafka: DeleteRecords needs `delete` in cleanup.policy (POLICY_VIOLATION otherwise);
+    on `compact,delete` it moves the log start as on any topic."""
+    from confluent_kafka import TopicPartition
+    admin = AdminClient({"bootstrap.servers": cleaner_node.bootstrap})
+    for policy, allowed in (("compact", False), ("compact,delete", True)):
+        topic = f"delete-records-{policy.replace(',', '-')}-" + uuid.uuid4().hex[:8]
+        create_compacted(cleaner_node, topic, **{"cleanup.policy": policy})
+        assert produce(cleaner_node, topic, [(b"k%d" % i, b"v") for i in range(5)]) == []
+        fut = admin.delete_records([TopicPartition(topic, 0, 2)])[TopicPartition(topic, 0, 2)]
+        if allowed:
+            assert fut.result(15).low_watermark == 2
+        else:
+            with pytest.raises(Exception) as refused:
+                fut.result(15)
+            assert refused.value.args[0].code() == KafkaError.POLICY_VIOLATION, refused.value

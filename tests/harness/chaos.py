@@ -100,17 +100,44 @@ class Producer(threading.Thread):
         self.stop_flag.set()
 
 
+# A compacted topic's settings for chaos: small segments and an eager cleaner, so cleanings
+# run all the time and leader kills land during them (the node needs log.cleaner.backoff.ms
+# small too: COMPACTED_NODE_CONFIG).
+COMPACTED_TOPIC_CONFIG = {"cleanup.policy": "compact", "segment.bytes": "16384",
+                          "min.cleanable.dirty.ratio": "0.01", "min.insync.replicas": "2"}
+COMPACTED_NODE_CONFIG = ["log.cleaner.backoff.ms=200"]
+
+
 class Workload:
-    def __init__(self, cluster, topic, partitions=6, producers=2):
+    """Producers writing `topic` (delete policy: every acknowledged record must be read back)
+    and, with `compacted_topic`, a compacted topic beside it (the latest acknowledged value of
+    every key must be read back). Scenarios pick victims by `topic`'s leaders."""
+
+    def __init__(self, cluster, topic, partitions=6, producers=2, compacted_topic=None):
         self.cluster = cluster
         self.topic = topic
         self.partitions = partitions
+        self.compacted_topic = compacted_topic
         cluster.create_topic(topic, partitions=partitions, rf=3, config={"min.insync.replicas": "2"})
-        cluster.wait_full_isr(topic)
         self.producers = [Producer(cluster.bootstrap, topic, f"p{i}", idempotent=(i % 2 == 0)) for i in range(producers)]
+        self.compacted_producers = []
+        if compacted_topic:
+            cluster.create_topic(compacted_topic, partitions=partitions, rf=3, config=COMPACTED_TOPIC_CONFIG)
+            # Names go on from the first topic's (the idempotent ones are still the even ones).
+            self.compacted_producers = [
+                Producer(cluster.bootstrap, compacted_topic, f"p{i}", idempotent=(i % 2 == 0), rate=1000)
+                for i in range(producers, producers + 2)]
+        self.wait_full_isr()
+
+    def topics(self):
+        return [self.topic] + ([self.compacted_topic] if self.compacted_topic else [])
+
+    def wait_full_isr(self, timeout=120):
+        for t in self.topics():
+            self.cluster.wait_full_isr(t, timeout=timeout)
 
     def start(self):
-        for p in self.producers:
+        for p in self.producers + self.compacted_producers:
             p.start()
 
     def acked(self):
@@ -121,16 +148,17 @@ class Workload:
         wait_until(f"{n} more acknowledged records", lambda: self.acked() >= start + n, timeout=timeout)
 
     def stop(self):
-        for p in self.producers:
+        everyone = self.producers + self.compacted_producers
+        for p in everyone:
             p.stop()
-        for p in self.producers:
+        for p in everyone:
             p.join(180)
 
     def check(self):
         """Reads everything back; returns the counts (and asserts nothing itself)."""
         from confluent_kafka import Consumer, KafkaError, TopicPartition
         c = self.cluster
-        c.wait_full_isr(self.topic, timeout=120)
+        self.wait_full_isr()
         total_acked = self.acked()
         cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": f"checker-{time.time()}",
                          "enable.auto.commit": False, "enable.partition.eof": True})
@@ -210,6 +238,116 @@ class Workload:
               f"node {ref_id}: {first_diff}; partitions as the nodes see them: {self.cluster.partitions(self.topic)}",
               flush=True)
 
+    def check_compacted(self):
+        """The compacted topic read back (returns counts; asserts nothing itself):
+        `latest_lost` counts keys whose latest acknowledged value is neither read back at its
+        offset nor superseded by a later record of the key; `moved`, acknowledged values read
+        at another offset; `cleaned`, acknowledged records no longer read (compaction ran);
+        `replicas_converge`, whether every replica's log holds the same latest record per key."""
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
+        topic = self.compacted_topic
+        cons = Consumer({"bootstrap.servers": self.cluster.bootstrap, "group.id": f"checker-{time.time()}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+        cons.assign([TopicPartition(topic, p, 0) for p in range(self.partitions)])
+        seen, eof = {}, set()  # (partition, offset) -> (key, value)
+
+        def done():
+            for m in cons.consume(1000, timeout=0.5):
+                if m.error() is None:
+                    seen[(m.partition(), m.offset())] = (m.key(), m.value())
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    eof.add(m.partition())
+                else:
+                    raise AssertionError(m.error())
+            return len(eof) == self.partitions
+        try:
+            wait_until(f"every partition of {topic} read to its end", done, timeout=180)
+        finally:
+            cons.close()
+        last_read = {}  # key -> (offset, value) of the last record read
+        for (p, o), (k, v) in sorted(seen.items()):
+            last_read[k] = (o, v)
+        value_at = {v: po for po, (_, v) in seen.items()}
+        counts = {"acknowledged": 0, "read": len(seen), "latest_lost": 0, "moved": 0, "cleaned": 0}
+        for prod in self.compacted_producers:
+            counts["acknowledged"] += len(prod.acked)
+            latest = {}  # key -> (offset, value) of its last acknowledged record
+            for v, (p, o) in prod.acked.items():
+                k = f"{prod.name_}-k{int(v.split(b':')[1]) % 16}".encode()
+                if k not in latest or latest[k][0] < o:
+                    latest[k] = (o, v)
+                if v in value_at and value_at[v] != (p, o):
+                    counts["moved"] += 1
+                if v not in value_at:
+                    counts["cleaned"] += 1
+            for k, (o, v) in latest.items():
+                got = last_read.get(k)
+                if got is None or got[0] < o or (got[0] == o and got[1] != v):
+                    counts["latest_lost"] += 1
+                    print(f"latest of {k!r} lost: acknowledged {v!r} at {o}; last read {got}", flush=True)
+        counts["replicas_converge"] = self.replicas_converge()
+        return counts
+
+    def replicas_converge(self):
+        """Each replica compacts on its own, so their bytes differ; the latest record of every
+        key in their logs must not."""
+        for p in range(self.partitions):
+            def same():
+                views = [latest_per_key(n.partition_log_bytes(self.compacted_topic, p))
+                         for n in self.cluster.nodes.values()]
+                return bool(views[0]) and all(v == views[0] for v in views)
+            try:
+                wait_until(f"replicas of {self.compacted_topic}-{p} to converge", same, timeout=30)
+            except AssertionError:
+                return False
+        return True
+
+
+def _varint(b, i):
+    """A zigzag varint of record batch v2 at b[i:]: (value, next index)."""
+    shift = raw = 0
+    while True:
+        byte = b[i]
+        i += 1
+        raw |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return (raw >> 1) ^ -(raw & 1), i
+
+
+def latest_per_key(log):
+    """{key: (offset, value)} of the last record of each key in uncompressed record batches
+    (v2), control batches skipped: what a compacted log's reader converges to."""
+    out, pos = {}, 0
+    while pos + 61 <= len(log):
+        base = int.from_bytes(log[pos:pos + 8], "big", signed=True)
+        length = int.from_bytes(log[pos + 8:pos + 12], "big", signed=True)
+        end = pos + 12 + length
+        attributes = int.from_bytes(log[pos + 21:pos + 23], "big")
+        count = int.from_bytes(log[pos + 57:pos + 61], "big", signed=True)
+        assert attributes & 0x07 == 0, "the chaos producers send uncompressed batches"
+        i = pos + 61
+        for _ in range(count if not attributes & 0x20 else 0):
+            _, i = _varint(log, i)  # record length
+            i += 1  # attributes
+            _, i = _varint(log, i)  # timestamp delta
+            delta, i = _varint(log, i)
+            klen, i = _varint(log, i)
+            key = bytes(log[i:i + max(klen, 0)])
+            i += max(klen, 0)
+            vlen, i = _varint(log, i)
+            value = bytes(log[i:i + vlen]) if vlen >= 0 else None
+            i += max(vlen, 0)
+            headers, i = _varint(log, i)
+            for _ in range(headers):
+                hk, i = _varint(log, i)
+                i += hk
+                hv, i = _varint(log, i)
+                i += max(hv, 0)
+            out[key] = (base + delta, value)
+        pos = end
+    return out
+
 
 # ---- scenarios: each takes (cluster, workload, rng) and disturbs the cluster ------------------
 
@@ -226,7 +364,7 @@ def kill_leader_repeatedly(c, w, rng, times=10):
         c.node(victim).kill()
         w.wait_progress(200)
         c.node(victim).start()
-        c.wait_full_isr(w.topic, timeout=120)
+        w.wait_full_isr()
 
 
 def pause_leader(c, w, rng):
@@ -236,7 +374,7 @@ def pause_leader(c, w, rng):
                lambda: victim not in {l for l, _, _ in c.partitions(w.topic).values()}, timeout=60)
     w.wait_progress(300)
     c.node(victim).resume()
-    c.wait_full_isr(w.topic, timeout=120)
+    w.wait_full_isr()
 
 
 def leaders_seen_by(c, node_id, topic):
@@ -256,7 +394,7 @@ def cut_leader(c, w, rng):
                lambda: all(victim not in leaders_seen_by(c, i, w.topic) for i in others), timeout=60)
     w.wait_progress(300, timeout=180)
     c.heal(victim)
-    c.wait_full_isr(w.topic, timeout=120)
+    w.wait_full_isr()
 
 
 def kill_two_of_three(c, w, rng):
@@ -272,7 +410,7 @@ def kill_two_of_three(c, w, rng):
     w.wait_progress(300, timeout=180)
     assert w.acked() > before
     c.node(b).start()
-    c.wait_full_isr(w.topic, timeout=120)
+    w.wait_full_isr()
 
 
 def full_cluster_kill(c, w, rng):
@@ -289,7 +427,7 @@ def rolling_restart(c, w, rng):
         n.stop()  # SIGTERM: controlled shutdown
         n.start()
         c.wait_for_brokers(3, timeout=120)
-        c.wait_full_isr(w.topic, timeout=120)
+        w.wait_full_isr()
         w.wait_progress(200)
 
 
@@ -308,9 +446,9 @@ def soak(seed, duration, strom_dir=None):
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(dir=strom_dir) as d:
         netns = Network.available()
-        c = Cluster(d, 3, netns=netns).start()
+        c = Cluster(d, 3, netns=netns, extra=COMPACTED_NODE_CONFIG).start()
         try:
-            w = Workload(c, "soak")
+            w = Workload(c, "soak", compacted_topic="soak-compacted")
             w.start()
             end = time.monotonic() + duration
             names = sorted(n for n in SCENARIOS if netns or n != "cut-leader")
@@ -321,6 +459,7 @@ def soak(seed, duration, strom_dir=None):
                 fn(c, w, rng) if name != "kill-leader" else fn(c, w, rng, times=rng.randint(1, 3))
             w.stop()
             counts = w.check()
+            counts["compacted"] = w.check_compacted()
             print(counts)
             return counts
         finally:
@@ -333,5 +472,7 @@ if __name__ == "__main__":
     ap.add_argument("--duration", type=float, default=300)
     a = ap.parse_args()
     counts = soak(a.seed, a.duration)
-    bad = counts["lost"] or counts["moved"] or counts["duplicated_idempotent"] or counts["reordered"] or not counts["replicas_agree"]
+    cc = counts["compacted"]
+    bad = (counts["lost"] or counts["moved"] or counts["duplicated_idempotent"] or counts["reordered"]
+           or not counts["replicas_agree"] or cc["latest_lost"] or cc["moved"] or not cc["replicas_converge"])
     sys.exit(1 if bad else 0)

@@ -59,6 +59,10 @@ pub struct BrokerMetrics {
     pub recompressed_batches: Counter,
     /// Committed offsets expired by `offsets.retention.minutes` (written as tombstones).
     pub expired_offsets: Counter,
+    /// The log cleaner's work: sealed bytes read, cleaned bytes written, records removed.
+    pub cleaner_bytes_read: Counter,
+    pub cleaner_bytes_written: Counter,
+    pub cleaner_records_removed: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub request_queue_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
@@ -66,6 +70,8 @@ pub struct BrokerMetrics {
     pub isr_shrinks: Counter,
     pub isr_expands: Counter,
     pub connections: Gauge,
+    /// TLS handshakes that failed (untrusted or expired certificates, plaintext clients).
+    pub failed_handshakes: Counter,
     pub produce_purgatory: Gauge,
     partition_count: Gauge,
     leader_count: Gauge,
@@ -88,6 +94,9 @@ impl BrokerMetrics {
             replication_bytes_out: Counter::default(),
             recompressed_batches: Counter::default(),
             expired_offsets: Counter::default(),
+            cleaner_bytes_read: Counter::default(),
+            cleaner_bytes_written: Counter::default(),
+            cleaner_records_removed: Counter::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             request_queue_seconds: Family::new_with_constructor(latency_histogram),
@@ -95,6 +104,7 @@ impl BrokerMetrics {
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
             connections: Gauge::default(),
+            failed_handshakes: Counter::default(),
             produce_purgatory: Gauge::default(),
             partition_count: Gauge::default(),
             leader_count: Gauge::default(),
@@ -136,6 +146,26 @@ impl BrokerMetrics {
             "strom_group_offsets_expired",
             "Committed offsets expired by offsets.retention.minutes (their group empty that long)",
             self.expired_offsets.clone(),
+        );
+        r.register(
+            "strom_log_cleaner_bytes_read",
+            "Bytes of sealed compacted segments the log cleaner read",
+            self.cleaner_bytes_read.clone(),
+        );
+        r.register(
+            "strom_log_cleaner_bytes_written",
+            "Bytes of cleaned segments the log cleaner wrote",
+            self.cleaner_bytes_written.clone(),
+        );
+        r.register(
+            "strom_log_cleaner_records_removed",
+            "Records the log cleaner removed (superseded values and expired tombstones)",
+            self.cleaner_records_removed.clone(),
+        );
+        r.register(
+            "strom_tls_failed_handshakes",
+            "TLS handshakes that failed on SSL listeners (plaintext clients, untrusted or expired certificates)",
+            self.failed_handshakes.clone(),
         );
         r.register("kafka_network_requestmetrics_requests", "Requests handled, per API", self.requests.clone());
         r.register(

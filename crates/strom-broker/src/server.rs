@@ -2,6 +2,10 @@
 //! [`Connection`] task each. On shutdown the listener stops accepting, every connection
 //! finishes the request it is handling and closes, and [`KafkaListener::run`] returns once
 //! the last connection task has ended.
+//!
+//! A TLS listener (`SSL`) runs the TLS handshake in the connection's task, bounded by
+//! [`TLS_HANDSHAKE_TIMEOUT`]; a failed handshake (a plaintext client, an untrusted or expired
+//! certificate, random bytes) closes that connection only, and is counted and logged.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use strom_protocol::frame::{self, FrameError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -19,19 +24,30 @@ use tracing::Instrument;
 use crate::apis::Apis;
 use crate::BrokerSettings;
 
+/// How long a client has to finish its TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A bound Kafka listener.
 pub struct KafkaListener {
     listener: TcpListener,
     name: String,
     settings: BrokerSettings,
     apis: Arc<Apis>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl KafkaListener {
-    /// Binds `addr` (for example `127.0.0.1:9092`).
-    pub async fn bind(name: &str, addr: &str, settings: BrokerSettings, apis: Arc<Apis>) -> std::io::Result<Self> {
+    /// Binds `addr` (for example `127.0.0.1:9092`); with `tls`, every connection starts with
+    /// a TLS handshake (an `SSL` listener).
+    pub async fn bind(
+        name: &str,
+        addr: &str,
+        settings: BrokerSettings,
+        apis: Arc<Apis>,
+        tls: Option<Arc<strom_security::rustls::ServerConfig>>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(KafkaListener { listener, name: name.to_string(), settings, apis })
+        Ok(KafkaListener { listener, name: name.to_string(), settings, apis, tls: tls.map(TlsAcceptor::from) })
     }
 
     /// The bound address (useful with port 0).
@@ -78,6 +94,7 @@ impl KafkaListener {
                 }
             };
             let _ = stream.set_nodelay(true);
+            let listener = self.name.clone();
             let conn = Connection {
                 stream,
                 listener: self.name.clone(),
@@ -87,14 +104,27 @@ impl KafkaListener {
                 shutdown: shutdown.clone(),
             };
             let span = tracing::debug_span!("conn", node = self.settings.node_id, %peer);
-            let connections = self.apis.metrics().connections.clone();
-            connections.inc();
+            let metrics = self.apis.metrics().clone();
+            let tls = self.tls.clone();
+            let node = self.settings.node_id;
+            metrics.connections.inc();
             tasks.spawn(
                 async move {
-                    if let Err(e) = conn.run().await {
+                    let result = match tls {
+                        None => conn.run().await,
+                        Some(acceptor) => match conn.tls_handshake(&acceptor).await {
+                            Ok(conn) => conn.run().await,
+                            Err(e) => {
+                                metrics.failed_handshakes.inc();
+                                tracing::info!(node, listener = %listener, error = %e, "TLS handshake failed");
+                                Err(e)
+                            }
+                        },
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, "connection closed");
                     }
-                    connections.dec();
+                    metrics.connections.dec();
                     drop(permit);
                 }
                 .instrument(span),
@@ -117,11 +147,16 @@ pub enum ConnectionError {
     Request(#[from] crate::apis::RequestError),
     #[error("idle for {0} ms")]
     Idle(u64),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("TLS handshake not finished within {0:?}")]
+    TlsTimeout(Duration),
 }
 
-/// One client connection: reads frames, hands each to [`Apis`], writes the answer.
-pub struct Connection {
-    stream: TcpStream,
+/// One client connection: reads frames, hands each to [`Apis`], writes the answer. `S` is
+/// the byte stream: a TCP stream, or TLS over one.
+pub struct Connection<S> {
+    stream: S,
     /// The listener name (Metadata answers with each broker's endpoint on it).
     listener: String,
     peer: SocketAddr,
@@ -130,7 +165,26 @@ pub struct Connection {
     shutdown: CancellationToken,
 }
 
-impl Connection {
+impl Connection<tokio::net::TcpStream> {
+    /// Runs the server side of a TLS handshake; the connection then speaks over TLS.
+    async fn tls_handshake(
+        self,
+        acceptor: &TlsAcceptor,
+    ) -> Result<Connection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>, ConnectionError> {
+        let Connection { stream, listener, peer, settings, apis, shutdown } = self;
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return Err(ConnectionError::TlsTimeout(Duration::ZERO)),
+            r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match r {
+                Err(_) => return Err(ConnectionError::TlsTimeout(TLS_HANDSHAKE_TIMEOUT)),
+                Ok(Err(e)) => return Err(ConnectionError::Tls(e)),
+                Ok(Ok(s)) => s,
+            },
+        };
+        Ok(Connection { stream, listener, peer, settings, apis, shutdown })
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn run(mut self) -> Result<(), ConnectionError> {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let idle = Duration::from_millis(self.settings.connections_max_idle_ms);

@@ -29,7 +29,9 @@
 //! fsyncing it, removing the old segment's index files, renaming the cleaned file over the
 //! `.log` (atomic) and fsyncing the directory, then writing the indexes anew. A crash before
 //! the rename leaves the old segment whole (the `.cleaned` file is removed on open; missing
-//! indexes are rebuilt by scanning); after it, the new segment is whole and is scanned.
+//! indexes are rebuilt by scanning); after it, the new segment is whole and is scanned. A
+//! segment cleaned to nothing (but the first) is removed instead of replaced: its indexes,
+//! then its file, then the directory fsync'd; reads and recovery step over the hole it leaves.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -214,10 +216,23 @@ impl Log {
         }
     }
 
-    /// Replaces segment `base`'s file with `cleaned` (the module's crash rule).
+    /// Replaces segment `base`'s file with `cleaned` (the module's crash rule). A segment
+    /// cleaned to nothing is removed instead, unless it is the first (its base is where the
+    /// log starts, which cleaning never moves).
     fn replace_segment(&mut self, base: i64, cleaned: &Path) -> Result<(), LogError> {
         let sparse_below = self.sparse_below;
         let dir = self.dir.clone();
+        let first = self.segments.keys().next().copied();
+        let empty = std::fs::metadata(cleaned).map_err(|e| LogError::io(cleaned, e))?.len() == 0;
+        if empty && first != Some(base) {
+            if let Some(seg) = self.segments.remove(&base) {
+                // Indexes first: a crash between leaves a log file whose indexes are rebuilt.
+                seg.index.delete_files();
+                std::fs::remove_file(&seg.log_path).map_err(|e| LogError::io(&seg.log_path, e))?;
+            }
+            std::fs::remove_file(cleaned).map_err(|e| LogError::io(cleaned, e))?;
+            return durable::sync_dir(&dir).map_err(|e| LogError::io(&dir, e));
+        }
         let Some(seg) = self.segments.get_mut(&base) else { return Ok(()) };
         seg.index.delete_files();
         durable::sync_dir(&dir).map_err(|e| LogError::io(&dir, e))?;

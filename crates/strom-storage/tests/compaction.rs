@@ -38,6 +38,17 @@ fn contents(log: &Log) -> Vec<(i64, Bytes, Option<Bytes>)> {
     out
 }
 
+/// The sizes of the log's segment files, in offset order.
+fn segment_file_sizes(dir: &std::path::Path) -> Vec<u64> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    files.iter().map(|p| std::fs::metadata(p).unwrap().len()).collect()
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Write(Vec<(u8, Option<u8>)>, bool),
@@ -115,6 +126,9 @@ proptest! {
                     let now_ms = clock + after_ms;
                     log.clean(CleanOptions { delete_retention_ms: DELETE_RETENTION_MS, ..CleanOptions::at(now_ms) }).unwrap();
                     model_clean(&mut model, now_ms);
+                    let sizes = segment_file_sizes(dir.path());
+                    let middle = &sizes[1..sizes.len().saturating_sub(1).max(1)];
+                    prop_assert!(middle.iter().all(|s| *s > 0), "a segment cleaned to nothing is removed: {:?}", sizes);
                 }
             }
             prop_assert_eq!(log.log_end_offset(), next, "the log end never moves back");
@@ -361,4 +375,38 @@ fn sigkill_during_cleaning_loses_nothing_and_resurrects_nothing() {
     }
     assert!(cleanings >= 200, "only {cleanings} cleanings ran");
     eprintln!("{killed_mid_swap} of 10 kills left a cleaned file not yet swapped in");
+}
+
+#[test]
+fn a_segment_cleaned_to_nothing_is_removed_and_its_offsets_read_as_the_next_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_bytes: 1 << 30, segment_ms: None, retention_ms: None, ..LogConfig::default() };
+    let (mut log, _) = Log::open(dir.path(), config.clone()).unwrap();
+    // Segments: [0: k0] [1: k1] [2: k1] [3: k2 (active)]. Cleaning empties segment 1 only; the
+    // first segment stays, so the log still starts at 0.
+    for (i, k) in [0u8, 1, 1, 2].into_iter().enumerate() {
+        if i > 0 {
+            log.roll().unwrap();
+        }
+        log.append_as_leader(&keyed_batch(&[(k, Some(i as u8))], 1_000, Compression::None), 0, 1_000).unwrap();
+    }
+    assert_eq!(log.segment_count(), 4);
+    let stats =
+        log.clean(CleanOptions { delete_retention_ms: DELETE_RETENTION_MS, ..CleanOptions::at(2_000) }).unwrap();
+    assert_eq!((stats.segments_rewritten, stats.records_removed), (1, 1));
+    assert_eq!(log.segment_count(), 3);
+    assert!(!dir.path().join("00000000000000000001.log").exists());
+    assert!(!dir.path().join("00000000000000000001.index").exists());
+    let offsets = |log: &Log| contents(log).iter().map(|r| r.0).collect::<Vec<_>>();
+    assert_eq!(offsets(&log), vec![0, 2, 3]);
+    assert_eq!(log.log_start_offset(), 0);
+    // A read of the removed offset starts at the next record.
+    let mut r = log.read(1, 1 << 20, None).unwrap().records;
+    let first = RecordBatchDecoder::decode_all(&mut r).unwrap()[0].records[0].offset;
+    assert_eq!(first, 2);
+    // The same after a reopen without a clean shutdown (the hole is below the sparse mark).
+    drop(log);
+    let (log, report) = Log::open(dir.path(), config).unwrap();
+    assert_eq!(report.truncated_bytes, 0, "{report:?}");
+    assert_eq!((offsets(&log), log.segment_count(), log.log_start_offset()), (vec![0, 2, 3], 3, 0));
 }

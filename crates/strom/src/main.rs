@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use strom::config::{NodeConfig, RawConfig};
+use strom::config::{self, keys, NodeConfig, RawConfig};
 use strom::logging::{self, LogFormat};
 use strom::{node, shutdown, tools};
 
@@ -104,6 +104,13 @@ fn server(args: ServerArgs) -> ExitCode {
     logging::init(args.log_format.into(), Some(config.node_id));
     for key in &config.raw.unknown_keys {
         tracing::warn!(key = %key, "unknown configuration key (ignored)");
+    }
+    if config.listener_tls.is_empty() {
+        for (key, _, source) in config.raw.iter() {
+            if source != config::Source::Default && (key.starts_with("ssl.") || keys::is_listener_tls_key(key)) {
+                tracing::warn!(key = %key, "TLS key set, but no listener is SSL: it has no effect");
+            }
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -18,13 +18,14 @@ use strom_broker::apis::{config_source, Apis};
 use strom_broker::fetcher::ReplicaFetchers;
 use strom_broker::isr::IsrManager;
 use strom_broker::lifecycle::BrokerLifecycle;
+use strom_broker::metrics::BrokerMetrics;
 use strom_broker::replica::ReplicaManager;
 use strom_broker::server::KafkaListener;
 use strom_broker::BrokerSettings;
 use strom_controller::controller::{Controller, ControllerConfig};
 use strom_metadata::client::ControllerClient;
 use strom_protocol::proto::controller as pb;
-use strom_storage::{LogConfig, TimestampType};
+use strom_storage::{CleanStats, LogConfig, TimestampType};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{NodeConfig, Source};
@@ -204,7 +205,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         let apis = Arc::new(Apis::new(broker_settings(&config), lifecycle.clone(), replicas.clone()));
         for l in config.broker_listeners() {
             let settings = broker_settings(&config);
-            let bound = KafkaListener::bind(&l.name, &l.bind_addr(), settings, apis.clone())
+            let tls = config.listener_tls.get(&l.name).map(|t| t.server.clone());
+            let bound = KafkaListener::bind(&l.name, &l.bind_addr(), settings, apis.clone(), tls)
                 .await
                 .with_context(|| format!("cannot bind listener {}://{}", l.name, l.bind_addr()))?;
             tracing::info!(listener = %l.name, addr = %bound.local_addr()?, "kafka listener bound");
@@ -243,6 +245,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
                     c.threads,
                     c.backoff_ms,
                     io_per_thread,
+                    apis.metrics().clone(),
                     shutdown.clone(),
                 ));
             }
@@ -403,19 +406,22 @@ async fn log_cleaner(
     shards: usize,
     backoff_ms: u64,
     io_max_bytes_per_second: Option<u64>,
+    metrics: Arc<BrokerMetrics>,
     shutdown: CancellationToken,
 ) {
     loop {
         let r = replicas.clone();
         let now_ms = strom_protocol::values::now_ms();
-        let cleaned =
-            tokio::task::spawn_blocking(move || r.clean_round(now_ms, shard, shards, io_max_bytes_per_second))
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "log cleaner task failed");
-                    false
-                });
-        if !cleaned {
+        let stats = tokio::task::spawn_blocking(move || r.clean_round(now_ms, shard, shards, io_max_bytes_per_second))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "log cleaner task failed");
+                CleanStats::default()
+            });
+        metrics.cleaner_bytes_read.inc_by(stats.bytes_read);
+        metrics.cleaner_bytes_written.inc_by(stats.bytes_written);
+        metrics.cleaner_records_removed.inc_by(stats.records_removed);
+        if stats.segments_rewritten == 0 {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}

@@ -30,7 +30,9 @@ pub mod source {
 fn entry(name: &str, value: &str, src: i8, synonyms: Vec<DescribeConfigsSynonym>) -> DescribeConfigsResourceResult {
     let mut e = DescribeConfigsResourceResult::default();
     e.name = str_bytes(name);
-    e.value = Some(str_bytes(value));
+    // A secret is described, never shown (as Kafka's password keys).
+    e.is_sensitive = strom_security::is_sensitive(name);
+    e.value = (!e.is_sensitive).then(|| str_bytes(value));
     e.config_source = src;
     e.synonyms = synonyms;
     e

@@ -19,6 +19,7 @@ use super::Broker;
 use crate::replica::{Partition, ReplicaError};
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
+const POLICY_VIOLATION: i16 = 44;
 
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
@@ -123,6 +124,9 @@ pub(super) fn delete_records(b: &Broker, req: &DeleteRecordsRequest) -> DeleteRe
                     let target = if p.offset == -1 { hw } else { p.offset };
                     if target > hw || target < 0 {
                         pr.error_code = OFFSET_OUT_OF_RANGE;
+                    } else if !part.with_log(|l| l.config().delete) {
+                        // As Kafka: records are deleted only where cleanup.policy has `delete`.
+                        pr.error_code = POLICY_VIOLATION;
                     } else {
                         match part.with_log(|l| l.delete_records_before(target)) {
                             Ok(start) => pr.low_watermark = start,

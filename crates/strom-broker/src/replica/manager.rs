@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use strom_metadata::image::MetadataImage;
-use strom_storage::{CleanOptions, CompressionType, Log, LogConfig, TimestampType};
+use strom_storage::{CleanOptions, CleanStats, CompressionType, Log, LogConfig, TimestampType};
 use tokio::sync::Notify;
 
 use super::{Partition, ReplicaError, ReplicaRole, TopicPartition};
@@ -275,9 +275,15 @@ impl ReplicaManager {
     /// One round of the log cleaner over the partitions of `shard` (of `shards`): each
     /// compacted log that is due is planned under its lock, cleaned off it, and installed
     /// under it again (`strom_storage::cleaner`'s lock rule), so appends and reads go on while
-    /// it runs. Blocking: run it off the async runtime. Returns whether any log was cleaned.
-    pub fn clean_round(&self, now_ms: i64, shard: usize, shards: usize, io_max_bytes_per_second: Option<u64>) -> bool {
-        let mut cleaned = false;
+    /// it runs. Blocking: run it off the async runtime. Returns what the round did (all logs).
+    pub fn clean_round(
+        &self,
+        now_ms: i64,
+        shard: usize,
+        shards: usize,
+        io_max_bytes_per_second: Option<u64>,
+    ) -> CleanStats {
+        let mut total = CleanStats::default();
         for (i, p) in self.all().into_iter().enumerate() {
             if i % shards.max(1) != shard {
                 continue;
@@ -291,7 +297,10 @@ impl ReplicaManager {
             let result = plan.prepare().and_then(|prepared| p.with_log(|l| l.install_clean(prepared)));
             match result {
                 Ok(stats) => {
-                    cleaned |= stats.segments_rewritten > 0;
+                    total.segments_rewritten += stats.segments_rewritten;
+                    total.bytes_read += stats.bytes_read;
+                    total.bytes_written += stats.bytes_written;
+                    total.records_removed += stats.records_removed;
                     if stats.segments_rewritten > 0 {
                         tracing::info!(
                             node = self.node_id,
@@ -309,7 +318,7 @@ impl ReplicaManager {
                 }
             }
         }
-        cleaned
+        total
     }
 
     /// Flushes and closes every log (clean shutdown).

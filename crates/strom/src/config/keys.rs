@@ -38,6 +38,22 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key("controller.listener.names", Some("CONTROLLER"), "Listener names used by the controller."),
     key("inter.broker.listener.name", Some("PLAINTEXT"), "Listener brokers use to reach each other."),
+    // TLS of SSL listeners (strom_security::tls reads them); each may be set per listener as
+    // listener.name.<listener>.<key>.
+    key("ssl.keystore.type", Some("JKS"), "PEM or PKCS12 (JKS is not read: convert it to PKCS12)."),
+    key("ssl.keystore.location", None, "The keystore file: PEM (key and chain in one file) or PKCS12."),
+    key("ssl.keystore.password", None, "The PKCS12 keystore's password."),
+    key("ssl.key.password", None, "The private key's password (PKCS12: the store's password)."),
+    key("ssl.keystore.key", None, "The private key as inline PEM (with ssl.keystore.type=PEM)."),
+    key("ssl.keystore.certificate.chain", None, "The certificate chain as inline PEM."),
+    key("ssl.truststore.type", Some("JKS"), "PEM or PKCS12."),
+    key("ssl.truststore.location", None, "Certificate authorities that vouch for clients (mTLS)."),
+    key("ssl.truststore.password", None, "The PKCS12 truststore's password."),
+    key("ssl.truststore.certificates", None, "Trusted certificates as inline PEM."),
+    key("ssl.client.auth", Some("none"), "none, requested or required (mutual TLS)."),
+    key("ssl.enabled.protocols", Some("TLSv1.2,TLSv1.3"), "TLS versions served (TLSv1.2, TLSv1.3)."),
+    key("ssl.protocol", Some("TLSv1.3"), "TLS, TLSv1.2 or TLSv1.3."),
+    key("ssl.cipher.suites", None, "Cipher suites served (IANA names); unset: rustls's defaults."),
     key("log.dirs", Some("./data"), "Directory (comma-separated list) holding partition logs and metadata."),
     key("log.dir", None, "Used when log.dirs is not set."),
     key("num.partitions", Some("1"), "Partitions of an auto-created topic."),
@@ -192,6 +208,9 @@ const REFUSED_KEY_HARMLESS_VALUES: &[(&str, &str)] =
 /// [`REFUSED_UNTIL_IMPLEMENTED`], not implemented ([`KEYS`]) or accepted without effect, and
 /// the value is not one that asks for what Strom already does.
 pub fn is_refused(name: &str, value: &str) -> bool {
+    if is_listener_tls_key(name) {
+        return false;
+    }
     let listed =
         REFUSED_UNTIL_IMPLEMENTED.iter().any(|r| if r.ends_with('.') { name.starts_with(r) } else { name == *r });
     let harmless = REFUSED_KEY_HARMLESS_VALUES.iter().any(|(k, v)| *k == name && value.trim().eq_ignore_ascii_case(v));
@@ -205,7 +224,14 @@ pub fn find(name: &str) -> Option<&'static KeyDef> {
 
 /// True for a key Strom reads or knowingly ignores.
 pub fn is_known(name: &str) -> bool {
-    find(name).is_some() || ACCEPTED_WITHOUT_EFFECT.contains(&name)
+    find(name).is_some() || ACCEPTED_WITHOUT_EFFECT.contains(&name) || is_listener_tls_key(name)
+}
+
+/// `listener.name.<listener>.<ssl key>`: a TLS key set for one listener (Kafka's per-listener
+/// override), for a key Strom reads.
+pub fn is_listener_tls_key(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("listener.name.") else { return false };
+    rest.split_once('.').is_some_and(|(listener, key)| !listener.is_empty() && strom_security::tls::KEYS.contains(&key))
 }
 
 /// The environment variable that sets `key`: `STROM_` + upper case, dots as underscores.

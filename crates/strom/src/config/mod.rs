@@ -218,6 +218,9 @@ pub struct NodeConfig {
     pub security_protocols: BTreeMap<String, String>,
     pub controller_listener_names: Vec<String>,
     pub inter_broker_listener_name: String,
+    /// Each SSL listener's TLS settings and the rustls configuration built from them (its
+    /// files read and checked at start).
+    pub listener_tls: BTreeMap<String, ListenerTls>,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -265,14 +268,14 @@ impl NodeConfig {
         };
         let security_protocols = protocol_map(r)?;
         let listeners = listeners(r, "listeners", &security_protocols)?;
-        // TLS and SASL are not implemented yet: a listener that asks for them is refused
-        // rather than served in plain text (a requested protection is never weakened).
-        if let Some(l) = listeners.iter().find(|l| l.security_protocol != "PLAINTEXT") {
+        // SASL is not implemented yet: a listener that asks for it is refused rather than
+        // served without authentication (a requested protection is never weakened).
+        if let Some(l) = listeners.iter().find(|l| l.security_protocol.starts_with("SASL_")) {
             return Err(inconsistent(
                 "listener.security.protocol.map",
                 format!(
                     "listener {} maps to security protocol {}, which Strom does not implement yet \
-                     (only PLAINTEXT listeners can be served)",
+                     (PLAINTEXT and SSL listeners can be served)",
                     l.name, l.security_protocol
                 ),
             ));
@@ -286,6 +289,7 @@ impl NodeConfig {
         }
         let controller_listener_names = list(r, "controller.listener.names");
         let inter_broker_listener_name = r.get("inter.broker.listener.name").unwrap_or("").trim().to_string();
+        let listener_tls = listener_tls(r, &listeners, &controller_listener_names, &inter_broker_listener_name)?;
 
         // Roles against quorum and listeners (KRaft's own start-up checks).
         if quorum_voters.is_empty() {
@@ -431,6 +435,7 @@ impl NodeConfig {
             advertised_listeners,
             listeners,
             security_protocols,
+            listener_tls,
             controller_listener_names,
             inter_broker_listener_name,
             log_dirs,
@@ -493,3 +498,58 @@ fn routable_host(host: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// One SSL listener's TLS: the settings, and the server configuration they make.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub settings: strom_security::tls::TlsSettings,
+    pub server: std::sync::Arc<strom_security::rustls::ServerConfig>,
+}
+
+/// The TLS of every SSL listener, each key read from `listener.name.<listener>.<key>` first
+/// (Kafka's per-listener override, the listener name in lower case) and then `<key>`. TLS is
+/// served to clients; between brokers and to the controllers it is refused until the
+/// replication client and the controller RPCs speak it.
+fn listener_tls(
+    r: &RawConfig,
+    listeners: &[Listener],
+    controller_listener_names: &[String],
+    inter_broker_listener_name: &str,
+) -> Result<BTreeMap<String, ListenerTls>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for l in listeners.iter().filter(|l| l.security_protocol == "SSL") {
+        if controller_listener_names.contains(&l.name) {
+            return Err(inconsistent(
+                "controller.listener.names",
+                format!("listener {} is SSL: TLS to the controllers is not implemented yet", l.name),
+            ));
+        }
+        if l.name == inter_broker_listener_name {
+            return Err(inconsistent(
+                "inter.broker.listener.name",
+                format!(
+                    "listener {} is SSL: TLS between brokers is not implemented yet (use a PLAINTEXT listener for it)",
+                    l.name
+                ),
+            ));
+        }
+        let prefix = format!("listener.name.{}.", l.name.to_ascii_lowercase());
+        let get = |k: &str| r.get(&format!("{prefix}{k}")).or_else(|| r.get(k)).map(str::to_string);
+        let tls_error = |e: strom_security::tls::TlsError| {
+            use strom_security::tls::TlsError;
+            let (key, reason) = match &e {
+                TlsError::Setting { key, reason } => (key.clone(), reason.clone()),
+                TlsError::Read { key, path, source } => {
+                    (key.clone(), format!("cannot read {}: {source}", path.display()))
+                }
+                TlsError::Rustls(err) => ("ssl.enabled.protocols".to_string(), err.to_string()),
+            };
+            let key = if r.get(&format!("{prefix}{key}")).is_some() { format!("{prefix}{key}") } else { key };
+            inconsistent(&key, format!("listener {}: {reason}", l.name))
+        };
+        let settings = strom_security::tls::TlsSettings::from_keys(get).map_err(tls_error)?;
+        let server = settings.server_config().map_err(tls_error)?;
+        out.insert(l.name.clone(), ListenerTls { settings, server });
+    }
+    Ok(out)
+}

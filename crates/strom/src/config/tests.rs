@@ -232,28 +232,52 @@ fn env_var_names_use_underscores() {
 }
 
 #[test]
-fn a_listener_that_is_not_plaintext_is_refused_until_tls_and_sasl_exist() {
-    for proto in ["SSL", "SASL_PLAINTEXT", "SASL_SSL"] {
+fn a_sasl_listener_is_refused_until_sasl_exists() {
+    for proto in ["SASL_PLAINTEXT", "SASL_SSL"] {
         let map = format!("listener.security.protocol.map=SECURE:{proto},CONTROLLER:PLAINTEXT");
         let r = ov(&[
             "listeners=SECURE://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
             "inter.broker.listener.name=SECURE",
             &map,
         ]);
-        let e = r.expect_err("a non-PLAINTEXT listener must be refused");
+        let e = r.expect_err("a SASL listener must be refused");
         assert_eq!(e.key(), Some("listener.security.protocol.map"));
         assert!(e.to_string().contains(proto), "{e}");
     }
-    // Kafka's own habit: SSL://… with the default map (SSL:SSL).
+}
+
+#[test]
+fn an_ssl_listener_needs_a_keystore_and_serves_clients_only() {
+    // Kafka's own habit: SSL://… with the default map (SSL:SSL), no keystore.
+    let e = ov(&["listeners=PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093"])
+        .expect_err("an SSL listener without a keystore must be refused");
+    assert_eq!(e.key(), Some("ssl.keystore.location"), "{e}");
+    // The per-listener key is named when that is the one at fault.
+    let e = ov(&[
+        "listeners=PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
+        "listener.name.ssl.ssl.keystore.type=PKCS12",
+        "listener.name.ssl.ssl.keystore.location=/nonexistent.p12",
+    ])
+    .expect_err("a missing PKCS12 password must be refused");
+    assert_eq!(e.key(), Some("ssl.keystore.password"), "{e}");
+    let e = ov(&[
+        "listeners=PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
+        "listener.name.ssl.ssl.keystore.type=JKS",
+        "ssl.keystore.location=/k.jks",
+    ])
+    .expect_err("a JKS keystore must be refused");
+    assert_eq!(e.key(), Some("listener.name.ssl.ssl.keystore.type"), "{e}");
+    // Between brokers TLS is not served yet.
     let e = ov(&["listeners=SSL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093", "inter.broker.listener.name=SSL"])
-        .expect_err("an SSL listener must be refused");
-    assert!(e.to_string().contains("listener SSL maps to security protocol SSL"), "{e}");
+        .expect_err("inter-broker TLS must be refused");
+    assert_eq!(e.key(), Some("inter.broker.listener.name"), "{e}");
 }
 
 #[test]
 fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
     for key in [
-        "ssl.keystore.location=/k.jks",
+        "ssl.endpoint.identification.algorithm=https",
+        "ssl.principal.mapping.rules=DEFAULT",
         "sasl.enabled.mechanisms=PLAIN",
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users=User:admin",
@@ -268,8 +292,8 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         assert!(e.to_string().contains("does not implement"), "{e}");
     }
     // From the environment too, named by its key.
-    let e = load(None, &[("STROM_SSL_KEYSTORE_LOCATION", "/k.jks")], &[]).expect_err("env ssl key");
-    assert_eq!(e.key(), Some("ssl.keystore.location"));
+    let e = load(None, &[("STROM_SASL_ENABLED_MECHANISMS", "PLAIN")], &[]).expect_err("env sasl key");
+    assert_eq!(e.key(), Some("sasl.enabled.mechanisms"));
     // Values that ask for what Strom does, and keys Kafka's shipped file sets, still start.
     ov(&[
         "security.inter.broker.protocol=PLAINTEXT",

@@ -1,0 +1,25 @@
+//! strom-security: who is on the other end of a connection.
+//!
+//! # Layout
+//! - [`tls`]: one listener's `ssl.*` settings under Kafka's key names, the rustls server
+//!   configuration built from them (PEM or PKCS12 keystores and truststores, client
+//!   authentication, protocol versions, cipher suites), and the principal of a client
+//!   certificate.
+//!
+//! **Architecture invariant:** no setting silently weakens security: a value this crate
+//! cannot honour is an error that names its key (see [`tls`]'s rule).
+
+pub mod tls;
+
+/// The rustls this crate builds configurations for (so users name the same types).
+pub use rustls;
+
+/// A principal's name when nothing authenticated the connection (PLAINTEXT, or TLS without
+/// a client certificate), as Kafka's `User:ANONYMOUS`.
+pub const ANONYMOUS: &str = "ANONYMOUS";
+
+/// Whether a config key holds a secret: DescribeConfigs answers it as sensitive, with no
+/// value (as Kafka's `ConfigDef.Type.PASSWORD` keys), and logs never print it.
+pub fn is_sensitive(key: &str) -> bool {
+    key.ends_with(".password") || key.ends_with("ssl.keystore.key") || key.ends_with("sasl.jaas.config")
+}

@@ -1,0 +1,199 @@
+"""TLS listeners (issue #20, first step) as librdkafka and kafka-python users see them: an SSL
+listener beside the PLAINTEXT one, keystores as a PEM file, PKCS12 or inline PEM; mutual TLS
+(`ssl.client.auth=required`) lets in a client whose certificate the truststore vouches for and
+refuses one without a certificate, one signed by another CA and an expired one; a plaintext
+client on the TLS port is refused; the node keeps serving everyone else throughout. Settings
+Strom cannot honour stop the node with the key named."""
+
+import os
+import subprocess
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient
+
+from conftest import STROM, free_port, wait_until
+from certs import make_certs
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return make_certs(str(tmp_path_factory.mktemp("certs")))
+
+
+def tls_node(node_factory, *settings):
+    """A node with an SSL listener beside its PLAINTEXT one; `.tls_bootstrap` is its address."""
+    n = node_factory()
+    n.tls_port = free_port()
+    n.tls_bootstrap = f"127.0.0.1:{n.tls_port}"
+    n.extra = [
+        f"listeners=PLAINTEXT://127.0.0.1:{n.kafka_port},SSL://127.0.0.1:{n.tls_port},"
+        f"CONTROLLER://127.0.0.1:{n.controller_port}",
+        *settings,
+    ]
+    return n.start()
+
+
+def ssl_conf(certs, node, **extra):
+    return {"bootstrap.servers": node.tls_bootstrap, "security.protocol": "SSL", "ssl.ca.location": certs.ca_pem,
+            **extra}
+
+
+def round_trip(conf, topic):
+    """Produces one record and reads it back over `conf`'s connection; returns the value read."""
+    value = uuid.uuid4().hex.encode()
+    p = Producer({**conf, "acks": "all"})
+    errors = []
+    p.produce(topic, value=value, on_delivery=lambda err, msg: err and errors.append(err))
+    assert p.flush(30) == 0 and not errors, errors
+    c = Consumer({**conf, "group.id": f"tls-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    try:
+        seen = []
+
+        def got():
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                seen.append(m.value())
+            return value in seen
+        wait_until("the record to come back over TLS", got, timeout=30)
+    finally:
+        c.close()
+    return value
+
+
+def refused(conf):
+    """True when a client with `conf` cannot get metadata (the handshake is refused)."""
+    try:
+        md = AdminClient({**conf, "socket.timeout.ms": 3000}).list_topics(timeout=4)
+        return len(md.brokers) == 0
+    except Exception:
+        return True
+
+
+@pytest.mark.parametrize("keystore", ["pem-file", "pkcs12", "inline-pem"])
+def test_librdkafka_produces_and_consumes_over_an_ssl_listener(node_factory, certs, keystore):
+    settings = {
+        "pem-file": ["ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}"],
+        "pkcs12": ["ssl.keystore.type=PKCS12", f"ssl.keystore.location={certs.server_p12}",
+                   f"ssl.keystore.password={certs.password}"],
+        "inline-pem": ["listener.name.ssl.ssl.keystore.type=PEM",
+                       "listener.name.ssl.ssl.keystore.key=" + open(certs.server_key).read(),
+                       "listener.name.ssl.ssl.keystore.certificate.chain=" + open(certs.server_chain).read()],
+    }[keystore]
+    n = tls_node(node_factory, *settings)
+    topic = "tls-" + uuid.uuid4().hex[:8]
+    conf = ssl_conf(certs, n)
+    round_trip(conf, topic)
+    # Metadata over TLS names the TLS listener's address (the listener the client came in on).
+    md = AdminClient(conf).list_topics(timeout=10)
+    assert [f"{b.host}:{b.port}" for b in md.brokers.values()] == [n.tls_bootstrap]
+
+
+def test_kafka_python_produces_and_consumes_over_an_ssl_listener(node_factory, certs):
+    from kafka import KafkaConsumer, KafkaProducer
+    n = tls_node(node_factory, "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}")
+    topic = "tls-kp-" + uuid.uuid4().hex[:8]
+    common = {"bootstrap_servers": n.tls_bootstrap, "security_protocol": "SSL", "ssl_cafile": certs.ca_pem}
+    p = KafkaProducer(acks="all", **common)
+    p.send(topic, b"over tls").get(timeout=30)
+    p.close()
+    c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10000, **common)
+    assert [m.value for m in c][:1] == [b"over tls"]
+    c.close()
+
+
+def test_mutual_tls_lets_in_only_clients_the_truststore_vouches_for(node_factory, certs):
+    n = tls_node(node_factory, "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}",
+                 "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca_pem}", "ssl.client.auth=required")
+    topic = "mtls-" + uuid.uuid4().hex[:8]
+    good = ssl_conf(certs, n, **{"ssl.certificate.location": certs.client_cert, "ssl.key.location": certs.client_key})
+    round_trip(good, topic)
+    assert refused(ssl_conf(certs, n)), "a client without a certificate was let in"
+    assert refused(ssl_conf(certs, n, **{"ssl.certificate.location": certs.rogue_cert,
+                                         "ssl.key.location": certs.rogue_key})), "another CA's client was let in"
+    assert refused(ssl_conf(certs, n, **{"ssl.certificate.location": certs.expired_cert,
+                                         "ssl.key.location": certs.expired_key})), "an expired certificate was let in"
+    # The node kept serving: the good client and the PLAINTEXT listener still work.
+    round_trip(good, topic)
+    round_trip({"bootstrap.servers": n.bootstrap}, topic)
+
+
+def test_requested_client_auth_lets_in_clients_without_a_certificate_only(node_factory, certs):
+    # (PKCS12 truststores are read as Java reads them, trusted entries only: tested in
+    # crates/strom-security/tests/tls.rs, since `cryptography` cannot write that attribute.)
+    n = tls_node(node_factory, "ssl.keystore.type=PKCS12", f"ssl.keystore.location={certs.server_p12}",
+                 f"ssl.keystore.password={certs.password}", "ssl.truststore.type=PEM",
+                 f"ssl.truststore.location={certs.ca_pem}", "ssl.client.auth=requested")
+    topic = "mtls-req-" + uuid.uuid4().hex[:8]
+    # Requested: a client with no certificate is let in, as is one with a good certificate
+    # (what a client does with a certificate the server's CA list does not name is up to it).
+    round_trip(ssl_conf(certs, n), topic)
+    round_trip(ssl_conf(certs, n, **{"ssl.certificate.location": certs.client_cert,
+                                     "ssl.key.location": certs.client_key}), topic)
+
+
+def test_a_plaintext_client_on_the_tls_port_and_garbage_are_refused_and_the_node_keeps_serving(node_factory, certs):
+    import socket
+    n = tls_node(node_factory, "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}")
+    assert refused({"bootstrap.servers": n.tls_bootstrap})
+    # Random bytes and a truncated handshake: the connection is closed, nothing else happens.
+    for junk in (os.urandom(4096), b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"):
+        s = socket.create_connection(("127.0.0.1", n.tls_port), timeout=5)
+        s.sendall(junk)
+        s.shutdown(socket.SHUT_WR)
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+        s.close()
+    topic = "tls-after-junk-" + uuid.uuid4().hex[:8]
+    round_trip(ssl_conf(certs, n), topic)
+    assert n.proc.poll() is None
+
+
+@pytest.mark.parametrize("setting,key", [
+    ([], "ssl.keystore.location"),
+    (["ssl.keystore.type=JKS", "ssl.keystore.location=/nonexistent.jks"], "ssl.keystore.type"),
+    (["ssl.keystore.type=PEM", "ssl.keystore.location=/nonexistent.pem"], "ssl.keystore.location"),
+    (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}", "ssl.enabled.protocols=TLSv1.1"],
+     "ssl.enabled.protocols"),
+    (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}", "ssl.cipher.suites=TLS_RSA_WITH_RC4_128_MD5"],
+     "ssl.cipher.suites"),
+    (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}", "ssl.client.auth=required"], "ssl.truststore.location"),
+    (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}", "ssl.principal.mapping.rules=DEFAULT"],
+     "ssl.principal.mapping.rules"),
+])
+def test_tls_settings_strom_cannot_honour_stop_the_node_with_the_key_named(tmp_path, certs, setting, key):
+    port, tport, cport = free_port(), free_port(), free_port()
+    args = [STROM, "server", "--override",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{tport},CONTROLLER://127.0.0.1:{cport}",
+            "--override", f"controller.quorum.voters=1@127.0.0.1:{cport}",
+            "--override", f"log.dirs={tmp_path / 'data'}"]
+    for s in setting:
+        args += ["--override", s.replace("{pem}", certs.server_pem)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stderr[-1000:])
+    assert key in r.stderr, r.stderr[-1000:]
+
+
+def test_tls_between_brokers_is_refused_until_served(tmp_path, certs):
+    port, cport = free_port(), free_port()
+    r = subprocess.run([STROM, "server", "--override", f"listeners=SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+                        "--override", f"controller.quorum.voters=1@127.0.0.1:{cport}",
+                        "--override", "inter.broker.listener.name=SSL", "--override", "ssl.keystore.type=PEM",
+                        "--override", f"ssl.keystore.location={certs.server_pem}",
+                        "--override", f"log.dirs={tmp_path / 'data'}"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "inter.broker.listener.name" in r.stderr, r.stderr[-1000:]
+
+
+def test_sasl_listeners_are_refused_until_served(tmp_path):
+    port, cport = free_port(), free_port()
+    r = subprocess.run([STROM, "server", "--override",
+                        f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+                        "--override", f"controller.quorum.voters=1@127.0.0.1:{cport}",
+                        "--override", "inter.broker.listener.name=SASL_PLAINTEXT",
+                        "--override", f"log.dirs={tmp_path / 'data'}"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "SASL_PLAINTEXT" in r.stderr, r.stderr[-1000:]
