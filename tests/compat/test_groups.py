@@ -428,7 +428,9 @@ def test_a_static_member_replaced_by_a_new_instance_is_fenced(node):
     with pytest.raises(KafkaException):
         old.commit(offsets=[TopicPartition("fenced", 0, 3)], asynchronous=False)
     committed = new.committed([TopicPartition("fenced", 0), TopicPartition("fenced", 1)], timeout=10)
-    assert sum(tp.offset for tp in committed) == 10
+    # The 10 records may all sit in one partition (librdkafka's sticky partitioner); the other
+    # then has no commit (OFFSET_INVALID, -1001).
+    assert sum(max(tp.offset, 0) for tp in committed) == 10, committed
     old.close()
     new.close()
 

@@ -114,6 +114,7 @@ impl KafkaListener {
                         None => conn.run().await,
                         Some(acceptor) => match conn.tls_handshake(&acceptor).await {
                             Ok(conn) => conn.run().await,
+                            Err(ConnectionError::ShuttingDown) => Ok(()),
                             Err(e) => {
                                 metrics.failed_handshakes.inc();
                                 tracing::info!(node, listener = %listener, error = %e, "TLS handshake failed");
@@ -151,6 +152,8 @@ pub enum ConnectionError {
     Tls(std::io::Error),
     #[error("TLS handshake not finished within {0:?}")]
     TlsTimeout(Duration),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
 }
 
 /// One client connection: reads frames, hands each to [`Apis`], writes the answer. `S` is
@@ -173,7 +176,7 @@ impl Connection<tokio::net::TcpStream> {
     ) -> Result<Connection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>, ConnectionError> {
         let Connection { stream, listener, peer, settings, apis, shutdown } = self;
         let stream = tokio::select! {
-            _ = shutdown.cancelled() => return Err(ConnectionError::TlsTimeout(Duration::ZERO)),
+            _ = shutdown.cancelled() => return Err(ConnectionError::ShuttingDown),
             r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match r {
                 Err(_) => return Err(ConnectionError::TlsTimeout(TLS_HANDSHAKE_TIMEOUT)),
                 Ok(Err(e)) => return Err(ConnectionError::Tls(e)),
