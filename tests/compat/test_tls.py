@@ -187,13 +187,3 @@ def test_tls_between_brokers_is_refused_until_served(tmp_path, certs):
                         "--override", f"ssl.keystore.location={certs.server_pem}",
                         "--override", f"log.dirs={tmp_path / 'data'}"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "inter.broker.listener.name" in r.stderr, r.stderr[-1000:]
-
-
-def test_sasl_listeners_are_refused_until_served(tmp_path):
-    port, cport = free_port(), free_port()
-    r = subprocess.run([STROM, "server", "--override",
-                        f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-                        "--override", f"controller.quorum.voters=1@127.0.0.1:{cport}",
-                        "--override", "inter.broker.listener.name=SASL_PLAINTEXT",
-                        "--override", f"log.dirs={tmp_path / 'data'}"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and "SASL_PLAINTEXT" in r.stderr, r.stderr[-1000:]

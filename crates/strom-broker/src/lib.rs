@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - [`server`]: the accept loop ([`server::KafkaListener`]) and one task per connection
-//!   ([`server::Connection`]): framing, size limits, idle timeout, in-order responses.
+//!   ([`server::Connection`]): framing, size limits, idle timeout, in-order responses, TLS.
+//! - [`authenticator`]: SASL on `SASL_*` listeners: every frame of a connection passes it
+//!   before the handlers see it (the rules at its top).
 //! - [`apis`]: the request handlers, one module per Kafka API (or family), and the table of
 //!   supported versions that ApiVersions advertises.
 //! - [`replica`]: partition replicas: [`replica::Partition`] (log, leader/follower role, high
@@ -31,6 +33,7 @@
 use std::collections::BTreeMap;
 
 pub mod apis;
+pub mod authenticator;
 pub mod coordinator;
 pub mod fetcher;
 pub mod isr;
@@ -45,6 +48,8 @@ pub mod server;
 pub struct BrokerSettings {
     pub node_id: i32,
     pub socket_request_max_bytes: usize,
+    /// `sasl.server.max.receive.size`: the largest frame before a connection authenticated.
+    pub sasl_server_max_receive_size: usize,
     pub max_connections: usize,
     pub connections_max_idle_ms: u64,
     pub auto_create_topics_enable: bool,

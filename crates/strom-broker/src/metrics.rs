@@ -72,6 +72,9 @@ pub struct BrokerMetrics {
     pub connections: Gauge,
     /// TLS handshakes that failed (untrusted or expired certificates, plaintext clients).
     pub failed_handshakes: Counter,
+    /// SASL authentications (Kafka's successful-/failed-authentication-total).
+    pub successful_authentications: Counter,
+    pub failed_authentications: Counter,
     pub produce_purgatory: Gauge,
     partition_count: Gauge,
     leader_count: Gauge,
@@ -105,6 +108,8 @@ impl BrokerMetrics {
             isr_expands: Counter::default(),
             connections: Gauge::default(),
             failed_handshakes: Counter::default(),
+            successful_authentications: Counter::default(),
+            failed_authentications: Counter::default(),
             produce_purgatory: Gauge::default(),
             partition_count: Gauge::default(),
             leader_count: Gauge::default(),
@@ -166,6 +171,16 @@ impl BrokerMetrics {
             "strom_tls_failed_handshakes",
             "TLS handshakes that failed on SSL listeners (plaintext clients, untrusted or expired certificates)",
             self.failed_handshakes.clone(),
+        );
+        r.register(
+            "kafka_server_socket_server_metrics_successful_authentication",
+            "SASL authentications that succeeded",
+            self.successful_authentications.clone(),
+        );
+        r.register(
+            "kafka_server_socket_server_metrics_failed_authentication",
+            "SASL authentications that failed (wrong password, unknown user, malformed exchange)",
+            self.failed_authentications.clone(),
         );
         r.register("kafka_network_requestmetrics_requests", "Requests handled, per API", self.requests.clone());
         r.register(

@@ -22,7 +22,15 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::apis::Apis;
+use crate::authenticator::{Authenticator, Gate};
 use crate::BrokerSettings;
+
+/// What a listener demands of its connections: TLS (`SSL`, `SASL_SSL`), SASL (`SASL_*`).
+#[derive(Clone, Default)]
+pub struct ListenerSecurity {
+    pub tls: Option<Arc<strom_security::rustls::ServerConfig>>,
+    pub sasl: Option<strom_security::sasl::SaslConfig>,
+}
 
 /// How long a client has to finish its TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,20 +42,28 @@ pub struct KafkaListener {
     settings: BrokerSettings,
     apis: Arc<Apis>,
     tls: Option<TlsAcceptor>,
+    sasl: Option<strom_security::sasl::SaslConfig>,
 }
 
 impl KafkaListener {
-    /// Binds `addr` (for example `127.0.0.1:9092`); with `tls`, every connection starts with
-    /// a TLS handshake (an `SSL` listener).
+    /// Binds `addr` (for example `127.0.0.1:9092`); with TLS every connection starts with a
+    /// TLS handshake, with SASL it authenticates before anything else.
     pub async fn bind(
         name: &str,
         addr: &str,
         settings: BrokerSettings,
         apis: Arc<Apis>,
-        tls: Option<Arc<strom_security::rustls::ServerConfig>>,
+        security: ListenerSecurity,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(KafkaListener { listener, name: name.to_string(), settings, apis, tls: tls.map(TlsAcceptor::from) })
+        Ok(KafkaListener {
+            listener,
+            name: name.to_string(),
+            settings,
+            apis,
+            tls: security.tls.map(TlsAcceptor::from),
+            sasl: security.sasl,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -95,6 +111,14 @@ impl KafkaListener {
             };
             let _ = stream.set_nodelay(true);
             let listener = self.name.clone();
+            let auth = self.sasl.clone().map(|config| {
+                Authenticator::new(
+                    config,
+                    self.apis.credentials(),
+                    self.apis.metrics().clone(),
+                    self.settings.sasl_server_max_receive_size,
+                )
+            });
             let conn = Connection {
                 stream,
                 listener: self.name.clone(),
@@ -102,6 +126,7 @@ impl KafkaListener {
                 settings: self.settings.clone(),
                 apis: self.apis.clone(),
                 shutdown: shutdown.clone(),
+                auth,
             };
             let span = tracing::debug_span!("conn", node = self.settings.node_id, %peer);
             let metrics = self.apis.metrics().clone();
@@ -154,6 +179,8 @@ pub enum ConnectionError {
     TlsTimeout(Duration),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error("SASL: {0}")]
+    Authentication(String),
 }
 
 /// One client connection: reads frames, hands each to [`Apis`], writes the answer. `S` is
@@ -166,6 +193,8 @@ pub struct Connection<S> {
     settings: BrokerSettings,
     apis: Arc<Apis>,
     shutdown: CancellationToken,
+    /// SASL listeners: the connection's authentication, which every frame passes first.
+    auth: Option<Authenticator>,
 }
 
 impl Connection<tokio::net::TcpStream> {
@@ -174,7 +203,7 @@ impl Connection<tokio::net::TcpStream> {
         self,
         acceptor: &TlsAcceptor,
     ) -> Result<Connection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>, ConnectionError> {
-        let Connection { stream, listener, peer, settings, apis, shutdown } = self;
+        let Connection { stream, listener, peer, settings, apis, shutdown, auth } = self;
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return Err(ConnectionError::ShuttingDown),
             r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match r {
@@ -183,7 +212,7 @@ impl Connection<tokio::net::TcpStream> {
                 Ok(Ok(s)) => s,
             },
         };
-        Ok(Connection { stream, listener, peer, settings, apis, shutdown })
+        Ok(Connection { stream, listener, peer, settings, apis, shutdown, auth })
     }
 }
 
@@ -196,6 +225,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let mut received = Instant::now();
         loop {
             while let Some(frame) = frame::split_frame(&mut buf, self.settings.socket_request_max_bytes)? {
+                let gate = match self.auth.as_mut() {
+                    Some(a) => a.on_frame(frame),
+                    None => Gate::Dispatch(frame),
+                };
+                let frame = match gate {
+                    Gate::Dispatch(frame) => frame,
+                    Gate::Reply(answer) => {
+                        self.stream.write_all(&answer).await?;
+                        continue;
+                    }
+                    Gate::ReplyAndClose(answer, why) => {
+                        self.stream.write_all(&answer).await?;
+                        self.stream.flush().await?;
+                        let _ = self.stream.shutdown().await;
+                        return Err(ConnectionError::Authentication(why));
+                    }
+                    Gate::Close(why) => return Err(ConnectionError::Authentication(why)),
+                };
                 let api = crate::apis::api_name(&frame);
                 // `None`: an acks=0 produce, which Kafka never answers.
                 if let Some(response) = self.apis.handle(frame, &self.listener, received).await? {

@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use strom_protocol::kafka_protocol::messages::{
+    alter_user_scram_credentials_response::AlterUserScramCredentialsResult,
     create_partitions_response::CreatePartitionsTopicResult, create_topics_response::CreatableTopicResult,
     delete_topics_response::DeletableTopicResult, incremental_alter_configs_response::AlterConfigsResourceResponse,
-    AlterConfigsRequest, AlterConfigsResponse, ApiKey, CreatePartitionsRequest, CreatePartitionsResponse,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+    ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    TopicName,
 };
 use strom_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -62,8 +64,54 @@ pub async fn handle(
             incremental_alter_configs(controller, decode(body, version)?, version).await
         }
         Ok(ApiKey::AlterConfigs) => alter_configs(controller, decode(body, version)?, version).await,
+        Ok(ApiKey::AlterUserScramCredentials) => alter_scram(controller, decode(body, version)?, version).await,
         _ => Err(ForwardError::Unsupported(api_key)),
     }
+}
+
+async fn alter_scram(
+    c: &Controller,
+    req: AlterUserScramCredentialsRequest,
+    version: i16,
+) -> Result<(Bytes, i64), ForwardError> {
+    use crate::controller::scram::ScramChange;
+    let mut changes: Vec<ScramChange> = req
+        .deletions
+        .iter()
+        .map(|d| ScramChange::Delete { user: d.name.to_string(), mechanism: d.mechanism })
+        .collect();
+    changes.extend(req.upsertions.iter().map(|u| ScramChange::Upsert {
+        user: u.name.to_string(),
+        mechanism: u.mechanism,
+        iterations: u.iterations,
+        salt: u.salt.to_vec(),
+        salted_password: u.salted_password.to_vec(),
+    }));
+    let users: Vec<String> = {
+        let mut seen = Vec::new();
+        for c in &changes {
+            let u = match c {
+                ScramChange::Upsert { user, .. } | ScramChange::Delete { user, .. } => user,
+            };
+            if !seen.contains(u) {
+                seen.push(u.clone());
+            }
+        }
+        seen
+    };
+    let mut resp = AlterUserScramCredentialsResponse::default();
+    let (results, offset) = match c.alter_scram_credentials(changes).await {
+        Ok((results, offset)) => (results, offset),
+        Err(e) => (users.into_iter().map(|u| (u, e.kafka_code(), Some(e.to_string()))).collect(), -1),
+    };
+    for (user, code, message) in results {
+        let mut r = AlterUserScramCredentialsResult::default();
+        r.user = StrBytes::from_string(user);
+        r.error_code = code;
+        r.error_message = message.map(StrBytes::from_string);
+        resp.results.push(r);
+    }
+    Ok((encode(&resp, version)?, offset))
 }
 
 async fn create_topics(c: &Controller, req: CreateTopicsRequest, version: i16) -> Result<(Bytes, i64), ForwardError> {

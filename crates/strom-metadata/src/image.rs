@@ -51,6 +51,21 @@ pub struct TopicImage {
     pub partitions: BTreeMap<i32, PartitionImage>,
 }
 
+/// What the cluster keeps of one SCRAM password (KIP-554).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredentialImage {
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: u32,
+}
+
+impl std::fmt::Debug for ScramCredentialImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramCredentialImage").field("iterations", &self.iterations).finish_non_exhaustive()
+    }
+}
+
 /// Cluster metadata at [`MetadataImage::offset`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataImage {
@@ -66,6 +81,9 @@ pub struct MetadataImage {
     /// images written before cluster ids were recorded).
     #[serde(default)]
     pub cluster_id: Option<String>,
+    /// SCRAM credentials: user → mechanism name → credential.
+    #[serde(default)]
+    pub scram_credentials: BTreeMap<String, BTreeMap<String, ScramCredentialImage>>,
     #[serde(skip)]
     names_by_id: HashMap<Uuid, String>,
 }
@@ -215,6 +233,24 @@ impl MetadataImage {
                     return refuse(format!("producer id block {first}+{count} overlaps {}", self.next_producer_id));
                 }
                 self.next_producer_id = first + count;
+            }
+            MetadataRecord::ScramCredential { user, mechanism, salt, stored_key, server_key, iterations } => {
+                let c = ScramCredentialImage {
+                    salt: salt.clone(),
+                    stored_key: stored_key.clone(),
+                    server_key: server_key.clone(),
+                    iterations: *iterations,
+                };
+                self.scram_credentials.entry(user.clone()).or_default().insert(mechanism.clone(), c);
+            }
+            MetadataRecord::RemoveScramCredential { user, mechanism } => {
+                let Some(m) = self.scram_credentials.get_mut(user) else {
+                    return refuse(format!("removal of {user}'s {mechanism} credential, which does not exist"));
+                };
+                m.remove(mechanism);
+                if m.is_empty() {
+                    self.scram_credentials.remove(user);
+                }
             }
         }
         Ok(())

@@ -80,6 +80,18 @@ pub enum MetadataRecord {
     ProducerIds { broker_id: i32, first: i64, count: i64 },
     /// The cluster's id ([`crate::cluster_id`]); written once, before the first registration.
     ClusterId { cluster_id: String },
+    /// `user`'s SCRAM credential for `mechanism` (`SCRAM-SHA-256`, `SCRAM-SHA-512`), set or
+    /// replaced: what KIP-554 keeps of a password (never the password itself).
+    ScramCredential {
+        user: String,
+        mechanism: String,
+        salt: Vec<u8>,
+        stored_key: Vec<u8>,
+        server_key: Vec<u8>,
+        iterations: u32,
+    },
+    /// `user`'s SCRAM credential for `mechanism` is gone.
+    RemoveScramCredential { user: String, mechanism: String },
 }
 
 /// What one Raft log entry carries: the records of one controller operation, applied

@@ -23,6 +23,8 @@ enum Command {
     Server(ServerArgs),
     /// Create, list, describe, alter and delete topics (the flags of kafka-topics.sh).
     Topics(tools::topics::TopicsArgs),
+    /// SCRAM users: add, remove, describe credentials (the flags of kafka-configs.sh).
+    Configs(tools::configs::ConfigsArgs),
     /// List, describe (with lag), delete consumer groups and reset their offsets.
     ConsumerGroups(tools::groups::GroupsArgs),
     /// Send lines from stdin as records.
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Server(ServerArgs::default())) {
         Command::Server(args) => server(args),
         Command::Topics(args) => tools::run_tool(|| tools::topics::run(args)),
+        Command::Configs(args) => tools::run_tool(|| tools::configs::run(args)),
         Command::ConsumerGroups(args) => tools::run_tool(|| tools::groups::run(args)),
         Command::ConsoleProducer(args) => tools::run_tool(|| tools::console::produce(args)),
         Command::ConsoleConsumer(args) => tools::run_tool(|| tools::console::consume(args)),
@@ -105,11 +108,18 @@ fn server(args: ServerArgs) -> ExitCode {
     for key in &config.raw.unknown_keys {
         tracing::warn!(key = %key, "unknown configuration key (ignored)");
     }
-    if config.listener_tls.is_empty() {
-        for (key, _, source) in config.raw.iter() {
-            if source != config::Source::Default && (key.starts_with("ssl.") || keys::is_listener_tls_key(key)) {
-                tracing::warn!(key = %key, "TLS key set, but no listener is SSL: it has no effect");
-            }
+    // TLS and SASL keys do something only for listeners of their kind.
+    for (key, _, source) in config.raw.iter() {
+        if source == config::Source::Default {
+            continue;
+        }
+        let tls_key = key.starts_with("ssl.") || (keys::is_listener_key(key) && key.contains(".ssl."));
+        let sasl_key = !tls_key && (key.starts_with("sasl.") || keys::is_listener_key(key));
+        if tls_key && config.listener_tls.is_empty() {
+            tracing::warn!(key = %key, "TLS key set, but no listener is SSL or SASL_SSL: it has no effect");
+        }
+        if sasl_key && config.listener_sasl.is_empty() {
+            tracing::warn!(key = %key, "SASL key set, but no listener is SASL_PLAINTEXT or SASL_SSL: it has no effect");
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -20,7 +20,7 @@ use strom_broker::isr::IsrManager;
 use strom_broker::lifecycle::BrokerLifecycle;
 use strom_broker::metrics::BrokerMetrics;
 use strom_broker::replica::ReplicaManager;
-use strom_broker::server::KafkaListener;
+use strom_broker::server::{KafkaListener, ListenerSecurity};
 use strom_broker::BrokerSettings;
 use strom_controller::controller::{Controller, ControllerConfig};
 use strom_metadata::client::ControllerClient;
@@ -205,8 +205,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         let apis = Arc::new(Apis::new(broker_settings(&config), lifecycle.clone(), replicas.clone()));
         for l in config.broker_listeners() {
             let settings = broker_settings(&config);
-            let tls = config.listener_tls.get(&l.name).map(|t| t.server.clone());
-            let bound = KafkaListener::bind(&l.name, &l.bind_addr(), settings, apis.clone(), tls)
+            let security = ListenerSecurity {
+                tls: config.listener_tls.get(&l.name).map(|t| t.server.clone()),
+                sasl: config.listener_sasl.get(&l.name).cloned(),
+            };
+            let bound = KafkaListener::bind(&l.name, &l.bind_addr(), settings, apis.clone(), security)
                 .await
                 .with_context(|| format!("cannot bind listener {}://{}", l.name, l.bind_addr()))?;
             tracing::info!(listener = %l.name, addr = %bound.local_addr()?, "kafka listener bound");
@@ -543,6 +546,7 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
     BrokerSettings {
         node_id: config.node_id,
         socket_request_max_bytes: config.socket_request_max_bytes as usize,
+        sasl_server_max_receive_size: config.sasl_server_max_receive_size,
         max_connections: config.max_connections,
         connections_max_idle_ms: config.connections_max_idle_ms,
         auto_create_topics_enable: config.auto_create_topics_enable,

@@ -276,6 +276,79 @@ pub(super) fn forward_failed(body: &RequestKind) -> Box<dyn ErasedEncodable + Se
                 .collect();
             Box::new(resp)
         }
+        RequestKind::AlterUserScramCredentials(r) => {
+            let mut resp = AlterUserScramCredentialsResponse::default();
+            let users = r.deletions.iter().map(|d| &d.name).chain(r.upsertions.iter().map(|u| &u.name));
+            for user in users {
+                if resp.results.iter().any(|x| x.user == *user) {
+                    continue;
+                }
+                let mut o = alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default();
+                o.user = user.clone();
+                o.error_code = REQUEST_TIMED_OUT;
+                resp.results.push(o);
+            }
+            Box::new(resp)
+        }
         _ => Box::new(ApiVersionsResponse::default()),
     }
+}
+
+/// DescribeUserScramCredentials (KIP-554): each user's mechanisms and iterations (never the
+/// keys), from this broker's image; every user when none is named. A named user without
+/// credentials is RESOURCE_NOT_FOUND; one named twice, DUPLICATE_RESOURCE.
+pub(super) fn describe_user_scram_credentials(
+    b: &Broker,
+    req: &DescribeUserScramCredentialsRequest,
+) -> DescribeUserScramCredentialsResponse {
+    use describe_user_scram_credentials_response::{CredentialInfo, DescribeUserScramCredentialsResult};
+    const RESOURCE_NOT_FOUND: i16 = 91;
+    const DUPLICATE_RESOURCE: i16 = 92;
+    let image = b.image();
+    let mut resp = DescribeUserScramCredentialsResponse::default();
+    let names: Vec<String> = match &req.users {
+        Some(users) if !users.is_empty() => users.iter().map(|u| u.name.to_string()).collect(),
+        _ => image.scram_credentials.keys().cloned().collect(),
+    };
+    for (i, name) in names.iter().enumerate() {
+        let mut r = DescribeUserScramCredentialsResult::default();
+        r.user = str_bytes(name);
+        if names[..i].contains(name) || names[i + 1..].contains(name) {
+            if names[..i].contains(name) {
+                continue;
+            }
+            r.error_code = DUPLICATE_RESOURCE;
+            r.error_message =
+                Some(str_bytes(&format!("Cannot describe SCRAM credentials for the same user twice: {name}")));
+        } else if let Some(creds) = image.scram_credentials.get(name) {
+            for (mechanism, c) in creds {
+                let mut info = CredentialInfo::default();
+                info.mechanism =
+                    strom_security::sasl::ScramMechanism::from_name(mechanism).map_or(0, |m| m.kafka_type());
+                info.iterations = c.iterations as i32;
+                r.credential_infos.push(info);
+            }
+        } else {
+            r.error_code = RESOURCE_NOT_FOUND;
+            r.error_message =
+                Some(str_bytes(&format!("Attempt to describe a user credential that does not exist: {name}")));
+        }
+        resp.results.push(r);
+    }
+    resp
+}
+
+/// SaslHandshake on a listener without SASL: ILLEGAL_SASL_STATE, as Kafka's KafkaApis.
+pub(super) fn sasl_handshake_without_sasl() -> SaslHandshakeResponse {
+    let mut resp = SaslHandshakeResponse::default();
+    resp.error_code = crate::authenticator::ILLEGAL_SASL_STATE;
+    resp
+}
+
+/// SaslAuthenticate on a listener without SASL: ILLEGAL_SASL_STATE, as Kafka's KafkaApis.
+pub(super) fn sasl_authenticate_without_sasl() -> SaslAuthenticateResponse {
+    let mut resp = SaslAuthenticateResponse::default();
+    resp.error_code = crate::authenticator::ILLEGAL_SASL_STATE;
+    resp.error_message = Some(str_bytes("SaslAuthenticate request received on a listener without SASL"));
+    resp
 }

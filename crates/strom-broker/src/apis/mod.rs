@@ -58,6 +58,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The supported version range of `key`, if served.
@@ -89,6 +93,11 @@ pub fn api_name(raw: &[u8]) -> Option<String> {
 }
 
 impl Apis {
+    /// SCRAM credentials as this broker's metadata image has them (for SASL listeners).
+    pub fn credentials(&self) -> Arc<dyn strom_security::sasl::CredentialStore> {
+        Arc::new(crate::authenticator::ImageCredentials(self.broker.lifecycle.clone()))
+    }
+
     /// Waits until the broker may serve clients (see [`BrokerLifecycle::wait_ready_to_serve`]).
     pub async fn wait_ready_to_serve(&self) {
         self.broker.lifecycle.wait_ready_to_serve().await
@@ -361,10 +370,15 @@ impl Apis {
             RequestKind::DescribeGroups(r) => respond(&groups::describe_groups(b, r)),
             RequestKind::DeleteGroups(r) => respond(&groups::delete_groups(b, r).await),
             RequestKind::OffsetDelete(r) => respond(&groups::offset_delete(b, r).await),
+            RequestKind::DescribeUserScramCredentials(r) => respond(&admin::describe_user_scram_credentials(b, r)),
+            // On a listener without SASL (on a SASL listener the authenticator answers these).
+            RequestKind::SaslHandshake(_) => respond(&admin::sasl_handshake_without_sasl()),
+            RequestKind::SaslAuthenticate(_) => respond(&admin::sasl_authenticate_without_sasl()),
             RequestKind::CreateTopics(_)
             | RequestKind::DeleteTopics(_)
             | RequestKind::CreatePartitions(_)
             | RequestKind::AlterConfigs(_)
+            | RequestKind::AlterUserScramCredentials(_)
             | RequestKind::IncrementalAlterConfigs(_) => match b.forward(api_key, version, &body).await {
                 Ok(resp_body) => Ok(Some(frame::encode_response_body(api_key, version, cid, &resp_body)?)),
                 Err(e) => {

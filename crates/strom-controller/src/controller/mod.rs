@@ -16,10 +16,12 @@
 //! - [`topics`]: topic creation and deletion, partition counts, configs.
 //! - [`isr`]: ISR changes proposed by partition leaders (AlterPartition).
 //! - [`producer_ids`]: producer-id blocks handed to brokers.
+//! - [`scram`]: SCRAM credentials (AlterUserScramCredentials).
 
 mod isr;
 mod liveness;
 mod producer_ids;
+pub mod scram;
 mod topics;
 
 pub use isr::{AlterPartition, PartitionReply};

@@ -54,6 +54,10 @@ pub const KEYS: &[KeyDef] = &[
     key("ssl.enabled.protocols", Some("TLSv1.2,TLSv1.3"), "TLS versions served (TLSv1.2, TLSv1.3)."),
     key("ssl.protocol", Some("TLSv1.3"), "TLS, TLSv1.2 or TLSv1.3."),
     key("ssl.cipher.suites", None, "Cipher suites served (IANA names); unset: rustls's defaults."),
+    // SASL of SASL_PLAINTEXT / SASL_SSL listeners (crates/strom-broker/src/authenticator.rs).
+    key("sasl.enabled.mechanisms", Some("GSSAPI"), "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (GSSAPI is not served)."),
+    key("sasl.server.max.receive.size", Some("524288"), "Largest frame a connection may send before it authenticated."),
+    key("connections.max.reauth.ms", Some("0"), "SASL session lifetime (KIP-368); 0: sessions do not expire."),
     key("log.dirs", Some("./data"), "Directory (comma-separated list) holding partition logs and metadata."),
     key("log.dir", None, "Used when log.dirs is not set."),
     key("num.partitions", Some("1"), "Partitions of an auto-created topic."),
@@ -177,7 +181,6 @@ pub const REFUSED_UNTIL_IMPLEMENTED: &[&str] = &[
     "super.users",
     "allow.everyone.if.no.acl.found",
     "principal.builder.class",
-    "connections.max.reauth.ms",
     "delegation.token.",
     // Quotas.
     "quota.",
@@ -208,7 +211,7 @@ const REFUSED_KEY_HARMLESS_VALUES: &[(&str, &str)] =
 /// [`REFUSED_UNTIL_IMPLEMENTED`], not implemented ([`KEYS`]) or accepted without effect, and
 /// the value is not one that asks for what Strom already does.
 pub fn is_refused(name: &str, value: &str) -> bool {
-    if is_listener_tls_key(name) {
+    if is_listener_key(name) {
         return false;
     }
     let listed =
@@ -224,14 +227,20 @@ pub fn find(name: &str) -> Option<&'static KeyDef> {
 
 /// True for a key Strom reads or knowingly ignores.
 pub fn is_known(name: &str) -> bool {
-    find(name).is_some() || ACCEPTED_WITHOUT_EFFECT.contains(&name) || is_listener_tls_key(name)
+    find(name).is_some() || ACCEPTED_WITHOUT_EFFECT.contains(&name) || is_listener_key(name)
 }
 
-/// `listener.name.<listener>.<ssl key>`: a TLS key set for one listener (Kafka's per-listener
-/// override), for a key Strom reads.
-pub fn is_listener_tls_key(name: &str) -> bool {
+/// Keys a listener may set for itself as `listener.name.<listener>.<key>`, beside the TLS ones.
+pub const LISTENER_KEYS: &[&str] =
+    &["sasl.enabled.mechanisms", "plain.sasl.jaas.config", "connections.max.reauth.ms", "sasl.server.max.receive.size"];
+
+/// `listener.name.<listener>.<key>`: a key set for one listener (Kafka's per-listener
+/// override), for a key Strom reads per listener (TLS, SASL).
+pub fn is_listener_key(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("listener.name.") else { return false };
-    rest.split_once('.').is_some_and(|(listener, key)| !listener.is_empty() && strom_security::tls::KEYS.contains(&key))
+    rest.split_once('.').is_some_and(|(listener, key)| {
+        !listener.is_empty() && (strom_security::tls::KEYS.contains(&key) || LISTENER_KEYS.contains(&key))
+    })
 }
 
 /// The environment variable that sets `key`: `STROM_` + upper case, dots as underscores.

@@ -221,6 +221,9 @@ pub struct NodeConfig {
     /// Each SSL listener's TLS settings and the rustls configuration built from them (its
     /// files read and checked at start).
     pub listener_tls: BTreeMap<String, ListenerTls>,
+    /// Each SASL_PLAINTEXT / SASL_SSL listener's SASL.
+    pub listener_sasl: BTreeMap<String, strom_security::sasl::SaslConfig>,
+    pub sasl_server_max_receive_size: usize,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -268,18 +271,6 @@ impl NodeConfig {
         };
         let security_protocols = protocol_map(r)?;
         let listeners = listeners(r, "listeners", &security_protocols)?;
-        // SASL is not implemented yet: a listener that asks for it is refused rather than
-        // served without authentication (a requested protection is never weakened).
-        if let Some(l) = listeners.iter().find(|l| l.security_protocol.starts_with("SASL_")) {
-            return Err(inconsistent(
-                "listener.security.protocol.map",
-                format!(
-                    "listener {} maps to security protocol {}, which Strom does not implement yet \
-                     (PLAINTEXT and SSL listeners can be served)",
-                    l.name, l.security_protocol
-                ),
-            ));
-        }
         if let Some(key) = r.refused_keys().first() {
             return Err(inconsistent(
                 key,
@@ -289,7 +280,10 @@ impl NodeConfig {
         }
         let controller_listener_names = list(r, "controller.listener.names");
         let inter_broker_listener_name = r.get("inter.broker.listener.name").unwrap_or("").trim().to_string();
-        let listener_tls = listener_tls(r, &listeners, &controller_listener_names, &inter_broker_listener_name)?;
+        check_internal_listeners(&listeners, &controller_listener_names, &inter_broker_listener_name)?;
+        let listener_tls = listener_tls(r, &listeners)?;
+        let listener_sasl = listener_sasl(r, &listeners)?;
+        let sasl_server_max_receive_size = int_at_least(r, "sasl.server.max.receive.size", 1)? as usize;
 
         // Roles against quorum and listeners (KRaft's own start-up checks).
         if quorum_voters.is_empty() {
@@ -436,6 +430,8 @@ impl NodeConfig {
             listeners,
             security_protocols,
             listener_tls,
+            listener_sasl,
+            sasl_server_max_receive_size,
             controller_listener_names,
             inter_broker_listener_name,
             log_dirs,
@@ -506,33 +502,107 @@ pub struct ListenerTls {
     pub server: std::sync::Arc<strom_security::rustls::ServerConfig>,
 }
 
-/// The TLS of every SSL listener, each key read from `listener.name.<listener>.<key>` first
-/// (Kafka's per-listener override, the listener name in lower case) and then `<key>`. TLS is
-/// served to clients; between brokers and to the controllers it is refused until the
-/// replication client and the controller RPCs speak it.
-fn listener_tls(
-    r: &RawConfig,
+/// TLS and SASL are served to clients; between brokers and to the controllers they are
+/// refused until the replication client and the controller RPCs speak them.
+fn check_internal_listeners(
     listeners: &[Listener],
     controller_listener_names: &[String],
     inter_broker_listener_name: &str,
-) -> Result<BTreeMap<String, ListenerTls>, ConfigError> {
-    let mut out = BTreeMap::new();
-    for l in listeners.iter().filter(|l| l.security_protocol == "SSL") {
+) -> Result<(), ConfigError> {
+    for l in listeners.iter().filter(|l| l.security_protocol != "PLAINTEXT") {
         if controller_listener_names.contains(&l.name) {
             return Err(inconsistent(
                 "controller.listener.names",
-                format!("listener {} is SSL: TLS to the controllers is not implemented yet", l.name),
+                format!(
+                    "listener {} is {}: security on the controller listener is not implemented yet",
+                    l.name, l.security_protocol
+                ),
             ));
         }
         if l.name == inter_broker_listener_name {
             return Err(inconsistent(
                 "inter.broker.listener.name",
                 format!(
-                    "listener {} is SSL: TLS between brokers is not implemented yet (use a PLAINTEXT listener for it)",
-                    l.name
+                    "listener {} is {}: security between brokers is not implemented yet (use a PLAINTEXT listener for it)",
+                    l.name, l.security_protocol
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A listener's value of `key`: `listener.name.<listener>.<key>` (the listener name in lower
+/// case, as Kafka) first, then `key`. Returns the value and the key it came from.
+fn listener_value(r: &RawConfig, listener: &str, key: &str) -> Option<(String, String)> {
+    let prefixed = format!("listener.name.{}.{key}", listener.to_ascii_lowercase());
+    match r.get(&prefixed) {
+        Some(v) => Some((v.to_string(), prefixed)),
+        None => r.get(key).map(|v| (v.to_string(), key.to_string())),
+    }
+}
+
+/// The SASL of every SASL_PLAINTEXT / SASL_SSL listener: `sasl.enabled.mechanisms` (PLAIN,
+/// SCRAM-SHA-256, SCRAM-SHA-512; Kafka's default GSSAPI is not served), PLAIN's users from
+/// `listener.name.<listener>.plain.sasl.jaas.config`, `connections.max.reauth.ms`.
+fn listener_sasl(
+    r: &RawConfig,
+    listeners: &[Listener],
+) -> Result<BTreeMap<String, strom_security::sasl::SaslConfig>, ConfigError> {
+    use strom_security::sasl::{jaas, Mechanism, SaslConfig};
+    let mut out = BTreeMap::new();
+    for l in listeners.iter().filter(|l| l.security_protocol.starts_with("SASL_")) {
+        let (value, key) = listener_value(r, &l.name, "sasl.enabled.mechanisms")
+            .unwrap_or(("GSSAPI".into(), "sasl.enabled.mechanisms".into()));
+        let mut mechanisms = Vec::new();
+        for name in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let m = Mechanism::from_name(name).ok_or_else(|| {
+                inconsistent(
+                    &key,
+                    format!(
+                        "listener {}: mechanism {name} is not served (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 are)",
+                        l.name
+                    ),
+                )
+            })?;
+            if !mechanisms.contains(&m) {
+                mechanisms.push(m);
+            }
+        }
+        if mechanisms.is_empty() {
+            return Err(inconsistent(&key, format!("listener {} enables no SASL mechanism", l.name)));
+        }
+        let jaas_key = format!("listener.name.{}.plain.sasl.jaas.config", l.name.to_ascii_lowercase());
+        let plain_users = match (mechanisms.contains(&Mechanism::Plain), r.get(&jaas_key)) {
+            (true, Some(text)) => jaas::parse(text)
+                .and_then(|e| jaas::plain_users(&e))
+                .map_err(|why| inconsistent(&jaas_key, format!("listener {}: {why}", l.name)))?,
+            (true, None) => {
+                return Err(inconsistent(&jaas_key, format!("listener {} enables PLAIN: its users go here", l.name)))
+            }
+            (false, Some(_)) => {
+                return Err(inconsistent(&jaas_key, format!("listener {} does not enable PLAIN", l.name)));
+            }
+            (false, None) => Default::default(),
+        };
+        let max_reauth_ms = match listener_value(r, &l.name, "connections.max.reauth.ms") {
+            Some((v, k)) => {
+                let ms: i64 = v.trim().parse().map_err(|_| parse::bad(r, &k, "expected an integer (milliseconds)"))?;
+                (ms > 0).then_some(ms as u64)
+            }
+            None => None,
+        };
+        out.insert(l.name.clone(), SaslConfig { mechanisms, plain_users, max_reauth_ms });
+    }
+    Ok(out)
+}
+
+/// The TLS of every SSL and SASL_SSL listener, each key read from
+/// `listener.name.<listener>.<key>` first (Kafka's per-listener override, the listener name in
+/// lower case) and then `<key>`; its files are read at start.
+fn listener_tls(r: &RawConfig, listeners: &[Listener]) -> Result<BTreeMap<String, ListenerTls>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for l in listeners.iter().filter(|l| l.security_protocol == "SSL" || l.security_protocol == "SASL_SSL") {
         let prefix = format!("listener.name.{}.", l.name.to_ascii_lowercase());
         let get = |k: &str| r.get(&format!("{prefix}{k}")).or_else(|| r.get(k)).map(str::to_string);
         let tls_error = |e: strom_security::tls::TlsError| {

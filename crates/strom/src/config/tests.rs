@@ -232,16 +232,35 @@ fn env_var_names_use_underscores() {
 }
 
 #[test]
-fn a_sasl_listener_is_refused_until_sasl_exists() {
+fn a_sasl_listener_needs_mechanisms_strom_serves_and_serves_clients_only() {
+    let listeners = "listeners=PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093";
+    // Kafka's default mechanism, GSSAPI, is not served.
+    let e = ov(&[listeners]).expect_err("GSSAPI must be refused");
+    assert_eq!(e.key(), Some("sasl.enabled.mechanisms"), "{e}");
+    let e = ov(&[listeners, "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN"]).expect_err("no JAAS");
+    assert_eq!(e.key(), Some("listener.name.sasl_plaintext.plain.sasl.jaas.config"), "{e}");
+    let c = ov(&[
+        listeners,
+        "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512",
+        "connections.max.reauth.ms=60000",
+        r#"listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_a="p";"#,
+    ])
+    .unwrap();
+    let sasl = &c.listener_sasl["SASL_PLAINTEXT"];
+    assert_eq!(sasl.mechanisms.len(), 2);
+    assert_eq!(sasl.plain_users.get("a").map(String::as_str), Some("p"));
+    assert_eq!(sasl.max_reauth_ms, Some(60_000));
+    // Between brokers SASL is not served yet.
     for proto in ["SASL_PLAINTEXT", "SASL_SSL"] {
         let map = format!("listener.security.protocol.map=SECURE:{proto},CONTROLLER:PLAINTEXT");
-        let r = ov(&[
+        let e = ov(&[
             "listeners=SECURE://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
             "inter.broker.listener.name=SECURE",
+            "sasl.enabled.mechanisms=SCRAM-SHA-256",
             &map,
-        ]);
-        let e = r.expect_err("a SASL listener must be refused");
-        assert_eq!(e.key(), Some("listener.security.protocol.map"));
+        ])
+        .expect_err("inter-broker SASL must be refused");
+        assert_eq!(e.key(), Some("inter.broker.listener.name"), "{e}");
         assert!(e.to_string().contains(proto), "{e}");
     }
 }
@@ -278,10 +297,10 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
     for key in [
         "ssl.endpoint.identification.algorithm=https",
         "ssl.principal.mapping.rules=DEFAULT",
-        "sasl.enabled.mechanisms=PLAIN",
+        "sasl.mechanism.inter.broker.protocol=PLAIN",
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users=User:admin",
-        "listener.name.sasl_ssl.plain.sasl.jaas.config=x",
+        "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=x",
         "log.cleaner.dedupe.buffer.size=134217728",
         "transaction.max.timeout.ms=60000",
         "quota.window.num=11",
@@ -292,8 +311,8 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         assert!(e.to_string().contains("does not implement"), "{e}");
     }
     // From the environment too, named by its key.
-    let e = load(None, &[("STROM_SASL_ENABLED_MECHANISMS", "PLAIN")], &[]).expect_err("env sasl key");
-    assert_eq!(e.key(), Some("sasl.enabled.mechanisms"));
+    let e = load(None, &[("STROM_SASL_MECHANISM_INTER_BROKER_PROTOCOL", "PLAIN")], &[]).expect_err("env sasl key");
+    assert_eq!(e.key(), Some("sasl.mechanism.inter.broker.protocol"));
     // Values that ask for what Strom does, and keys Kafka's shipped file sets, still start.
     ov(&[
         "security.inter.broker.protocol=PLAINTEXT",

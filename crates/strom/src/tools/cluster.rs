@@ -40,10 +40,15 @@ pub fn error_name(code: i16) -> &'static str {
         40 => "INVALID_CONFIG",
         41 => "NOT_CONTROLLER",
         42 => "INVALID_REQUEST",
+        33 => "UNSUPPORTED_SASL_MECHANISM",
         44 => "POLICY_VIOLATION",
+        58 => "SASL_AUTHENTICATION_FAILED",
         68 => "NON_EMPTY_GROUP",
         69 => "GROUP_ID_NOT_FOUND",
         86 => "GROUP_SUBSCRIBED_TO_TOPIC",
+        91 => "RESOURCE_NOT_FOUND",
+        92 => "DUPLICATE_RESOURCE",
+        93 => "UNACCEPTABLE_CREDENTIAL",
         _ => "UNKNOWN_SERVER_ERROR",
     }
 }

@@ -2,6 +2,7 @@
 //! `strom-client`), so they work against any Kafka-compatible cluster, Strom or Kafka.
 //!
 //! - [`topics`]: `strom topics` (kafka-topics.sh).
+//! - [`configs`]: `strom configs` (kafka-configs.sh, SCRAM users).
 //! - [`groups`]: `strom consumer-groups` (kafka-consumer-groups.sh).
 //! - [`console`]: `strom console-producer` / `strom console-consumer`.
 //! - [`cluster_info`]: `strom cluster` (cluster id, controller, live brokers; a healthcheck).
@@ -12,6 +13,7 @@
 
 pub mod cluster;
 pub mod cluster_info;
+pub mod configs;
 pub mod console;
 pub mod group_member;
 pub mod groups;

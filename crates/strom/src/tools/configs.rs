@@ -1,0 +1,164 @@
+//! `strom configs`: the SCRAM-credential part of Kafka's `kafka-configs.sh` (KIP-554).
+//!
+//! ```text
+//! strom configs --bootstrap-server HOST:PORT --alter --entity-type users --entity-name alice \
+//!     --add-config 'SCRAM-SHA-256=[iterations=8192,password=alice-secret],SCRAM-SHA-512=[password=alice-secret]'
+//! strom configs --bootstrap-server HOST:PORT --alter --entity-type users --entity-name alice \
+//!     --delete-config 'SCRAM-SHA-512'
+//! strom configs --bootstrap-server HOST:PORT --describe --entity-type users [--entity-name alice]
+//! ```
+//!
+//! The password never leaves this process: as Kafka's tool, it sends a random salt and the
+//! salted password (PBKDF2), from which the cluster derives what it keeps.
+
+use anyhow::{bail, Context};
+use strom_protocol::kafka_protocol::messages::alter_user_scram_credentials_request::{
+    ScramCredentialDeletion, ScramCredentialUpsertion,
+};
+use strom_protocol::kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+use strom_protocol::kafka_protocol::messages::{AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest};
+use strom_protocol::values::str_bytes;
+use strom_security::sasl::scram::{random_bytes, ScramMechanism};
+
+use super::cluster::{error_name, Cluster};
+
+/// Kafka's default iterations when `iterations=` is not given.
+const DEFAULT_ITERATIONS: i32 = 4096;
+
+#[derive(clap::Args, Debug)]
+pub struct ConfigsArgs {
+    /// The Kafka server(s) to connect to: host:port,…
+    #[arg(long, value_name = "SERVERS")]
+    bootstrap_server: String,
+    /// Change the entity's configs.
+    #[arg(long)]
+    alter: bool,
+    /// Show the entity's configs.
+    #[arg(long)]
+    describe: bool,
+    /// The kind of entity: users (SCRAM credentials).
+    #[arg(long)]
+    entity_type: String,
+    /// The entity (a user name); with --describe, all users when left out.
+    #[arg(long)]
+    entity_name: Option<String>,
+    /// `SCRAM-SHA-256=[iterations=N,password=P],SCRAM-SHA-512=[password=P]`.
+    #[arg(long)]
+    add_config: Option<String>,
+    /// `SCRAM-SHA-256,SCRAM-SHA-512`: the credentials to remove.
+    #[arg(long)]
+    delete_config: Option<String>,
+}
+
+/// One `MECHANISM=[key=value,…]` of --add-config: (mechanism, iterations, password).
+fn parse_add_config(text: &str) -> anyhow::Result<Vec<(ScramMechanism, i32, String)>> {
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (name, after) =
+            rest.split_once('=').with_context(|| format!("--add-config: expected MECHANISM=[...] at {rest:?}"))?;
+        let m = ScramMechanism::from_name(name.trim())
+            .with_context(|| format!("--add-config: {name} is not SCRAM-SHA-256 or SCRAM-SHA-512"))?;
+        let body = after.strip_prefix('[').context("--add-config: expected [ after the mechanism")?;
+        let (inner, tail) = body.split_once(']').context("--add-config: missing ]")?;
+        let (mut iterations, mut password) = (DEFAULT_ITERATIONS, None);
+        for kv in inner.split(',') {
+            match kv.split_once('=') {
+                Some(("iterations", v)) => iterations = v.trim().parse().context("--add-config: iterations")?,
+                Some(("password", v)) => password = Some(v.to_string()),
+                _ => bail!("--add-config: unknown entry {kv:?} (iterations=, password=)"),
+            }
+        }
+        out.push((m, iterations, password.context("--add-config: password= is required")?));
+        rest = tail.trim_start_matches(',').trim();
+    }
+    Ok(out)
+}
+
+pub async fn run(args: ConfigsArgs) -> anyhow::Result<()> {
+    if args.entity_type != "users" {
+        bail!(
+            "--entity-type {}: only users (SCRAM credentials) is served; topic configs: strom topics --alter --config",
+            args.entity_type
+        );
+    }
+    if args.alter == args.describe {
+        bail!("exactly one of --alter, --describe is required");
+    }
+    let mut cluster = Cluster::connect(&args.bootstrap_server).await?;
+    if args.describe {
+        let mut req = DescribeUserScramCredentialsRequest::default();
+        req.users = args.entity_name.as_ref().map(|n| {
+            let mut u = UserName::default();
+            u.name = str_bytes(n);
+            vec![u]
+        });
+        let resp = cluster.send(0, &req).await?;
+        if resp.error_code != 0 {
+            bail!("{}", error_name(resp.error_code));
+        }
+        for r in resp.results {
+            if r.error_code != 0 {
+                bail!("user {}: {}", r.user.as_str(), r.error_message.as_deref().unwrap_or(error_name(r.error_code)));
+            }
+            let creds: Vec<String> = r
+                .credential_infos
+                .iter()
+                .map(|c| {
+                    let name = ScramMechanism::from_kafka_type(c.mechanism).map_or("UNKNOWN", |m| m.name());
+                    format!("{name}=iterations={}", c.iterations)
+                })
+                .collect();
+            println!("SCRAM credential configs for user-principal '{}' are {}", r.user.as_str(), creds.join(", "));
+        }
+        return Ok(());
+    }
+    let user = args.entity_name.clone().context("--alter needs --entity-name")?;
+    let mut req = AlterUserScramCredentialsRequest::default();
+    for (m, iterations, password) in parse_add_config(args.add_config.as_deref().unwrap_or(""))? {
+        let salt = random_bytes(32);
+        let mut u = ScramCredentialUpsertion::default();
+        u.name = str_bytes(&user);
+        u.mechanism = m.kafka_type();
+        u.iterations = iterations;
+        u.salted_password = m.salted_password(password.as_bytes(), &salt, iterations.max(1) as u32).into();
+        u.salt = salt.into();
+        req.upsertions.push(u);
+    }
+    for name in args.delete_config.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let m = ScramMechanism::from_name(name)
+            .with_context(|| format!("--delete-config: {name} is not SCRAM-SHA-256 or SCRAM-SHA-512"))?;
+        let mut d = ScramCredentialDeletion::default();
+        d.name = str_bytes(&user);
+        d.mechanism = m.kafka_type();
+        req.deletions.push(d);
+    }
+    if req.upsertions.is_empty() && req.deletions.is_empty() {
+        bail!("--alter needs --add-config or --delete-config");
+    }
+    let resp = cluster.send(0, &req).await?;
+    for r in resp.results {
+        if r.error_code != 0 {
+            bail!("user {}: {}", r.user.as_str(), r.error_message.as_deref().unwrap_or(error_name(r.error_code)));
+        }
+    }
+    println!("Completed updating config for user {user}.");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_config_as_kafka_configs_writes_it() {
+        let got = parse_add_config("SCRAM-SHA-256=[iterations=8192,password=a-b],SCRAM-SHA-512=[password=x]").unwrap();
+        assert_eq!(
+            got,
+            vec![(ScramMechanism::Sha256, 8192, "a-b".to_string()), (ScramMechanism::Sha512, 4096, "x".to_string())]
+        );
+        assert!(parse_add_config("SCRAM-SHA-1=[password=x]").is_err());
+        assert!(parse_add_config("SCRAM-SHA-256=[iterations=1]").is_err());
+        assert!(parse_add_config("SCRAM-SHA-256=password=x").is_err());
+    }
+}
