@@ -119,7 +119,7 @@ def test_a_tls_listener_is_refused_not_served_in_plain_text():
         assert not port_accepts(kafka)
 
 
-@pytest.mark.parametrize("key", ["sasl.mechanism.inter.broker.protocol=PLAIN", "authorizer.class.name=x.Authorizer",
+@pytest.mark.parametrize("key", ["sasl.mechanism.inter.broker.protocol=PLAIN", "principal.builder.class=x.PrincipalBuilder",
                                  "log.cleaner.dedupe.buffer.size=134217728", "transaction.max.timeout.ms=900000",
                                  "transactional.id.expiration.ms=604800000", "quota.window.num=11"])
 def test_a_key_that_would_silently_do_nothing_is_refused_by_name(key):

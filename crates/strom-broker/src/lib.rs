@@ -48,6 +48,9 @@ pub mod server;
 pub struct BrokerSettings {
     pub node_id: i32,
     pub socket_request_max_bytes: usize,
+    /// The authorizer (`authorizer.class.name` set): super users and the no-ACL default;
+    /// `None`: no authorization, everyone may do everything (as Kafka without one).
+    pub authorizer: Option<strom_metadata::acl::AuthorizerSettings>,
     /// `sasl.server.max.receive.size`: the largest frame before a connection authenticated.
     pub sasl_server_max_receive_size: usize,
     pub max_connections: usize,

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::apis::access::Session;
 use crate::apis::Apis;
 use crate::authenticator::{Authenticator, Gate};
 use crate::BrokerSettings;
@@ -127,6 +128,7 @@ impl KafkaListener {
                 apis: self.apis.clone(),
                 shutdown: shutdown.clone(),
                 auth,
+                session: Session::anonymous(peer.ip().to_string()),
             };
             let span = tracing::debug_span!("conn", node = self.settings.node_id, %peer);
             let metrics = self.apis.metrics().clone();
@@ -195,6 +197,9 @@ pub struct Connection<S> {
     shutdown: CancellationToken,
     /// SASL listeners: the connection's authentication, which every frame passes first.
     auth: Option<Authenticator>,
+    /// Who is on the other end (the authorizer asks about them): the SASL user, else the
+    /// client certificate's subject (mTLS), else ANONYMOUS.
+    session: Session,
 }
 
 impl Connection<tokio::net::TcpStream> {
@@ -203,7 +208,7 @@ impl Connection<tokio::net::TcpStream> {
         self,
         acceptor: &TlsAcceptor,
     ) -> Result<Connection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>, ConnectionError> {
-        let Connection { stream, listener, peer, settings, apis, shutdown, auth } = self;
+        let Connection { stream, listener, peer, settings, apis, shutdown, auth, mut session } = self;
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return Err(ConnectionError::ShuttingDown),
             r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match r {
@@ -212,7 +217,13 @@ impl Connection<tokio::net::TcpStream> {
                 Ok(Ok(s)) => s,
             },
         };
-        Ok(Connection { stream, listener, peer, settings, apis, shutdown, auth })
+        // mTLS: the client certificate's subject is the principal (Kafka's default builder).
+        if let Some(subject) =
+            stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(strom_security::tls::subject_of)
+        {
+            session.principal = format!("User:{subject}");
+        }
+        Ok(Connection { stream, listener, peer, settings, apis, shutdown, auth, session })
     }
 }
 
@@ -233,6 +244,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     Gate::Dispatch(frame) => frame,
                     Gate::Reply(answer) => {
                         self.stream.write_all(&answer).await?;
+                        if let Some(user) = self.auth.as_ref().and_then(|a| a.user()) {
+                            self.session.principal = format!("User:{user}");
+                        }
                         continue;
                     }
                     Gate::ReplyAndClose(answer, why) => {
@@ -245,7 +259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
                 let api = crate::apis::api_name(&frame);
                 // `None`: an acks=0 produce, which Kafka never answers.
-                if let Some(response) = self.apis.handle(frame, &self.listener, received).await? {
+                if let Some(response) = self.apis.handle(frame, &self.listener, received, &self.session).await? {
                     let ready = Instant::now();
                     self.stream.write_all(&response).await?;
                     if let Some(api) = api {

@@ -32,6 +32,25 @@ pub enum ClientError {
     Encode { api: i16, version: i16, reason: String },
     #[error("malformed response from {addr}: {reason}")]
     Malformed { addr: String, reason: String },
+    #[error("authentication with {addr} failed: {reason}")]
+    Authentication { addr: String, reason: String },
+}
+
+/// How a connection authenticates (SASL over plain TCP, `security.protocol=SASL_PLAINTEXT`).
+#[derive(Clone)]
+pub struct SaslCredentials {
+    pub mechanism: strom_security::sasl::Mechanism,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SaslCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslCredentials")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One connection to a Kafka broker.
@@ -63,6 +82,54 @@ impl Connection {
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Authenticates with SASL (SaslHandshake v1, then SaslAuthenticate v2 tokens), as a
+    /// Kafka client does on a SASL_PLAINTEXT listener.
+    pub async fn authenticate(&mut self, creds: &SaslCredentials) -> Result<(), ClientError> {
+        use strom_protocol::kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        use strom_security::sasl::{scram::ScramClient, Mechanism};
+        let addr = self.addr.clone();
+        let fail = |reason: String| ClientError::Authentication { addr: addr.clone(), reason };
+        let mut hs = SaslHandshakeRequest::default();
+        hs.mechanism = StrBytes::from_string(creds.mechanism.name().to_string());
+        let r = self.send(1, &hs, Duration::ZERO).await?;
+        if r.error_code != 0 {
+            let offered: Vec<&str> = r.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(fail(format!(
+                "mechanism {} refused (error {}; offered: {offered:?})",
+                creds.mechanism.name(),
+                r.error_code
+            )));
+        }
+        let step = |token: Vec<u8>| {
+            let mut a = SaslAuthenticateRequest::default();
+            a.auth_bytes = token.into();
+            a
+        };
+        match creds.mechanism {
+            Mechanism::Plain => {
+                let token = format!("\0{}\0{}", creds.username, creds.password).into_bytes();
+                let r = self.send(2, &step(token), Duration::ZERO).await?;
+                if r.error_code != 0 {
+                    return Err(fail(r.error_message.map(|m| m.to_string()).unwrap_or_default()));
+                }
+            }
+            Mechanism::Scram(m) => {
+                let mut client = ScramClient::new(m, &creds.username, &creds.password);
+                let r = self.send(2, &step(client.first()), Duration::ZERO).await?;
+                if r.error_code != 0 {
+                    return Err(fail(r.error_message.map(|m| m.to_string()).unwrap_or_default()));
+                }
+                let last = client.finish(&r.auth_bytes).map_err(|e| fail(e.to_string()))?;
+                let r = self.send(2, &step(last), Duration::ZERO).await?;
+                if r.error_code != 0 {
+                    return Err(fail(r.error_message.map(|m| m.to_string()).unwrap_or_default()));
+                }
+                client.verify(&r.auth_bytes).map_err(|e| fail(e.to_string()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends `req` at `version` and waits for its response (bounded by the timeout given at

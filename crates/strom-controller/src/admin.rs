@@ -14,6 +14,10 @@ use strom_protocol::kafka_protocol::messages::{
     DeleteTopicsRequest, DeleteTopicsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
     TopicName,
 };
+use strom_protocol::kafka_protocol::messages::{
+    create_acls_response, delete_acls_response, CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest,
+    DeleteAclsResponse,
+};
 use strom_protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::controller::{Controller, ControllerError, NewTopic};
@@ -65,8 +69,116 @@ pub async fn handle(
         }
         Ok(ApiKey::AlterConfigs) => alter_configs(controller, decode(body, version)?, version).await,
         Ok(ApiKey::AlterUserScramCredentials) => alter_scram(controller, decode(body, version)?, version).await,
+        Ok(ApiKey::CreateAcls) => create_acls(controller, decode(body, version)?, version).await,
+        Ok(ApiKey::DeleteAcls) => delete_acls(controller, decode(body, version)?, version).await,
         _ => Err(ForwardError::Unsupported(api_key)),
     }
+}
+
+/// Kafka's INVALID_REQUEST for a binding or filter that does not parse.
+const INVALID_REQUEST: i16 = 42;
+
+async fn create_acls(c: &Controller, req: CreateAclsRequest, version: i16) -> Result<(Bytes, i64), ForwardError> {
+    use strom_metadata::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
+    let bindings: Vec<Result<AclBinding, String>> = req
+        .creations
+        .iter()
+        .map(|a| {
+            Ok(AclBinding {
+                resource_type: ResourceType::from_code(a.resource_type)
+                    .ok_or(format!("invalid resource type {}", a.resource_type))?,
+                resource_name: a.resource_name.to_string(),
+                pattern_type: PatternType::from_code(a.resource_pattern_type)
+                    .ok_or(format!("invalid pattern type {}", a.resource_pattern_type))?,
+                principal: a.principal.to_string(),
+                host: a.host.to_string(),
+                operation: Operation::from_code(a.operation).ok_or(format!("invalid operation {}", a.operation))?,
+                permission: Permission::from_code(a.permission_type)
+                    .ok_or(format!("invalid permission type {}", a.permission_type))?,
+            })
+        })
+        .collect();
+    let n = bindings.len();
+    let (results, offset) = match c.create_acls(bindings).await {
+        Ok(r) => r,
+        Err(e) => {
+            let mut resp = CreateAclsResponse::default();
+            for _ in 0..n {
+                let mut r = create_acls_response::AclCreationResult::default();
+                r.error_code = e.kafka_code();
+                r.error_message = msg(&e);
+                resp.results.push(r);
+            }
+            return Ok((encode(&resp, version)?, -1));
+        }
+    };
+    let mut resp = CreateAclsResponse::default();
+    for r in results {
+        let mut out = create_acls_response::AclCreationResult::default();
+        if let Err(e) = r {
+            out.error_code = INVALID_REQUEST;
+            out.error_message = Some(StrBytes::from_string(e));
+        }
+        resp.results.push(out);
+    }
+    Ok((encode(&resp, version)?, offset))
+}
+
+async fn delete_acls(c: &Controller, req: DeleteAclsRequest, version: i16) -> Result<(Bytes, i64), ForwardError> {
+    use strom_metadata::acl::AclFilter;
+    let filters: Vec<Result<AclFilter, String>> = req
+        .filters
+        .iter()
+        .map(|f| {
+            AclFilter::from_codes(
+                f.resource_type_filter,
+                f.resource_name_filter.as_ref().map(|s| s.to_string()),
+                f.pattern_type_filter,
+                f.principal_filter.as_ref().map(|s| s.to_string()),
+                f.host_filter.as_ref().map(|s| s.to_string()),
+                f.operation,
+                f.permission_type,
+            )
+        })
+        .collect();
+    let n = filters.len();
+    let mut resp = DeleteAclsResponse::default();
+    let (results, offset) = match c.delete_acls(filters).await {
+        Ok(r) => r,
+        Err(e) => {
+            for _ in 0..n {
+                let mut r = delete_acls_response::DeleteAclsFilterResult::default();
+                r.error_code = e.kafka_code();
+                r.error_message = msg(&e);
+                resp.filter_results.push(r);
+            }
+            return Ok((encode(&resp, version)?, -1));
+        }
+    };
+    for r in results {
+        let mut out = delete_acls_response::DeleteAclsFilterResult::default();
+        match r {
+            Ok(bindings) => {
+                for b in bindings {
+                    let mut m = delete_acls_response::DeleteAclsMatchingAcl::default();
+                    m.resource_type = b.resource_type.code();
+                    m.resource_name = StrBytes::from_string(b.resource_name);
+                    m.pattern_type = b.pattern_type.code();
+                    m.principal = StrBytes::from_string(b.principal);
+                    m.host = StrBytes::from_string(b.host);
+                    m.operation = b.operation.code();
+                    m.permission_type = b.permission.code();
+                    out.matching_acls.push(m);
+                }
+            }
+            Err(e) => {
+                out.error_code = INVALID_REQUEST;
+                out.error_message = Some(StrBytes::from_string(e));
+            }
+        }
+        resp.filter_results.push(out);
+    }
+    Ok((encode(&resp, version)?, offset))
 }
 
 async fn alter_scram(

@@ -84,6 +84,9 @@ pub struct MetadataImage {
     /// SCRAM credentials: user → mechanism name → credential.
     #[serde(default)]
     pub scram_credentials: BTreeMap<String, BTreeMap<String, ScramCredentialImage>>,
+    /// Every ACL ([`crate::acl`]).
+    #[serde(default)]
+    pub acls: std::collections::BTreeSet<crate::acl::AclBinding>,
     #[serde(skip)]
     names_by_id: HashMap<Uuid, String>,
 }
@@ -242,6 +245,14 @@ impl MetadataImage {
                     iterations: *iterations,
                 };
                 self.scram_credentials.entry(user.clone()).or_default().insert(mechanism.clone(), c);
+            }
+            MetadataRecord::Acl { binding } => {
+                self.acls.insert(binding.clone());
+            }
+            MetadataRecord::RemoveAcl { binding } => {
+                if !self.acls.remove(binding) {
+                    return refuse(format!("removal of an ACL that does not exist: {binding:?}"));
+                }
             }
             MetadataRecord::RemoveScramCredential { user, mechanism } => {
                 let Some(m) = self.scram_credentials.get_mut(user) else {

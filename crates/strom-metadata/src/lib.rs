@@ -9,6 +9,8 @@
 //!   the config resources they name.
 //! - [`image`]: [`image::MetadataImage`], metadata as of one offset, built by applying records;
 //!   the controller and every broker keep one.
+//! - [`acl`]: ACLs with Kafka's model, their filters, and the authorization rule every broker
+//!   applies to them.
 //! - [`topic_config`]: topic config keys, their defaults and validation, topic-name rules.
 //! - [`cluster_id`]: the cluster id's form (Kafka's base64url UUID) and its generation.
 //! - [`client`]: [`client::ControllerClient`], a broker's handle on the quorum: finds the
@@ -17,6 +19,7 @@
 //! **API boundary:** brokers reach the controller only through [`client::ControllerClient`]
 //! and learn metadata only by applying records to their own [`image::MetadataImage`].
 
+pub mod acl;
 pub mod client;
 pub mod cluster_id;
 pub mod image;

@@ -92,6 +92,10 @@ pub enum MetadataRecord {
     },
     /// `user`'s SCRAM credential for `mechanism` is gone.
     RemoveScramCredential { user: String, mechanism: String },
+    /// An ACL exists ([`crate::acl`]).
+    Acl { binding: crate::acl::AclBinding },
+    /// An ACL is gone.
+    RemoveAcl { binding: crate::acl::AclBinding },
 }
 
 /// What one Raft log entry carries: the records of one controller operation, applied

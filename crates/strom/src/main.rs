@@ -23,6 +23,8 @@ enum Command {
     Server(ServerArgs),
     /// Create, list, describe, alter and delete topics (the flags of kafka-topics.sh).
     Topics(tools::topics::TopicsArgs),
+    /// ACLs: add, remove, list (the flags of kafka-acls.sh).
+    Acls(tools::acls::AclsArgs),
     /// SCRAM users: add, remove, describe credentials (the flags of kafka-configs.sh).
     Configs(tools::configs::ConfigsArgs),
     /// List, describe (with lag), delete consumer groups and reset their offsets.
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server(args),
         Command::Topics(args) => tools::run_tool(|| tools::topics::run(args)),
         Command::Configs(args) => tools::run_tool(|| tools::configs::run(args)),
+        Command::Acls(args) => tools::run_tool(|| tools::acls::run(args)),
         Command::ConsumerGroups(args) => tools::run_tool(|| tools::groups::run(args)),
         Command::ConsoleProducer(args) => tools::run_tool(|| tools::console::produce(args)),
         Command::ConsoleConsumer(args) => tools::run_tool(|| tools::console::consume(args)),

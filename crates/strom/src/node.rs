@@ -547,6 +547,7 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         node_id: config.node_id,
         socket_request_max_bytes: config.socket_request_max_bytes as usize,
         sasl_server_max_receive_size: config.sasl_server_max_receive_size,
+        authorizer: config.authorizer.clone(),
         max_connections: config.max_connections,
         connections_max_idle_ms: config.connections_max_idle_ms,
         auto_create_topics_enable: config.auto_create_topics_enable,

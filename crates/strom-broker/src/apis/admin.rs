@@ -11,7 +11,9 @@ use strom_protocol::kafka_protocol::messages::describe_log_dirs_response::{
 };
 use strom_protocol::kafka_protocol::messages::*;
 
+use super::access::{Access, CLUSTER_AUTHORIZATION_FAILED, SECURITY_DISABLED, TOPIC_AUTHORIZATION_FAILED};
 use super::{Broker, ErasedEncodable};
+use strom_metadata::acl::{Operation, ResourceType};
 use strom_protocol::values::{str_bytes, topic_name};
 
 const REQUEST_TIMED_OUT: i16 = 7;
@@ -46,7 +48,7 @@ fn synonym(name: &str, value: &str, src: i8) -> DescribeConfigsSynonym {
     s
 }
 
-pub(super) fn describe_configs(b: &Broker, req: &DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub(super) fn describe_configs(b: &Broker, a: &Access<'_>, req: &DescribeConfigsRequest) -> DescribeConfigsResponse {
     let image = b.image();
     let mut resp = DescribeConfigsResponse::default();
     for r in &req.resources {
@@ -60,7 +62,9 @@ pub(super) fn describe_configs(b: &Broker, req: &DescribeConfigsRequest) -> Desc
         match r.resource_type {
             strom_metadata::records::RESOURCE_TOPIC => {
                 let topic = r.resource_name.as_str();
-                if !image.topics.contains_key(topic) {
+                if !a.may_topic(Operation::DescribeConfigs, topic) {
+                    out.error_code = TOPIC_AUTHORIZATION_FAILED;
+                } else if !image.topics.contains_key(topic) {
                     out.error_code = UNKNOWN_TOPIC_OR_PARTITION;
                     out.error_message = Some(str_bytes(&format!("topic {topic} does not exist")));
                 } else {
@@ -86,7 +90,9 @@ pub(super) fn describe_configs(b: &Broker, req: &DescribeConfigsRequest) -> Desc
                 }
             }
             strom_metadata::records::RESOURCE_BROKER => {
-                if r.resource_name.as_str() != b.settings.node_id.to_string() && !r.resource_name.is_empty() {
+                if !a.may_cluster(Operation::DescribeConfigs) {
+                    out.error_code = CLUSTER_AUTHORIZATION_FAILED;
+                } else if r.resource_name.as_str() != b.settings.node_id.to_string() && !r.resource_name.is_empty() {
                     out.error_code = INVALID_REQUEST;
                     out.error_message = Some(str_bytes("DescribeConfigs for a broker goes to that broker"));
                 } else {
@@ -133,7 +139,12 @@ pub(super) fn describe_cluster(b: &Broker, _req: &DescribeClusterRequest, listen
     resp
 }
 
-pub(super) fn describe_log_dirs(b: &Broker, req: &DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+pub(super) fn describe_log_dirs(b: &Broker, a: &Access<'_>, req: &DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+    if !a.may_cluster(Operation::Describe) {
+        let mut resp = DescribeLogDirsResponse::default();
+        resp.error_code = CLUSTER_AUTHORIZATION_FAILED;
+        return resp;
+    }
     let mut result = DescribeLogDirsResult::default();
     result.log_dir = str_bytes(&b.replicas.log_dir().display().to_string());
     result.total_bytes = -1;
@@ -166,13 +177,22 @@ pub(super) fn describe_log_dirs(b: &Broker, req: &DescribeLogDirsRequest) -> Des
     resp
 }
 
-pub(super) async fn init_producer_id(b: &Broker, req: &InitProducerIdRequest) -> InitProducerIdResponse {
+pub(super) async fn init_producer_id(
+    b: &Broker,
+    a: &Access<'_>,
+    req: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
     if req.transactional_id.is_some() {
         // Transactions are not implemented: say so instead of pretending.
         resp.error_code = INVALID_REQUEST;
+        return resp;
+    }
+    // An idempotent producer: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (KIP-679).
+    if !a.may_cluster(Operation::IdempotentWrite) && !a.may_some(Operation::Write, ResourceType::Topic) {
+        resp.error_code = CLUSTER_AUTHORIZATION_FAILED;
         return resp;
     }
     match b.next_producer_id().await {
@@ -276,6 +296,24 @@ pub(super) fn forward_failed(body: &RequestKind) -> Box<dyn ErasedEncodable + Se
                 .collect();
             Box::new(resp)
         }
+        RequestKind::CreateAcls(r) => {
+            let mut resp = CreateAclsResponse::default();
+            for _ in &r.creations {
+                let mut o = create_acls_response::AclCreationResult::default();
+                o.error_code = REQUEST_TIMED_OUT;
+                resp.results.push(o);
+            }
+            Box::new(resp)
+        }
+        RequestKind::DeleteAcls(r) => {
+            let mut resp = DeleteAclsResponse::default();
+            for _ in &r.filters {
+                let mut o = delete_acls_response::DeleteAclsFilterResult::default();
+                o.error_code = REQUEST_TIMED_OUT;
+                resp.filter_results.push(o);
+            }
+            Box::new(resp)
+        }
         RequestKind::AlterUserScramCredentials(r) => {
             let mut resp = AlterUserScramCredentialsResponse::default();
             let users = r.deletions.iter().map(|d| &d.name).chain(r.upsertions.iter().map(|u| &u.name));
@@ -299,8 +337,15 @@ pub(super) fn forward_failed(body: &RequestKind) -> Box<dyn ErasedEncodable + Se
 /// credentials is RESOURCE_NOT_FOUND; one named twice, DUPLICATE_RESOURCE.
 pub(super) fn describe_user_scram_credentials(
     b: &Broker,
+    a: &Access<'_>,
     req: &DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if !a.may_cluster(Operation::Describe) {
+        let mut resp = DescribeUserScramCredentialsResponse::default();
+        resp.error_code = CLUSTER_AUTHORIZATION_FAILED;
+        resp.error_message = Some(str_bytes("DESCRIBE on the cluster is needed"));
+        return resp;
+    }
     use describe_user_scram_credentials_response::{CredentialInfo, DescribeUserScramCredentialsResult};
     const RESOURCE_NOT_FOUND: i16 = 91;
     const DUPLICATE_RESOURCE: i16 = 92;
@@ -350,5 +395,62 @@ pub(super) fn sasl_authenticate_without_sasl() -> SaslAuthenticateResponse {
     let mut resp = SaslAuthenticateResponse::default();
     resp.error_code = crate::authenticator::ILLEGAL_SASL_STATE;
     resp.error_message = Some(str_bytes("SaslAuthenticate request received on a listener without SASL"));
+    resp
+}
+
+/// DescribeAcls: the ACLs of this broker's image that the filter matches, grouped by resource.
+/// SECURITY_DISABLED without an authorizer; DESCRIBE on the cluster is needed.
+pub(super) fn describe_acls(a: &Access<'_>, b: &Broker, req: &DescribeAclsRequest) -> DescribeAclsResponse {
+    use describe_acls_response::{AclDescription, DescribeAclsResource};
+    let mut resp = DescribeAclsResponse::default();
+    if !a.enabled() {
+        resp.error_code = SECURITY_DISABLED;
+        resp.error_message = Some(str_bytes("No Authorizer is configured on the broker"));
+        return resp;
+    }
+    if !a.may_cluster(Operation::Describe) {
+        resp.error_code = CLUSTER_AUTHORIZATION_FAILED;
+        return resp;
+    }
+    let filter = match strom_metadata::acl::AclFilter::from_codes(
+        req.resource_type_filter,
+        req.resource_name_filter.as_ref().map(|s| s.to_string()),
+        req.pattern_type_filter,
+        req.principal_filter.as_ref().map(|s| s.to_string()),
+        req.host_filter.as_ref().map(|s| s.to_string()),
+        req.operation,
+        req.permission_type,
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            resp.error_code = INVALID_REQUEST;
+            resp.error_message = Some(str_bytes(&e));
+            return resp;
+        }
+    };
+    let image = b.image();
+    let mut by_resource: std::collections::BTreeMap<(i8, String, i8), Vec<AclDescription>> = Default::default();
+    for acl in image.acls.iter().filter(|x| filter.matches(x)) {
+        let mut d = AclDescription::default();
+        d.principal = str_bytes(&acl.principal);
+        d.host = str_bytes(&acl.host);
+        d.operation = acl.operation.code();
+        d.permission_type = acl.permission.code();
+        by_resource
+            .entry((acl.resource_type.code(), acl.resource_name.clone(), acl.pattern_type.code()))
+            .or_default()
+            .push(d);
+    }
+    resp.resources = by_resource
+        .into_iter()
+        .map(|((rt, name, pt), acls)| {
+            let mut r = DescribeAclsResource::default();
+            r.resource_type = rt;
+            r.resource_name = str_bytes(&name);
+            r.pattern_type = pt;
+            r.acls = acls;
+            r
+        })
+        .collect();
     resp
 }

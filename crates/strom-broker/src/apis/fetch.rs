@@ -10,27 +10,57 @@ use std::time::Duration;
 use strom_protocol::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use strom_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse};
 
+use super::access::{Access, TOPIC_AUTHORIZATION_FAILED};
 use super::Broker;
+use strom_metadata::acl::Operation;
 
 const UNKNOWN_TOPIC_ID: i16 = 100;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
-pub(super) async fn handle(b: &Broker, req: &FetchRequest, version: i16) -> FetchResponse {
+pub(super) async fn handle(b: &Broker, a: &Access<'_>, req: &FetchRequest, version: i16) -> FetchResponse {
     let replica_id = if version >= 15 { req.replica_state.replica_id.0 } else { req.replica_id.0 };
+    // A follower's fetch moves high watermarks: only a broker may send one (CLUSTER_ACTION);
+    // a consumer needs READ on each topic.
+    // …and a replica id must be a registered broker other than this one, of the incarnation
+    // the request names (v15+ carries its broker epoch, KIP-903): no client can pose as a
+    // follower to move a high watermark.
+    let image = b.image();
+    let known_replica = replica_id < 0
+        || (replica_id != b.settings.node_id
+            && image.brokers.get(&replica_id).is_some_and(|br| {
+                version < 15 || req.replica_state.replica_epoch < 0 || br.epoch == req.replica_state.replica_epoch
+            }));
+    let follower_allowed = replica_id < 0 || a.may_cluster(Operation::ClusterAction);
+    let refusal = |topic: &str| -> Option<i16> {
+        if !known_replica {
+            Some(NOT_LEADER_OR_FOLLOWER)
+        } else if !follower_allowed || (replica_id < 0 && !a.may_topic(Operation::Read, topic)) {
+            Some(TOPIC_AUTHORIZATION_FAILED)
+        } else {
+            None
+        }
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     loop {
         let notified = b.replicas.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (resp, bytes, errors) = read_once(b, req, version, replica_id);
+        let (resp, bytes, errors) = read_once(b, req, version, replica_id, &refusal);
         let done = bytes >= req.min_bytes.max(0) as usize || errors || req.max_wait_ms <= 0;
         if done || tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return if done { resp } else { read_once(b, req, version, replica_id).0 };
+            return if done { resp } else { read_once(b, req, version, replica_id, &refusal).0 };
         }
     }
 }
 
 /// One pass over the requested partitions: (response, record bytes, any partition error).
-fn read_once(b: &Broker, req: &FetchRequest, version: i16, replica_id: i32) -> (FetchResponse, usize, bool) {
+fn read_once(
+    b: &Broker,
+    req: &FetchRequest,
+    version: i16,
+    replica_id: i32,
+    refusal: &dyn Fn(&str) -> Option<i16>,
+) -> (FetchResponse, usize, bool) {
     let image = b.image();
     let mut resp = FetchResponse::default();
     let mut total = 0usize;
@@ -52,6 +82,12 @@ fn read_once(b: &Broker, req: &FetchRequest, version: i16, replica_id: i32) -> (
             pd.last_stable_offset = -1;
             pd.log_start_offset = -1;
             pd.preferred_read_replica = (-1).into();
+            if let Some(code) = name.as_deref().and_then(refusal) {
+                pd.error_code = code;
+                errors = true;
+                tr.partitions.push(pd);
+                continue;
+            }
             let part = name.as_deref().and_then(|n| b.replicas.get(n, p.partition));
             let Some(part) = part else {
                 pd.error_code = match name.as_deref() {

@@ -21,8 +21,12 @@ use strom_protocol::kafka_protocol::messages::offset_fetch_response::{
 use strom_protocol::kafka_protocol::messages::*;
 use strom_protocol::kafka_protocol::protocol::StrBytes;
 
+use super::access::{Access, GROUP_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED};
 use super::Broker;
 use crate::coordinator::group::offsets::OFFSETS_TOPIC;
+use strom_metadata::acl::{Operation, ResourceType};
+
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 use crate::coordinator::group::{
     self, Committed, JoinRequest, MemberRef, SyncRequest, COORDINATOR_NOT_AVAILABLE, NONE,
 };
@@ -130,6 +134,7 @@ fn coordinator_of(b: &Broker, group: &str, listener: &str) -> Result<(i32, Strin
 
 pub(super) async fn find_coordinator(
     b: &Broker,
+    a: &Access<'_>,
     req: &FindCoordinatorRequest,
     version: i16,
     listener: &str,
@@ -143,8 +148,14 @@ pub(super) async fn find_coordinator(
         c.node_id = BrokerId(-1);
         c.port = -1;
         let found = if req.key_type != 0 {
-            // Transactions are not served yet.
-            Err(COORDINATOR_NOT_AVAILABLE)
+            if a.may(Operation::Describe, ResourceType::TransactionalId, &key) {
+                // Transactions are not served yet.
+                Err(COORDINATOR_NOT_AVAILABLE)
+            } else {
+                Err(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            }
+        } else if !a.may_group(Operation::Describe, &key) {
+            Err(GROUP_AUTHORIZATION_FAILED)
         } else if !ready {
             Err(COORDINATOR_NOT_AVAILABLE)
         } else {
@@ -171,11 +182,21 @@ pub(super) async fn find_coordinator(
     resp
 }
 
-pub(super) async fn join_group(b: &Broker, req: &JoinGroupRequest, version: i16, client_id: &str) -> JoinGroupResponse {
+pub(super) async fn join_group(
+    b: &Broker,
+    a: &Access<'_>,
+    req: &JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+) -> JoinGroupResponse {
     let gid = s(&req.group_id.0);
     let mut resp = JoinGroupResponse::default();
     resp.generation_id = -1;
     resp.member_id = req.member_id.clone();
+    if !a.may_group(Operation::Read, &gid) {
+        resp.error_code = GROUP_AUTHORIZATION_FAILED;
+        return resp;
+    }
     if let Err(code) = coordinate(b, &gid) {
         resp.error_code = code;
         return resp;
@@ -230,9 +251,13 @@ fn coordinate(b: &Broker, group: &str) -> Result<std::sync::Arc<crate::replica::
     Ok(part)
 }
 
-pub(super) async fn sync_group(b: &Broker, req: &SyncGroupRequest) -> SyncGroupResponse {
+pub(super) async fn sync_group(b: &Broker, a: &Access<'_>, req: &SyncGroupRequest) -> SyncGroupResponse {
     let gid = s(&req.group_id.0);
     let mut resp = SyncGroupResponse::default();
+    if !a.may_group(Operation::Read, &gid) {
+        resp.error_code = GROUP_AUTHORIZATION_FAILED;
+        return resp;
+    }
     if let Err(code) = coordinate(b, &gid) {
         resp.error_code = code;
         return resp;
@@ -261,9 +286,13 @@ pub(super) async fn sync_group(b: &Broker, req: &SyncGroupRequest) -> SyncGroupR
     resp
 }
 
-pub(super) fn heartbeat(b: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
+pub(super) fn heartbeat(b: &Broker, a: &Access<'_>, req: &HeartbeatRequest) -> HeartbeatResponse {
     let gid = s(&req.group_id.0);
     let mut resp = HeartbeatResponse::default();
+    if !a.may_group(Operation::Read, &gid) {
+        resp.error_code = GROUP_AUTHORIZATION_FAILED;
+        return resp;
+    }
     resp.error_code = match coordinate(b, &gid) {
         Err(code) => code,
         Ok(_) => b.groups.heartbeat(&gid, req.generation_id, member_ref(&req.member_id, &req.group_instance_id)),
@@ -271,9 +300,13 @@ pub(super) fn heartbeat(b: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse
     resp
 }
 
-pub(super) fn leave_group(b: &Broker, req: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub(super) fn leave_group(b: &Broker, a: &Access<'_>, req: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let gid = s(&req.group_id.0);
     let mut resp = LeaveGroupResponse::default();
+    if !a.may_group(Operation::Read, &gid) {
+        resp.error_code = GROUP_AUTHORIZATION_FAILED;
+        return resp;
+    }
     if let Err(code) = coordinate(b, &gid) {
         resp.error_code = code;
         return resp;
@@ -302,10 +335,14 @@ pub(super) fn leave_group(b: &Broker, req: &LeaveGroupRequest, version: i16) -> 
     resp
 }
 
-pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> OffsetCommitResponse {
+pub(super) async fn offset_commit(b: &Broker, a: &Access<'_>, req: &OffsetCommitRequest) -> OffsetCommitResponse {
     let gid = s(&req.group_id.0);
     let image = b.image();
-    let mut code = coordinate(b, &gid).err().unwrap_or(NONE);
+    let mut code = if a.may_group(Operation::Read, &gid) {
+        coordinate(b, &gid).err().unwrap_or(NONE)
+    } else {
+        GROUP_AUTHORIZATION_FAILED
+    };
     if code == NONE {
         let member = member_ref(&req.member_id, &req.group_instance_id);
         code = b.groups.check_commit(&gid, req.generation_id_or_member_epoch, member);
@@ -316,6 +353,7 @@ pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> Offs
     for t in &req.topics {
         let name = t.name.0.to_string();
         let known = image.topics.get(&name);
+        let may_read = a.may_topic(Operation::Read, &name);
         let mut tr = OffsetCommitResponseTopic::default();
         tr.name = t.name.clone();
         for p in &t.partitions {
@@ -323,6 +361,8 @@ pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> Offs
             pr.partition_index = p.partition_index;
             pr.error_code = if code != NONE {
                 code
+            } else if !may_read {
+                TOPIC_AUTHORIZATION_FAILED
             } else if !known.is_some_and(|t| t.partitions.contains_key(&p.partition_index)) {
                 UNKNOWN_TOPIC_OR_PARTITION
             } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES) {
@@ -365,30 +405,50 @@ pub(super) async fn offset_commit(b: &Broker, req: &OffsetCommitRequest) -> Offs
 #[allow(clippy::type_complexity)]
 fn fetch_offsets(
     b: &Broker,
+    a: &Access<'_>,
     gid: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<Vec<(String, Vec<(i32, Option<Committed>)>)>, i16> {
+) -> Result<Vec<(String, Vec<(i32, Result<Option<Committed>, i16>)>)>, i16> {
+    if !a.may_group(Operation::Describe, gid) {
+        return Err(GROUP_AUTHORIZATION_FAILED);
+    }
     coordinate(b, gid)?;
     let committed = b.offsets.fetch(gid);
     Ok(match topics {
+        // Asked for by name: a topic the principal may not describe is TOPIC_AUTHORIZATION_FAILED.
         Some(ts) => ts
             .into_iter()
             .map(|(t, ps)| {
-                let parts = ps.into_iter().map(|p| (p, committed.get(&(t.clone(), p)).cloned())).collect();
+                let allowed = a.may_topic(Operation::Describe, &t);
+                let parts = ps
+                    .into_iter()
+                    .map(|p| {
+                        let c = if allowed {
+                            Ok(committed.get(&(t.clone(), p)).cloned())
+                        } else {
+                            Err(TOPIC_AUTHORIZATION_FAILED)
+                        };
+                        (p, c)
+                    })
+                    .collect();
                 (t, parts)
             })
             .collect(),
+        // All of them: only those it may describe.
         None => {
-            let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, Option<Committed>)>> = Default::default();
+            let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, Result<Option<Committed>, i16>)>> =
+                Default::default();
             for ((t, p), c) in committed {
-                by_topic.entry(t).or_default().push((p, Some(c)));
+                if a.may_topic(Operation::Describe, &t) {
+                    by_topic.entry(t).or_default().push((p, Ok(Some(c))));
+                }
             }
             by_topic.into_iter().collect()
         }
     })
 }
 
-pub(super) fn offset_fetch(b: &Broker, req: &OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub(super) fn offset_fetch(b: &Broker, a: &Access<'_>, req: &OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     let mut resp = OffsetFetchResponse::default();
     if version >= 8 {
         for g in &req.groups {
@@ -399,7 +459,7 @@ pub(super) fn offset_fetch(b: &Broker, req: &OffsetFetchRequest, version: i16) -
                 .map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = g.group_id.clone();
-            match fetch_offsets(b, &gid, topics) {
+            match fetch_offsets(b, a, &gid, topics) {
                 Ok(ts) => {
                     gr.topics = ts
                         .into_iter()
@@ -411,6 +471,10 @@ pub(super) fn offset_fetch(b: &Broker, req: &OffsetFetchRequest, version: i16) -
                                 .map(|(p, c)| {
                                     let mut pr = OffsetFetchResponsePartitions::default();
                                     pr.partition_index = p;
+                                    let c = c.unwrap_or_else(|code| {
+                                        pr.error_code = code;
+                                        None
+                                    });
                                     pr.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
                                     pr.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);
                                     pr.metadata = Some(str_bytes(c.as_ref().map_or("", |c| &c.metadata)));
@@ -430,7 +494,7 @@ pub(super) fn offset_fetch(b: &Broker, req: &OffsetFetchRequest, version: i16) -
     let gid = s(&req.group_id.0);
     let topics =
         req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
-    match fetch_offsets(b, &gid, topics) {
+    match fetch_offsets(b, a, &gid, topics) {
         Ok(ts) => {
             resp.topics = ts
                 .into_iter()
@@ -442,6 +506,10 @@ pub(super) fn offset_fetch(b: &Broker, req: &OffsetFetchRequest, version: i16) -
                         .map(|(p, c)| {
                             let mut pr = OffsetFetchResponsePartition::default();
                             pr.partition_index = p;
+                            let c = c.unwrap_or_else(|code| {
+                                pr.error_code = code;
+                                None
+                            });
                             pr.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
                             pr.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);
                             pr.metadata = Some(str_bytes(c.as_ref().map_or("", |c| &c.metadata)));
@@ -457,8 +525,10 @@ pub(super) fn offset_fetch(b: &Broker, req: &OffsetFetchRequest, version: i16) -
     resp
 }
 
-pub(super) fn list_groups(b: &Broker, req: &ListGroupsRequest) -> ListGroupsResponse {
+pub(super) fn list_groups(b: &Broker, a: &Access<'_>, req: &ListGroupsRequest) -> ListGroupsResponse {
     let mut resp = ListGroupsResponse::default();
+    // DESCRIBE on the cluster lists every group; otherwise only those the principal may describe.
+    let all = a.may_cluster(Operation::Describe);
     let mut seen = std::collections::BTreeMap::new();
     for (id, state, protocol_type) in b.groups.list() {
         if b.offsets.leads(&id) {
@@ -474,6 +544,9 @@ pub(super) fn list_groups(b: &Broker, req: &ListGroupsRequest) -> ListGroupsResp
         if !req.states_filter.is_empty() && !req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(state)) {
             continue;
         }
+        if !all && !a.may_group(Operation::Describe, &id) {
+            continue;
+        }
         let mut g = ListedGroup::default();
         g.group_id = group_id(&id);
         g.protocol_type = str_bytes(&protocol_type);
@@ -484,14 +557,15 @@ pub(super) fn list_groups(b: &Broker, req: &ListGroupsRequest) -> ListGroupsResp
     resp
 }
 
-pub(super) fn describe_groups(b: &Broker, req: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub(super) fn describe_groups(b: &Broker, a: &Access<'_>, req: &DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut resp = DescribeGroupsResponse::default();
     for gid in &req.groups {
         let id = s(&gid.0);
         let mut g = DescribedGroup::default();
         g.group_id = gid.clone();
         g.authorized_operations = i32::MIN;
-        match coordinate(b, &id) {
+        let allowed = if a.may_group(Operation::Describe, &id) { Ok(()) } else { Err(GROUP_AUTHORIZATION_FAILED) };
+        match allowed.and_then(|_| coordinate(b, &id)) {
             Err(code) => g.error_code = code,
             Ok(_) => match b.groups.describe(&id) {
                 Some(d) => {
@@ -525,13 +599,14 @@ pub(super) fn describe_groups(b: &Broker, req: &DescribeGroupsRequest) -> Descri
     resp
 }
 
-pub(super) async fn delete_groups(b: &Broker, req: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub(super) async fn delete_groups(b: &Broker, a: &Access<'_>, req: &DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut resp = DeleteGroupsResponse::default();
     for gid in &req.groups_names {
         let id = s(&gid.0);
         let mut r = DeletableGroupResult::default();
         r.group_id = gid.clone();
-        r.error_code = match coordinate(b, &id) {
+        let allowed = if a.may_group(Operation::Delete, &id) { Ok(()) } else { Err(GROUP_AUTHORIZATION_FAILED) };
+        r.error_code = match allowed.and_then(|_| coordinate(b, &id)) {
             Err(code) => code,
             Ok(_) if !b.groups.is_empty(&id) => group::NON_EMPTY_GROUP,
             Ok(_) if b.groups.describe(&id).is_none() && b.offsets.fetch(&id).is_empty() => group::GROUP_ID_NOT_FOUND,
@@ -575,9 +650,13 @@ fn subscribed_topics(d: &group::GroupDescription) -> Option<std::collections::Ha
 
 /// OffsetDelete: drops a group's committed offsets for some partitions. Refused per partition
 /// with GROUP_SUBSCRIBED_TO_TOPIC while the group has members subscribed to that topic.
-pub(super) async fn offset_delete(b: &Broker, req: &OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub(super) async fn offset_delete(b: &Broker, a: &Access<'_>, req: &OffsetDeleteRequest) -> OffsetDeleteResponse {
     let gid = s(&req.group_id.0);
     let mut resp = OffsetDeleteResponse::default();
+    if !a.may_group(Operation::Delete, &gid) {
+        resp.error_code = GROUP_AUTHORIZATION_FAILED;
+        return resp;
+    }
     let group_error = match coordinate(b, &gid) {
         Err(code) => code,
         Ok(_) if b.groups.describe(&gid).is_none() && b.offsets.fetch(&gid).is_empty() => group::GROUP_ID_NOT_FOUND,
@@ -599,12 +678,15 @@ pub(super) async fn offset_delete(b: &Broker, req: &OffsetDeleteRequest) -> Offs
             Some(Some(topics)) => topics.contains(&name),
             _ => true,
         };
+        let may_read = a.may_topic(Operation::Read, &name);
         let mut tr = offset_delete_response::OffsetDeleteResponseTopic::default();
         tr.name = t.name.clone();
         for p in &t.partitions {
             let mut pr = offset_delete_response::OffsetDeleteResponsePartition::default();
             pr.partition_index = p.partition_index;
-            pr.error_code = if !known.is_some_and(|t| t.partitions.contains_key(&p.partition_index)) {
+            pr.error_code = if !may_read {
+                TOPIC_AUTHORIZATION_FAILED
+            } else if !known.is_some_and(|t| t.partitions.contains_key(&p.partition_index)) {
                 UNKNOWN_TOPIC_OR_PARTITION
             } else if blocked {
                 GROUP_SUBSCRIBED_TO_TOPIC

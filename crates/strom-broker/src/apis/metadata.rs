@@ -12,7 +12,9 @@ use strom_protocol::kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, MetadataRequest, MetadataResponse, RequestKind,
 };
 
+use super::access::{Access, TOPIC_AUTHORIZATION_FAILED};
 use super::Broker;
+use strom_metadata::acl::Operation;
 use strom_protocol::values::{str_bytes, topic_name};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -20,7 +22,13 @@ const LEADER_NOT_AVAILABLE: i16 = 5;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 
-pub(super) async fn handle(b: &Broker, req: &MetadataRequest, version: i16, listener: &str) -> MetadataResponse {
+pub(super) async fn handle(
+    b: &Broker,
+    a: &Access<'_>,
+    req: &MetadataRequest,
+    version: i16,
+    listener: &str,
+) -> MetadataResponse {
     let mut image = b.image();
     // Topics asked for by an id this broker does not know are answered UNKNOWN_TOPIC_ID with a
     // null name (v12+), as Kafka does.
@@ -37,11 +45,16 @@ pub(super) async fn handle(b: &Broker, req: &MetadataRequest, version: i16, list
     });
     // v0 has no allow flag: an empty list means all topics there, and auto-creation is allowed.
     let allow_auto = version < 4 || req.allow_auto_topic_creation;
+    // As Kafka: a topic the principal may not describe is TOPIC_AUTHORIZATION_FAILED whether
+    // it exists or not; auto-creation needs CREATE on the cluster or the topic.
+    let may_describe = |n: &str| a.may_topic(Operation::Describe, n);
+    let may_create = |n: &str| a.may_cluster(Operation::Create) || a.may_topic(Operation::Create, n);
     if let Some(names) = &wanted {
         let missing: Vec<&String> = names
             .iter()
             .filter(|n| !n.is_empty() && !image.topics.contains_key(*n))
             .filter(|n| strom_metadata::topic_config::validate_topic_name(n).is_ok())
+            .filter(|n| may_describe(n) && may_create(n))
             .collect();
         if !missing.is_empty() && allow_auto && b.settings.auto_create_topics_enable {
             auto_create(b, &missing).await;
@@ -63,12 +76,28 @@ pub(super) async fn handle(b: &Broker, req: &MetadataRequest, version: i16, list
             Some(m)
         })
         .collect();
+    let all_described = || image.topics.keys().filter(|n| may_describe(n)).map(|n| topic(&image, n)).collect();
     match wanted {
-        None => resp.topics = image.topics.keys().map(|n| topic(&image, n)).collect(),
-        Some(names) if names.is_empty() && version == 0 => {
-            resp.topics = image.topics.keys().map(|n| topic(&image, n)).collect()
+        None => resp.topics = all_described(),
+        Some(names) if names.is_empty() && version == 0 => resp.topics = all_described(),
+        Some(names) => {
+            resp.topics = names
+                .iter()
+                .map(|n| {
+                    let exists = image.topics.contains_key(n);
+                    if !may_describe(n)
+                        || (!exists && allow_auto && b.settings.auto_create_topics_enable && !may_create(n))
+                    {
+                        let mut t = MetadataResponseTopic::default();
+                        t.name = Some(topic_name(n));
+                        t.error_code = TOPIC_AUTHORIZATION_FAILED;
+                        t
+                    } else {
+                        topic(&image, n)
+                    }
+                })
+                .collect()
         }
-        Some(names) => resp.topics = names.iter().map(|n| topic(&image, n)).collect(),
     }
     for id in unknown_ids {
         let mut t = MetadataResponseTopic::default();

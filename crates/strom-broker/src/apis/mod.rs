@@ -2,10 +2,12 @@
 //! ApiVersions advertises it and the decoder refuses anything outside it. Each API has its
 //! module; they share the [`Broker`] context.
 
+pub mod access;
 mod admin;
 pub use admin::source as config_source;
 mod api_versions;
 mod fetch;
+mod forward;
 mod groups;
 mod metadata;
 mod offsets;
@@ -62,6 +64,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The supported version range of `key`, if served.
@@ -313,10 +318,11 @@ impl Apis {
         raw: Bytes,
         listener: &str,
         received: std::time::Instant,
+        session: &access::Session,
     ) -> Result<Option<Bytes>, RequestError> {
         let started = std::time::Instant::now();
         let key = api_name(&raw);
-        let result = self.dispatch(raw, listener).await;
+        let result = self.dispatch(raw, listener, session).await;
         if let Some(k) = key {
             let queued = started.saturating_duration_since(received).as_secs_f64();
             self.broker.metrics.record_request(&k, queued, received.elapsed().as_secs_f64());
@@ -324,7 +330,12 @@ impl Apis {
         result
     }
 
-    async fn dispatch(&self, raw: Bytes, listener: &str) -> Result<Option<Bytes>, RequestError> {
+    async fn dispatch(
+        &self,
+        raw: Bytes,
+        listener: &str,
+        session: &access::Session,
+    ) -> Result<Option<Bytes>, RequestError> {
         let request = match frame::decode_request(raw, supported) {
             Ok(r) => r,
             Err(FrameError::UnsupportedVersion { api: ApiKey::ApiVersions, correlation_id, .. }) => {
@@ -337,40 +348,42 @@ impl Apis {
         let version = header.request_api_version;
         let cid = header.correlation_id;
         let b = &self.broker;
+        let a = &access::Access::new(session, b.settings.authorizer.as_ref(), b.image());
         let respond = |m: &dyn ErasedEncodable| Ok(Some(m.encode_frame(api_key, version, cid)?));
         match &body {
             RequestKind::ApiVersions(_) => respond(&api_versions::response()),
-            RequestKind::Metadata(r) => respond(&metadata::handle(b, r, version, listener).await),
+            RequestKind::Metadata(r) => respond(&metadata::handle(b, a, r, version, listener).await),
             RequestKind::Produce(r) => {
-                match produce::handle(b, r, version, header.client_id.as_deref().unwrap_or("")).await {
+                match produce::handle(b, a, r, version, header.client_id.as_deref().unwrap_or("")).await {
                     produce::ProduceAnswer::Response(resp) => respond(&resp),
                     produce::ProduceAnswer::Nothing => Ok(None),
                     produce::ProduceAnswer::Close(failed) => Err(RequestError::AcksZeroFailed(failed)),
                 }
             }
-            RequestKind::Fetch(r) => respond(&fetch::handle(b, r, version).await),
-            RequestKind::ListOffsets(r) => respond(&offsets::list_offsets(b, r, version)),
-            RequestKind::OffsetForLeaderEpoch(r) => respond(&offsets::offset_for_leader_epoch(b, r)),
-            RequestKind::DeleteRecords(r) => respond(&offsets::delete_records(b, r)),
-            RequestKind::InitProducerId(r) => respond(&admin::init_producer_id(b, r).await),
-            RequestKind::DescribeConfigs(r) => respond(&admin::describe_configs(b, r)),
+            RequestKind::Fetch(r) => respond(&fetch::handle(b, a, r, version).await),
+            RequestKind::ListOffsets(r) => respond(&offsets::list_offsets(b, a, r, version)),
+            RequestKind::OffsetForLeaderEpoch(r) => respond(&offsets::offset_for_leader_epoch(b, a, r)),
+            RequestKind::DeleteRecords(r) => respond(&offsets::delete_records(b, a, r)),
+            RequestKind::InitProducerId(r) => respond(&admin::init_producer_id(b, a, r).await),
+            RequestKind::DescribeConfigs(r) => respond(&admin::describe_configs(b, a, r)),
             RequestKind::DescribeCluster(r) => respond(&admin::describe_cluster(b, r, listener)),
-            RequestKind::DescribeLogDirs(r) => respond(&admin::describe_log_dirs(b, r)),
-            RequestKind::FindCoordinator(r) => respond(&groups::find_coordinator(b, r, version, listener).await),
+            RequestKind::DescribeLogDirs(r) => respond(&admin::describe_log_dirs(b, a, r)),
+            RequestKind::FindCoordinator(r) => respond(&groups::find_coordinator(b, a, r, version, listener).await),
             RequestKind::JoinGroup(r) => {
                 let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
-                respond(&groups::join_group(b, r, version, &client_id).await)
+                respond(&groups::join_group(b, a, r, version, &client_id).await)
             }
-            RequestKind::SyncGroup(r) => respond(&groups::sync_group(b, r).await),
-            RequestKind::Heartbeat(r) => respond(&groups::heartbeat(b, r)),
-            RequestKind::LeaveGroup(r) => respond(&groups::leave_group(b, r, version)),
-            RequestKind::OffsetCommit(r) => respond(&groups::offset_commit(b, r).await),
-            RequestKind::OffsetFetch(r) => respond(&groups::offset_fetch(b, r, version)),
-            RequestKind::ListGroups(r) => respond(&groups::list_groups(b, r)),
-            RequestKind::DescribeGroups(r) => respond(&groups::describe_groups(b, r)),
-            RequestKind::DeleteGroups(r) => respond(&groups::delete_groups(b, r).await),
-            RequestKind::OffsetDelete(r) => respond(&groups::offset_delete(b, r).await),
-            RequestKind::DescribeUserScramCredentials(r) => respond(&admin::describe_user_scram_credentials(b, r)),
+            RequestKind::SyncGroup(r) => respond(&groups::sync_group(b, a, r).await),
+            RequestKind::Heartbeat(r) => respond(&groups::heartbeat(b, a, r)),
+            RequestKind::LeaveGroup(r) => respond(&groups::leave_group(b, a, r, version)),
+            RequestKind::OffsetCommit(r) => respond(&groups::offset_commit(b, a, r).await),
+            RequestKind::OffsetFetch(r) => respond(&groups::offset_fetch(b, a, r, version)),
+            RequestKind::ListGroups(r) => respond(&groups::list_groups(b, a, r)),
+            RequestKind::DescribeGroups(r) => respond(&groups::describe_groups(b, a, r)),
+            RequestKind::DeleteGroups(r) => respond(&groups::delete_groups(b, a, r).await),
+            RequestKind::OffsetDelete(r) => respond(&groups::offset_delete(b, a, r).await),
+            RequestKind::DescribeUserScramCredentials(r) => respond(&admin::describe_user_scram_credentials(b, a, r)),
+            RequestKind::DescribeAcls(r) => respond(&admin::describe_acls(a, b, r)),
             // On a listener without SASL (on a SASL listener the authenticator answers these).
             RequestKind::SaslHandshake(_) => respond(&admin::sasl_handshake_without_sasl()),
             RequestKind::SaslAuthenticate(_) => respond(&admin::sasl_authenticate_without_sasl()),
@@ -379,13 +392,9 @@ impl Apis {
             | RequestKind::CreatePartitions(_)
             | RequestKind::AlterConfigs(_)
             | RequestKind::AlterUserScramCredentials(_)
-            | RequestKind::IncrementalAlterConfigs(_) => match b.forward(api_key, version, &body).await {
-                Ok(resp_body) => Ok(Some(frame::encode_response_body(api_key, version, cid, &resp_body)?)),
-                Err(e) => {
-                    tracing::warn!(node = b.settings.node_id, api = ?api_key, error = %e, "admin request failed");
-                    respond(admin::forward_failed(&body).as_ref())
-                }
-            },
+            | RequestKind::CreateAcls(_)
+            | RequestKind::DeleteAcls(_)
+            | RequestKind::IncrementalAlterConfigs(_) => forward::handle(b, a, api_key, version, cid, body).await,
             _ => Err(FrameError::UnsupportedVersion { api: api_key, version, correlation_id: cid }.into()),
         }
     }
@@ -394,10 +403,17 @@ impl Apis {
 /// Lets the dispatcher encode any response type through one closure.
 trait ErasedEncodable {
     fn encode_frame(&self, api_key: ApiKey, version: i16, correlation_id: i32) -> Result<Bytes, FrameError>;
+    /// The body alone (no header, no length).
+    fn encode_body(&self, out: &mut BytesMut, version: i16);
 }
 
 impl<M: Encodable> ErasedEncodable for M {
     fn encode_frame(&self, api_key: ApiKey, version: i16, correlation_id: i32) -> Result<Bytes, FrameError> {
         frame::encode_response(api_key, version, correlation_id, self)
+    }
+
+    fn encode_body(&self, out: &mut BytesMut, version: i16) {
+        // Our own response types at a version the decoder accepted encode.
+        let _ = self.encode(out, version);
     }
 }

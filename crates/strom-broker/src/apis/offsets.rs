@@ -15,8 +15,10 @@ use strom_protocol::kafka_protocol::messages::{
     OffsetForLeaderEpochResponse,
 };
 
+use super::access::{Access, TOPIC_AUTHORIZATION_FAILED};
 use super::Broker;
 use crate::replica::{Partition, ReplicaError};
+use strom_metadata::acl::Operation;
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 const POLICY_VIOLATION: i16 = 44;
@@ -36,18 +38,24 @@ fn leader_of(b: &Broker, topic: &str, partition: i32, epoch: i32) -> Result<std:
     Ok(p)
 }
 
-pub(super) fn list_offsets(b: &Broker, req: &ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub(super) fn list_offsets(b: &Broker, a: &Access<'_>, req: &ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
     for t in &req.topics {
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
+        let allowed = a.may_topic(Operation::Describe, &t.name.0);
         for p in &t.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
             pr.timestamp = -1;
             pr.offset = -1;
             pr.leader_epoch = -1;
-            match leader_of(b, &t.name.0, p.partition_index, p.current_leader_epoch) {
+            let found = if allowed {
+                leader_of(b, &t.name.0, p.partition_index, p.current_leader_epoch)
+            } else {
+                Err(TOPIC_AUTHORIZATION_FAILED)
+            };
+            match found {
                 Ok(part) => {
                     // The field exists from v4 on; below, setting it would make the response
                     // unencodable.
@@ -82,17 +90,30 @@ pub(super) fn list_offsets(b: &Broker, req: &ListOffsetsRequest, version: i16) -
     resp
 }
 
-pub(super) fn offset_for_leader_epoch(b: &Broker, req: &OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub(super) fn offset_for_leader_epoch(
+    b: &Broker,
+    a: &Access<'_>,
+    req: &OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let mut resp = OffsetForLeaderEpochResponse::default();
+    // A follower (replica id ≥ 0) needs CLUSTER_ACTION; a client, DESCRIBE on the topic.
+    let follower = req.replica_id.0 >= 0;
+    let follower_allowed = !follower || a.may_cluster(Operation::ClusterAction);
     for t in &req.topics {
         let mut tr = OffsetForLeaderTopicResult::default();
         tr.topic = t.topic.clone();
+        let allowed = follower_allowed && (follower || a.may_topic(Operation::Describe, &t.topic.0));
         for p in &t.partitions {
             let mut e = EpochEndOffset::default();
             e.partition = p.partition;
             e.leader_epoch = -1;
             e.end_offset = -1;
-            match leader_of(b, &t.topic.0, p.partition, p.current_leader_epoch) {
+            let found = if allowed {
+                leader_of(b, &t.topic.0, p.partition, p.current_leader_epoch)
+            } else {
+                Err(TOPIC_AUTHORIZATION_FAILED)
+            };
+            match found {
                 Ok(part) => {
                     if let Some((epoch, end)) = part.with_log(|l| l.end_offset_for_epoch(p.leader_epoch)) {
                         e.leader_epoch = epoch;
@@ -108,16 +129,19 @@ pub(super) fn offset_for_leader_epoch(b: &Broker, req: &OffsetForLeaderEpochRequ
     resp
 }
 
-pub(super) fn delete_records(b: &Broker, req: &DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub(super) fn delete_records(b: &Broker, a: &Access<'_>, req: &DeleteRecordsRequest) -> DeleteRecordsResponse {
     let mut resp = DeleteRecordsResponse::default();
     for t in &req.topics {
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = t.name.clone();
+        let allowed = a.may_topic(Operation::Delete, &t.name.0);
         for p in &t.partitions {
             let mut pr = DeleteRecordsPartitionResult::default();
             pr.partition_index = p.partition_index;
             pr.low_watermark = -1;
-            match leader_of(b, &t.name.0, p.partition_index, -1) {
+            let found =
+                if allowed { leader_of(b, &t.name.0, p.partition_index, -1) } else { Err(TOPIC_AUTHORIZATION_FAILED) };
+            match found {
                 Ok(part) => {
                     // -1 means "up to the high watermark"; beyond it is out of range.
                     let hw = part.high_watermark();

@@ -8,8 +8,10 @@ use std::time::Duration;
 use strom_protocol::kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use strom_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+use super::access::{Access, TOPIC_AUTHORIZATION_FAILED};
 use super::Broker;
 use crate::replica::{CommitWait, Partition, ReplicaError};
+use strom_metadata::acl::Operation;
 use strom_protocol::values::{now_ms, topic_name};
 
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
@@ -62,7 +64,13 @@ fn is_internal(topic: &str) -> bool {
     topic == crate::coordinator::group::offsets::OFFSETS_TOPIC
 }
 
-pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16, client_id: &str) -> ProduceAnswer {
+pub(super) async fn handle(
+    b: &Broker,
+    a: &Access<'_>,
+    req: &ProduceRequest,
+    version: i16,
+    client_id: &str,
+) -> ProduceAnswer {
     let image = b.image();
     let now = now_ms();
     let mut topics = Vec::with_capacity(req.topic_data.len());
@@ -78,6 +86,7 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16, clien
             .get("min.insync.replicas")
             .and_then(|v| v.parse().ok())
             .unwrap_or(b.settings.min_insync_replicas as usize);
+        let may_write = a.may_topic(Operation::Write, &name);
         let mut outcomes = Vec::with_capacity(t.partition_data.len());
         for p in &t.partition_data {
             let mut o = Outcome {
@@ -88,6 +97,11 @@ pub(super) async fn handle(b: &Broker, req: &ProduceRequest, version: i16, clien
                 log_start_offset: -1,
                 wait_for: None,
             };
+            if !may_write {
+                o.error_code = TOPIC_AUTHORIZATION_FAILED;
+                outcomes.push(o);
+                continue;
+            }
             if is_internal(&name) && client_id != ADMIN_CLIENT_ID {
                 o.error_code = INVALID_TOPIC_EXCEPTION;
                 outcomes.push(o);

@@ -17,7 +17,9 @@
 //! - [`isr`]: ISR changes proposed by partition leaders (AlterPartition).
 //! - [`producer_ids`]: producer-id blocks handed to brokers.
 //! - [`scram`]: SCRAM credentials (AlterUserScramCredentials).
+//! - [`acls`]: ACLs (CreateAcls, DeleteAcls).
 
+mod acls;
 mod isr;
 mod liveness;
 mod producer_ids;

@@ -271,6 +271,81 @@ impl ScramServer {
     }
 }
 
+/// The client side of one SCRAM exchange (for Strom's own tools and, later, brokers talking
+/// to brokers): [`ScramClient::first`], then [`ScramClient::finish`] with the server's first
+/// message, then [`ScramClient::verify`] with its final one.
+pub struct ScramClient {
+    mechanism: ScramMechanism,
+    password: String,
+    client_first_bare: String,
+    nonce: String,
+    expected_server_signature: Option<Vec<u8>>,
+}
+
+/// RFC 5802's escaping of a user name.
+fn encode_saslname(s: &str) -> String {
+    s.replace('=', "=3D").replace(',', "=2C")
+}
+
+impl ScramClient {
+    pub fn new(mechanism: ScramMechanism, user: &str, password: &str) -> Self {
+        let nonce = B64.encode(random_bytes(24));
+        ScramClient {
+            mechanism,
+            password: password.to_string(),
+            client_first_bare: format!("n={},r={nonce}", encode_saslname(user)),
+            nonce,
+            expected_server_signature: None,
+        }
+    }
+
+    /// client-first-message.
+    pub fn first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// client-final-message, from server-first-message.
+    pub fn finish(&mut self, server_first: &[u8]) -> Result<Vec<u8>, SaslError> {
+        let m = self.mechanism;
+        let text = std::str::from_utf8(server_first).map_err(|_| malformed("server-first-message is not UTF-8"))?;
+        let mut f = text.split(',');
+        let nonce = f.next().and_then(|x| x.strip_prefix("r=")).ok_or_else(|| malformed("no r="))?;
+        let salt = f.next().and_then(|x| x.strip_prefix("s=")).ok_or_else(|| malformed("no s="))?;
+        let iterations: u32 = f
+            .next()
+            .and_then(|x| x.strip_prefix("i="))
+            .and_then(|i| i.parse().ok())
+            .ok_or_else(|| malformed("no i="))?;
+        if !nonce.starts_with(&self.nonce)
+            || !(MIN_ITERATIONS as u32..=MAX_ITERATIONS as u32 * 16).contains(&iterations)
+        {
+            return Err(malformed("the server's nonce or iteration count is not acceptable"));
+        }
+        let salt = B64.decode(salt).map_err(|_| malformed("salt is not base64"))?;
+        let salted = m.salted_password(self.password.as_bytes(), &salt, iterations);
+        let client_key = m.hmac(&salted, b"Client Key");
+        let stored_key = m.hash(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth = format!("{},{text},{without_proof}", self.client_first_bare);
+        let signature = m.hmac(&stored_key, auth.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        let server_key = m.hmac(&salted, b"Server Key");
+        self.expected_server_signature = Some(m.hmac(&server_key, auth.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks server-final-message: the server knew the credential too.
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), SaslError> {
+        let text = std::str::from_utf8(server_final).map_err(|_| malformed("server-final-message is not UTF-8"))?;
+        let v = text.strip_prefix("v=").ok_or_else(|| malformed("server-final-message has no v="))?;
+        let got = B64.decode(v).map_err(|_| malformed("server signature is not base64"))?;
+        match &self.expected_server_signature {
+            Some(expected) if constant_time_eq(expected, &got) => Ok(()),
+            _ => Err(malformed("the server's signature does not match: it does not know this credential")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +400,20 @@ mod tests {
             let mut s = ScramServer::new(m, store);
             assert!(matches!(s.step(b"n,,n=alice,r=x,tokenauth=true"), Err(SaslError::Malformed(_))));
         }
+    }
+
+    #[test]
+    fn the_client_and_server_agree() {
+        let m = ScramMechanism::Sha512;
+        let store: Arc<dyn CredentialStore> = Arc::new(One(m, ScramCredential::from_password(m, "pw", b"salt", 4096)));
+        let mut server = ScramServer::new(m, store);
+        let mut client = ScramClient::new(m, "alice", "pw");
+        let Step::Challenge(first) = server.step(&client.first()).unwrap() else { panic!() };
+        let last = client.finish(&first).unwrap();
+        let Step::Done { user, response } = server.step(&last).unwrap() else { panic!() };
+        assert_eq!(user, "alice");
+        client.verify(&response).unwrap();
+        assert!(client.verify(b"v=AAAA").is_err());
     }
 
     #[test]

@@ -54,6 +54,14 @@ pub const KEYS: &[KeyDef] = &[
     key("ssl.enabled.protocols", Some("TLSv1.2,TLSv1.3"), "TLS versions served (TLSv1.2, TLSv1.3)."),
     key("ssl.protocol", Some("TLSv1.3"), "TLS, TLSv1.2 or TLSv1.3."),
     key("ssl.cipher.suites", None, "Cipher suites served (IANA names); unset: rustls's defaults."),
+    // Authorization (crates/strom-broker/src/apis/access.rs; ACLs in the metadata log).
+    key(
+        "authorizer.class.name",
+        Some(""),
+        "Any class name turns on Strom's ACL authorizer (as Kafka's StandardAuthorizer).",
+    ),
+    key("super.users", Some(""), "Principals allowed everything: User:admin;User:CN=broker,O=example."),
+    key("allow.everyone.if.no.acl.found", Some("false"), "Whether a resource without any ACL is open to all."),
     // SASL of SASL_PLAINTEXT / SASL_SSL listeners (crates/strom-broker/src/authenticator.rs).
     key("sasl.enabled.mechanisms", Some("GSSAPI"), "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (GSSAPI is not served)."),
     key("sasl.server.max.receive.size", Some("524288"), "Largest frame a connection may send before it authenticated."),
@@ -177,9 +185,6 @@ pub const REFUSED_UNTIL_IMPLEMENTED: &[&str] = &[
     "sasl.",
     "security.",
     "listener.name.",
-    "authorizer.class.name",
-    "super.users",
-    "allow.everyone.if.no.acl.found",
     "principal.builder.class",
     "delegation.token.",
     // Quotas.

@@ -221,6 +221,8 @@ pub struct NodeConfig {
     /// Each SSL listener's TLS settings and the rustls configuration built from them (its
     /// files read and checked at start).
     pub listener_tls: BTreeMap<String, ListenerTls>,
+    /// The authorizer, when `authorizer.class.name` is set.
+    pub authorizer: Option<strom_metadata::acl::AuthorizerSettings>,
     /// Each SASL_PLAINTEXT / SASL_SSL listener's SASL.
     pub listener_sasl: BTreeMap<String, strom_security::sasl::SaslConfig>,
     pub sasl_server_max_receive_size: usize,
@@ -284,6 +286,26 @@ impl NodeConfig {
         let listener_tls = listener_tls(r, &listeners)?;
         let listener_sasl = listener_sasl(r, &listeners)?;
         let sasl_server_max_receive_size = int_at_least(r, "sasl.server.max.receive.size", 1)? as usize;
+        let authorizer = match r.get("authorizer.class.name").map(str::trim) {
+            Some(class) if !class.is_empty() => {
+                let super_users: Vec<String> = r
+                    .get("super.users")
+                    .unwrap_or("")
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if let Some(bad_user) = super_users.iter().find(|u| !u.contains(':') || u.ends_with(':')) {
+                    return Err(bad(r, "super.users", &format!("{bad_user} is not of the form User:name")));
+                }
+                Some(strom_metadata::acl::AuthorizerSettings {
+                    super_users,
+                    allow_if_no_acl: boolean(r, "allow.everyone.if.no.acl.found")?,
+                })
+            }
+            _ => None,
+        };
 
         // Roles against quorum and listeners (KRaft's own start-up checks).
         if quorum_voters.is_empty() {
@@ -432,6 +454,7 @@ impl NodeConfig {
             listener_tls,
             listener_sasl,
             sasl_server_max_receive_size,
+            authorizer,
             controller_listener_names,
             inter_broker_listener_name,
             log_dirs,

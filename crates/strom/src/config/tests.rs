@@ -266,6 +266,22 @@ fn a_sasl_listener_needs_mechanisms_strom_serves_and_serves_clients_only() {
 }
 
 #[test]
+fn an_authorizer_is_on_when_a_class_is_named() {
+    assert!(ov(&[]).unwrap().authorizer.is_none());
+    let c = ov(&[
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:admin; User:CN=broker,O=example",
+        "allow.everyone.if.no.acl.found=true",
+    ])
+    .unwrap();
+    let a = c.authorizer.unwrap();
+    assert_eq!(a.super_users, vec!["User:admin".to_string(), "User:CN=broker,O=example".to_string()]);
+    assert!(a.allow_if_no_acl);
+    let e = ov(&["authorizer.class.name=x", "super.users=admin"]).expect_err("a principal without a type");
+    assert_eq!(e.key(), Some("super.users"));
+}
+
+#[test]
 fn an_ssl_listener_needs_a_keystore_and_serves_clients_only() {
     // Kafka's own habit: SSL://… with the default map (SSL:SSL), no keystore.
     let e = ov(&["listeners=PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093"])
@@ -298,8 +314,8 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         "ssl.endpoint.identification.algorithm=https",
         "ssl.principal.mapping.rules=DEFAULT",
         "sasl.mechanism.inter.broker.protocol=PLAIN",
-        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        "super.users=User:admin",
+        "principal.builder.class=x.PrincipalBuilder",
+        "delegation.token.secret.key=x",
         "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=x",
         "log.cleaner.dedupe.buffer.size=134217728",
         "transaction.max.timeout.ms=60000",

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use strom_client::Connection;
+use strom_client::{Connection, SaslCredentials};
 use strom_protocol::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use strom_protocol::kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 use strom_protocol::kafka_protocol::protocol::Request;
@@ -40,8 +40,12 @@ pub fn error_name(code: i16) -> &'static str {
         40 => "INVALID_CONFIG",
         41 => "NOT_CONTROLLER",
         42 => "INVALID_REQUEST",
+        29 => "TOPIC_AUTHORIZATION_FAILED",
+        30 => "GROUP_AUTHORIZATION_FAILED",
+        31 => "CLUSTER_AUTHORIZATION_FAILED",
         33 => "UNSUPPORTED_SASL_MECHANISM",
         44 => "POLICY_VIOLATION",
+        54 => "SECURITY_DISABLED",
         58 => "SASL_AUTHENTICATION_FAILED",
         68 => "NON_EMPTY_GROUP",
         69 => "GROUP_ID_NOT_FOUND",
@@ -58,18 +62,68 @@ pub struct Cluster {
     bootstrap: Connection,
     brokers: BTreeMap<i32, String>,
     conns: HashMap<i32, Connection>,
+    sasl: Option<SaslCredentials>,
+}
+
+/// A tool's `--command-config` file (Kafka's client properties): `security.protocol`
+/// (PLAINTEXT or SASL_PLAINTEXT), `sasl.mechanism` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and
+/// the user, from `sasl.jaas.config`'s `username`/`password` (as the Java tools take them) or
+/// librdkafka's `sasl.username`/`sasl.password`. Anything the tools cannot do is refused.
+pub fn command_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<SaslCredentials>> {
+    let Some(path) = path else { return Ok(None) };
+    let file = std::fs::File::open(path).with_context(|| format!("--command-config {}", path.display()))?;
+    let props = java_properties::read(std::io::BufReader::new(file))
+        .with_context(|| format!("--command-config {}: not a properties file", path.display()))?;
+    let protocol = props.get("security.protocol").map(String::as_str).unwrap_or("PLAINTEXT");
+    match protocol {
+        "PLAINTEXT" => return Ok(None),
+        "SASL_PLAINTEXT" => {}
+        other => bail!(
+            "--command-config: security.protocol={other} is not supported by the tools yet (PLAINTEXT, SASL_PLAINTEXT)"
+        ),
+    }
+    let mech_name = props.get("sasl.mechanism").map(String::as_str).unwrap_or("GSSAPI");
+    let mechanism = strom_security::sasl::Mechanism::from_name(mech_name).with_context(|| {
+        format!("--command-config: sasl.mechanism={mech_name} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+    })?;
+    let jaas = match props.get("sasl.jaas.config") {
+        Some(j) => {
+            Some(strom_security::sasl::jaas::parse(j).map_err(|e| anyhow!("--command-config: sasl.jaas.config: {e}"))?)
+        }
+        None => None,
+    };
+    let field = |jaas_key: &str, prop: &str| {
+        jaas.as_ref()
+            .and_then(|e| e.options.get(jaas_key).cloned())
+            .or_else(|| props.get(prop).cloned())
+            .with_context(|| format!("--command-config: no {jaas_key} (sasl.jaas.config) or {prop}"))
+    };
+    Ok(Some(SaslCredentials {
+        mechanism,
+        username: field("username", "sasl.username")?,
+        password: field("password", "sasl.password")?,
+    }))
 }
 
 impl Cluster {
     /// Connects to the first bootstrap server (`host:port,…`) that answers.
     pub async fn connect(bootstrap: &str) -> anyhow::Result<Cluster> {
+        Self::connect_with(bootstrap, None).await
+    }
+
+    /// Connects, authenticating every connection with `sasl` when given.
+    pub async fn connect_with(bootstrap: &str, sasl: Option<SaslCredentials>) -> anyhow::Result<Cluster> {
         let mut last = None;
         for addr in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
             // A server that accepts but does not answer (paused, cut off behind a proxy) must
             // not stop us from trying the next one.
             let attempt = async {
-                let c = Connection::connect(addr, "strom-tools", TIMEOUT).await?;
-                let mut cluster = Cluster { bootstrap: c, brokers: BTreeMap::new(), conns: HashMap::new() };
+                let mut c = Connection::connect(addr, "strom-tools", TIMEOUT).await?;
+                if let Some(creds) = &sasl {
+                    c.authenticate(creds).await?;
+                }
+                let mut cluster =
+                    Cluster { bootstrap: c, brokers: BTreeMap::new(), conns: HashMap::new(), sasl: sasl.clone() };
                 cluster.metadata(Some(vec![])).await?;
                 Ok::<_, anyhow::Error>(cluster)
             };
@@ -100,7 +154,10 @@ impl Cluster {
     ) -> anyhow::Result<R::Response> {
         if !self.conns.contains_key(&id) {
             let addr = self.brokers.get(&id).cloned().ok_or_else(|| anyhow!("broker {id} is not in the metadata"))?;
-            let c = Connection::connect(&addr, "strom-tools", TIMEOUT).await?;
+            let mut c = Connection::connect(&addr, "strom-tools", TIMEOUT).await?;
+            if let Some(creds) = &self.sasl {
+                c.authenticate(creds).await?;
+            }
             self.conns.insert(id, c);
         }
         let c = self.conns.get_mut(&id).ok_or_else(|| anyhow!("no connection to broker {id}"))?;

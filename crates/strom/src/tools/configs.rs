@@ -22,6 +22,14 @@ use strom_security::sasl::scram::{random_bytes, ScramMechanism};
 
 use super::cluster::{error_name, Cluster};
 
+/// Kafka's name for `code`, with the server's message when it gave one.
+fn message(code: i16, text: Option<&str>) -> String {
+    match text.filter(|t| !t.is_empty()) {
+        Some(t) => format!("{}: {t}", error_name(code)),
+        None => error_name(code).to_string(),
+    }
+}
+
 /// Kafka's default iterations when `iterations=` is not given.
 const DEFAULT_ITERATIONS: i32 = 4096;
 
@@ -30,6 +38,9 @@ pub struct ConfigsArgs {
     /// The Kafka server(s) to connect to: host:port,…
     #[arg(long, value_name = "SERVERS")]
     bootstrap_server: String,
+    /// Client properties: security.protocol=SASL_PLAINTEXT, sasl.mechanism, sasl.jaas.config.
+    #[arg(long, value_name = "FILE")]
+    command_config: Option<std::path::PathBuf>,
     /// Change the entity's configs.
     #[arg(long)]
     alter: bool,
@@ -85,7 +96,8 @@ pub async fn run(args: ConfigsArgs) -> anyhow::Result<()> {
     if args.alter == args.describe {
         bail!("exactly one of --alter, --describe is required");
     }
-    let mut cluster = Cluster::connect(&args.bootstrap_server).await?;
+    let sasl = super::cluster::command_config(args.command_config.as_deref())?;
+    let mut cluster = Cluster::connect_with(&args.bootstrap_server, sasl).await?;
     if args.describe {
         let mut req = DescribeUserScramCredentialsRequest::default();
         req.users = args.entity_name.as_ref().map(|n| {
@@ -99,7 +111,7 @@ pub async fn run(args: ConfigsArgs) -> anyhow::Result<()> {
         }
         for r in resp.results {
             if r.error_code != 0 {
-                bail!("user {}: {}", r.user.as_str(), r.error_message.as_deref().unwrap_or(error_name(r.error_code)));
+                bail!("user {}: {}", r.user.as_str(), message(r.error_code, r.error_message.as_deref()));
             }
             let creds: Vec<String> = r
                 .credential_infos
@@ -139,7 +151,7 @@ pub async fn run(args: ConfigsArgs) -> anyhow::Result<()> {
     let resp = cluster.send(0, &req).await?;
     for r in resp.results {
         if r.error_code != 0 {
-            bail!("user {}: {}", r.user.as_str(), r.error_message.as_deref().unwrap_or(error_name(r.error_code)));
+            bail!("user {}: {}", r.user.as_str(), message(r.error_code, r.error_message.as_deref()));
         }
     }
     println!("Completed updating config for user {user}.");

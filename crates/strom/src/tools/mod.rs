@@ -3,6 +3,7 @@
 //!
 //! - [`topics`]: `strom topics` (kafka-topics.sh).
 //! - [`configs`]: `strom configs` (kafka-configs.sh, SCRAM users).
+//! - [`acls`]: `strom acls` (kafka-acls.sh).
 //! - [`groups`]: `strom consumer-groups` (kafka-consumer-groups.sh).
 //! - [`console`]: `strom console-producer` / `strom console-consumer`.
 //! - [`cluster_info`]: `strom cluster` (cluster id, controller, live brokers; a healthcheck).
@@ -11,6 +12,7 @@
 //! - [`cluster`]: bootstrap, metadata, broker connections, error names; [`records`]: batches,
 //!   Kafka's murmur2 partitioner, decoding.
 
+pub mod acls;
 pub mod cluster;
 pub mod cluster_info;
 pub mod configs;
