@@ -16,8 +16,8 @@ from strom_cluster import Cluster  # noqa: E402
 def cluster_factory(request):
     made = []
     with tempfile.TemporaryDirectory(prefix="strom-cluster-") as d:
-        def make(n=3, extra=(), netns=False):
-            c = Cluster(os.path.join(d, f"c{len(made)}"), n=n, extra=extra, netns=netns)
+        def make(n=3, extra=(), netns=False, per_node=None, start=True):
+            c = Cluster(os.path.join(d, f"c{len(made)}"), n=n, extra=extra, netns=netns, per_node=per_node)
             made.append(c)
             try:
                 return c.start()

@@ -99,6 +99,8 @@ class ClusterNode:
             args = ["ip", "netns", "exec", self.cluster.network.namespace(self.node_id)] + args
         for kv in self.cluster.extra:
             args += ["--override", kv]
+        for kv in (self.cluster.per_node(self) if self.cluster.per_node else []):
+            args += ["--override", kv]
         log = open(self.log_path, "ab")
         log.write(f"---- start {time.time():.3f}\n".encode())
         log.flush()
@@ -174,9 +176,11 @@ class ClusterNode:
 class Cluster:
     """N nodes, each a controller (voter) and a broker."""
 
-    def __init__(self, base_dir, n=3, extra=(), netns=False):
+    def __init__(self, base_dir, n=3, extra=(), netns=False, per_node=None):
         self.base_dir = base_dir
         self.extra = list(extra)
+        # per_node(node) -> ["key=value", …]: overrides that differ per node (its own ports).
+        self.per_node = per_node
         self.network = Network(n) if netns else None
         self.nodes = {}
         for i in range(1, n + 1):

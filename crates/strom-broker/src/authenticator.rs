@@ -274,3 +274,95 @@ impl Authenticator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use strom_security::sasl::{ScramCredential, ScramMechanism};
+
+    struct NoUsers;
+    impl CredentialStore for NoUsers {
+        fn scram(&self, _: &str, _: ScramMechanism) -> Option<ScramCredential> {
+            None
+        }
+    }
+
+    fn authenticator() -> Authenticator {
+        let config = SaslConfig {
+            mechanisms: vec![Mechanism::Plain, Mechanism::Scram(ScramMechanism::Sha256)],
+            plain_users: [("alice".to_string(), "secret".to_string())].into(),
+            max_reauth_ms: None,
+        };
+        Authenticator::new(config, Arc::new(NoUsers), Arc::new(BrokerMetrics::new(false)), 4096)
+    }
+
+    /// A request frame (no length prefix) with a v1 header.
+    fn frame(api: ApiKey, version: i16, body: &[u8]) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_i16(api as i16);
+        b.put_i16(version);
+        b.put_i32(7);
+        b.put_i16(-1); // null client id
+        b.extend_from_slice(body);
+        b.freeze()
+    }
+
+    #[test]
+    fn only_api_versions_and_the_handshake_pass_before_authentication() {
+        let mut a = authenticator();
+        assert!(matches!(a.on_frame(frame(ApiKey::ApiVersions, 0, &[])), Gate::Dispatch(_)));
+        assert!(matches!(a.on_frame(frame(ApiKey::Metadata, 4, &[0, 0, 0, 0, 0])), Gate::Close(_)));
+        let mut a = authenticator();
+        // SaslHandshake v1 for an unknown mechanism: answered with the enabled ones, then closed.
+        let mut body = BytesMut::new();
+        body.put_i16(6);
+        body.extend_from_slice(b"GSSAPI");
+        assert!(matches!(a.on_frame(frame(ApiKey::SaslHandshake, 1, &body)), Gate::ReplyAndClose(..)));
+        // PLAIN, then a wrong password: SASL_AUTHENTICATION_FAILED and closed; the right one: in.
+        for (password, ok) in [("wrong", false), ("secret", true)] {
+            let mut a = authenticator();
+            let mut body = BytesMut::new();
+            body.put_i16(5);
+            body.extend_from_slice(b"PLAIN");
+            assert!(matches!(a.on_frame(frame(ApiKey::SaslHandshake, 1, &body)), Gate::Reply(_)));
+            let token = format!("\0alice\0{password}");
+            let mut body = BytesMut::new();
+            body.put_i32(token.len() as i32);
+            body.extend_from_slice(token.as_bytes());
+            let gate = a.on_frame(frame(ApiKey::SaslAuthenticate, 1, &body));
+            assert_eq!(matches!(gate, Gate::Reply(_)), ok, "{gate:?}");
+            assert_eq!(a.user(), ok.then_some("alice"));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Random frames, truncated handshakes and random tokens never panic; before
+        /// authentication nothing but ApiVersions is dispatched.
+        #[test]
+        fn random_frames_never_get_past_authentication(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..256), 1..8),
+            handshake_first in any::<bool>(),
+        ) {
+            let mut a = authenticator();
+            if handshake_first {
+                let mut body = BytesMut::new();
+                body.put_i16(13);
+                body.extend_from_slice(b"SCRAM-SHA-256");
+                let _ = a.on_frame(frame(ApiKey::SaslHandshake, 1, &body));
+            }
+            for f in frames {
+                let bytes = Bytes::from(f);
+                let api = frame::peek_header(&bytes).ok().map(|(k, _, _)| k);
+                match a.on_frame(bytes) {
+                    Gate::Dispatch(_) => prop_assert_eq!(api, Some(ApiKey::ApiVersions as i16)),
+                    Gate::Close(_) | Gate::ReplyAndClose(..) => break,
+                    Gate::Reply(_) => {}
+                }
+                prop_assert!(a.user().is_none(), "no user without a password");
+            }
+        }
+    }
+}

@@ -113,16 +113,24 @@ pub struct ReplicaFetchers {
     node_id: i32,
     /// The listener (inter.broker.listener.name) at which leaders are reached.
     listener: String,
+    /// How this broker reaches it: TLS and SASL when the listener asks for them.
+    security: strom_client::ClientSecurity,
     replicas: Arc<ReplicaManager>,
     lifecycle: Arc<BrokerLifecycle>,
     by_leader: Mutex<HashMap<i32, FetcherHandle>>,
 }
 
 impl ReplicaFetchers {
-    pub fn new(listener: String, replicas: Arc<ReplicaManager>, lifecycle: Arc<BrokerLifecycle>) -> Arc<Self> {
+    pub fn new(
+        listener: String,
+        security: strom_client::ClientSecurity,
+        replicas: Arc<ReplicaManager>,
+        lifecycle: Arc<BrokerLifecycle>,
+    ) -> Arc<Self> {
         Arc::new(ReplicaFetchers {
             node_id: replicas.node_id(),
             listener,
+            security,
             replicas,
             lifecycle,
             by_leader: Mutex::new(HashMap::new()),
@@ -306,7 +314,7 @@ impl Fetcher {
             return None;
         };
         let client_id = format!("strom-replica-fetcher-{}", self.node_id);
-        match Connection::connect(&addr, &client_id, CONNECT_TIMEOUT).await {
+        match Connection::connect_secure(&addr, &client_id, CONNECT_TIMEOUT, &self.owner.security).await {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::debug!(node = self.node_id, leader = self.leader, error = %e, "cannot reach leader");

@@ -14,8 +14,12 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, BytesMut};
 use strom_protocol::kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use strom_protocol::kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// The byte stream under a connection: TCP, or TLS over it.
+trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 
 /// The largest response this client reads (a guard against a garbage length prefix).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -53,10 +57,23 @@ impl std::fmt::Debug for SaslCredentials {
     }
 }
 
+/// How a connection protects itself: TLS (`SSL`, `SASL_SSL`) and SASL (`SASL_*`).
+#[derive(Clone, Default)]
+pub struct ClientSecurity {
+    pub tls: Option<std::sync::Arc<strom_security::rustls::ClientConfig>>,
+    pub sasl: Option<SaslCredentials>,
+}
+
+impl std::fmt::Debug for ClientSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSecurity").field("tls", &self.tls.is_some()).field("sasl", &self.sasl).finish()
+    }
+}
+
 /// One connection to a Kafka broker.
 pub struct Connection {
     addr: String,
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Box<dyn ByteStream>>,
     client_id: String,
     next_correlation_id: i32,
     timeout: Duration,
@@ -65,19 +82,59 @@ pub struct Connection {
 impl Connection {
     /// Connects to `addr` (`host:port`); `timeout` bounds the connect and every request.
     pub async fn connect(addr: &str, client_id: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        let stream = Self::tcp(addr, timeout).await?;
+        Ok(Self::over(Box::new(stream), addr, client_id, timeout))
+    }
+
+    async fn tcp(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout { addr: addr.to_string() })?
             .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
         // Small requests (fetches, acks) must not wait for Nagle.
         stream.set_nodelay(true).map_err(|source| ClientError::Io { addr: addr.to_string(), source })?;
-        Ok(Connection {
+        Ok(stream)
+    }
+
+    fn over(stream: Box<dyn ByteStream>, addr: &str, client_id: &str, timeout: Duration) -> Connection {
+        Connection {
             addr: addr.to_string(),
             stream: BufReader::with_capacity(64 * 1024, stream),
             client_id: client_id.to_string(),
             next_correlation_id: 1,
             timeout,
-        })
+        }
+    }
+
+    /// Connects with `security`: the TLS handshake (the server checked against the trust
+    /// roots and its host name, the part of `addr` before the port), then SASL.
+    pub async fn connect_secure(
+        addr: &str,
+        client_id: &str,
+        timeout: Duration,
+        security: &ClientSecurity,
+    ) -> Result<Connection, ClientError> {
+        let tcp = Self::tcp(addr, timeout).await?;
+        let stream: Box<dyn ByteStream> = match &security.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+                let fail = |reason: String| ClientError::Authentication { addr: addr.to_string(), reason };
+                let name = strom_security::rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| fail(format!("bad TLS server name {host}: {e}")))?;
+                let connector = tokio_rustls::TlsConnector::from(tls.clone());
+                let stream = tokio::time::timeout(timeout, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| ClientError::Timeout { addr: addr.to_string() })?
+                    .map_err(|e| fail(format!("TLS handshake: {e}")))?;
+                Box::new(stream)
+            }
+        };
+        let mut c = Self::over(stream, addr, client_id, timeout);
+        if let Some(sasl) = &security.sasl {
+            c.authenticate(sasl).await?;
+        }
+        Ok(c)
     }
 
     pub fn addr(&self) -> &str {

@@ -183,3 +183,34 @@ fn the_principal_of_a_client_certificate_is_its_subject_as_kafka_writes_it() {
     // RFC 2253, most specific first (X500Principal.getName()).
     assert_eq!(subject, "CN=alice,OU=test,O=strom");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Random bytes and truncated handshakes into the server side of TLS: an error or a wait
+    /// for more, never a panic, and nothing read as application data.
+    #[test]
+    fn random_bytes_never_pass_the_tls_handshake(
+        chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), 1..6),
+        looks_like_tls in proptest::prelude::any::<bool>(),
+    ) {
+        let p = pki();
+        let s = settings(&[
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.key", &p.server_key_pem),
+            ("ssl.keystore.certificate.chain", &p.server_cert_pem),
+        ]).unwrap();
+        let mut conn = strom_security::rustls::ServerConnection::new(s.server_config().unwrap()).unwrap();
+        for (i, mut c) in chunks.into_iter().enumerate() {
+            if looks_like_tls && i == 0 && c.len() >= 5 {
+                // A TLS record header for a ClientHello, then garbage.
+                c[..5].copy_from_slice(&[0x16, 0x03, 0x01, 0x01, 0x00]);
+            }
+            let mut reader: &[u8] = &c;
+            if conn.read_tls(&mut reader).is_err() || conn.process_new_packets().is_err() {
+                break;
+            }
+            proptest::prop_assert!(conn.is_handshaking(), "random bytes never finish a handshake");
+        }
+    }
+}

@@ -227,8 +227,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         cluster_id_source = Some(ClusterIdSource::Broker(lifecycle.clone()));
         tasks.spawn(apis.clone().run_group_timer(shutdown.clone()));
         tasks.spawn(apis.clone().run_offsets_upkeep(shutdown.clone()));
-        let fetchers =
-            ReplicaFetchers::new(config.inter_broker_listener_name.clone(), replicas.clone(), lifecycle.clone());
+        let fetchers = ReplicaFetchers::new(
+            config.inter_broker_listener_name.clone(),
+            config.inter_broker_security.clone(),
+            replicas.clone(),
+            lifecycle.clone(),
+        );
         tasks.spawn(fetchers.run(shutdown.clone()));
         let isr = IsrManager::new(
             lifecycle.clone(),

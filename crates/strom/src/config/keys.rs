@@ -54,6 +54,11 @@ pub const KEYS: &[KeyDef] = &[
     key("ssl.enabled.protocols", Some("TLSv1.2,TLSv1.3"), "TLS versions served (TLSv1.2, TLSv1.3)."),
     key("ssl.protocol", Some("TLSv1.3"), "TLS, TLSv1.2 or TLSv1.3."),
     key("ssl.cipher.suites", None, "Cipher suites served (IANA names); unset: rustls's defaults."),
+    key(
+        "ssl.endpoint.identification.algorithm",
+        Some("https"),
+        "Brokers verify each other's host names (https; nothing else is served).",
+    ),
     // Authorization (crates/strom-broker/src/apis/access.rs; ACLs in the metadata log).
     key(
         "authorizer.class.name",
@@ -65,6 +70,11 @@ pub const KEYS: &[KeyDef] = &[
     // SASL of SASL_PLAINTEXT / SASL_SSL listeners (crates/strom-broker/src/authenticator.rs).
     key("sasl.enabled.mechanisms", Some("GSSAPI"), "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (GSSAPI is not served)."),
     key("sasl.server.max.receive.size", Some("524288"), "Largest frame a connection may send before it authenticated."),
+    key(
+        "sasl.mechanism.inter.broker.protocol",
+        Some("GSSAPI"),
+        "How brokers log in to a SASL inter-broker listener: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.",
+    ),
     key("connections.max.reauth.ms", Some("0"), "SASL session lifetime (KIP-368); 0: sessions do not expire."),
     key("log.dirs", Some("./data"), "Directory (comma-separated list) holding partition logs and metadata."),
     key("log.dir", None, "Used when log.dirs is not set."),
@@ -236,8 +246,14 @@ pub fn is_known(name: &str) -> bool {
 }
 
 /// Keys a listener may set for itself as `listener.name.<listener>.<key>`, beside the TLS ones.
-pub const LISTENER_KEYS: &[&str] =
-    &["sasl.enabled.mechanisms", "plain.sasl.jaas.config", "connections.max.reauth.ms", "sasl.server.max.receive.size"];
+pub const LISTENER_KEYS: &[&str] = &[
+    "sasl.enabled.mechanisms",
+    "plain.sasl.jaas.config",
+    "scram-sha-256.sasl.jaas.config",
+    "scram-sha-512.sasl.jaas.config",
+    "connections.max.reauth.ms",
+    "sasl.server.max.receive.size",
+];
 
 /// `listener.name.<listener>.<key>`: a key set for one listener (Kafka's per-listener
 /// override), for a key Strom reads per listener (TLS, SASL).

@@ -225,6 +225,8 @@ pub struct NodeConfig {
     pub authorizer: Option<strom_metadata::acl::AuthorizerSettings>,
     /// Each SASL_PLAINTEXT / SASL_SSL listener's SASL.
     pub listener_sasl: BTreeMap<String, strom_security::sasl::SaslConfig>,
+    /// How this broker reaches other brokers (TLS, SASL) on the inter-broker listener.
+    pub inter_broker_security: strom_client::ClientSecurity,
     pub sasl_server_max_receive_size: usize,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
@@ -285,6 +287,24 @@ impl NodeConfig {
         check_internal_listeners(&listeners, &controller_listener_names, &inter_broker_listener_name)?;
         let listener_tls = listener_tls(r, &listeners)?;
         let listener_sasl = listener_sasl(r, &listeners)?;
+        let inter_broker_security =
+            inter_broker_security(r, &listeners, &inter_broker_listener_name, &listener_tls, &listener_sasl)?;
+        // A SCRAM login entry is a broker's own credential for the inter-broker listener.
+        for l in &listeners {
+            for mech in ["scram-sha-256", "scram-sha-512"] {
+                let key = format!("listener.name.{}.{mech}.sasl.jaas.config", l.name.to_ascii_lowercase());
+                let used = l.name == inter_broker_listener_name
+                    && r.get("sasl.mechanism.inter.broker.protocol")
+                        .is_some_and(|m| m.trim().eq_ignore_ascii_case(mech));
+                if r.get(&key).is_some() && !used {
+                    return Err(inconsistent(
+                        &key,
+                        "only the inter-broker listener's entry for sasl.mechanism.inter.broker.protocol is read \
+                         (SCRAM users live in the metadata log: strom configs)",
+                    ));
+                }
+            }
+        }
         let sasl_server_max_receive_size = int_at_least(r, "sasl.server.max.receive.size", 1)? as usize;
         let authorizer = match r.get("authorizer.class.name").map(str::trim) {
             Some(class) if !class.is_empty() => {
@@ -453,6 +473,7 @@ impl NodeConfig {
             security_protocols,
             listener_tls,
             listener_sasl,
+            inter_broker_security,
             sasl_server_max_receive_size,
             authorizer,
             controller_listener_names,
@@ -542,17 +563,63 @@ fn check_internal_listeners(
                 ),
             ));
         }
-        if l.name == inter_broker_listener_name {
-            return Err(inconsistent(
-                "inter.broker.listener.name",
-                format!(
-                    "listener {} is {}: security between brokers is not implemented yet (use a PLAINTEXT listener for it)",
-                    l.name, l.security_protocol
-                ),
-            ));
-        }
     }
+    let _ = inter_broker_listener_name;
     Ok(())
+}
+
+/// How this broker reaches other brokers on the inter-broker listener: its TLS as a client
+/// (the listener's truststore checks the leader; its keystore is this broker's client
+/// certificate) and SASL (`sasl.mechanism.inter.broker.protocol`, the user and password from
+/// `listener.name.<listener>.<mechanism>.sasl.jaas.config`'s `username`/`password`).
+fn inter_broker_security(
+    r: &RawConfig,
+    listeners: &[Listener],
+    inter_broker_listener_name: &str,
+    tls: &BTreeMap<String, ListenerTls>,
+    sasl: &BTreeMap<String, strom_security::sasl::SaslConfig>,
+) -> Result<strom_client::ClientSecurity, ConfigError> {
+    use strom_security::sasl::{jaas, Mechanism};
+    let mut out = strom_client::ClientSecurity::default();
+    let Some(l) = listeners.iter().find(|l| l.name == inter_broker_listener_name) else { return Ok(out) };
+    let mech_key = "sasl.mechanism.inter.broker.protocol";
+    if !l.security_protocol.starts_with("SASL_") && r.source(mech_key).is_some_and(|s| s != Source::Default) {
+        return Err(inconsistent(
+            mech_key,
+            format!("has no effect: the inter-broker listener {} is {}", l.name, l.security_protocol),
+        ));
+    }
+    let lower = l.name.to_ascii_lowercase();
+    if let Some(t) = tls.get(&l.name) {
+        let client = t.settings.client_config().map_err(|e| {
+            inconsistent(&format!("listener.name.{lower}.ssl.truststore.location"), format!("inter-broker TLS: {e}"))
+        })?;
+        out.tls = Some(client);
+    }
+    if let Some(s) = sasl.get(&l.name) {
+        let key = "sasl.mechanism.inter.broker.protocol";
+        let name = r.get(key).unwrap_or("GSSAPI").trim().to_string();
+        let mechanism = Mechanism::from_name(&name).ok_or_else(|| {
+            inconsistent(key, format!("{name} is not served (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 are)"))
+        })?;
+        if !s.mechanisms.contains(&mechanism) {
+            return Err(inconsistent(key, format!("{name} is not enabled on the inter-broker listener {}", l.name)));
+        }
+        let jaas_key = format!("listener.name.{lower}.{}.sasl.jaas.config", name.to_ascii_lowercase());
+        let text = r.get(&jaas_key).ok_or_else(|| {
+            inconsistent(&jaas_key, format!("brokers log in to {} with this entry's username and password", l.name))
+        })?;
+        let entry = jaas::parse(text).map_err(|why| inconsistent(&jaas_key, why))?;
+        let field = |f: &str| {
+            entry.options.get(f).cloned().ok_or_else(|| inconsistent(&jaas_key, format!("no {f}=\"...\" option")))
+        };
+        out.sasl = Some(strom_client::SaslCredentials {
+            mechanism,
+            username: field("username")?,
+            password: field("password")?,
+        });
+    }
+    Ok(out)
 }
 
 /// A listener's value of `key`: `listener.name.<listener>.<key>` (the listener name in lower

@@ -250,19 +250,34 @@ fn a_sasl_listener_needs_mechanisms_strom_serves_and_serves_clients_only() {
     assert_eq!(sasl.mechanisms.len(), 2);
     assert_eq!(sasl.plain_users.get("a").map(String::as_str), Some("p"));
     assert_eq!(sasl.max_reauth_ms, Some(60_000));
-    // Between brokers SASL is not served yet.
-    for proto in ["SASL_PLAINTEXT", "SASL_SSL"] {
-        let map = format!("listener.security.protocol.map=SECURE:{proto},CONTROLLER:PLAINTEXT");
-        let e = ov(&[
-            "listeners=SECURE://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
-            "inter.broker.listener.name=SECURE",
-            "sasl.enabled.mechanisms=SCRAM-SHA-256",
-            &map,
-        ])
-        .expect_err("inter-broker SASL must be refused");
-        assert_eq!(e.key(), Some("inter.broker.listener.name"), "{e}");
-        assert!(e.to_string().contains(proto), "{e}");
-    }
+    // Between brokers: the mechanism brokers use must be named, enabled, and have a login.
+    let base = [
+        "listeners=SECURE://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
+        "inter.broker.listener.name=SECURE",
+        "sasl.enabled.mechanisms=SCRAM-SHA-256",
+        "listener.security.protocol.map=SECURE:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+    ];
+    let e = ov(&base).expect_err("GSSAPI between brokers");
+    assert_eq!(e.key(), Some("sasl.mechanism.inter.broker.protocol"), "{e}");
+    let with_mech = [&base[..], &["sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256"]].concat();
+    let e = ov(&with_mech).expect_err("no login for brokers");
+    assert_eq!(e.key(), Some("listener.name.secure.scram-sha-256.sasl.jaas.config"), "{e}");
+    let login = r#"listener.name.secure.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="b";"#;
+    let c = ov(&[&with_mech[..], &[login]].concat()).unwrap();
+    let creds = c.inter_broker_security.sasl.unwrap();
+    assert_eq!((creds.username.as_str(), creds.password.as_str()), ("broker", "b"));
+    // A SCRAM login entry anywhere else would do nothing: refused.
+    let e = ov(&[
+        &base[..],
+        &[
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256",
+            login,
+            r#"listener.name.secure.scram-sha-512.sasl.jaas.config=x.M required;"#,
+        ],
+    ]
+    .concat())
+    .expect_err("an unused login entry");
+    assert_eq!(e.key(), Some("listener.name.secure.scram-sha-512.sasl.jaas.config"), "{e}");
 }
 
 #[test]
@@ -302,21 +317,24 @@ fn an_ssl_listener_needs_a_keystore_and_serves_clients_only() {
     ])
     .expect_err("a JKS keystore must be refused");
     assert_eq!(e.key(), Some("listener.name.ssl.ssl.keystore.type"), "{e}");
-    // Between brokers TLS is not served yet.
-    let e = ov(&["listeners=SSL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093", "inter.broker.listener.name=SSL"])
-        .expect_err("inter-broker TLS must be refused");
-    assert_eq!(e.key(), Some("inter.broker.listener.name"), "{e}");
+    // TLS on the controller listener is not served yet.
+    let e = ov(&[
+        "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+    ])
+    .expect_err("controller TLS must be refused");
+    assert_eq!(e.key(), Some("controller.listener.names"), "{e}");
 }
 
 #[test]
 fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
     for key in [
-        "ssl.endpoint.identification.algorithm=https",
+        "ssl.engine.factory.class=x.Factory",
         "ssl.principal.mapping.rules=DEFAULT",
-        "sasl.mechanism.inter.broker.protocol=PLAIN",
+        "sasl.login.callback.handler.class=x.Handler",
         "principal.builder.class=x.PrincipalBuilder",
         "delegation.token.secret.key=x",
-        "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=x",
+        "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=x",
         "log.cleaner.dedupe.buffer.size=134217728",
         "transaction.max.timeout.ms=60000",
         "quota.window.num=11",
@@ -327,8 +345,8 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         assert!(e.to_string().contains("does not implement"), "{e}");
     }
     // From the environment too, named by its key.
-    let e = load(None, &[("STROM_SASL_MECHANISM_INTER_BROKER_PROTOCOL", "PLAIN")], &[]).expect_err("env sasl key");
-    assert_eq!(e.key(), Some("sasl.mechanism.inter.broker.protocol"));
+    let e = load(None, &[("STROM_SASL_KERBEROS_SERVICE_NAME", "kafka")], &[]).expect_err("env sasl key");
+    assert_eq!(e.key(), Some("sasl.kerberos.service.name"));
     // Values that ask for what Strom does, and keys Kafka's shipped file sets, still start.
     ov(&[
         "security.inter.broker.protocol=PLAINTEXT",

@@ -1,0 +1,133 @@
+"""Three nodes whose brokers replicate over a SASL_SSL inter-broker listener (TLS checked against
+the cluster's CA, brokers logging in as User:broker), with the authorizer on and only the broker
+and admin users as super users (issue #20): replication works (a follower's Fetch needs
+CLUSTER_ACTION, which only the broker user has), acks=all survives a leader kill, and an
+anonymous client on the plaintext listener sees nothing."""
+
+import os
+import sys
+import uuid
+
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "harness"))
+
+from certs import make_certs  # noqa: E402
+from strom_cluster import free_port, wait_until  # noqa: E402
+
+JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="broker" '
+        'password="broker-secret" user_broker="broker-secret" user_admin="admin-secret";')
+
+
+def secured(node):
+    if not hasattr(node, "internal_port"):
+        node.internal_port = free_port()
+    h = node.host
+    return [f"listeners=PLAINTEXT://{h}:{node.kafka_port},INTERNAL://{h}:{node.internal_port},"
+            f"CONTROLLER://{h}:{node.controller_port}"]
+
+
+def admin_conf(c, certs):
+    servers = ",".join(f"{n.host}:{n.internal_port}" for n in c.nodes.values() if n.is_running())
+    return {"bootstrap.servers": servers, "security.protocol": "SASL_SSL", "ssl.ca.location": certs.ca_pem,
+            "sasl.mechanism": "PLAIN", "sasl.username": "admin", "sasl.password": "admin-secret"}
+
+
+def full_isr(c, certs, topic):
+    t = AdminClient(admin_conf(c, certs)).list_topics(topic, timeout=5).topics[topic]
+    return t.error is None and all(p.leader >= 0 and sorted(p.replicas) == sorted(p.isrs) for p in t.partitions.values())
+
+
+def test_brokers_replicate_over_sasl_ssl_with_the_authorizer_on(cluster_factory, tmp_path):
+    certs = make_certs(str(tmp_path / "certs"))
+    c = cluster_factory(3, per_node=secured, extra=[
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=INTERNAL",
+        "sasl.enabled.mechanisms=PLAIN", "sasl.mechanism.inter.broker.protocol=PLAIN",
+        f"listener.name.internal.plain.sasl.jaas.config={JAAS}",
+        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}",
+        "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca_pem}",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:broker;User:admin",
+    ])
+    topic = "secure-" + uuid.uuid4().hex[:8]
+    a = AdminClient(admin_conf(c, certs))
+    a.create_topics([NewTopic(topic, 3, 3, config={"min.insync.replicas": "2"})])[topic].result(30)
+    wait_until("every partition's ISR full (followers fetch over SASL_SSL)", lambda: full_isr(c, certs, topic),
+               timeout=60)
+
+    acked = []
+
+    def produce(n):
+        p = Producer({**admin_conf(c, certs), "acks": "all", "enable.idempotence": True})
+        for i in range(n):
+            p.produce(topic, key=b"k%d" % (i % 7), value=uuid.uuid4().hex.encode(),
+                      on_delivery=lambda err, msg: err is None and acked.append(msg.value()))
+        assert p.flush(60) == 0
+    produce(300)
+    assert len(acked) == 300
+    # The leader of partition 0 dies: the others elect a leader, acks=all goes on (min ISR 2).
+    t = AdminClient(admin_conf(c, certs)).list_topics(topic, timeout=5).topics[topic]
+    c.node(t.partitions[0].leader).kill()
+    produce(300)
+    assert len(acked) == 600
+    cons = Consumer({**admin_conf(c, certs), "group.id": f"g-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
+    cons.subscribe([topic])
+    seen = set()
+    try:
+        def all_read():
+            for m in cons.consume(500, timeout=0.5):
+                if m.error() is None:
+                    seen.add(m.value())
+            return seen >= set(acked)
+        wait_until("every acknowledged record read back", all_read, timeout=60)
+    finally:
+        cons.close()
+    # Anonymous on the plaintext listener: the topic is invisible.
+    md = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(timeout=10)
+    assert topic not in md.topics
+    p = Producer({"bootstrap.servers": c.bootstrap, "message.timeout.ms": 5000})
+    errors = []
+    p.produce(topic, value=b"x", on_delivery=lambda err, msg: err and errors.append(err))
+    p.flush(10)
+    assert [e.code() for e in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED], errors
+
+
+def test_a_broker_with_a_wrong_inter_broker_password_cannot_replicate(cluster_factory, tmp_path):
+    """The negative control: node 3 logs in to the others with a wrong password, so its
+    follower fetches are refused and it drops out of every ISR, while the other two go on."""
+    certs = make_certs(str(tmp_path / "certs"))
+    wrong = JAAS.replace('password="broker-secret" user_broker', 'password="wrong" user_broker')
+
+    def per_node(node):
+        out = secured(node)
+        if node.node_id == 3:
+            out.append(f"listener.name.internal.plain.sasl.jaas.config={wrong}")
+        return out
+    c = cluster_factory(3, per_node=per_node, extra=[
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=INTERNAL",
+        "sasl.enabled.mechanisms=PLAIN", "sasl.mechanism.inter.broker.protocol=PLAIN",
+        f"listener.name.internal.plain.sasl.jaas.config={JAAS}",
+        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}",
+        "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca_pem}",
+        "replica.lag.time.max.ms=2000",
+    ])
+    topic = "wrong-pw-" + uuid.uuid4().hex[:8]
+    a = AdminClient(admin_conf(c, certs))
+    a.create_topics([NewTopic(topic, 3, 3, config={"min.insync.replicas": "2"})])[topic].result(30)
+    p = Producer({**admin_conf(c, certs), "acks": "all"})
+    errors = []
+
+    def isr_without_3():
+        """Every partition another node leads has lost node 3 from its ISR (leaders spread,
+        so at least one does); the partition node 3 leads, if any, still takes writes."""
+        for part in range(3):
+            p.produce(topic, value=b"v", partition=part, on_delivery=lambda err, msg: err and errors.append(err))
+        p.flush(10)
+        t = AdminClient(admin_conf(c, certs)).list_topics(topic, timeout=5).topics[topic]
+        led_by_others = [x for x in t.partitions.values() if x.leader != 3]
+        return led_by_others and all(3 not in x.isrs and len(x.isrs) == 2 for x in led_by_others)
+    wait_until("node 3 to leave the ISRs (its fetches are refused)", isr_without_3, timeout=60)
+    assert not errors, errors[:3]
