@@ -20,7 +20,7 @@ PROJECT = "stromtest"
 # The host ports the compose file publishes. 39092 lies in Linux's ephemeral range: any
 # outgoing connection on this host may hold it for a moment, and then Docker cannot publish
 # it ("address already in use"); one CI run failed so.
-PUBLISHED_PORTS = (19092, 29092, 39092, 9090)
+PUBLISHED_PORTS = (19092, 29092, 39092, 9090, 19094, 29094, 39094)  # 1909x: the secured compose file
 
 
 def reserve_published_ports():

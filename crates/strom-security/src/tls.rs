@@ -323,6 +323,19 @@ impl TlsSettings {
     }
 }
 
+/// A client that only checks servers (a tool, a plain client): the trust roots from a PEM
+/// file or a PKCS12 store, TLSv1.2/1.3, no client certificate. `key` names the setting in
+pub fn client_trusting(store: &TrustStore) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = load_truststore(store)?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// A suite's IANA name (`TLS_AES_128_GCM_SHA256`, `TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`),
 /// as Kafka's `ssl.cipher.suites` lists them.
 fn suite_name(s: &rustls::SupportedCipherSuite) -> String {

@@ -34,7 +34,8 @@ pub struct AclsArgs {
     /// The Kafka server(s) to connect to: host:port,…
     #[arg(long, value_name = "SERVERS")]
     bootstrap_server: String,
-    /// Client properties: security.protocol=SASL_PLAINTEXT, sasl.mechanism, sasl.jaas.config.
+    /// Client properties (Kafka's): security.protocol, ssl.truststore.location, sasl.mechanism,
+    /// sasl.jaas.config.
     #[arg(long, value_name = "FILE")]
     command_config: Option<std::path::PathBuf>,
     /// Add ACLs.
@@ -215,8 +216,8 @@ pub async fn run(args: AclsArgs) -> anyhow::Result<()> {
         bail!("exactly one of --add, --remove, --list is required");
     }
     let pattern = pattern_code(&args.resource_pattern_type)?;
-    let sasl = super::cluster::command_config(args.command_config.as_deref())?;
-    let mut cluster = Cluster::connect_with(&args.bootstrap_server, sasl).await?;
+    let security = super::cluster::command_config(args.command_config.as_deref())?;
+    let mut cluster = Cluster::connect_with(&args.bootstrap_server, security).await?;
     if args.add {
         let pattern =
             PatternType::from_code(pattern).context("--add takes --resource-pattern-type literal or prefixed")?;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use strom_client::{Connection, SaslCredentials};
+use strom_client::{ClientSecurity, Connection, SaslCredentials};
 use strom_protocol::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use strom_protocol::kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 use strom_protocol::kafka_protocol::protocol::Request;
@@ -62,25 +62,48 @@ pub struct Cluster {
     bootstrap: Connection,
     brokers: BTreeMap<i32, String>,
     conns: HashMap<i32, Connection>,
-    sasl: Option<SaslCredentials>,
+    security: ClientSecurity,
 }
 
 /// A tool's `--command-config` file (Kafka's client properties): `security.protocol`
-/// (PLAINTEXT or SASL_PLAINTEXT), `sasl.mechanism` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and
-/// the user, from `sasl.jaas.config`'s `username`/`password` (as the Java tools take them) or
-/// librdkafka's `sasl.username`/`sasl.password`. Anything the tools cannot do is refused.
-pub fn command_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<SaslCredentials>> {
-    let Some(path) = path else { return Ok(None) };
+/// (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); for TLS the servers' CA from
+/// `ssl.truststore.location` (`ssl.truststore.type` PEM or PKCS12, `ssl.truststore.password`)
+/// or librdkafka's `ssl.ca.location`; for SASL `sasl.mechanism` (PLAIN, SCRAM-SHA-256,
+/// SCRAM-SHA-512) and the user, from `sasl.jaas.config`'s `username`/`password` (as the Java
+/// tools take them) or librdkafka's `sasl.username`/`sasl.password`. Anything the tools cannot
+/// do is refused.
+pub fn command_config(path: Option<&std::path::Path>) -> anyhow::Result<ClientSecurity> {
+    let Some(path) = path else { return Ok(ClientSecurity::default()) };
     let file = std::fs::File::open(path).with_context(|| format!("--command-config {}", path.display()))?;
     let props = java_properties::read(std::io::BufReader::new(file))
         .with_context(|| format!("--command-config {}: not a properties file", path.display()))?;
     let protocol = props.get("security.protocol").map(String::as_str).unwrap_or("PLAINTEXT");
-    match protocol {
-        "PLAINTEXT" => return Ok(None),
-        "SASL_PLAINTEXT" => {}
-        other => bail!(
-            "--command-config: security.protocol={other} is not supported by the tools yet (PLAINTEXT, SASL_PLAINTEXT)"
-        ),
+    let (tls, sasl) = match protocol {
+        "PLAINTEXT" => (false, false),
+        "SSL" => (true, false),
+        "SASL_PLAINTEXT" => (false, true),
+        "SASL_SSL" => (true, true),
+        other => bail!("--command-config: security.protocol={other}: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    };
+    let mut security = ClientSecurity::default();
+    if tls {
+        use strom_security::tls::TrustStore;
+        let kind = props.get("ssl.truststore.type").map(|t| t.to_ascii_uppercase()).unwrap_or_else(|| "PEM".into());
+        let store = match (props.get("ssl.truststore.location"), props.get("ssl.ca.location")) {
+            (Some(p), _) if kind == "PKCS12" => TrustStore::Pkcs12 {
+                path: p.into(),
+                password: props.get("ssl.truststore.password").cloned().unwrap_or_default(),
+            },
+            (Some(p), _) if kind == "PEM" => TrustStore::PemFile(p.into()),
+            (Some(_), _) => bail!("--command-config: ssl.truststore.type={kind} is not supported (PEM, PKCS12)"),
+            (None, Some(p)) => TrustStore::PemFile(p.into()),
+            (None, None) => bail!("--command-config: TLS needs ssl.truststore.location (or ssl.ca.location)"),
+        };
+        security.tls =
+            Some(strom_security::tls::client_trusting(&store).map_err(|e| anyhow!("--command-config: {e}"))?);
+    }
+    if !sasl {
+        return Ok(security);
     }
     let mech_name = props.get("sasl.mechanism").map(String::as_str).unwrap_or("GSSAPI");
     let mechanism = strom_security::sasl::Mechanism::from_name(mech_name).with_context(|| {
@@ -98,32 +121,34 @@ pub fn command_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<S
             .or_else(|| props.get(prop).cloned())
             .with_context(|| format!("--command-config: no {jaas_key} (sasl.jaas.config) or {prop}"))
     };
-    Ok(Some(SaslCredentials {
+    security.sasl = Some(SaslCredentials {
         mechanism,
         username: field("username", "sasl.username")?,
         password: field("password", "sasl.password")?,
-    }))
+    });
+    Ok(security)
 }
 
 impl Cluster {
     /// Connects to the first bootstrap server (`host:port,…`) that answers.
     pub async fn connect(bootstrap: &str) -> anyhow::Result<Cluster> {
-        Self::connect_with(bootstrap, None).await
+        Self::connect_with(bootstrap, ClientSecurity::default()).await
     }
 
-    /// Connects, authenticating every connection with `sasl` when given.
-    pub async fn connect_with(bootstrap: &str, sasl: Option<SaslCredentials>) -> anyhow::Result<Cluster> {
+    /// Connects, every connection with `security` (TLS, SASL).
+    pub async fn connect_with(bootstrap: &str, security: ClientSecurity) -> anyhow::Result<Cluster> {
         let mut last = None;
         for addr in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
             // A server that accepts but does not answer (paused, cut off behind a proxy) must
             // not stop us from trying the next one.
             let attempt = async {
-                let mut c = Connection::connect(addr, "strom-tools", TIMEOUT).await?;
-                if let Some(creds) = &sasl {
-                    c.authenticate(creds).await?;
-                }
-                let mut cluster =
-                    Cluster { bootstrap: c, brokers: BTreeMap::new(), conns: HashMap::new(), sasl: sasl.clone() };
+                let c = Connection::connect_secure(addr, "strom-tools", TIMEOUT, &security).await?;
+                let mut cluster = Cluster {
+                    bootstrap: c,
+                    brokers: BTreeMap::new(),
+                    conns: HashMap::new(),
+                    security: security.clone(),
+                };
                 cluster.metadata(Some(vec![])).await?;
                 Ok::<_, anyhow::Error>(cluster)
             };
@@ -154,10 +179,7 @@ impl Cluster {
     ) -> anyhow::Result<R::Response> {
         if !self.conns.contains_key(&id) {
             let addr = self.brokers.get(&id).cloned().ok_or_else(|| anyhow!("broker {id} is not in the metadata"))?;
-            let mut c = Connection::connect(&addr, "strom-tools", TIMEOUT).await?;
-            if let Some(creds) = &self.sasl {
-                c.authenticate(creds).await?;
-            }
+            let c = Connection::connect_secure(&addr, "strom-tools", TIMEOUT, &self.security).await?;
             self.conns.insert(id, c);
         }
         let c = self.conns.get_mut(&id).ok_or_else(|| anyhow!("no connection to broker {id}"))?;

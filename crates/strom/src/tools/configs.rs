@@ -38,7 +38,8 @@ pub struct ConfigsArgs {
     /// The Kafka server(s) to connect to: host:port,…
     #[arg(long, value_name = "SERVERS")]
     bootstrap_server: String,
-    /// Client properties: security.protocol=SASL_PLAINTEXT, sasl.mechanism, sasl.jaas.config.
+    /// Client properties (Kafka's): security.protocol, ssl.truststore.location, sasl.mechanism,
+    /// sasl.jaas.config.
     #[arg(long, value_name = "FILE")]
     command_config: Option<std::path::PathBuf>,
     /// Change the entity's configs.
@@ -96,8 +97,8 @@ pub async fn run(args: ConfigsArgs) -> anyhow::Result<()> {
     if args.alter == args.describe {
         bail!("exactly one of --alter, --describe is required");
     }
-    let sasl = super::cluster::command_config(args.command_config.as_deref())?;
-    let mut cluster = Cluster::connect_with(&args.bootstrap_server, sasl).await?;
+    let security = super::cluster::command_config(args.command_config.as_deref())?;
+    let mut cluster = Cluster::connect_with(&args.bootstrap_server, security).await?;
     if args.describe {
         let mut req = DescribeUserScramCredentialsRequest::default();
         req.users = args.entity_name.as_ref().map(|n| {
