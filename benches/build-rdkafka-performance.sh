@@ -4,10 +4,15 @@
 # download. The tool lands in target/rdkafka-perf/rdkafka_performance; benches/throughput.py
 # runs it when it is there.
 #
-#   bash benches/build-rdkafka-performance.sh
+#   bash benches/build-rdkafka-performance.sh          # plain TCP only
+#   bash benches/build-rdkafka-performance.sh --ssl    # with TLS and SASL PLAIN/SCRAM (needs
+#                                                      # Debian's libssl-dev), in target/rdkafka-perf-ssl
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ssl=0
+[ "${1:-}" = "--ssl" ] && ssl=1
 out="$(pwd)/target/rdkafka-perf"
+[ "$ssl" = 1 ] && out="$(pwd)/target/rdkafka-perf-ssl"
 mkdir -p "$out/fetch/src"
 if [ ! -x "$out/rdkafka_performance" ]; then
   # A throwaway package whose only dependency is rdkafka-sys: `cargo fetch` brings its
@@ -29,12 +34,20 @@ TOML
   rm -rf "$out/librdkafka"
   cp -r "$(dirname "$manifest")/librdkafka" "$out/librdkafka"
   cd "$out/librdkafka"
-  # Plain TCP only: no SSL, SASL or external compression libraries are needed here
-  # (librdkafka carries its own lz4 and snappy).
-  ./configure --disable-ssl --disable-gssapi --disable-sasl --disable-zstd --disable-zlib \
-    --disable-curl --disable-lz4-ext --disable-regex-ext >/dev/null
+  # No external compression libraries are needed (librdkafka carries its own lz4 and
+  # snappy); plain TCP only unless --ssl (OpenSSL: TLS, and SASL PLAIN/SCRAM on top).
+  if [ "$ssl" = 1 ]; then
+    ./configure --enable-ssl --disable-gssapi --disable-sasl --disable-zstd --disable-zlib \
+      --disable-curl --disable-lz4-ext --disable-regex-ext >/dev/null
+    libs="-lssl -lcrypto"
+  else
+    ./configure --disable-ssl --disable-gssapi --disable-sasl --disable-zstd --disable-zlib \
+      --disable-curl --disable-lz4-ext --disable-regex-ext >/dev/null
+    libs=""
+  fi
   make -j2 -C src lib >/dev/null
-  gcc -O2 -I src examples/rdkafka_performance.c src/librdkafka.a -lpthread -lm -ldl -lrt \
+  # shellcheck disable=SC2086
+  gcc -O2 -I src examples/rdkafka_performance.c src/librdkafka.a $libs -lpthread -lm -ldl -lrt \
     -o "$out/rdkafka_performance"
 fi
 echo "built: $out/rdkafka_performance"
