@@ -169,15 +169,21 @@ def test_strom_configs_adds_describes_and_deletes_scram_users(node_factory, cert
     round_trip(sasl_conf(n, certs, "SCRAM-SHA-256", "dave", "dave-secret"), "configs-" + uuid.uuid4().hex[:6])
 
 
-def test_kafka_python_with_plain_and_scram(node_factory, certs):
+def test_kafka_python_with_plain_and_scram_over_sasl_plaintext_and_sasl_ssl(node_factory, certs):
     from kafka import KafkaConsumer, KafkaProducer
     n = sasl_node(node_factory, certs)
     add_scram(n, "erin", "erin-secret")
-    for mechanism, user, password in (("PLAIN", "alice", "alice-secret"), ("SCRAM-SHA-256", "erin", "erin-secret"),
-                                      ("SCRAM-SHA-512", "erin", "erin-secret")):
+    for mechanism, user, password, ssl in (("PLAIN", "alice", "alice-secret", False),
+                                           ("SCRAM-SHA-256", "erin", "erin-secret", False),
+                                           ("SCRAM-SHA-512", "erin", "erin-secret", False),
+                                           ("PLAIN", "alice", "alice-secret", True),
+                                           ("SCRAM-SHA-512", "erin", "erin-secret", True)):
         topic = "sasl-kp-" + uuid.uuid4().hex[:8]
-        common = {"bootstrap_servers": f"127.0.0.1:{n.sasl_port}", "security_protocol": "SASL_PLAINTEXT",
+        common = {"bootstrap_servers": f"127.0.0.1:{n.sasl_ssl_port if ssl else n.sasl_port}",
+                  "security_protocol": "SASL_SSL" if ssl else "SASL_PLAINTEXT",
                   "sasl_mechanism": mechanism, "sasl_plain_username": user, "sasl_plain_password": password}
+        if ssl:
+            common["ssl_cafile"] = certs.ca_pem
         p = KafkaProducer(acks="all", **common)
         p.send(topic, b"over sasl").get(timeout=30)
         p.close()

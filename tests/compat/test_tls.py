@@ -104,6 +104,21 @@ def test_kafka_python_produces_and_consumes_over_an_ssl_listener(node_factory, c
     c.close()
 
 
+def test_kafka_python_with_mutual_tls(node_factory, certs):
+    from kafka import KafkaConsumer, KafkaProducer
+    n = tls_node(node_factory, "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}",
+                 "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca_pem}", "ssl.client.auth=required")
+    topic = "mtls-kp-" + uuid.uuid4().hex[:8]
+    common = {"bootstrap_servers": n.tls_bootstrap, "security_protocol": "SSL", "ssl_cafile": certs.ca_pem,
+              "ssl_certfile": certs.client_cert, "ssl_keyfile": certs.client_key}
+    p = KafkaProducer(acks="all", **common)
+    p.send(topic, b"over mtls").get(timeout=30)
+    p.close()
+    c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10000, **common)
+    assert [m.value for m in c][:1] == [b"over mtls"]
+    c.close()
+
+
 def test_mutual_tls_lets_in_only_clients_the_truststore_vouches_for(node_factory, certs):
     n = tls_node(node_factory, "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}",
                  "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca_pem}", "ssl.client.auth=required")
