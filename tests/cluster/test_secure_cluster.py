@@ -28,6 +28,18 @@ def secured(node):
             f"CONTROLLER://{h}:{node.controller_port}"]
 
 
+def sasl_ssl_between_brokers(certs):
+    """The nodes' INTERNAL listener: SASL_SSL, brokers logging in as User:broker with PLAIN."""
+    return [
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=INTERNAL",
+        "sasl.enabled.mechanisms=PLAIN", "sasl.mechanism.inter.broker.protocol=PLAIN",
+        f"listener.name.internal.plain.sasl.jaas.config={JAAS}",
+        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}",
+        "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca_pem}",
+    ]
+
+
 def admin_conf(c, certs):
     servers = ",".join(f"{n.host}:{n.internal_port}" for n in c.nodes.values() if n.is_running())
     return {"bootstrap.servers": servers, "security.protocol": "SASL_SSL", "ssl.ca.location": certs.ca_pem,
@@ -42,12 +54,7 @@ def full_isr(c, certs, topic):
 def test_brokers_replicate_over_sasl_ssl_with_the_authorizer_on(cluster_factory, tmp_path):
     certs = make_certs(str(tmp_path / "certs"))
     c = cluster_factory(3, per_node=secured, extra=[
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name=INTERNAL",
-        "sasl.enabled.mechanisms=PLAIN", "sasl.mechanism.inter.broker.protocol=PLAIN",
-        f"listener.name.internal.plain.sasl.jaas.config={JAAS}",
-        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}",
-        "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca_pem}",
+        *sasl_ssl_between_brokers(certs),
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users=User:broker;User:admin",
     ])
@@ -108,12 +115,7 @@ def test_a_broker_with_a_wrong_inter_broker_password_cannot_replicate(cluster_fa
             out.append(f"listener.name.internal.plain.sasl.jaas.config={wrong}")
         return out
     c = cluster_factory(3, per_node=per_node, extra=[
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name=INTERNAL",
-        "sasl.enabled.mechanisms=PLAIN", "sasl.mechanism.inter.broker.protocol=PLAIN",
-        f"listener.name.internal.plain.sasl.jaas.config={JAAS}",
-        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}",
-        "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca_pem}",
+        *sasl_ssl_between_brokers(certs),
         "replica.lag.time.max.ms=2000",
     ])
     topic = "wrong-pw-" + uuid.uuid4().hex[:8]

@@ -106,3 +106,37 @@ def committed(node, group, topic, partition=0):
         return c.committed([TopicPartition(topic, partition)], timeout=15)[0].offset
     finally:
         c.close()
+
+
+def round_trip(conf, topic):
+    """Produces one record over `conf`'s connection (acks=all) and reads it back in a new group;
+    returns the value."""
+    import uuid
+    from confluent_kafka import Consumer, Producer
+    value = uuid.uuid4().hex.encode()
+    p = Producer({**conf, "acks": "all"})
+    errors = []
+    p.produce(topic, value=value, on_delivery=lambda err, msg: err and errors.append(err))
+    assert p.flush(30) == 0 and not errors, errors
+    c = Consumer({**conf, "group.id": f"rt-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    seen = []
+    try:
+        def got():
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                seen.append(m.value())
+            return value in seen
+        wait_until("the record to come back", got, timeout=30)
+    finally:
+        c.close()
+    return value
+
+
+def refused(conf):
+    """True when a client with `conf` gets no metadata (its handshake or login refused)."""
+    from confluent_kafka.admin import AdminClient
+    try:
+        return len(AdminClient({**conf, "socket.timeout.ms": 3000}).list_topics(timeout=4).brokers) == 0
+    except Exception:
+        return True

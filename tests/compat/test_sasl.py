@@ -14,11 +14,11 @@ import urllib.request
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialDeletion,
                                    UserScramCredentialUpsertion)
 
-from conftest import STROM, free_port, wait_until
+from conftest import STROM, free_port, refused, round_trip
 from certs import make_certs
 
 PLAIN_JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" '
@@ -53,37 +53,6 @@ def sasl_conf(node, certs, mechanism, user, password, ssl=False):
     if ssl:
         conf["ssl.ca.location"] = certs.ca_pem
     return conf
-
-
-def round_trip(conf, topic):
-    value = uuid.uuid4().hex.encode()
-    p = Producer({**conf, "acks": "all"})
-    errors = []
-    p.produce(topic, value=value, on_delivery=lambda err, msg: err and errors.append(err))
-    assert p.flush(30) == 0 and not errors, errors
-    c = Consumer({**conf, "group.id": f"sasl-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
-    c.subscribe([topic])
-    seen = []
-    try:
-        def got():
-            m = c.poll(0.5)
-            if m is not None and m.error() is None:
-                seen.append(m.value())
-            return value in seen
-        wait_until("the record to come back over SASL", got, timeout=30)
-    finally:
-        c.close()
-
-
-def refused(conf):
-    """True when a client with `conf` cannot get metadata, with an authentication error."""
-    errors = []
-    admin = AdminClient({**conf, "error_cb": errors.append, "socket.timeout.ms": 3000})
-    try:
-        md = admin.list_topics(timeout=4)
-        return len(md.brokers) == 0
-    except Exception:
-        return True
 
 
 def metric(node, name):

@@ -10,10 +10,9 @@ import subprocess
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
-from conftest import STROM, free_port, wait_until
+from conftest import STROM, free_port, refused, round_trip
 from certs import make_certs
 
 
@@ -38,38 +37,6 @@ def tls_node(node_factory, *settings):
 def ssl_conf(certs, node, **extra):
     return {"bootstrap.servers": node.tls_bootstrap, "security.protocol": "SSL", "ssl.ca.location": certs.ca_pem,
             **extra}
-
-
-def round_trip(conf, topic):
-    """Produces one record and reads it back over `conf`'s connection; returns the value read."""
-    value = uuid.uuid4().hex.encode()
-    p = Producer({**conf, "acks": "all"})
-    errors = []
-    p.produce(topic, value=value, on_delivery=lambda err, msg: err and errors.append(err))
-    assert p.flush(30) == 0 and not errors, errors
-    c = Consumer({**conf, "group.id": f"tls-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
-    c.subscribe([topic])
-    try:
-        seen = []
-
-        def got():
-            m = c.poll(0.5)
-            if m is not None and m.error() is None:
-                seen.append(m.value())
-            return value in seen
-        wait_until("the record to come back over TLS", got, timeout=30)
-    finally:
-        c.close()
-    return value
-
-
-def refused(conf):
-    """True when a client with `conf` cannot get metadata (the handshake is refused)."""
-    try:
-        md = AdminClient({**conf, "socket.timeout.ms": 3000}).list_topics(timeout=4)
-        return len(md.brokers) == 0
-    except Exception:
-        return True
 
 
 @pytest.mark.parametrize("keystore", ["pem-file", "pkcs12", "inline-pem"])

@@ -284,7 +284,7 @@ impl NodeConfig {
         }
         let controller_listener_names = list(r, "controller.listener.names");
         let inter_broker_listener_name = r.get("inter.broker.listener.name").unwrap_or("").trim().to_string();
-        check_internal_listeners(&listeners, &controller_listener_names, &inter_broker_listener_name)?;
+        check_internal_listeners(&listeners, &controller_listener_names)?;
         let listener_tls = listener_tls(r, &listeners)?;
         let listener_sasl = listener_sasl(r, &listeners)?;
         let inter_broker_security =
@@ -548,11 +548,7 @@ pub struct ListenerTls {
 
 /// TLS and SASL are served to clients; between brokers and to the controllers they are
 /// refused until the replication client and the controller RPCs speak them.
-fn check_internal_listeners(
-    listeners: &[Listener],
-    controller_listener_names: &[String],
-    inter_broker_listener_name: &str,
-) -> Result<(), ConfigError> {
+fn check_internal_listeners(listeners: &[Listener], controller_listener_names: &[String]) -> Result<(), ConfigError> {
     for l in listeners.iter().filter(|l| l.security_protocol != "PLAINTEXT") {
         if controller_listener_names.contains(&l.name) {
             return Err(inconsistent(
@@ -564,7 +560,6 @@ fn check_internal_listeners(
             ));
         }
     }
-    let _ = inter_broker_listener_name;
     Ok(())
 }
 
