@@ -20,7 +20,7 @@ def cluster_factory(request):
             c = Cluster(os.path.join(d, f"c{len(made)}"), n=n, extra=extra, netns=netns, per_node=per_node)
             made.append(c)
             try:
-                return c.start()
+                return c.start() if start else c
             except BaseException:
                 c.stop()
                 raise

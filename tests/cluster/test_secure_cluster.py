@@ -1,7 +1,9 @@
 """Three nodes whose brokers replicate over a SASL_SSL inter-broker listener (TLS checked against
-the cluster's CA, brokers logging in as User:broker), with the authorizer on and only the broker
-and admin users as super users (issue #20): replication works (a follower's Fetch needs
-CLUSTER_ACTION, which only the broker user has), acks=all survives a leader kill, and an
+the cluster's CA, brokers logging in as User:broker) and whose controller listener is SSL with
+mutual TLS (the nodes' certificate subject mapped to User:broker by ssl.principal.mapping.rules),
+with the authorizer on and only the broker and admin users as super users (issue #20):
+replication works (a follower's Fetch needs CLUSTER_ACTION, which only the broker user has),
+the quorum elects and brokers register over TLS, acks=all survives a leader kill, and an
 anonymous client on the plaintext listener sees nothing."""
 
 import os
@@ -13,31 +15,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "harness"))
 
-from certs import make_certs  # noqa: E402
+from certs import INTERNAL_JAAS, listeners_with_internal, make_certs, secured_internal_listeners  # noqa: E402
 from strom_cluster import free_port, wait_until  # noqa: E402
 
-JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="broker" '
-        'password="broker-secret" user_broker="broker-secret" user_admin="admin-secret";')
+JAAS = INTERNAL_JAAS
 
 
 def secured(node):
     if not hasattr(node, "internal_port"):
         node.internal_port = free_port()
-    h = node.host
-    return [f"listeners=PLAINTEXT://{h}:{node.kafka_port},INTERNAL://{h}:{node.internal_port},"
-            f"CONTROLLER://{h}:{node.controller_port}"]
-
-
-def sasl_ssl_between_brokers(certs):
-    """The nodes' INTERNAL listener: SASL_SSL, brokers logging in as User:broker with PLAIN."""
-    return [
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name=INTERNAL",
-        "sasl.enabled.mechanisms=PLAIN", "sasl.mechanism.inter.broker.protocol=PLAIN",
-        f"listener.name.internal.plain.sasl.jaas.config={JAAS}",
-        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}",
-        "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca_pem}",
-    ]
+    return listeners_with_internal(node, node.internal_port)
 
 
 def admin_conf(c, certs):
@@ -54,7 +41,7 @@ def full_isr(c, certs, topic):
 def test_brokers_replicate_over_sasl_ssl_with_the_authorizer_on(cluster_factory, tmp_path):
     certs = make_certs(str(tmp_path / "certs"))
     c = cluster_factory(3, per_node=secured, extra=[
-        *sasl_ssl_between_brokers(certs),
+        *secured_internal_listeners(certs),
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users=User:broker;User:admin",
     ])
@@ -115,7 +102,7 @@ def test_a_broker_with_a_wrong_inter_broker_password_cannot_replicate(cluster_fa
             out.append(f"listener.name.internal.plain.sasl.jaas.config={wrong}")
         return out
     c = cluster_factory(3, per_node=per_node, extra=[
-        *sasl_ssl_between_brokers(certs),
+        *secured_internal_listeners(certs),
         "replica.lag.time.max.ms=2000",
     ])
     topic = "wrong-pw-" + uuid.uuid4().hex[:8]

@@ -4,7 +4,10 @@ SASL PLAIN (alice, bob; admin is a super user); ACLs are made with `strom acls` 
 kafka-acls.sh) and with the AdminClient. Each API family is tried by a real client with and
 without the ACL it needs: produce, consume (topic and group), idempotent producers, admin
 (topics, configs, ACLs), groups; DENY wins over ALLOW; PREFIXED patterns; super users;
-Metadata lists only the topics a principal may describe."""
+Metadata lists only the topics a principal may describe. The controller listener is SSL with
+mutual TLS: the node reaches it as its certificate's subject, a super user (as a Kafka cluster
+with an authorizer must be set up: a PLAINTEXT controller listener would make User:ANONYMOUS,
+and so every anonymous client, a super user)."""
 
 import subprocess
 import uuid
@@ -14,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
                                    ConfigResource, NewTopic, ResourcePatternType, ResourceType)
 
+from certs import make_certs
 from conftest import STROM, free_port, wait_until
 
 JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
@@ -26,6 +30,7 @@ def node(tmp_path_factory):
     import tempfile  # noqa: F401
     from conftest import Node
     d = str(tmp_path_factory.mktemp("acls"))
+    certs = make_certs(str(tmp_path_factory.mktemp("acl-certs")))
     n = Node(d)
     n.sasl_port = free_port()
     n.extra = [
@@ -33,7 +38,13 @@ def node(tmp_path_factory):
         f"CONTROLLER://127.0.0.1:{n.controller_port}",
         "sasl.enabled.mechanisms=PLAIN", f"listener.name.sasl_plaintext.plain.sasl.jaas.config={JAAS}",
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        "super.users=User:admin",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SSL",
+        "listener.name.controller.ssl.keystore.type=PEM",
+        f"listener.name.controller.ssl.keystore.location={certs.server_pem}",
+        "listener.name.controller.ssl.truststore.type=PEM",
+        f"listener.name.controller.ssl.truststore.location={certs.ca_pem}",
+        "listener.name.controller.ssl.client.auth=required",
+        "super.users=User:admin;User:CN=broker,OU=test,O=strom",
     ]
     n.start()
     yield n

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from conftest import STROM, free_port, refused, round_trip
+from conftest import STROM, free_port, refused, round_trip, wait_until
 from certs import make_certs
 
 
@@ -145,8 +145,15 @@ def test_a_plaintext_client_on_the_tls_port_and_garbage_are_refused_and_the_node
     (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}", "ssl.cipher.suites=TLS_RSA_WITH_RC4_128_MD5"],
      "ssl.cipher.suites"),
     (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}", "ssl.client.auth=required"], "ssl.truststore.location"),
-    (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}", "ssl.principal.mapping.rules=DEFAULT"],
+    (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}", "ssl.principal.mapping.rules=RULE:^CN=(.*$/$1/"],
      "ssl.principal.mapping.rules"),
+    # With the authorizer on, nodes reach the PLAINTEXT controller listener as User:ANONYMOUS,
+    # which is not a super user here: the node could never register, so it does not start.
+    (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}", "authorizer.class.name=x", "super.users=User:admin"],
+     "super.users"),
+    (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}",
+      "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,CONTROLLER:SASL_SSL"],
+     "listener.security.protocol.map"),
 ])
 def test_tls_settings_strom_cannot_honour_stop_the_node_with_the_key_named(tmp_path, certs, setting, key):
     port, tport, cport = free_port(), free_port(), free_port()
@@ -171,3 +178,119 @@ def test_tls_between_brokers_needs_a_truststore(tmp_path, certs):
                         "--override", f"ssl.keystore.location={certs.server_pem}",
                         "--override", f"log.dirs={tmp_path / 'data'}"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "truststore" in r.stderr, r.stderr[-1000:]
+
+
+def mapped_node(node_factory, certs):
+    """mTLS on the client listener and on the controller listener, principals mapped by a rule
+    that keeps the CN of the test OU's certificates (and maps nothing else), the authorizer on
+    with only alice and the node's own certificate (CN=broker) as super users."""
+    n = node_factory()
+    n.tls_port = free_port()
+    n.tls_bootstrap = f"127.0.0.1:{n.tls_port}"
+    n.extra = [
+        f"listeners=PLAINTEXT://127.0.0.1:{n.kafka_port},SSL://127.0.0.1:{n.tls_port},"
+        f"CONTROLLER://127.0.0.1:{n.controller_port}",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,CONTROLLER:SSL",
+        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}",
+        "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca_pem}", "ssl.client.auth=required",
+        "ssl.principal.mapping.rules=RULE:^CN=([^,]*),OU=test,O=strom$/$1/L",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:alice;User:broker",
+    ]
+    return n.start()
+
+
+def test_principal_mapping_rules_name_clients_and_nodes(node_factory, certs):
+    """ssl.principal.mapping.rules as Kafka applies them: alice's certificate subject
+    (CN=alice,OU=test,O=strom) becomes User:alice, which is a super user; the node itself
+    reaches its SSL controller listener as User:broker (it registers, so the node serves at
+    all); a certificate no rule maps is refused; anonymous PLAINTEXT clients see no topic."""
+    n = mapped_node(node_factory, certs)
+    topic = "mapped-" + uuid.uuid4().hex[:8]
+    alice = ssl_conf(certs, n, **{"ssl.certificate.location": certs.client_cert, "ssl.key.location": certs.client_key})
+    round_trip(alice, topic)
+    bob = ssl_conf(certs, n, **{"ssl.certificate.location": certs.ops_cert, "ssl.key.location": certs.ops_key})
+    assert refused(bob), "a certificate no rule maps was let in"
+    assert topic not in AdminClient({"bootstrap.servers": n.bootstrap}).list_topics(timeout=10).topics
+    round_trip(alice, topic)
+
+
+def test_the_controller_listener_refuses_peers_without_a_trusted_certificate(node_factory, certs):
+    """The SSL controller listener with ssl.client.auth=required: a TLS client without a
+    certificate, one another CA signed and a plaintext gRPC client get no answer; the node's
+    own broker (with its certificate) keeps working."""
+    import socket
+    import ssl
+    n = mapped_node(node_factory, certs)
+    port = n.controller_port
+    ctx = ssl.create_default_context(cafile=certs.ca_pem)
+    # No client certificate: the handshake (or the first read after it, in TLS 1.3) fails.
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                if not s.recv(1):
+                    raise ConnectionError("closed")
+    ctx.load_cert_chain(certs.rogue_cert, certs.rogue_key)
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                if not s.recv(1):
+                    raise ConnectionError("closed")
+    # Plaintext HTTP/2 (what a gRPC client without TLS sends): closed without an answer.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(64))
+        try:
+            got = s.recv(4096)
+        except OSError:
+            got = b""
+        assert not got.startswith(b"\x00\x00"), f"an HTTP/2 frame came back: {got[:32]!r}"
+    topic = "ctl-tls-" + uuid.uuid4().hex[:8]
+    alice = ssl_conf(certs, n, **{"ssl.certificate.location": certs.client_cert, "ssl.key.location": certs.client_key})
+    round_trip(alice, topic)  # the broker still reaches its controller (topic creation goes there)
+    assert n.proc.poll() is None
+
+
+def served_certificate(port, certs):
+    import socket
+    import ssl
+    ctx = ssl.create_default_context(cafile=certs.ca_pem)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            return s.getpeercert(binary_form=True)
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(node_factory, certs, tmp_path):
+    """The keystore file is replaced while the node runs: new connections get the new
+    certificate within a few seconds, and the node never stopped serving. A broken file
+    written over it is refused and the certificate before it stays in use."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    keystore = str(tmp_path / "keystore.pem")
+    with open(certs.server_pem, "rb") as src, open(keystore, "wb") as dst:
+        dst.write(src.read())
+    n = tls_node(node_factory, "ssl.keystore.type=PEM", f"ssl.keystore.location={keystore}")
+    pid = n.proc.pid
+
+    def der(pem_path):
+        with open(pem_path, "rb") as f:
+            return x509.load_pem_x509_certificate(f.read()).public_bytes(Encoding.DER)
+    assert served_certificate(n.tls_port, certs) == der(certs.server_chain)
+    topic = "reload-" + uuid.uuid4().hex[:8]
+    round_trip(ssl_conf(certs, n), topic)
+    # Renew: write the new keystore beside, then rename it over the old (as cert managers do).
+    tmp = keystore + ".new"
+    with open(certs.renewed_server_pem, "rb") as src, open(tmp, "wb") as dst:
+        dst.write(src.read())
+    os.replace(tmp, keystore)
+    wait_until("the renewed certificate to be served",
+               lambda: served_certificate(n.tls_port, certs) == der(certs.renewed_server_chain), timeout=20)
+    round_trip(ssl_conf(certs, n), topic)
+    # A broken keystore: refused, the renewed certificate stays in use.
+    with open(keystore, "wb") as f:
+        f.write(b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    wait_until("the broken keystore to be reported", lambda: "cannot be used" in n.log_tail(200), timeout=20)
+    assert served_certificate(n.tls_port, certs) == der(certs.renewed_server_chain)
+    round_trip(ssl_conf(certs, n), topic)
+    assert n.proc.pid == pid and n.proc.poll() is None

@@ -37,6 +37,10 @@ class Certs:
     expired_cert: str  # CN=alice, signed by the CA, expired yesterday
     expired_key: str
     other_ca_pem: str
+    ops_cert: str  # CN=bob,OU=ops,O=strom, signed by the CA (another OU than the others)
+    ops_key: str
+    renewed_server_pem: str  # a second server keystore: same names, new key and certificate
+    renewed_server_chain: str
     password: str = PASSWORD
 
 
@@ -80,7 +84,8 @@ def _pem_cert(c):
     return c.public_bytes(serialization.Encoding.PEM)
 
 
-def make_certs(d):
+def make_certs(d, ips=()):
+    """`ips`: more addresses the server certificate is valid for (nodes in namespaces)."""
     os.makedirs(d, exist_ok=True)
 
     def write(name, data):
@@ -93,12 +98,16 @@ def make_certs(d):
     ca = _cert(_name("Strom Test CA"), ca_key, _name("Strom Test CA"), ca_key, ca=True, days=(-1, 3650))
     other_ca = _cert(_name("Other CA"), other_ca_key, _name("Other CA"), other_ca_key, ca=True)
     server_key = _key()
-    server = _cert(_name("broker", "test"), server_key, ca.subject, ca_key,
-                   san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+           *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips)]
+    server = _cert(_name("broker", "test"), server_key, ca.subject, ca_key, san=san)
     client_key, rogue_key, expired_key = _key(), _key(), _key()
     client = _cert(_name("alice", "test"), client_key, ca.subject, ca_key)
     rogue = _cert(_name("mallory", "test"), rogue_key, other_ca.subject, other_ca_key)
     expired = _cert(_name("alice", "test"), expired_key, ca.subject, ca_key, days=(-30, -1))
+    ops_key, renewed_key = _key(), _key()
+    ops = _cert(_name("bob", "ops"), ops_key, ca.subject, ca_key)
+    renewed = _cert(_name("broker", "test"), renewed_key, ca.subject, ca_key, san=san)
     enc = serialization.BestAvailableEncryption(PASSWORD.encode())
     return Certs(
         dir=d,
@@ -115,4 +124,36 @@ def make_certs(d):
         expired_cert=write("expired.crt", _pem_cert(expired)),
         expired_key=write("expired.key", _pem_key(expired_key)),
         other_ca_pem=write("other-ca.pem", _pem_cert(other_ca)),
+        ops_cert=write("ops.crt", _pem_cert(ops)),
+        ops_key=write("ops.key", _pem_key(ops_key)),
+        renewed_server_pem=write("renewed-server.pem", _pem_key(renewed_key) + _pem_cert(renewed) + _pem_cert(ca)),
+        renewed_server_chain=write("renewed-server.crt", _pem_cert(renewed)),
     )
+
+
+# The secured cluster's internal listeners (tests/cluster): brokers reach each other on
+# INTERNAL (SASL_SSL, PLAIN user `broker`) and the quorum on CONTROLLER (SSL, mutual TLS, the
+# nodes' certificate CN=broker,OU=test,O=strom mapped to User:broker by a rule).
+INTERNAL_JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="broker" '
+                 'password="broker-secret" user_broker="broker-secret" user_admin="admin-secret";')
+
+
+def secured_internal_listeners(certs):
+    """Cluster-wide settings; each node also needs `listeners_with_internal`."""
+    return [
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL,CONTROLLER:SSL",
+        "listener.name.controller.ssl.client.auth=required",
+        "listener.name.controller.ssl.principal.mapping.rules=RULE:^CN=([^,]*),OU=test,O=strom$/$1/",
+        "inter.broker.listener.name=INTERNAL",
+        "sasl.enabled.mechanisms=PLAIN", "sasl.mechanism.inter.broker.protocol=PLAIN",
+        f"listener.name.internal.plain.sasl.jaas.config={INTERNAL_JAAS}",
+        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}",
+        "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca_pem}",
+    ]
+
+
+def listeners_with_internal(node, internal_port):
+    """A cluster node's listeners: PLAINTEXT for clients, INTERNAL, CONTROLLER."""
+    h = node.host
+    return [f"listeners=PLAINTEXT://{h}:{node.kafka_port},INTERNAL://{h}:{internal_port},"
+            f"CONTROLLER://{h}:{node.controller_port}"]

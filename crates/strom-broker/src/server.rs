@@ -29,7 +29,9 @@ use crate::BrokerSettings;
 /// What a listener demands of its connections: TLS (`SSL`, `SASL_SSL`), SASL (`SASL_*`).
 #[derive(Clone, Default)]
 pub struct ListenerSecurity {
-    pub tls: Option<Arc<strom_security::rustls::ServerConfig>>,
+    /// The listener's TLS; each connection takes the server configuration current when it
+    /// starts (certificates are reloaded while the listener runs).
+    pub tls: Option<Arc<strom_security::reload::ListenerTls>>,
     pub sasl: Option<strom_security::sasl::SaslConfig>,
 }
 
@@ -42,7 +44,7 @@ pub struct KafkaListener {
     name: String,
     settings: BrokerSettings,
     apis: Arc<Apis>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<strom_security::reload::ListenerTls>>,
     sasl: Option<strom_security::sasl::SaslConfig>,
 }
 
@@ -57,14 +59,7 @@ impl KafkaListener {
         security: ListenerSecurity,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(KafkaListener {
-            listener,
-            name: name.to_string(),
-            settings,
-            apis,
-            tls: security.tls.map(TlsAcceptor::from),
-            sasl: security.sasl,
-        })
+        Ok(KafkaListener { listener, name: name.to_string(), settings, apis, tls: security.tls, sasl: security.sasl })
     }
 
     /// The bound address (useful with port 0).
@@ -139,9 +134,14 @@ impl KafkaListener {
                 async move {
                     let result = match tls {
                         None => conn.run().await,
-                        Some(acceptor) => match conn.tls_handshake(&acceptor).await {
+                        Some(tls) => match conn.tls_handshake(&tls).await {
                             Ok(conn) => conn.run().await,
                             Err(ConnectionError::ShuttingDown) => Ok(()),
+                            Err(e @ ConnectionError::Principal(_)) => {
+                                metrics.failed_authentications.inc();
+                                tracing::info!(node, listener = %listener, error = %e, "TLS client refused");
+                                Err(e)
+                            }
                             Err(e) => {
                                 metrics.failed_handshakes.inc();
                                 tracing::info!(node, listener = %listener, error = %e, "TLS handshake failed");
@@ -179,6 +179,8 @@ pub enum ConnectionError {
     Tls(std::io::Error),
     #[error("TLS handshake not finished within {0:?}")]
     TlsTimeout(Duration),
+    #[error("{0}")]
+    Principal(#[from] strom_security::tls::NoMatchingRule),
     #[error("the broker is shutting down")]
     ShuttingDown,
     #[error("SASL: {0}")]
@@ -206,9 +208,13 @@ impl Connection<tokio::net::TcpStream> {
     /// Runs the server side of a TLS handshake; the connection then speaks over TLS.
     async fn tls_handshake(
         self,
-        acceptor: &TlsAcceptor,
+        tls: &strom_security::reload::ListenerTls,
     ) -> Result<Connection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>, ConnectionError> {
         let Connection { stream, listener, peer, settings, apis, shutdown, auth, mut session } = self;
+        let Some(server) = tls.server.as_ref() else {
+            return Err(ConnectionError::Tls(std::io::Error::other("the listener has no server certificate")));
+        };
+        let acceptor = TlsAcceptor::from(server.get());
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return Err(ConnectionError::ShuttingDown),
             r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match r {
@@ -217,11 +223,10 @@ impl Connection<tokio::net::TcpStream> {
                 Ok(Ok(s)) => s,
             },
         };
-        // mTLS: the client certificate's subject is the principal (Kafka's default builder).
-        if let Some(subject) =
-            stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(strom_security::tls::subject_of)
-        {
-            session.principal = format!("User:{subject}");
+        // mTLS: the client certificate's subject, mapped by ssl.principal.mapping.rules, is
+        // the principal (Kafka's default builder); a subject no rule maps is refused.
+        if let Some(name) = tls.settings.principal_of(stream.get_ref().1.peer_certificates())? {
+            session.principal = format!("User:{name}");
         }
         Ok(Connection { stream, listener, peer, settings, apis, shutdown, auth, session })
     }

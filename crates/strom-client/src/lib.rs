@@ -60,7 +60,9 @@ impl std::fmt::Debug for SaslCredentials {
 /// How a connection protects itself: TLS (`SSL`, `SASL_SSL`) and SASL (`SASL_*`).
 #[derive(Clone, Default)]
 pub struct ClientSecurity {
-    pub tls: Option<std::sync::Arc<strom_security::rustls::ClientConfig>>,
+    /// TLS: the configuration current when a connection starts (a broker's certificates are
+    /// reloaded while it runs).
+    pub tls: Option<strom_security::reload::ClientTls>,
     pub sasl: Option<SaslCredentials>,
 }
 
@@ -122,7 +124,7 @@ impl Connection {
                 let fail = |reason: String| ClientError::Authentication { addr: addr.to_string(), reason };
                 let name = strom_security::rustls::pki_types::ServerName::try_from(host.to_string())
                     .map_err(|e| fail(format!("bad TLS server name {host}: {e}")))?;
-                let connector = tokio_rustls::TlsConnector::from(tls.clone());
+                let connector = tokio_rustls::TlsConnector::from(tls.get());
                 let stream = tokio::time::timeout(timeout, connector.connect(name, tcp))
                     .await
                     .map_err(|_| ClientError::Timeout { addr: addr.to_string() })?

@@ -8,6 +8,9 @@
 //!   refused.
 //! - [`controller`]: [`controller::Controller`], one quorum member; when active it turns
 //!   requests into records (and fences brokers that miss heartbeats).
+//! - [`listener`]: the controller listener: connections over TCP or TLS, each with its
+//!   peer's principal, and the CLUSTER_ACTION check every call passes when an authorizer is
+//!   configured.
 //! - [`placement`]: where replicas and preferred leaders of new partitions go.
 //! - [`service`] / [`admin`]: the gRPC service brokers call, and the Kafka admin requests they
 //!   forward.
@@ -18,6 +21,7 @@
 pub mod admin;
 pub mod cluster_identity;
 pub mod controller;
+pub mod listener;
 pub mod placement;
 pub mod raft;
 pub mod service;

@@ -34,6 +34,8 @@ fn config(dir: &std::path::Path, id: i32, voters: &[(i32, String)], session_time
         auto_leader_rebalance_enable: true,
         raft_heartbeat_ms: 50,
         cluster_id: None,
+        tls: None,
+        authorizer: None,
     }
 }
 
@@ -147,7 +149,7 @@ impl Quorum {
     }
 
     fn client(&self) -> ControllerClient {
-        ControllerClient::new(&self.voters).unwrap()
+        ControllerClient::new(&self.voters, None).unwrap()
     }
 }
 

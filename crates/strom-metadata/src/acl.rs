@@ -207,6 +207,9 @@ impl AclBinding {
     }
 }
 
+/// Kafka's name of the one cluster resource.
+pub const CLUSTER_NAME: &str = "kafka-cluster";
+
 /// Who is asking: the authenticated principal (`User:alice`, `User:ANONYMOUS`) and the
 /// client's address.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -51,16 +51,15 @@ pub struct ControllerClient {
 }
 
 impl ControllerClient {
-    /// `voters`: (node id, host:port) of each controller.
-    pub fn new(voters: &[(i32, String)]) -> Result<Self, ClientError> {
+    /// `voters`: (node id, host:port) of each controller; `tls`: the controller listener's
+    /// client side when it is `SSL` ([`crate::transport`]).
+    pub fn new(voters: &[(i32, String)], tls: Option<&strom_security::reload::ClientTls>) -> Result<Self, ClientError> {
         let voters = voters
             .iter()
             .map(|(id, addr)| {
-                let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| ClientError::BadAddress(addr.clone(), e.to_string()))?
-                    .connect_timeout(Duration::from_millis(500))
-                    .tcp_nodelay(true);
-                Ok((*id, GrpcClient::new(ep.connect_lazy())))
+                let channel = crate::transport::lazy_channel(addr, tls, |e| e)
+                    .map_err(|e| ClientError::BadAddress(addr.clone(), e.to_string()))?;
+                Ok((*id, GrpcClient::new(channel)))
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(ControllerClient { voters, active: Default::default() })

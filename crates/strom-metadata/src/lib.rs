@@ -15,6 +15,8 @@
 //! - [`cluster_id`]: the cluster id's form (Kafka's base64url UUID) and its generation.
 //! - [`client`]: [`client::ControllerClient`], a broker's handle on the quorum: finds the
 //!   active controller, follows redirects.
+//! - [`transport`]: the gRPC channel to a controller listener, over TCP or TLS (brokers to
+//!   the quorum, controllers to their Raft peers).
 //!
 //! **API boundary:** brokers reach the controller only through [`client::ControllerClient`]
 //! and learn metadata only by applying records to their own [`image::MetadataImage`].
@@ -25,3 +27,4 @@ pub mod cluster_id;
 pub mod image;
 pub mod records;
 pub mod topic_config;
+pub mod transport;

@@ -5,12 +5,16 @@
 //!   configuration built from them (PEM or PKCS12 keystores and truststores, client
 //!   authentication, protocol versions, cipher suites), and the principal of a client
 //!   certificate.
+//! - [`principal`]: `ssl.principal.mapping.rules`, a certificate subject to a principal name.
+//! - [`reload`]: a listener's TLS in use, rebuilt when its certificate files change.
 //! - [`sasl`]: the SASL mechanisms served (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), one
 //!   authentication's exchange, Kafka's JAAS config entries, SCRAM credentials.
 //!
 //! **Architecture invariant:** no setting silently weakens security: a value this crate
 //! cannot honour is an error that names its key (see [`tls`]'s rule).
 
+pub mod principal;
+pub mod reload;
 pub mod sasl;
 pub mod tls;
 

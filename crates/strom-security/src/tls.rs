@@ -23,6 +23,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 
+pub use crate::principal::{NoMatchingRule, PrincipalMapper};
+
 /// Why TLS settings cannot be used; each names the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -86,6 +88,8 @@ pub struct TlsSettings {
     pub tls13: bool,
     /// `ssl.cipher.suites` (IANA names); empty: rustls's defaults.
     pub cipher_suites: Vec<String>,
+    /// `ssl.principal.mapping.rules`: a client certificate's subject to a principal name.
+    pub principal_mapper: PrincipalMapper,
 }
 
 /// The `ssl.*` keys [`TlsSettings::from_keys`] reads (and so the ones a listener may set).
@@ -105,6 +109,7 @@ pub const KEYS: &[&str] = &[
     "ssl.protocol",
     "ssl.cipher.suites",
     "ssl.endpoint.identification.algorithm",
+    "ssl.principal.mapping.rules",
 ];
 
 impl TlsSettings {
@@ -225,7 +230,11 @@ impl TlsSettings {
         let cipher_suites: Vec<String> = get("ssl.cipher.suites")
             .map(|s| s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect())
             .unwrap_or_default();
-        let settings = TlsSettings { keystore, truststore, client_auth, tls12, tls13, cipher_suites };
+        let principal_mapper = match get("ssl.principal.mapping.rules") {
+            Some(rules) => PrincipalMapper::parse(&rules).map_err(|e| setting("ssl.principal.mapping.rules", e.0))?,
+            None => PrincipalMapper::default(),
+        };
+        let settings = TlsSettings { keystore, truststore, client_auth, tls12, tls13, cipher_suites, principal_mapper };
         settings.provider()?; // unknown suite names fail here, at start
         Ok(settings)
     }
@@ -296,7 +305,10 @@ impl TlsSettings {
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let provider = Arc::new(self.provider()?);
         let trust = self.truststore.as_ref().ok_or_else(|| {
-            setting("ssl.truststore.location", "a broker reaching other brokers over TLS needs a truststore")
+            setting(
+                "ssl.truststore.location",
+                "this node connects to the listener on other nodes over TLS: it needs a truststore",
+            )
         })?;
         let roots = load_truststore(trust)?;
         let (chain, key) = load_keystore(&self.keystore)?;
@@ -306,6 +318,24 @@ impl TlsSettings {
             .with_client_auth_cert(chain, key)
             .map_err(|e| setting("ssl.keystore.location", format!("unusable as a client certificate: {e}")))?;
         Ok(Arc::new(config))
+    }
+
+    /// The principal name of a client that presented `chain` (its first certificate is its
+    /// own): the subject mapped by `ssl.principal.mapping.rules`. `Ok(None)`: no certificate.
+    pub fn principal_of(&self, chain: Option<&[CertificateDer<'_>]>) -> Result<Option<String>, NoMatchingRule> {
+        let Some(subject) = chain.and_then(|c| c.first()).and_then(subject_of) else { return Ok(None) };
+        self.principal_mapper.name(&subject).map(Some)
+    }
+
+    /// The principal name this node has when it presents its own certificate (the keystore's)
+    /// to a listener with these settings: the subject, mapped by the rules.
+    pub fn own_principal(&self) -> Result<String, TlsError> {
+        let (chain, _) = load_keystore(&self.keystore)?;
+        let subject = chain
+            .first()
+            .and_then(subject_of)
+            .ok_or_else(|| setting("ssl.keystore.location", "the certificate's subject cannot be read"))?;
+        self.principal_mapper.name(&subject).map_err(|e| setting("ssl.principal.mapping.rules", e.to_string()))
     }
 
     /// The files this listener's TLS reads (watched for changes: a changed file reloads).

@@ -176,13 +176,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    if !config.listener_tls.is_empty() {
+        tasks.spawn(watch_certificates(config.node_id, config.listener_tls.clone(), shutdown.clone()));
+    }
     let mut cluster_id_source = controller.clone().map(ClusterIdSource::Controller);
     let mut broker = None;
     let mut broker_apis = None;
     if config.roles.broker {
         let voters: Vec<(i32, String)> =
             config.quorum_voters.iter().map(|v| (v.id, format!("{}:{}", v.host, v.port))).collect();
-        let client = ControllerClient::new(&voters)?;
+        let client = ControllerClient::new(&voters, config.controller_tls().and_then(|t| t.client.as_ref()))?;
         let endpoints = config
             .advertised_listeners
             .iter()
@@ -206,7 +209,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         for l in config.broker_listeners() {
             let settings = broker_settings(&config);
             let security = ListenerSecurity {
-                tls: config.listener_tls.get(&l.name).map(|t| t.server.clone()),
+                tls: config.listener_tls.get(&l.name).cloned(),
                 sasl: config.listener_sasl.get(&l.name).cloned(),
             };
             let bound = KafkaListener::bind(&l.name, &l.bind_addr(), settings, apis.clone(), security)
@@ -383,6 +386,46 @@ async fn keep_cluster_id(
     }
 }
 
+/// How often the TLS listeners' keystore and truststore files are checked for changes.
+pub const CERTIFICATE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reloads a TLS listener's certificates when its files change (a renewed certificate is
+/// served to new connections without a restart; open connections keep theirs). A change that
+/// does not make a working configuration is logged once and the old one stays in use.
+async fn watch_certificates(
+    node_id: i32,
+    listeners: std::collections::BTreeMap<String, Arc<strom_security::reload::ListenerTls>>,
+    shutdown: CancellationToken,
+) {
+    let mut last_error: std::collections::BTreeMap<String, String> = Default::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(CERTIFICATE_CHECK_INTERVAL) => {}
+        }
+        for (name, tls) in &listeners {
+            let tls = tls.clone();
+            // File reads: off the async workers.
+            let outcome = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await;
+            match outcome {
+                Ok(Ok(true)) => {
+                    last_error.remove(name);
+                    tracing::info!(node = node_id, listener = %name, "TLS certificates reloaded");
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    let e = e.to_string();
+                    if last_error.get(name) != Some(&e) {
+                        tracing::error!(node = node_id, listener = %name, error = %e, "TLS files changed but cannot be used; the previous certificates stay in use");
+                        last_error.insert(name.clone(), e);
+                    }
+                }
+                Err(e) => tracing::error!(node = node_id, listener = %name, error = %e, "certificate check failed"),
+            }
+        }
+    }
+}
+
 /// Flushes logs that are due (`log.flush.interval.ms`) and applies retention on its interval.
 async fn housekeeping(replicas: Arc<ReplicaManager>, retention_check_ms: u64, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -451,6 +494,8 @@ fn controller_config(config: &NodeConfig, data_dir: &Path, cluster_id: Option<St
         auto_leader_rebalance_enable: config.auto_leader_rebalance_enable,
         raft_heartbeat_ms: RAFT_HEARTBEAT_MS,
         cluster_id,
+        tls: config.controller_tls().cloned(),
+        authorizer: config.authorizer.clone(),
     }
 }
 

@@ -35,8 +35,7 @@ pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
 pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 pub const SECURITY_DISABLED: i16 = 54;
 
-/// Kafka's name of the one cluster resource.
-pub const CLUSTER_NAME: &str = "kafka-cluster";
+pub use strom_metadata::acl::CLUSTER_NAME;
 
 /// The sender of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]

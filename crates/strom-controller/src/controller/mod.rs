@@ -66,6 +66,11 @@ pub struct ControllerConfig {
     /// The cluster id in this node's `meta.properties`, if it has one: the id a new cluster
     /// takes when this controller is active at the first registration.
     pub cluster_id: Option<String>,
+    /// The controller listener's TLS when it is `SSL` (served to brokers and peers, and used
+    /// to reach peers); `None`: plain TCP.
+    pub tls: Option<Arc<strom_security::reload::ListenerTls>>,
+    /// The authorizer (`authorizer.class.name`): callers need CLUSTER_ACTION.
+    pub authorizer: Option<strom_metadata::acl::AuthorizerSettings>,
 }
 
 /// Why a controller operation failed; each maps to a Kafka error code.
@@ -159,10 +164,15 @@ impl Controller {
         .validate()
         .map_err(|e| unavailable(&e))?;
         let identity = crate::cluster_identity::ClusterIdentity::new(config.cluster_id.clone(), metadata.clone());
-        let raft =
-            Raft::new(config.node_id as NodeId, Arc::new(raft_config), Network::new(identity.clone()), log_store, sm)
-                .await
-                .map_err(|e| unavailable(&e))?;
+        let raft = Raft::new(
+            config.node_id as NodeId,
+            Arc::new(raft_config),
+            Network::new(identity.clone(), config.tls.as_ref().and_then(|t| t.client.clone())),
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
 
         let controller = Arc::new(Controller {
             config,
@@ -175,17 +185,23 @@ impl Controller {
             ),
         });
 
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let node_id = controller.config.node_id;
+        let incoming = crate::listener::incoming(node_id, listener, controller.config.tls.clone(), shutdown.clone());
+        let check = crate::listener::authorize_cluster_action(
+            node_id,
+            controller.config.authorizer.clone(),
+            controller.metadata.clone(),
+        );
         let server = tonic::transport::Server::builder()
-            .add_service(strom_protocol::proto::raft::raft_server::RaftServer::new(RaftService::new(
-                raft.clone(),
-                identity,
-            )))
-            .add_service(strom_protocol::proto::controller::controller_server::ControllerServer::new(
+            .add_service(strom_protocol::proto::raft::raft_server::RaftServer::with_interceptor(
+                RaftService::new(raft.clone(), identity),
+                check.clone(),
+            ))
+            .add_service(strom_protocol::proto::controller::controller_server::ControllerServer::with_interceptor(
                 ControllerService::new(controller.clone()),
+                check,
             ))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-        let node_id = controller.config.node_id;
         tokio::spawn(async move {
             if let Err(e) = server.await {
                 tracing::error!(node = node_id, error = %e, "controller gRPC server failed");

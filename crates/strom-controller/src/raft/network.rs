@@ -35,11 +35,13 @@ use crate::cluster_identity::{ClusterIdentity, RAFT_HEADER};
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     identity: ClusterIdentity,
+    /// The controller listener's client side when it is `SSL`.
+    tls: Option<strom_security::reload::ClientTls>,
 }
 
 impl Network {
-    pub fn new(identity: ClusterIdentity) -> Self {
-        Network { channels: Arc::default(), identity }
+    pub fn new(identity: ClusterIdentity, tls: Option<strom_security::reload::ClientTls>) -> Self {
+        Network { channels: Arc::default(), identity, tls }
     }
 }
 
@@ -57,22 +59,18 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(&node.addr) {
             Some(c) => Some(c.clone()),
-            None => tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
-                .map(|e| {
-                    // A connection that went silent (a cut network) is dropped within ~3 s and
-                    // dialled again, instead of waiting out TCP retransmission backoff.
-                    e.connect_timeout(Duration::from_millis(500))
-                        .tcp_nodelay(true)
-                        .http2_keep_alive_interval(Duration::from_secs(1))
-                        .keep_alive_timeout(Duration::from_secs(2))
-                        .keep_alive_while_idle(true)
-                        .connect_lazy()
-                })
-                .map_err(|e| tracing::error!(target, addr = %node.addr, error = %e, "raft: bad peer address"))
-                .ok()
-                .inspect(|c| {
-                    channels.insert(node.addr.clone(), c.clone());
-                }),
+            // A connection that went silent (a cut network) is dropped within ~3 s and dialled
+            // again, instead of waiting out TCP retransmission backoff.
+            None => strom_metadata::transport::lazy_channel(&node.addr, self.tls.as_ref(), |e| {
+                e.http2_keep_alive_interval(Duration::from_secs(1))
+                    .keep_alive_timeout(Duration::from_secs(2))
+                    .keep_alive_while_idle(true)
+            })
+            .map_err(|e| tracing::error!(target, addr = %node.addr, error = %e, "raft: bad peer address"))
+            .ok()
+            .inspect(|c| {
+                channels.insert(node.addr.clone(), c.clone());
+            }),
         };
         PeerClient { target, client: channel.map(RaftClient::new), identity: self.identity.clone() }
     }

@@ -59,6 +59,11 @@ pub const KEYS: &[KeyDef] = &[
         Some("https"),
         "Brokers verify each other's host names (https; nothing else is served).",
     ),
+    key(
+        "ssl.principal.mapping.rules",
+        Some("DEFAULT"),
+        "A client certificate's subject to a principal name: RULE:pattern/replacement/[LU],…,DEFAULT.",
+    ),
     // Authorization (crates/strom-broker/src/apis/access.rs; ACLs in the metadata log).
     key(
         "authorizer.class.name",

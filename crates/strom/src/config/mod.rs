@@ -11,6 +11,7 @@ mod parse;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use parse::{Listener, Voter};
 
@@ -218,9 +219,10 @@ pub struct NodeConfig {
     pub security_protocols: BTreeMap<String, String>,
     pub controller_listener_names: Vec<String>,
     pub inter_broker_listener_name: String,
-    /// Each SSL listener's TLS settings and the rustls configuration built from them (its
-    /// files read and checked at start).
-    pub listener_tls: BTreeMap<String, ListenerTls>,
+    /// Each SSL / SASL_SSL listener's TLS (its files read and checked at start, and watched
+    /// for changes), the controller listener's too when it is SSL (even on a broker-only
+    /// node, which only connects to it).
+    pub listener_tls: BTreeMap<String, Arc<ListenerTls>>,
     /// The authorizer, when `authorizer.class.name` is set.
     pub authorizer: Option<strom_metadata::acl::AuthorizerSettings>,
     /// Each SASL_PLAINTEXT / SASL_SSL listener's SASL.
@@ -284,8 +286,9 @@ impl NodeConfig {
         }
         let controller_listener_names = list(r, "controller.listener.names");
         let inter_broker_listener_name = r.get("inter.broker.listener.name").unwrap_or("").trim().to_string();
-        check_internal_listeners(&listeners, &controller_listener_names)?;
-        let listener_tls = listener_tls(r, &listeners)?;
+        check_controller_listener(&security_protocols, &controller_listener_names)?;
+        let listener_tls =
+            listener_tls(r, &listeners, &security_protocols, &controller_listener_names, &inter_broker_listener_name)?;
         let listener_sasl = listener_sasl(r, &listeners)?;
         let inter_broker_security =
             inter_broker_security(r, &listeners, &inter_broker_listener_name, &listener_tls, &listener_sasl)?;
@@ -326,6 +329,12 @@ impl NodeConfig {
             }
             _ => None,
         };
+        let controller_listener_name = controller_listener_names.first();
+        check_nodes_reach_the_controller(
+            authorizer.as_ref(),
+            controller_listener_name,
+            controller_listener_name.and_then(|n| listener_tls.get(n)),
+        )?;
 
         // Roles against quorum and listeners (KRaft's own start-up checks).
         if quorum_voters.is_empty() {
@@ -513,6 +522,12 @@ impl NodeConfig {
         self.roles.controller.then(|| self.listeners.iter().find(|l| &l.name == name)).flatten()
     }
 
+    /// The controller listener's TLS when it is `SSL` (served if this node is a controller,
+    /// used to reach the quorum either way).
+    pub fn controller_tls(&self) -> Option<&Arc<ListenerTls>> {
+        self.listener_tls.get(self.controller_listener_names.first()?)
+    }
+
     /// The listeners Kafka clients connect to (present when this node is a broker).
     pub fn broker_listeners(&self) -> Vec<&Listener> {
         if !self.roles.broker {
@@ -539,23 +554,65 @@ fn routable_host(host: &str) -> String {
 #[cfg(test)]
 mod tests;
 
-/// One SSL listener's TLS: the settings, and the server configuration they make.
-#[derive(Debug, Clone)]
-pub struct ListenerTls {
-    pub settings: strom_security::tls::TlsSettings,
-    pub server: std::sync::Arc<strom_security::rustls::ServerConfig>,
+pub use strom_security::reload::ListenerTls;
+
+/// The controller listener speaks gRPC between Strom nodes: TLS (with mTLS to admit only
+/// nodes holding certificates) is served there, SASL is not.
+/// With an authorizer, brokers and controllers need CLUSTER_ACTION on the controller listener,
+/// and before the quorum runs no ACL can grant it: the principal this node has there must be
+/// a super user (or `allow.everyone.if.no.acl.found` on). The principal is the node's
+/// certificate subject (mapped by the listener's rules) when the listener is SSL and asks for
+/// client certificates, `User:ANONYMOUS` otherwise. Caught here, as a clear refusal, instead
+/// of a node that never registers.
+fn check_nodes_reach_the_controller(
+    authorizer: Option<&strom_metadata::acl::AuthorizerSettings>,
+    controller_listener: Option<&String>,
+    controller_tls: Option<&Arc<ListenerTls>>,
+) -> Result<(), ConfigError> {
+    let (Some(a), Some(listener)) = (authorizer, controller_listener) else { return Ok(()) };
+    if a.allow_if_no_acl {
+        return Ok(());
+    }
+    let principal = match controller_tls.filter(|t| t.settings.client_auth != strom_security::tls::ClientAuth::None) {
+        Some(t) => format!(
+            "User:{}",
+            t.settings
+                .own_principal()
+                .map_err(|e| inconsistent("super.users", format!("the controller listener {listener}: {e}")))?
+        ),
+        None => format!("User:{}", strom_security::ANONYMOUS),
+    };
+    if a.super_users.contains(&principal) {
+        return Ok(());
+    }
+    let how = if controller_tls.is_some() {
+        "its certificate's subject, mapped by ssl.principal.mapping.rules"
+    } else {
+        "no one is authenticated on a listener without ssl.client.auth"
+    };
+    Err(inconsistent(
+        "super.users",
+        format!(
+            "with the authorizer on, brokers and controllers need CLUSTER_ACTION on the controller listener \
+             {listener}, and this node reaches it as {principal} ({how}), which is not a super user: add it \
+             to super.users, or make the listener SSL with ssl.client.auth=required and list the nodes' \
+             certificate principals"
+        ),
+    ))
 }
 
-/// TLS and SASL are served to clients; between brokers and to the controllers they are
-/// refused until the replication client and the controller RPCs speak them.
-fn check_internal_listeners(listeners: &[Listener], controller_listener_names: &[String]) -> Result<(), ConfigError> {
-    for l in listeners.iter().filter(|l| l.security_protocol != "PLAINTEXT") {
-        if controller_listener_names.contains(&l.name) {
+fn check_controller_listener(
+    protocols: &BTreeMap<String, String>,
+    controller_listener_names: &[String],
+) -> Result<(), ConfigError> {
+    for name in controller_listener_names {
+        if let Some(p) = protocols.get(name).filter(|p| p.starts_with("SASL_")) {
             return Err(inconsistent(
-                "controller.listener.names",
+                "listener.security.protocol.map",
                 format!(
-                    "listener {} is {}: security on the controller listener is not implemented yet",
-                    l.name, l.security_protocol
+                    "the controller listener {name} is {p}: SASL is not served between Strom nodes on the \
+                     controller listener; use SSL there, with ssl.client.auth=required to admit only \
+                     nodes with certificates"
                 ),
             ));
         }
@@ -571,7 +628,7 @@ fn inter_broker_security(
     r: &RawConfig,
     listeners: &[Listener],
     inter_broker_listener_name: &str,
-    tls: &BTreeMap<String, ListenerTls>,
+    tls: &BTreeMap<String, Arc<ListenerTls>>,
     sasl: &BTreeMap<String, strom_security::sasl::SaslConfig>,
 ) -> Result<strom_client::ClientSecurity, ConfigError> {
     use strom_security::sasl::{jaas, Mechanism};
@@ -586,8 +643,11 @@ fn inter_broker_security(
     }
     let lower = l.name.to_ascii_lowercase();
     if let Some(t) = tls.get(&l.name) {
-        let client = t.settings.client_config().map_err(|e| {
-            inconsistent(&format!("listener.name.{lower}.ssl.truststore.location"), format!("inter-broker TLS: {e}"))
+        let client = t.client.clone().ok_or_else(|| {
+            inconsistent(
+                &format!("listener.name.{lower}.ssl.truststore.location"),
+                "inter-broker TLS needs a client side",
+            )
         })?;
         out.tls = Some(client);
     }
@@ -684,11 +744,28 @@ fn listener_sasl(
 
 /// The TLS of every SSL and SASL_SSL listener, each key read from
 /// `listener.name.<listener>.<key>` first (Kafka's per-listener override, the listener name in
-/// lower case) and then `<key>`; its files are read at start.
-fn listener_tls(r: &RawConfig, listeners: &[Listener]) -> Result<BTreeMap<String, ListenerTls>, ConfigError> {
+/// lower case) and then `<key>`; its files are read at start. A listener bound here gets a
+/// server side; the inter-broker and controller listeners get a client side too (this node
+/// connects to them on other nodes), which needs a truststore. The controller listener is
+/// included when it is SSL even if this node does not bind it (a broker-only node).
+fn listener_tls(
+    r: &RawConfig,
+    listeners: &[Listener],
+    protocols: &BTreeMap<String, String>,
+    controller_listener_names: &[String],
+    inter_broker_listener_name: &str,
+) -> Result<BTreeMap<String, Arc<ListenerTls>>, ConfigError> {
+    let is_tls = |p: &str| p == "SSL" || p == "SASL_SSL";
+    let mut wanted: Vec<(String, bool)> =
+        listeners.iter().filter(|l| is_tls(&l.security_protocol)).map(|l| (l.name.clone(), true)).collect();
+    if let Some(c) = controller_listener_names.first() {
+        if protocols.get(c).is_some_and(|p| is_tls(p)) && !wanted.iter().any(|(n, _)| n == c) {
+            wanted.push((c.clone(), false));
+        }
+    }
     let mut out = BTreeMap::new();
-    for l in listeners.iter().filter(|l| l.security_protocol == "SSL" || l.security_protocol == "SASL_SSL") {
-        let prefix = format!("listener.name.{}.", l.name.to_ascii_lowercase());
+    for (name, serve) in wanted {
+        let prefix = format!("listener.name.{}.", name.to_ascii_lowercase());
         let get = |k: &str| r.get(&format!("{prefix}{k}")).or_else(|| r.get(k)).map(str::to_string);
         let tls_error = |e: strom_security::tls::TlsError| {
             use strom_security::tls::TlsError;
@@ -700,11 +777,12 @@ fn listener_tls(r: &RawConfig, listeners: &[Listener]) -> Result<BTreeMap<String
                 TlsError::Rustls(err) => ("ssl.enabled.protocols".to_string(), err.to_string()),
             };
             let key = if r.get(&format!("{prefix}{key}")).is_some() { format!("{prefix}{key}") } else { key };
-            inconsistent(&key, format!("listener {}: {reason}", l.name))
+            inconsistent(&key, format!("listener {name}: {reason}"))
         };
         let settings = strom_security::tls::TlsSettings::from_keys(get).map_err(tls_error)?;
-        let server = settings.server_config().map_err(tls_error)?;
-        out.insert(l.name.clone(), ListenerTls { settings, server });
+        let connect = name == inter_broker_listener_name || controller_listener_names.first() == Some(&name);
+        let tls = ListenerTls::new(settings, serve, connect).map_err(tls_error)?;
+        out.insert(name, Arc::new(tls));
     }
     Ok(out)
 }

@@ -294,6 +294,13 @@ fn an_authorizer_is_on_when_a_class_is_named() {
     assert!(a.allow_if_no_acl);
     let e = ov(&["authorizer.class.name=x", "super.users=admin"]).expect_err("a principal without a type");
     assert_eq!(e.key(), Some("super.users"));
+    // Nodes reach a PLAINTEXT controller listener as User:ANONYMOUS, which then needs to be a
+    // super user (no ACL can exist before the quorum runs): refused rather than a node that
+    // never registers.
+    let e = ov(&["authorizer.class.name=x", "super.users=User:admin"]).expect_err("nodes locked out");
+    assert_eq!(e.key(), Some("super.users"), "{e}");
+    assert!(e.to_string().contains("User:ANONYMOUS"), "{e}");
+    ov(&["authorizer.class.name=x", "super.users=User:admin;User:ANONYMOUS"]).unwrap();
 }
 
 #[test]
@@ -317,20 +324,47 @@ fn an_ssl_listener_needs_a_keystore_and_serves_clients_only() {
     ])
     .expect_err("a JKS keystore must be refused");
     assert_eq!(e.key(), Some("listener.name.ssl.ssl.keystore.type"), "{e}");
-    // TLS on the controller listener is not served yet.
+    // The controller listener may be SSL (it needs a keystore like any other); SASL is not
+    // served there.
     let e = ov(&[
         "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
         "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
     ])
-    .expect_err("controller TLS must be refused");
-    assert_eq!(e.key(), Some("controller.listener.names"), "{e}");
+    .expect_err("an SSL controller listener without a keystore must be refused");
+    assert_eq!(e.key(), Some("ssl.keystore.location"), "{e}");
+    let e = ov(&[
+        "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_SSL",
+    ])
+    .expect_err("SASL on the controller listener must be refused");
+    assert_eq!(e.key(), Some("listener.security.protocol.map"), "{e}");
+    // A broker-only node reaches an SSL controller listener it does not bind: it needs the
+    // listener's truststore (the keystore file is read too, as its client certificate).
+    let e = ov(&[
+        "process.roles=broker",
+        "listeners=PLAINTEXT://127.0.0.1:9092",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+        "listener.name.controller.ssl.keystore.type=PEM",
+        "listener.name.controller.ssl.keystore.location=/nonexistent.pem",
+    ])
+    .expect_err("a controller listener the node cannot reach");
+    assert_eq!(e.key(), Some("ssl.truststore.location"), "{e}");
+    // Bad principal mapping rules are refused by name.
+    let e = ov(&[
+        "listeners=PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
+        "ssl.keystore.type=PEM",
+        "ssl.keystore.location=/nonexistent.pem",
+        "listener.name.ssl.ssl.principal.mapping.rules=RULE:^CN=(.*$/$1/",
+    ])
+    .expect_err("a rule that does not compile");
+    assert_eq!(e.key(), Some("listener.name.ssl.ssl.principal.mapping.rules"), "{e}");
 }
 
 #[test]
 fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
     for key in [
         "ssl.engine.factory.class=x.Factory",
-        "ssl.principal.mapping.rules=DEFAULT",
+        "ssl.secure.random.implementation=SHA1PRNG",
         "sasl.login.callback.handler.class=x.Handler",
         "principal.builder.class=x.PrincipalBuilder",
         "delegation.token.secret.key=x",

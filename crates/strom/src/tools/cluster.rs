@@ -99,8 +99,8 @@ pub fn command_config(path: Option<&std::path::Path>) -> anyhow::Result<ClientSe
             (None, Some(p)) => TrustStore::PemFile(p.into()),
             (None, None) => bail!("--command-config: TLS needs ssl.truststore.location (or ssl.ca.location)"),
         };
-        security.tls =
-            Some(strom_security::tls::client_trusting(&store).map_err(|e| anyhow!("--command-config: {e}"))?);
+        let config = strom_security::tls::client_trusting(&store).map_err(|e| anyhow!("--command-config: {e}"))?;
+        security.tls = Some(strom_security::reload::Shared::new(config));
     }
     if !sasl {
         return Ok(security);
