@@ -54,6 +54,12 @@ pub struct BrokerSettings {
     /// `sasl.server.max.receive.size`: the largest frame before a connection authenticated.
     pub sasl_server_max_receive_size: usize,
     pub max_connections: usize,
+    /// `fetch.max.bytes`: the most a consumer's Fetch response carries, whatever it asks.
+    pub fetch_max_bytes: usize,
+    /// `replica.fetch.response.max.bytes`: the same for a follower's Fetch.
+    pub replica_fetch_response_max_bytes: usize,
+    /// `offset.metadata.max.bytes`: the longest metadata an offset commit may carry.
+    pub offset_metadata_max_bytes: usize,
     pub connections_max_idle_ms: u64,
     pub auto_create_topics_enable: bool,
     pub num_partitions: i32,

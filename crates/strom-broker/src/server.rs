@@ -3,19 +3,27 @@
 //! finishes the request it is handling and closes, and [`KafkaListener::run`] returns once
 //! the last connection task has ended.
 //!
+//! Limits shared by a broker's listeners ([`ConnectionLimits`]): connections per client
+//! address (`max.connections.per.ip`, a connection over it is closed at once, as Kafka) and
+//! request bytes buffered at once over all connections (`queued.max.request.bytes`: a
+//! connection whose next request does not fit waits before reading it, which back-pressures
+//! the client through TCP). Room for a request is reserved as its bytes arrive
+//! ([`frame::RESERVE_STEP`] at a time), never all at once when its length prefix claims it.
+//!
 //! A TLS listener (`SSL`) runs the TLS handshake in the connection's task, bounded by
 //! [`TLS_HANDSHAKE_TIMEOUT`]; a failed handshake (a plaintext client, an untrusted or expired
 //! certificate, random bytes) closes that connection only, and is counted and logged.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use strom_protocol::frame::{self, FrameError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,6 +43,70 @@ pub struct ListenerSecurity {
     pub sasl: Option<strom_security::sasl::SaslConfig>,
 }
 
+/// Limits every listener of a broker shares.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    max_per_ip: usize,
+    overrides: BTreeMap<IpAddr, usize>,
+    open_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// `queued.max.request.bytes` as permits (one per byte); `None`: unbounded.
+    request_memory: Option<Arc<Semaphore>>,
+}
+
+impl ConnectionLimits {
+    pub fn new(
+        max_per_ip: usize,
+        overrides: BTreeMap<IpAddr, usize>,
+        queued_max_request_bytes: Option<usize>,
+    ) -> Arc<Self> {
+        Arc::new(ConnectionLimits {
+            max_per_ip,
+            overrides,
+            open_per_ip: Mutex::default(),
+            request_memory: queued_max_request_bytes.map(|b| Arc::new(Semaphore::new(b.min(Semaphore::MAX_PERMITS)))),
+        })
+    }
+
+    /// No limit beyond `max.connections`.
+    pub fn unlimited() -> Arc<Self> {
+        Self::new(usize::MAX, BTreeMap::new(), None)
+    }
+
+    /// Counts a new connection from `ip`; `None` when that address already has as many as it
+    /// may (the connection is then closed).
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let limit = self.overrides.get(&ip).copied().unwrap_or(self.max_per_ip);
+        let mut open = self.open_per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= limit {
+            if *n == 0 {
+                open.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { limits: self.clone(), ip })
+    }
+}
+
+/// One connection counted against its address; uncounted when dropped.
+struct AddressSlot {
+    limits: Arc<ConnectionLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open_per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// How long a client has to finish its TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,6 +118,7 @@ pub struct KafkaListener {
     apis: Arc<Apis>,
     tls: Option<Arc<strom_security::reload::ListenerTls>>,
     sasl: Option<strom_security::sasl::SaslConfig>,
+    limits: Arc<ConnectionLimits>,
 }
 
 impl KafkaListener {
@@ -57,9 +130,18 @@ impl KafkaListener {
         settings: BrokerSettings,
         apis: Arc<Apis>,
         security: ListenerSecurity,
+        limits: Arc<ConnectionLimits>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(KafkaListener { listener, name: name.to_string(), settings, apis, tls: security.tls, sasl: security.sasl })
+        Ok(KafkaListener {
+            listener,
+            name: name.to_string(),
+            settings,
+            apis,
+            tls: security.tls,
+            sasl: security.sasl,
+            limits,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -105,6 +187,11 @@ impl KafkaListener {
                     continue;
                 }
             };
+            let Some(address_slot) = self.limits.admit(peer.ip()) else {
+                // max.connections.per.ip: closed at once, as Kafka.
+                tracing::debug!(listener = %self.name, %peer, "connection refused: max.connections.per.ip reached");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let listener = self.name.clone();
             let auth = self.sasl.clone().map(|config| {
@@ -124,6 +211,8 @@ impl KafkaListener {
                 shutdown: shutdown.clone(),
                 auth,
                 session: Session::anonymous(peer.ip().to_string()),
+                request_memory: self.limits.request_memory.clone(),
+                _address_slot: address_slot,
             };
             let span = tracing::debug_span!("conn", node = self.settings.node_id, %peer);
             let metrics = self.apis.metrics().clone();
@@ -202,6 +291,9 @@ pub struct Connection<S> {
     /// Who is on the other end (the authorizer asks about them): the SASL user, else the
     /// client certificate's subject (mTLS), else ANONYMOUS.
     session: Session,
+    /// `queued.max.request.bytes`, shared by every connection of the broker.
+    request_memory: Option<Arc<Semaphore>>,
+    _address_slot: AddressSlot,
 }
 
 impl Connection<tokio::net::TcpStream> {
@@ -210,7 +302,18 @@ impl Connection<tokio::net::TcpStream> {
         self,
         tls: &strom_security::reload::ListenerTls,
     ) -> Result<Connection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>, ConnectionError> {
-        let Connection { stream, listener, peer, settings, apis, shutdown, auth, mut session } = self;
+        let Connection {
+            stream,
+            listener,
+            peer,
+            settings,
+            apis,
+            shutdown,
+            auth,
+            mut session,
+            request_memory,
+            _address_slot,
+        } = self;
         let Some(server) = tls.server.as_ref() else {
             return Err(ConnectionError::Tls(std::io::Error::other("the listener has no server certificate")));
         };
@@ -228,7 +331,18 @@ impl Connection<tokio::net::TcpStream> {
         if let Some(name) = tls.settings.principal_of(stream.get_ref().1.peer_certificates())? {
             session.principal = format!("User:{name}");
         }
-        Ok(Connection { stream, listener, peer, settings, apis, shutdown, auth, session })
+        Ok(Connection {
+            stream,
+            listener,
+            peer,
+            settings,
+            apis,
+            shutdown,
+            auth,
+            session,
+            request_memory,
+            _address_slot,
+        })
     }
 }
 
@@ -239,8 +353,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // When the bytes now in `buf` were read: a pipelined request waits from then until
         // the requests before it are answered (its queue time).
         let mut received = Instant::now();
+        // Room in `queued.max.request.bytes` held for the request at the front of `buf`, from
+        // before its bytes are read until it is answered.
+        let mut held: Option<OwnedSemaphorePermit> = None;
         loop {
             while let Some(frame) = frame::split_frame(&mut buf, self.settings.socket_request_max_bytes)? {
+                let _held_for_this_request = held.take();
                 let gate = match self.auth.as_mut() {
                     Some(a) => a.on_frame(frame),
                     None => Gate::Dispatch(frame),
@@ -271,6 +389,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         self.apis.metrics().record_response_send(&api, ready.elapsed().as_secs_f64());
                     }
                 }
+            }
+            if let (None, Some(memory), Some(len)) = (&held, &self.request_memory, frame::pending_frame_len(&buf)) {
+                // Wait for room for the whole request before reading it (the length prefix was
+                // checked against socket.request.max.bytes, which the pool is at least).
+                let want = u32::try_from(len).unwrap_or(u32::MAX);
+                held = tokio::select! {
+                    _ = self.shutdown.cancelled() => return Ok(()),
+                    p = memory.clone().acquire_many_owned(want) => p.ok(),
+                };
             }
             let read = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),

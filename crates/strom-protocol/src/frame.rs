@@ -28,8 +28,22 @@ pub enum FrameError {
     Malformed { api: ApiKey, version: i16, reason: String },
 }
 
+/// How much more room [`split_frame`] makes in the buffer at once for a frame still arriving:
+/// a length prefix claiming `socket.request.max.bytes` reserves memory as its bytes come, not
+/// all of it when the prefix arrives.
+pub const RESERVE_STEP: usize = 64 * 1024;
+
+/// The length of the frame at the front of `buf` when its prefix has arrived but not all of
+/// it (a reader that bounds buffered request bytes waits for room for this many).
+pub fn pending_frame_len(buf: &[u8]) -> Option<usize> {
+    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    let len = usize::try_from(i32::from_be_bytes(prefix)).ok()?;
+    (buf.len() < 4 + len).then_some(len)
+}
+
 /// Takes one whole frame (without its length prefix) off the front of `buf`, or `None` when
-/// more bytes are needed. A length over `max_bytes` is refused before anything is buffered.
+/// more bytes are needed. A length over `max_bytes` is refused before anything is buffered;
+/// room for a frame still arriving is reserved [`RESERVE_STEP`] bytes at a time.
 pub fn split_frame(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Bytes>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
@@ -42,7 +56,8 @@ pub fn split_frame(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Bytes>
         return Err(FrameError::TooLarge { size: len as i64, max: max_bytes });
     }
     if buf.len() < 4 + len as usize {
-        buf.reserve(4 + len as usize - buf.len());
+        let missing = 4 + len as usize - buf.len();
+        buf.reserve(missing.min(RESERVE_STEP));
         return Ok(None);
     }
     buf.advance(4);
@@ -125,4 +140,27 @@ pub fn encode_response_body(
     header.encode(&mut out, header_version).map_err(|e| fail(&e))?;
     out.extend_from_slice(body);
     Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_prefix_reserves_memory_as_bytes_arrive() {
+        // A prefix claiming 100 MB, then nothing: the buffer grows by one step, not 100 MB.
+        let mut buf = BytesMut::new();
+        buf.put_i32(100 * 1024 * 1024);
+        assert!(split_frame(&mut buf, 200 * 1024 * 1024).unwrap().is_none());
+        assert!(buf.capacity() <= 4 + RESERVE_STEP * 2, "reserved {} bytes", buf.capacity());
+        assert_eq!(pending_frame_len(&buf), Some(100 * 1024 * 1024));
+        // A whole frame still comes out whole.
+        let mut buf = BytesMut::new();
+        buf.put_i32(3);
+        assert_eq!(pending_frame_len(&buf), Some(3));
+        buf.put_slice(b"abc");
+        assert_eq!(pending_frame_len(&buf), None);
+        assert_eq!(split_frame(&mut buf, 10).unwrap().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(pending_frame_len(&buf), None);
+    }
 }

@@ -206,13 +206,18 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         );
         let replicas = Arc::new(ReplicaManager::new(config.node_id, data_dir.clone(), log_config(&config)));
         let apis = Arc::new(Apis::new(broker_settings(&config), lifecycle.clone(), replicas.clone()));
+        let limits = strom_broker::server::ConnectionLimits::new(
+            config.max_connections_per_ip,
+            config.max_connections_per_ip_overrides.clone(),
+            config.queued_max_request_bytes,
+        );
         for l in config.broker_listeners() {
             let settings = broker_settings(&config);
             let security = ListenerSecurity {
                 tls: config.listener_tls.get(&l.name).cloned(),
                 sasl: config.listener_sasl.get(&l.name).cloned(),
             };
-            let bound = KafkaListener::bind(&l.name, &l.bind_addr(), settings, apis.clone(), security)
+            let bound = KafkaListener::bind(&l.name, &l.bind_addr(), settings, apis.clone(), security, limits.clone())
                 .await
                 .with_context(|| format!("cannot bind listener {}://{}", l.name, l.bind_addr()))?;
             tracing::info!(listener = %l.name, addr = %bound.local_addr()?, "kafka listener bound");
@@ -598,6 +603,9 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         sasl_server_max_receive_size: config.sasl_server_max_receive_size,
         authorizer: config.authorizer.clone(),
         max_connections: config.max_connections,
+        fetch_max_bytes: config.fetch_max_bytes,
+        replica_fetch_response_max_bytes: config.replica_fetch_response_max_bytes,
+        offset_metadata_max_bytes: config.offset_metadata_max_bytes,
         connections_max_idle_ms: config.connections_max_idle_ms,
         auto_create_topics_enable: config.auto_create_topics_enable,
         num_partitions: config.num_partitions,

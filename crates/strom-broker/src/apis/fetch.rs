@@ -1,6 +1,7 @@
 //! Fetch: whole stored batches from each partition up to the high watermark (consumers) or
 //! the log end (followers, identified by a replica id), bounded by the partition and
-//! response byte limits; a long-poll (`max.wait.ms`, `min.bytes`) woken by appends. What a
+//! response byte limits (the client's, capped by the broker's `fetch.max.bytes` /
+//! `replica.fetch.response.max.bytes`); a long-poll (`max.wait.ms`, `min.bytes`) woken by appends. What a
 //! follower's fetch means for replication is the replica layer's ([`ReplicaManager::fetch`]).
 //!
 //! [`ReplicaManager::fetch`]: crate::replica::ReplicaManager::fetch
@@ -65,7 +66,11 @@ fn read_once(
     let mut resp = FetchResponse::default();
     let mut total = 0usize;
     let mut errors = false;
-    let response_max = if req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
+    // The broker bounds every response (fetch.max.bytes for consumers,
+    // replica.fetch.response.max.bytes for followers), whatever the client asks for.
+    let broker_max =
+        if replica_id >= 0 { b.settings.replica_fetch_response_max_bytes } else { b.settings.fetch_max_bytes };
+    let response_max = if req.max_bytes > 0 { (req.max_bytes as usize).min(broker_max) } else { broker_max };
     for t in &req.topics {
         let name = if version >= 13 {
             image.topic_by_id(&t.topic_id).map(|t| t.name.clone())

@@ -34,8 +34,6 @@ use strom_protocol::values::{str_bytes, topic_name};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-/// Kafka's `offset.metadata.max.bytes` default: longer commit metadata is refused.
-const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn s(v: &StrBytes) -> String {
@@ -365,7 +363,7 @@ pub(super) async fn offset_commit(b: &Broker, a: &Access<'_>, req: &OffsetCommit
                 TOPIC_AUTHORIZATION_FAILED
             } else if !known.is_some_and(|t| t.partitions.contains_key(&p.partition_index)) {
                 UNKNOWN_TOPIC_OR_PARTITION
-            } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES) {
+            } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > b.settings.offset_metadata_max_bytes) {
                 OFFSET_METADATA_TOO_LARGE
             } else {
                 // Any offset is stored as sent, negative ones included (Kafka 3.9 does the

@@ -170,6 +170,24 @@ pub const KEYS: &[KeyDef] = &[
         "Export per-partition series (log size, segments, group lag); false bounds label cardinality.",
     ),
     key("max.connections", Some("1000"), "Most client connections a broker holds at once."),
+    key("max.connections.per.ip", Some("2147483647"), "Most connections from one address; more are closed."),
+    key(
+        "max.connections.per.ip.overrides",
+        Some(""),
+        "Per-address exceptions to max.connections.per.ip: host-or-ip:count,…",
+    ),
+    key(
+        "queued.max.request.bytes",
+        Some("-1"),
+        "Most request bytes a broker buffers at once over all connections (reads wait); -1: unbounded.",
+    ),
+    key("fetch.max.bytes", Some("57671680"), "Largest Fetch response a consumer gets (its own limit may be lower)."),
+    key(
+        "replica.fetch.response.max.bytes",
+        Some("10485760"),
+        "Largest Fetch response a follower gets (its own limit may be lower).",
+    ),
+    key("offset.metadata.max.bytes", Some("4096"), "Longest metadata string a committed offset may carry."),
     key("connections.max.idle.ms", Some("600000"), "Close a client connection idle this long."),
 ];
 
@@ -205,7 +223,6 @@ pub const REFUSED_UNTIL_IMPLEMENTED: &[&str] = &[
     // Quotas.
     "quota.",
     "client.quota.callback.class",
-    "replica.fetch.response.max.bytes",
     "leader.replication.throttled.rate",
     "follower.replication.throttled.rate",
     // Cleaner tuning Strom does not have (the other log.cleaner.* keys are in KEYS).

@@ -257,6 +257,14 @@ pub struct NodeConfig {
     pub metrics_per_partition: bool,
     pub max_connections: usize,
     pub connections_max_idle_ms: u64,
+    /// `max.connections.per.ip`, and its per-address exceptions.
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_ip_overrides: BTreeMap<std::net::IpAddr, usize>,
+    /// `queued.max.request.bytes`; `None`: unbounded (Kafka's -1).
+    pub queued_max_request_bytes: Option<usize>,
+    pub fetch_max_bytes: usize,
+    pub replica_fetch_response_max_bytes: usize,
+    pub offset_metadata_max_bytes: usize,
     /// The merged strings, kept for DescribeConfigs (values and sources).
     pub raw: RawConfig,
 }
@@ -407,6 +415,39 @@ impl NodeConfig {
         if log_dirs.is_empty() {
             return Err(bad(r, "log.dirs", "must name at least one directory"));
         }
+        if log_dirs.len() > 1 {
+            // Several directories (Kafka's JBOD) would need partitions placed across them and
+            // a failed directory taken offline alone; until then one is served, not several
+            // with all but the first silently unused.
+            return Err(bad(
+                r,
+                "log.dirs",
+                "several directories (JBOD) are not supported yet: name one (a RAID or LVM volume spans disks)",
+            ));
+        }
+        let message_max_bytes = int_in(r, "message.max.bytes", 0, i32::MAX as i64)? as i32;
+        let socket_request_max_bytes = int_in(r, "socket.request.max.bytes", 1, i32::MAX as i64)? as i32;
+        if message_max_bytes > socket_request_max_bytes {
+            return Err(inconsistent(
+                "message.max.bytes",
+                format!(
+                    "{message_max_bytes} is more than socket.request.max.bytes ({socket_request_max_bytes}): \
+                     no produce request could carry a batch that large"
+                ),
+            ));
+        }
+        let queued_max_request_bytes = match int_in(r, "queued.max.request.bytes", i64::MIN, i64::MAX)? {
+            q if q <= 0 => None,
+            q if q < socket_request_max_bytes as i64 => {
+                // Kafka's own check: a request larger than the pool could never be read.
+                return Err(inconsistent(
+                    "queued.max.request.bytes",
+                    format!("{q} is less than socket.request.max.bytes ({socket_request_max_bytes})"),
+                ));
+            }
+            q => Some(q.min(i32::MAX as i64 * 64) as usize),
+        };
+        let max_connections_per_ip_overrides = per_ip_overrides(r)?;
 
         let log = LogDefaults {
             segment_bytes: int_at_least(r, "log.segment.bytes", 14)?,
@@ -502,8 +543,8 @@ impl NodeConfig {
             broker_heartbeat_interval_ms,
             broker_rack: r.get("broker.rack").map(str::trim).filter(|s| !s.is_empty()).map(String::from),
             unclean_leader_election_enable: boolean(r, "unclean.leader.election.enable")?,
-            message_max_bytes: int_in(r, "message.max.bytes", 0, i32::MAX as i64)? as i32,
-            socket_request_max_bytes: int_in(r, "socket.request.max.bytes", 1, i32::MAX as i64)? as i32,
+            message_max_bytes,
+            socket_request_max_bytes,
             group_initial_rebalance_delay_ms: int_at_least(r, "group.initial.rebalance.delay.ms", 0)?,
             offsets_retention_ms: int_in(r, "offsets.retention.minutes", 1, i32::MAX as i64)? * 60_000,
             offsets_retention_check_interval_ms: int_at_least(r, "offsets.retention.check.interval.ms", 1)?,
@@ -512,6 +553,13 @@ impl NodeConfig {
             metrics_per_partition: boolean(r, "metrics.per.partition.enable")?,
             max_connections: int_at_least(r, "max.connections", 1)? as usize,
             connections_max_idle_ms: int_at_least(r, "connections.max.idle.ms", 1)?,
+            max_connections_per_ip: int_in(r, "max.connections.per.ip", 0, i32::MAX as i64)? as usize,
+            max_connections_per_ip_overrides,
+            queued_max_request_bytes,
+            fetch_max_bytes: int_in(r, "fetch.max.bytes", 1024, i32::MAX as i64)? as usize,
+            replica_fetch_response_max_bytes: int_in(r, "replica.fetch.response.max.bytes", 0, i32::MAX as i64)?
+                as usize,
+            offset_metadata_max_bytes: int_in(r, "offset.metadata.max.bytes", 0, i32::MAX as i64)? as usize,
             raw,
         })
     }
@@ -555,6 +603,33 @@ fn routable_host(host: &str) -> String {
 mod tests;
 
 pub use strom_security::reload::ListenerTls;
+
+/// `max.connections.per.ip.overrides`: `host-or-ip:count,…` (a host name is resolved once, at
+/// start, to each of its addresses).
+fn per_ip_overrides(r: &RawConfig) -> Result<BTreeMap<std::net::IpAddr, usize>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let key = "max.connections.per.ip.overrides";
+    let mut out = BTreeMap::new();
+    for entry in r.get(key).unwrap_or("").split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (host, count) =
+            entry.rsplit_once(':').ok_or_else(|| parse::bad(r, key, &format!("{entry}: expected host:count")))?;
+        let count: usize =
+            count.trim().parse().map_err(|_| parse::bad(r, key, &format!("{entry}: the count must be a number")))?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => (host, 0)
+                .to_socket_addrs()
+                .map_err(|e| parse::bad(r, key, &format!("{host} does not resolve: {e}")))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        for ip in addrs {
+            out.insert(ip, count);
+        }
+    }
+    Ok(out)
+}
 
 /// The controller listener speaks gRPC between Strom nodes: TLS (with mTLS to admit only
 /// nodes holding certificates) is served there, SASL is not.

@@ -53,7 +53,7 @@ fn every_listed_key_is_read() {
         "listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=INTERNAL",
-        "log.dirs=/d1, /d2",
+        "log.dirs= /d1 ",
         "num.partitions=6",
         "default.replication.factor=3",
         "min.insync.replicas=2",
@@ -73,6 +73,12 @@ fn every_listed_key_is_read() {
         "socket.request.max.bytes=5000000",
         "group.initial.rebalance.delay.ms=3000",
         "broker.rack=r1",
+        "max.connections.per.ip=10",
+        "max.connections.per.ip.overrides=127.0.0.1:100, [::1]:50",
+        "queued.max.request.bytes=10000000",
+        "fetch.max.bytes=1048576",
+        "replica.fetch.response.max.bytes=2097152",
+        "offset.metadata.max.bytes=100",
     ])
     .unwrap();
     assert_eq!(c.node_id, 3);
@@ -83,7 +89,15 @@ fn every_listed_key_is_read() {
     assert_eq!(c.advertised_listeners[1].host, "localhost");
     assert_eq!(c.advertised_listeners[1].security_protocol, "PLAINTEXT");
     assert_eq!(c.inter_broker_listener_name, "INTERNAL");
-    assert_eq!(c.log_dirs, vec![PathBuf::from("/d1"), PathBuf::from("/d2")]);
+    assert_eq!(c.log_dirs, vec![PathBuf::from("/d1")]);
+    assert_eq!(c.max_connections_per_ip, 10);
+    let localhost: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let v6: std::net::IpAddr = "::1".parse().unwrap();
+    assert_eq!(c.max_connections_per_ip_overrides.get(&localhost), Some(&100));
+    assert_eq!(c.max_connections_per_ip_overrides.get(&v6), Some(&50));
+    assert_eq!(c.queued_max_request_bytes, Some(10_000_000));
+    assert_eq!((c.fetch_max_bytes, c.replica_fetch_response_max_bytes), (1_048_576, 2_097_152));
+    assert_eq!(c.offset_metadata_max_bytes, 100);
     assert_eq!(c.num_partitions, 6);
     assert_eq!(c.default_replication_factor, 3);
     assert_eq!(c.min_insync_replicas, 2);
@@ -358,6 +372,22 @@ fn an_ssl_listener_needs_a_keystore_and_serves_clients_only() {
     ])
     .expect_err("a rule that does not compile");
     assert_eq!(e.key(), Some("listener.name.ssl.ssl.principal.mapping.rules"), "{e}");
+}
+
+#[test]
+fn combinations_that_cannot_work_are_refused_by_name() {
+    for (settings, key) in [
+        (&["log.dirs=/d1,/d2"][..], "log.dirs"),
+        (&["message.max.bytes=2000000", "socket.request.max.bytes=1000000"][..], "message.max.bytes"),
+        (&["queued.max.request.bytes=1000000", "socket.request.max.bytes=2000000"][..], "queued.max.request.bytes"),
+        (&["max.connections.per.ip.overrides=127.0.0.1"][..], "max.connections.per.ip.overrides"),
+        (&["max.connections.per.ip.overrides=127.0.0.1:many"][..], "max.connections.per.ip.overrides"),
+    ] {
+        let e = ov(settings).expect_err(&format!("{settings:?}"));
+        assert_eq!(e.key(), Some(key), "{e}");
+    }
+    // -1 and 0: unbounded, as Kafka.
+    assert_eq!(ov(&["queued.max.request.bytes=0"]).unwrap().queued_max_request_bytes, None);
 }
 
 #[test]
