@@ -96,7 +96,13 @@ pub struct SealedSync {
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering from a crash if needed.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
-        std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+        if !dir.exists() {
+            // A new partition: its directory's entry must survive a crash too.
+            std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+            if let Some(parent) = dir.parent() {
+                crate::durable::sync_dir(parent).map_err(|e| LogError::io(parent, e))?;
+            }
+        }
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = clean_marker.exists();
         let mut bases = Vec::new();

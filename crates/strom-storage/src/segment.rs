@@ -81,7 +81,8 @@ impl Segment {
         (dir.join(format!("{stem}.log")), dir.join(format!("{stem}.index")), dir.join(format!("{stem}.timeindex")))
     }
 
-    /// A new empty segment (an existing file of the same name is emptied).
+    /// A new empty segment (an existing file of the same name is emptied). The directory is
+    /// fsync'd, so the new file's entry survives a crash with whatever is then synced into it.
     pub fn create(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Self, LogError> {
         let (log_path, ip, tp) = Self::paths(dir, base_offset);
         let file = OpenOptions::new()
@@ -93,6 +94,7 @@ impl Segment {
             .map_err(|e| LogError::io(&log_path, e))?;
         let _ = std::fs::remove_file(&ip);
         let _ = std::fs::remove_file(&tp);
+        crate::durable::sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
         Ok(Self::with_file(base_offset, log_path, file, 0, SegmentIndex::new(ip, tp), index_interval_bytes))
     }
 

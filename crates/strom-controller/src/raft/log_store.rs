@@ -4,8 +4,14 @@
 //! - `raft-vote`: the vote as JSON, replaced atomically (write temp, fsync, rename, fsync dir).
 //! - `raft-log`: an append-only sequence of frames `[len: u32 BE][crc32c: u32 BE][json op]`,
 //!   where an op is an entry, a truncation (`since` index: entries at and after it are gone),
-//!   or a purge (everything up to a log id is gone). Opening replays the ops; a torn or
-//!   corrupt tail frame (a crash mid-append, never acknowledged) is cut and logged.
+//!   or a purge (everything up to a log id is gone). Opening replays the ops.
+//!
+//! **Torn tail or corruption (the rule `open` applies).** Every acknowledged frame was
+//! fsync'd, so only the last write, never acknowledged, can be incomplete after a crash: a bad
+//! frame (short, wrong checksum, undecodable) with nothing intact after it is that torn tail,
+//! and is cut and logged. A bad frame followed by an intact one is damage in the middle of the
+//! log, entries a quorum may have committed: the node refuses to start as a voter (the file is
+//! left as it is) rather than cut them away.
 //!   When enough has been purged, the file is rewritten with only the live entries.
 //!
 //! **Architecture invariant:** `append` calls `log_io_completed` only after `fdatasync`
@@ -71,6 +77,20 @@ fn frame(op: &LogOp) -> Vec<u8> {
 
 use strom_storage::durable::{sync_dir, write_atomically};
 
+/// The first position at or after `from` where an intact frame starts (length in bounds,
+/// checksum right, body decodable), if any.
+fn next_intact_frame(data: &[u8], from: usize) -> Option<usize> {
+    (from..data.len().saturating_sub(8)).find(|&p| {
+        let len = u32::from_be_bytes([data[p], data[p + 1], data[p + 2], data[p + 3]]) as usize;
+        let crc = u32::from_be_bytes([data[p + 4], data[p + 5], data[p + 6], data[p + 7]]);
+        len > 0
+            && len <= FRAME_MAX_BYTES as usize
+            && data.len() - p - 8 >= len
+            && crc32c::crc32c(&data[p + 8..p + 8 + len]) == crc
+            && serde_json::from_slice::<LogOp>(&data[p + 8..p + 8 + len]).is_ok()
+    })
+}
+
 impl LogStore {
     /// Opens (or creates) the log in `dir`, replaying it.
     pub fn open(dir: &Path) -> std::io::Result<LogStore> {
@@ -86,24 +106,39 @@ impl LogStore {
         let mut purged_in_file = 0;
         let mut pos = 0usize;
         let mut cut_reason = None;
+        let bad = |reason: &'static str, pos: usize| -> std::io::Result<&'static str> {
+            match next_intact_frame(&data, pos + 1) {
+                None => Ok(reason),
+                Some(at) => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "raft log {} is corrupt: a damaged frame ({reason}) at byte {pos} is followed by an \
+                         intact one at byte {at}, so entries the quorum may have committed are unreadable; \
+                         the node does not start as a voter (the file is left untouched: see docs/operations.md, \
+                         \"A damaged metadata log\")",
+                        path.display()
+                    ),
+                )),
+            }
+        };
         while pos < data.len() {
             if data.len() - pos < 8 {
-                cut_reason = Some("torn frame header");
+                cut_reason = Some(bad("torn frame header", pos)?);
                 break;
             }
             let len = u32::from_be_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
             let crc = u32::from_be_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
             if len > FRAME_MAX_BYTES || data.len() - pos - 8 < len as usize {
-                cut_reason = Some("torn frame");
+                cut_reason = Some(bad("torn frame", pos)?);
                 break;
             }
             let body = &data[pos + 8..pos + 8 + len as usize];
             if crc32c::crc32c(body) != crc {
-                cut_reason = Some("checksum mismatch");
+                cut_reason = Some(bad("checksum mismatch", pos)?);
                 break;
             }
             let Ok(op) = serde_json::from_slice::<LogOp>(body) else {
-                cut_reason = Some("undecodable frame");
+                cut_reason = Some(bad("undecodable frame", pos)?);
                 break;
             };
             match op {
@@ -257,5 +292,73 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             inner.rewrite().map_err(io_err)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> LogOp {
+        LogOp::Entry(Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank })
+    }
+
+    /// A log file of `n` entry frames; returns its bytes and where each frame starts.
+    fn log_file(dir: &Path, n: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut data = Vec::new();
+        let mut starts = Vec::new();
+        for i in 1..=n {
+            starts.push(data.len());
+            data.extend_from_slice(&frame(&entry(i)));
+        }
+        fs::write(dir.join(LOG_FILE), &data).unwrap();
+        (data, starts)
+    }
+
+    async fn indexes(store: &LogStore) -> Vec<u64> {
+        store.inner.lock().await.entries.keys().copied().collect()
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut data, _) = log_file(dir.path(), 5);
+        // Half of a sixth frame (a crash mid-append).
+        let sixth = frame(&entry(6));
+        data.extend_from_slice(&sixth[..sixth.len() / 2]);
+        fs::write(dir.path().join(LOG_FILE), &data).unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&store).await, vec![1, 2, 3, 4, 5]);
+        assert_eq!(fs::metadata(dir.path().join(LOG_FILE)).unwrap().len() as usize, data.len() - sixth.len() / 2);
+    }
+
+    #[tokio::test]
+    async fn a_zero_filled_tail_is_cut() {
+        // File size extended before the data reached the disk: zeros where the last write was.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut data, _) = log_file(dir.path(), 3);
+        data.extend_from_slice(&[0u8; 300]);
+        fs::write(dir.path().join(LOG_FILE), &data).unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&store).await, vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn damage_in_the_middle_refuses_to_open_and_leaves_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut data, starts) = log_file(dir.path(), 5);
+        data[starts[1] + 12] ^= 0x55; // inside the second frame's body
+        fs::write(dir.path().join(LOG_FILE), &data).unwrap();
+        let e = LogStore::open(dir.path()).err().expect("a damaged middle opened");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("corrupt"), "{e}");
+        assert_eq!(fs::read(dir.path().join(LOG_FILE)).unwrap(), data, "the file was changed");
+        // The last frame damaged instead: a tail, cut.
+        let (mut data, starts) = log_file(dir.path(), 5);
+        data[starts[4] + 12] ^= 0x55;
+        fs::write(dir.path().join(LOG_FILE), &data).unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&store).await, vec![1, 2, 3, 4]);
     }
 }
