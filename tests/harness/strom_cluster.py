@@ -71,6 +71,8 @@ class ClusterNode:
         self.log_path = os.path.join(self.dir, "strom.log")
         self.proc = None
         self.paused = False
+        # An exit code a test expects (a node that stops itself on purpose): not an error.
+        self.expected_exit = None
 
     @property
     def bootstrap(self):
@@ -217,7 +219,8 @@ class Cluster:
 
     def check_alive(self):
         for n in self.nodes.values():
-            if n.proc is not None and n.proc.poll() is not None and n.proc.returncode not in (0, -9, -15):
+            if (n.proc is not None and n.proc.poll() is not None
+                    and n.proc.returncode not in (0, -9, -15, n.expected_exit)):
                 raise AssertionError(f"node {n.node_id} exited with {n.proc.returncode}:\n{n.log_tail()}")
 
     def admin(self):

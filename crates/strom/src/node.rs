@@ -176,6 +176,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(c) = controller.clone() {
+        // A quorum member whose Raft failed (a write to its log failed) stops the node.
+        let (shutdown, fatal) = (shutdown.clone(), fatal.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                why = c.failed() => stop_fatally(&fatal, &shutdown, format!("the controller's Raft failed ({why}): the node stops")),
+            }
+        });
+    }
     if !config.listener_tls.is_empty() {
         tasks.spawn(watch_certificates(config.node_id, config.listener_tls.clone(), shutdown.clone()));
     }
@@ -229,6 +239,21 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             tasks.spawn(async move {
                 if let Err(e) = lifecycle.run(replicas, shutdown.clone()).await {
                     stop_fatally(&fatal, &shutdown, e.to_string());
+                }
+            });
+        }
+        {
+            // A failed log directory stops the node (replica/log_dir.rs's rule): its controlled
+            // shutdown moves every leadership to the other replicas at once.
+            let (replicas, shutdown, fatal) = (replicas.clone(), shutdown.clone(), fatal.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    why = replicas.log_dir_health.failed() => stop_fatally(
+                        &fatal,
+                        &shutdown,
+                        format!("log directory {} failed ({why}): the broker stops", replicas.log_dir().display()),
+                    ),
                 }
             });
         }

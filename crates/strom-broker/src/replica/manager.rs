@@ -26,6 +26,8 @@ pub struct ReplicaManager {
     /// Partitions whose ISR may need to change (a follower caught up), for the ISR manager.
     isr_checks: Mutex<Vec<Arc<Partition>>>,
     pub isr_check_wanted: Notify,
+    /// Whether the log directory still takes writes ([`super::log_dir`]'s rule).
+    pub log_dir_health: Arc<super::LogDirHealth>,
 }
 
 impl ReplicaManager {
@@ -38,6 +40,7 @@ impl ReplicaManager {
             data_arrived: Arc::new(Notify::new()),
             isr_checks: Mutex::new(Vec::new()),
             isr_check_wanted: Notify::new(),
+            log_dir_health: Arc::default(),
         }
     }
 
@@ -194,6 +197,7 @@ impl ReplicaManager {
                                 log,
                                 role,
                                 self.data_arrived.clone(),
+                                self.log_dir_health.clone(),
                             );
                             parts.insert(tp, p);
                         }
@@ -253,12 +257,14 @@ impl ReplicaManager {
                 match synced.and_then(|()| p.with_log(|l| l.sealed_synced(work))) {
                     Ok(()) => {}
                     Err(e) => {
+                        let e = self.log_dir_health.check(self.node_id, "syncing rolled segments", e);
                         tracing::error!(node = self.node_id, partition = %p.tp, error = %e, "syncing rolled segments failed")
                     }
                 }
             }
             p.with_log(|l| {
                 if let Err(e) = l.flush_if_due() {
+                    let e = self.log_dir_health.check(self.node_id, "flush", e);
                     tracing::error!(node = self.node_id, partition = %p.tp, error = %e, "flush failed");
                 }
                 if retention_due {
@@ -321,9 +327,15 @@ impl ReplicaManager {
         total
     }
 
-    /// Flushes and closes every log (clean shutdown).
+    /// Flushes and closes every log (clean shutdown). After a log directory failure nothing is
+    /// written: the logs are dropped without their shutdown markers, so the next start
+    /// recovers every segment instead of trusting them.
     pub fn close_all(&self) {
         let parts = std::mem::take(&mut *self.partitions.write().unwrap_or_else(|p| p.into_inner()));
+        if self.log_dir_health.is_offline() {
+            tracing::warn!(node = self.node_id, "log directory offline: logs closed without shutdown markers");
+            return;
+        }
         for (tp, p) in parts {
             match Arc::try_unwrap(p) {
                 Ok(p) => {

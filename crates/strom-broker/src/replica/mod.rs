@@ -27,10 +27,14 @@
 //! - [`partition`]: [`Partition`], one replica: log, role, HW, follower progress, the leader
 //!   append and the wait for a commit.
 //! - [`manager`]: [`ReplicaManager`], the set of replicas, `apply_image`, the fetch path.
+//! - [`log_dir`]: [`LogDirHealth`]: the first write or fsync error takes the log directory
+//!   offline and stops the broker (the rule at its top).
 
+mod log_dir;
 mod manager;
 mod partition;
 
+pub use log_dir::LogDirHealth;
 pub use manager::ReplicaManager;
 pub use partition::{Commit, CommitWait, FollowerFetchOutcome, LeaderAppend, Partition, ReplicaRole};
 

@@ -78,6 +78,8 @@ pub struct Partition {
     ///
     /// [`ReplicaManager::data_arrived`]: super::ReplicaManager::data_arrived
     wake: Arc<Notify>,
+    /// The log directory's health (shared by every partition): appends stop once it failed.
+    dir_health: Arc<super::LogDirHealth>,
 }
 
 /// A follower as its leader sees it.
@@ -340,11 +342,16 @@ impl Partition {
         now_ms: i64,
         still_valid: impl FnOnce() -> bool,
     ) -> Result<Option<AppendInfo>, LogError> {
+        if self.dir_health.is_offline() {
+            return Err(LogError::Offline);
+        }
         self.with_log(|l| {
             if !still_valid() {
                 return Ok(None);
             }
-            let info = l.append_as_follower(records, now_ms)?;
+            let info = l
+                .append_as_follower(records, now_ms)
+                .map_err(|e| self.dir_health.check(self.node_id, "follower append", e))?;
             self.producers.lock().unwrap_or_else(|p| p.into_inner()).record_stored(records);
             Ok(Some(info))
         })
@@ -379,9 +386,11 @@ impl Partition {
         log: Log,
         role: ReplicaRole,
         wake: Arc<Notify>,
+        dir_health: Arc<super::LogDirHealth>,
     ) -> Arc<Partition> {
         let leo = log.log_end_offset();
         let p = Arc::new(Partition {
+            dir_health,
             tp: tp.clone(),
             topic_id,
             node_id,
@@ -482,6 +491,9 @@ impl Partition {
         if !self.is_leader() {
             return Err(ReplicaError::NotLeader(self.tp.to_string()));
         }
+        if self.dir_health.is_offline() {
+            return Err(LogError::Offline.into());
+        }
         let appended = self.with_log(|l| {
             // **Rule:** the role is read again under the log lock. Role changes are made under
             // that lock too, so a broker that became a follower (and truncated, and rebuilt
@@ -552,7 +564,9 @@ impl Partition {
                     min_isr,
                 });
             }
-            let info = l.append_as_leader(records, role.leader_epoch, now_ms)?;
+            let info = l
+                .append_as_leader(records, role.leader_epoch, now_ms)
+                .map_err(|e| self.dir_health.check(self.node_id, "append", e))?;
             let mut next = info.first_offset;
             for (b, count) in &batches {
                 if let Some(b) = b {

@@ -237,6 +237,21 @@ impl Controller {
         self.raft.metrics().borrow().current_leader.map(|id| id as i32)
     }
 
+    /// Waits until this member's Raft stops on a fatal error (its log or state machine failed
+    /// to write, as on a failing disk); returns the error. A node whose quorum member died must
+    /// not go on as if it were a voter.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core stopped".to_string();
+            }
+        }
+    }
+
     /// True when this node is the active controller.
     pub fn is_active(&self) -> bool {
         self.active_controller() == Some(self.config.node_id)
