@@ -108,7 +108,7 @@ impl IsrManager {
                     self.metrics.isr_expands.inc();
                 }
                 p.apply_committed_isr(r.leader_epoch, r.partition_epoch, r.isr);
-                self.replicas.data_arrived.notify_waiters();
+                p.wake();
                 true
             }
             Ok(r) => {

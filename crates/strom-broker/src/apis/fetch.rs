@@ -1,12 +1,15 @@
 //! Fetch: whole stored batches from each partition up to the high watermark (consumers) or
 //! the log end (followers, identified by a replica id), bounded by the partition and
 //! response byte limits (the client's, capped by the broker's `fetch.max.bytes` /
-//! `replica.fetch.response.max.bytes`); a long-poll (`max.wait.ms`, `min.bytes`) woken by appends. What a
+//! `replica.fetch.response.max.bytes`); a long-poll (`max.wait.ms`, `min.bytes`) woken by appends to the partitions it reads. What a
 //! follower's fetch means for replication is the replica layer's ([`ReplicaManager::fetch`]).
 //!
 //! [`ReplicaManager::fetch`]: crate::replica::ReplicaManager::fetch
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use strom_protocol::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use strom_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse};
@@ -42,14 +45,14 @@ pub(super) async fn handle(b: &Broker, a: &Access<'_>, req: &FetchRequest, versi
         }
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    // Woken by the requested partitions only (each registers it on the first pass).
+    let waiter = Arc::new(Notify::new());
+    let mut watch = Some(&waiter);
     loop {
-        let notified = b.replicas.data_arrived.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let (resp, bytes, errors) = read_once(b, req, version, replica_id, &refusal);
+        let (resp, bytes, errors) = read_once(b, req, version, replica_id, &refusal, watch.take());
         let done = bytes >= req.min_bytes.max(0) as usize || errors || req.max_wait_ms <= 0;
-        if done || tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return if done { resp } else { read_once(b, req, version, replica_id, &refusal).0 };
+        if done || tokio::time::timeout_at(deadline, waiter.notified()).await.is_err() {
+            return if done { resp } else { read_once(b, req, version, replica_id, &refusal, None).0 };
         }
     }
 }
@@ -61,6 +64,7 @@ fn read_once(
     version: i16,
     replica_id: i32,
     refusal: &dyn Fn(&str) -> Option<i16>,
+    watch: Option<&Arc<Notify>>,
 ) -> (FetchResponse, usize, bool) {
     let image = b.image();
     let mut resp = FetchResponse::default();
@@ -103,6 +107,9 @@ fn read_once(
                 tr.partitions.push(pd);
                 continue;
             };
+            if let Some(w) = watch {
+                part.watch(w);
+            }
             // The first batch is returned whole even past the limits (so no consumer is stuck);
             // after the response limit is reached, partitions get nothing.
             let room = response_max.saturating_sub(total);

@@ -20,9 +20,6 @@ pub struct ReplicaManager {
     log_dir: PathBuf,
     defaults: LogConfig,
     partitions: RwLock<BTreeMap<TopicPartition, Arc<Partition>>>,
-    /// Woken on every append and HW move (fetch long-polls and acks=all waiters); every
-    /// partition holds a clone.
-    pub data_arrived: Arc<Notify>,
     /// Partitions whose ISR may need to change (a follower caught up), for the ISR manager.
     isr_checks: Mutex<Vec<Arc<Partition>>>,
     pub isr_check_wanted: Notify,
@@ -37,7 +34,6 @@ impl ReplicaManager {
             log_dir,
             defaults,
             partitions: RwLock::new(BTreeMap::new()),
-            data_arrived: Arc::new(Notify::new()),
             isr_checks: Mutex::new(Vec::new()),
             isr_check_wanted: Notify::new(),
             log_dir_health: Arc::default(),
@@ -155,6 +151,7 @@ impl ReplicaManager {
         let gone: Vec<TopicPartition> = parts.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
         for tp in gone {
             if let Some(p) = parts.remove(&tp) {
+                p.wake(); // fetches waiting on it answer now (the partition is no longer here)
                 let dir = p.with_log(|l| l.dir().to_path_buf());
                 drop(p);
                 match std::fs::remove_dir_all(&dir) {
@@ -196,7 +193,6 @@ impl ReplicaManager {
                                 self.node_id,
                                 log,
                                 role,
-                                self.data_arrived.clone(),
                                 self.log_dir_health.clone(),
                             );
                             parts.insert(tp, p);
@@ -208,8 +204,10 @@ impl ReplicaManager {
                 }
             }
         }
-        drop(parts);
-        self.data_arrived.notify_waiters();
+        // Roles, ISRs or configs may have changed: whoever waits on a partition looks again.
+        for p in parts.values() {
+            p.wake();
+        }
     }
 
     /// Serves one partition of a Fetch: checks the client's leader epoch and that this broker
@@ -234,7 +232,7 @@ impl ReplicaManager {
         if replica_id >= 0 {
             let outcome = p.record_follower_fetch(replica_id, fetch_offset);
             if outcome.high_watermark_moved {
-                self.data_arrived.notify_waiters();
+                p.wake();
             }
             if outcome.expand_isr {
                 self.request_isr_check(p.clone());

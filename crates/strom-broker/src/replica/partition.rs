@@ -73,11 +73,12 @@ pub struct Partition {
     isr_change_in_flight: AtomicBool,
     /// Idempotent producers' recent batches (taken inside the log lock).
     producers: Mutex<ProducerStates>,
-    /// Woken on every append and HW move ([`ReplicaManager::data_arrived`], shared by every
-    /// partition of the broker).
-    ///
-    /// [`ReplicaManager::data_arrived`]: super::ReplicaManager::data_arrived
-    wake: Arc<Notify>,
+    /// Woken on this partition's appends, HW moves and role or ISR changes: its acks=all
+    /// waiters wait on it directly, and each fetch long-poll registers its own [`Notify`] in
+    /// `watchers` ([`Partition::watch`]), so an append wakes only the fetches that read this
+    /// partition.
+    wake: Notify,
+    watchers: Mutex<Vec<std::sync::Weak<Notify>>>,
     /// The log directory's health (shared by every partition): appends stop once it failed.
     dir_health: Arc<super::LogDirHealth>,
 }
@@ -302,6 +303,27 @@ impl Partition {
         hw > old
     }
 
+    /// Wakes whoever waits on this partition: acks=all waiters and the fetches watching it.
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers.retain(|w| match w.upgrade() {
+            Some(n) => {
+                // A permit is kept if the fetch is between reads: no wake-up is lost.
+                n.notify_one();
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// A fetch long-poll asks to be woken by this partition's changes until it drops `waiter`.
+    pub fn watch(&self, waiter: &Arc<Notify>) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers.retain(|w| w.strong_count() > 0);
+        watchers.push(Arc::downgrade(waiter));
+    }
+
     /// Rebuilds the idempotent producer state from the whole log (on open, after truncation).
     pub fn rebuild_producer_state(&self) {
         self.with_log(|l| self.rebuild_producer_state_from(l));
@@ -385,7 +407,6 @@ impl Partition {
         node_id: i32,
         log: Log,
         role: ReplicaRole,
-        wake: Arc<Notify>,
         dir_health: Arc<super::LogDirHealth>,
     ) -> Arc<Partition> {
         let leo = log.log_end_offset();
@@ -400,7 +421,8 @@ impl Partition {
             followers: Mutex::new(HashMap::new()),
             isr_change_in_flight: AtomicBool::new(false),
             producers: Mutex::new(ProducerStates::default()),
-            wake,
+            wake: Notify::new(),
+            watchers: Mutex::new(Vec::new()),
         });
         p.rebuild_producer_state();
         if role.isr == [node_id] {
@@ -583,7 +605,7 @@ impl Partition {
         })?;
         if !appended.duplicate {
             self.update_high_watermark();
-            self.wake.notify_waiters();
+            self.wake();
         }
         Ok(appended)
     }
@@ -622,5 +644,46 @@ impl Partition {
                 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(dir: &std::path::Path, name: &str) -> Arc<Partition> {
+        let (log, _) = Log::open(&dir.join(format!("{name}-0")), strom_storage::LogConfig::default()).unwrap();
+        let role = ReplicaRole { leader: 1, leader_epoch: 0, partition_epoch: 0, isr: vec![1], replicas: vec![1] };
+        let tp = TopicPartition { topic: name.into(), partition: 0 };
+        Partition::open(tp, Uuid::nil(), 1, log, role, Arc::default())
+    }
+
+    fn one_record() -> bytes::Bytes {
+        strom_protocol::batch::encode_records(
+            [(None, Some(bytes::Bytes::from_static(b"v")))],
+            0,
+            strom_protocol::kafka_protocol::records::Compression::None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_append_wakes_only_the_fetches_watching_its_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (leader(dir.path(), "a"), leader(dir.path(), "b"));
+        let (on_a, on_b) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        a.watch(&on_a);
+        b.watch(&on_b);
+        a.append_as_leader(&one_record(), 0, None).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let woken = |n: &Arc<Notify>| {
+            rt.block_on(async { tokio::time::timeout(Duration::from_millis(50), n.notified()).await.is_ok() })
+        };
+        assert!(woken(&on_a), "the fetch on a was not woken by a's append");
+        assert!(!woken(&on_b), "the fetch on b was woken by a's append");
+        // A watcher that went away is forgotten at the next wake.
+        drop(on_a);
+        a.append_as_leader(&one_record(), 0, None).unwrap();
+        assert!(a.watchers.lock().unwrap().is_empty());
     }
 }
