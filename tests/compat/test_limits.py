@@ -181,3 +181,32 @@ def test_offset_metadata_longer_than_the_limit_is_refused(node_factory):
         assert c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 1
     finally:
         c.close()
+
+
+def producer_id_count(node):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("kafka_server_replicamanager_produceridcount "):
+                return int(float(line.split()[1]))
+    raise AssertionError("no kafka_server_replicamanager_produceridcount")
+
+
+def test_idle_producer_ids_expire(node_factory):
+    """producer.id.expiration.ms: the state of idempotent producers that went quiet is dropped,
+    so it stays bounded however many producers come and go (KIP-847's ProducerIdCount shows it)."""
+    n = node_factory(["producer.id.expiration.ms=3000", "producer.id.expiration.check.interval.ms=200"]).start()
+    topic = "pids-" + uuid.uuid4().hex[:8]
+    admin = AdminClient({"bootstrap.servers": n.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    for _ in range(5):
+        p = Producer({"bootstrap.servers": n.bootstrap, "enable.idempotence": True})
+        p.produce(topic, value=b"v")
+        assert p.flush(30) == 0
+    assert producer_id_count(n) == 5
+    wait_until("the five idle producers to expire", lambda: producer_id_count(n) == 0, timeout=30)
+    # A producer still writing is kept.
+    p = Producer({"bootstrap.servers": n.bootstrap, "enable.idempotence": True})
+    p.produce(topic, value=b"v")
+    assert p.flush(30) == 0
+    assert producer_id_count(n) == 1

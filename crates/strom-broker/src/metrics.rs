@@ -77,6 +77,7 @@ pub struct BrokerMetrics {
     pub failed_authentications: Counter,
     pub produce_purgatory: Gauge,
     partition_count: Gauge,
+    producer_id_count: Gauge,
     leader_count: Gauge,
     under_replicated: Gauge,
     under_min_isr: Gauge,
@@ -112,6 +113,7 @@ impl BrokerMetrics {
             failed_authentications: Counter::default(),
             produce_purgatory: Gauge::default(),
             partition_count: Gauge::default(),
+            producer_id_count: Gauge::default(),
             leader_count: Gauge::default(),
             under_replicated: Gauge::default(),
             under_min_isr: Gauge::default(),
@@ -226,6 +228,11 @@ impl BrokerMetrics {
             self.partition_count.clone(),
         );
         r.register(
+            "kafka_server_replicamanager_produceridcount",
+            "Idempotent producer ids whose state the partitions here keep (KIP-847)",
+            self.producer_id_count.clone(),
+        );
+        r.register(
             "kafka_server_replicamanager_leadercount",
             "Partitions this broker leads",
             self.leader_count.clone(),
@@ -284,9 +291,10 @@ impl BrokerMetrics {
         self.log_size.clear();
         self.log_segments.clear();
         self.group_lag.clear();
-        let (mut parts, mut leaders, mut under, mut under_min) = (0, 0, 0, 0);
+        let (mut parts, mut leaders, mut under, mut under_min, mut producer_ids) = (0, 0, 0, 0, 0);
         for p in replicas.all() {
             parts += 1;
+            producer_ids += p.producer_count() as i64;
             let role = p.role();
             if p.is_leader() {
                 leaders += 1;
@@ -311,6 +319,7 @@ impl BrokerMetrics {
             }
         }
         self.partition_count.set(parts);
+        self.producer_id_count.set(producer_ids);
         self.leader_count.set(leaders);
         self.under_replicated.set(under);
         self.under_min_isr.set(under_min);

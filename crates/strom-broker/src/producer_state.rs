@@ -22,6 +22,11 @@
 //! Every replica keeps this state as it appends (leader and follower paths alike) and rebuilds
 //! it from its log on open and after truncation, so a new leader knows every batch its
 //! predecessor acknowledged and a retried batch is never written twice across a failover.
+//!
+//! **Expiry (Kafka's `producer.id.expiration.ms`):** a producer whose last batch's timestamp
+//! is that old is forgotten ([`ProducerStates::expire`]), so the state stays bounded however
+//! many short-lived producers come and go. The batch timestamps come from the log, so every
+//! replica, and a replica rebuilding from its log, forgets the same producers.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -46,6 +51,8 @@ struct BatchRecord {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchRecord>,
+    /// The max timestamp of the producer's last batch (what expiry measures from).
+    last_timestamp: i64,
 }
 
 /// What to do with a producer's batch.
@@ -67,6 +74,8 @@ pub struct ProducerBatch {
     pub epoch: i16,
     pub first_seq: i32,
     pub last_seq: i32,
+    /// The batch's max timestamp.
+    pub max_timestamp: i64,
 }
 
 impl ProducerBatch {
@@ -81,6 +90,7 @@ impl ProducerBatch {
             epoch: v.producer_epoch(),
             first_seq: v.base_sequence(),
             last_seq,
+            max_timestamp: v.max_timestamp(),
         })
     }
 }
@@ -145,6 +155,7 @@ impl ProducerStates {
             e.epoch = b.epoch;
             e.batches.clear();
         }
+        e.last_timestamp = b.max_timestamp;
         e.batches.push_back(BatchRecord { first_seq: b.first_seq, last_seq: b.last_seq, first_offset, last_offset });
         while e.batches.len() > REMEMBERED_BATCHES {
             e.batches.pop_front();
@@ -167,6 +178,16 @@ impl ProducerStates {
         Some((e.epoch, e.batches.back()?.last_seq))
     }
 
+    /// Forgets producers whose last batch is `max_age_ms` or more older than `now_ms`; returns
+    /// how many.
+    pub fn expire(&mut self, now_ms: i64, max_age_ms: i64) -> usize {
+        let before = self.by_id.len();
+        self.by_id.retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < max_age_ms);
+        let by_id = &self.by_id;
+        self.refused_for_isr.retain(|pid, _| by_id.contains_key(pid));
+        before - self.by_id.len()
+    }
+
     pub fn clear(&mut self) {
         self.by_id.clear();
         self.refused_for_isr.clear();
@@ -182,7 +203,7 @@ mod tests {
     use super::*;
 
     fn batch(pid: i64, epoch: i16, first: i32, last: i32) -> ProducerBatch {
-        ProducerBatch { producer_id: pid, epoch, first_seq: first, last_seq: last }
+        ProducerBatch { producer_id: pid, epoch, first_seq: first, last_seq: last, max_timestamp: 1_000 }
     }
 
     #[test]
@@ -224,6 +245,19 @@ mod tests {
         // The first batch of a new epoch must be 0: a refused 0 explains a later gap there too.
         s.refused_for_isr(&batch(7, 1, 0, 3));
         assert_eq!(s.check(&batch(7, 1, 4, 8)), SequenceCheck::Refuse(NOT_ENOUGH_REPLICAS));
+    }
+
+    #[test]
+    fn producers_silent_for_the_expiration_time_are_forgotten() {
+        let mut s = ProducerStates::default();
+        s.record(&batch(1, 0, 0, 0), 0, 0); // last batch at 1_000
+        s.record(&ProducerBatch { max_timestamp: 5_000, ..batch(2, 0, 0, 0) }, 1, 1);
+        assert_eq!(s.expire(5_999, 5_000), 0);
+        assert_eq!(s.expire(6_000, 5_000), 1, "producer 1's last batch is 5 s old");
+        assert_eq!(s.last_sequence(1), None);
+        assert_eq!(s.last_sequence(2), Some((0, 0)));
+        // Forgotten: its next batch is taken at any sequence (as a new producer's).
+        assert_eq!(s.check(&batch(1, 0, 7, 7)), SequenceCheck::Append);
     }
 
     #[test]

@@ -274,7 +274,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             apis.metrics().clone(),
         );
         tasks.spawn(isr.run(shutdown.clone()));
-        tasks.spawn(housekeeping(replicas.clone(), config.log.retention_check_interval_ms, shutdown.clone()));
+        let expiry = ProducerExpiry {
+            max_age_ms: config.producer_id_expiration_ms,
+            check_interval_ms: config.producer_id_expiration_check_interval_ms,
+        };
+        tasks.spawn(housekeeping(replicas.clone(), config.log.retention_check_interval_ms, expiry, shutdown.clone()));
         if config.log.cleaner.enable {
             let c = &config.log.cleaner;
             let io_per_thread = c.io_max_bytes_per_second.map(|r| (r / c.threads as u64).max(1));
@@ -457,9 +461,23 @@ async fn watch_certificates(
 }
 
 /// Flushes logs that are due (`log.flush.interval.ms`) and applies retention on its interval.
-async fn housekeeping(replicas: Arc<ReplicaManager>, retention_check_ms: u64, shutdown: CancellationToken) {
+/// Producer-state expiry (`producer.id.expiration.ms`, checked every
+/// `producer.id.expiration.check.interval.ms`).
+#[derive(Debug, Clone, Copy)]
+struct ProducerExpiry {
+    max_age_ms: i64,
+    check_interval_ms: u64,
+}
+
+async fn housekeeping(
+    replicas: Arc<ReplicaManager>,
+    retention_check_ms: u64,
+    producers: ProducerExpiry,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_retention = Instant::now();
+    let mut last_producer_check = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -470,6 +488,13 @@ async fn housekeeping(replicas: Arc<ReplicaManager>, retention_check_ms: u64, sh
             last_retention = Instant::now();
         }
         let now_ms = strom_protocol::values::now_ms();
+        if last_producer_check.elapsed() >= Duration::from_millis(producers.check_interval_ms) {
+            last_producer_check = Instant::now();
+            let expired = replicas.expire_producers(now_ms, producers.max_age_ms);
+            if expired > 0 {
+                tracing::info!(node = replicas.node_id(), producers = expired, "idle producer ids expired");
+            }
+        }
         // fdatasync and file deletion block: not on the runtime's worker threads.
         let r = replicas.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || r.housekeeping(now_ms, due)).await {

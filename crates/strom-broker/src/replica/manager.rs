@@ -276,6 +276,12 @@ impl ReplicaManager {
         }
     }
 
+    /// Forgets idempotent producers silent for `max_age_ms` (`producer.id.expiration.ms`) in
+    /// every partition; returns how many entries went.
+    pub fn expire_producers(&self, now_ms: i64, max_age_ms: i64) -> usize {
+        self.all().iter().map(|p| p.expire_producers(now_ms, max_age_ms)).sum()
+    }
+
     /// One round of the log cleaner over the partitions of `shard` (of `shards`): each
     /// compacted log that is due is planned under its lock, cleaned off it, and installed
     /// under it again (`strom_storage::cleaner`'s lock rule), so appends and reads go on while

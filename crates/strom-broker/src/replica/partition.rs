@@ -303,6 +303,17 @@ impl Partition {
         hw > old
     }
 
+    /// Forgets producers silent for `max_age_ms` ([`ProducerStates::expire`]); under the log
+    /// lock, like every change to the producer state.
+    pub fn expire_producers(&self, now_ms: i64, max_age_ms: i64) -> usize {
+        self.with_log(|_| self.producers.lock().unwrap_or_else(|p| p.into_inner()).expire(now_ms, max_age_ms))
+    }
+
+    /// How many idempotent producers this partition keeps state for.
+    pub fn producer_count(&self) -> usize {
+        self.producers.lock().unwrap_or_else(|p| p.into_inner()).producers()
+    }
+
     /// Wakes whoever waits on this partition: acks=all waiters and the fetches watching it.
     pub fn wake(&self) {
         self.wake.notify_waiters();

@@ -187,6 +187,12 @@ pub const KEYS: &[KeyDef] = &[
         Some("10485760"),
         "Largest Fetch response a follower gets (its own limit may be lower).",
     ),
+    key(
+        "producer.id.expiration.ms",
+        Some("86400000"),
+        "An idempotent producer whose last batch is this old is forgotten by the partitions.",
+    ),
+    key("producer.id.expiration.check.interval.ms", Some("600000"), "How often idle producer ids are looked for."),
     key("offset.metadata.max.bytes", Some("4096"), "Longest metadata string a committed offset may carry."),
     key("connections.max.idle.ms", Some("600000"), "Close a client connection idle this long."),
 ];

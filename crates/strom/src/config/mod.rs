@@ -265,6 +265,8 @@ pub struct NodeConfig {
     pub fetch_max_bytes: usize,
     pub replica_fetch_response_max_bytes: usize,
     pub offset_metadata_max_bytes: usize,
+    pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_interval_ms: u64,
     /// The merged strings, kept for DescribeConfigs (values and sources).
     pub raw: RawConfig,
 }
@@ -560,6 +562,8 @@ impl NodeConfig {
             replica_fetch_response_max_bytes: int_in(r, "replica.fetch.response.max.bytes", 0, i32::MAX as i64)?
                 as usize,
             offset_metadata_max_bytes: int_in(r, "offset.metadata.max.bytes", 0, i32::MAX as i64)? as usize,
+            producer_id_expiration_ms: int_in(r, "producer.id.expiration.ms", 1, i32::MAX as i64)?,
+            producer_id_expiration_check_interval_ms: int_at_least(r, "producer.id.expiration.check.interval.ms", 1)?,
             raw,
         })
     }
