@@ -33,3 +33,7 @@ monitoring:
 # Stop the compose cluster (and Prometheus); `just down -v` also removes its data volumes.
 down *ARGS:
     bash deploy/compose.sh --profile monitoring down {{ARGS}}
+
+# Fuzz every target (cargo-fuzz, nightly) for SECONDS each from its corpus in tests/fuzz/.
+fuzz SECONDS="60" *TARGETS:
+    bash tests/fuzz/run.sh {{SECONDS}} {{TARGETS}}
