@@ -200,6 +200,24 @@ def test_bad_bytes_before_authentication_close_only_that_connection(node_factory
     assert n.proc.poll() is None
 
 
+def test_an_oversized_frame_before_authentication_is_refused_on_its_length(node_factory, certs):
+    """A frame over sasl.server.max.receive.size before authentication closes the connection as
+    soon as its length prefix arrives: none of it is buffered, and it takes no room in
+    queued.max.request.bytes that authenticated clients need."""
+    n = sasl_node(node_factory, certs, "sasl.server.max.receive.size=1024",
+                  "queued.max.request.bytes=104857600")
+    with socket.create_connection(("127.0.0.1", n.sasl_port), timeout=5) as s:
+        s.sendall(struct.pack(">i", 1 << 20))  # claims 1 MB, sends none of it
+        try:
+            closed = s.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        except socket.timeout:
+            closed = False
+        assert closed, "the node waited for the body of a frame it must refuse"
+    round_trip(sasl_conf(n, certs, "PLAIN", "alice", "alice-secret"), "sasl-after-big-" + uuid.uuid4().hex[:6])
+
+
 @pytest.mark.parametrize("settings,key", [
     ([], "sasl.enabled.mechanisms"),  # Kafka's default, GSSAPI, is not served
     (["sasl.enabled.mechanisms=OAUTHBEARER"], "sasl.enabled.mechanisms"),

@@ -102,6 +102,17 @@ impl Authenticator {
         matches!(self.state, State::Authenticated { .. } | State::Exchange { previous: Some(_), .. })
     }
 
+    /// The largest frame the connection may send now: `sasl.server.max.receive.size` until it
+    /// authenticated (checked on the length prefix, before the frame is buffered or any room
+    /// in `queued.max.request.bytes` is taken for it), then `socket_max`.
+    pub fn frame_limit(&self, socket_max: usize) -> usize {
+        if self.authenticated() {
+            socket_max
+        } else {
+            self.max_receive_bytes.min(socket_max)
+        }
+    }
+
     /// Passes one frame through the rules at the top of this module.
     pub fn on_frame(&mut self, raw: Bytes) -> Gate {
         if !self.authenticated() && raw.len() > self.max_receive_bytes {

@@ -70,6 +70,8 @@ pub struct BrokerSettings {
     /// `offsets.topic.segment.bytes`: `__consumer_offsets` is created compacted, with this.
     pub offsets_topic_segment_bytes: u64,
     pub group_initial_rebalance_delay_ms: u64,
+    /// `group.max.size`: members (pending ones included) a consumer group may hold.
+    pub group_max_size: usize,
     /// `offsets.retention.minutes`, in ms: how long an empty group's offsets are kept.
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.

@@ -347,6 +347,12 @@ impl Connection<tokio::net::TcpStream> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// The largest frame accepted now (smaller before a SASL connection authenticated).
+    fn frame_limit(&self) -> usize {
+        let socket_max = self.settings.socket_request_max_bytes;
+        self.auth.as_ref().map_or(socket_max, |a| a.frame_limit(socket_max))
+    }
+
     async fn run(mut self) -> Result<(), ConnectionError> {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let idle = Duration::from_millis(self.settings.connections_max_idle_ms);
@@ -357,7 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // before its bytes are read until it is answered.
         let mut held: Option<OwnedSemaphorePermit> = None;
         loop {
-            while let Some(frame) = frame::split_frame(&mut buf, self.settings.socket_request_max_bytes)? {
+            while let Some(frame) = frame::split_frame(&mut buf, self.frame_limit())? {
                 let _held_for_this_request = held.take();
                 let gate = match self.auth.as_mut() {
                     Some(a) => a.on_frame(frame),

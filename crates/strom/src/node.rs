@@ -665,6 +665,7 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         offsets_topic_replication_factor: config.offsets_topic_replication_factor,
         offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
         group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+        group_max_size: config.group_max_size,
         offsets_retention_ms: config.offsets_retention_ms,
         offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
         metrics_per_partition: config.metrics_per_partition,

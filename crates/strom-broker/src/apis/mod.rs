@@ -210,7 +210,8 @@ impl Broker {
 impl Apis {
     pub fn new(settings: BrokerSettings, lifecycle: Arc<BrokerLifecycle>, replicas: Arc<ReplicaManager>) -> Self {
         let groups =
-            GroupCoordinator::new(settings.node_id, Duration::from_millis(settings.group_initial_rebalance_delay_ms));
+            GroupCoordinator::new(settings.node_id, Duration::from_millis(settings.group_initial_rebalance_delay_ms))
+                .with_group_max_size(settings.group_max_size);
         let offsets = OffsetStore::new(replicas.clone(), settings.offsets_topic_num_partitions);
         let metrics = Arc::new(BrokerMetrics::new(settings.metrics_per_partition));
         Apis {

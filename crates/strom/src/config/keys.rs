@@ -162,6 +162,7 @@ pub const KEYS: &[KeyDef] = &[
     key("unclean.leader.election.enable", Some("false"), "Allow an out-of-sync replica to become leader."),
     key("message.max.bytes", Some("1048588"), "Largest record batch a broker accepts."),
     key("socket.request.max.bytes", Some("104857600"), "Largest request a broker reads."),
+    key("group.max.size", Some("2147483647"), "Members (pending ones included) one consumer group may hold."),
     key("group.initial.rebalance.delay.ms", Some("0"), "Wait for more members before the first rebalance."),
     key("metrics.listener", Some("127.0.0.1:9464"), "HTTP address of /metrics, /healthz and /readyz (empty: off)."),
     key(

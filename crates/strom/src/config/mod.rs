@@ -266,6 +266,7 @@ pub struct NodeConfig {
     pub replica_fetch_response_max_bytes: usize,
     pub offset_metadata_max_bytes: usize,
     pub producer_id_expiration_ms: i64,
+    pub group_max_size: usize,
     pub producer_id_expiration_check_interval_ms: u64,
     /// The merged strings, kept for DescribeConfigs (values and sources).
     pub raw: RawConfig,
@@ -563,6 +564,7 @@ impl NodeConfig {
                 as usize,
             offset_metadata_max_bytes: int_in(r, "offset.metadata.max.bytes", 0, i32::MAX as i64)? as usize,
             producer_id_expiration_ms: int_in(r, "producer.id.expiration.ms", 1, i32::MAX as i64)?,
+            group_max_size: int_in(r, "group.max.size", 1, i32::MAX as i64)? as usize,
             producer_id_expiration_check_interval_ms: int_at_least(r, "producer.id.expiration.check.interval.ms", 1)?,
             raw,
         })

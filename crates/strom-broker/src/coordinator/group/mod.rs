@@ -49,6 +49,7 @@ pub const REBALANCE_IN_PROGRESS: i16 = 27;
 pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
+pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
 pub const FENCED_INSTANCE_ID: i16 = 82;
 
 /// Kafka's group.min.session.timeout.ms / group.max.session.timeout.ms defaults.
@@ -166,12 +167,24 @@ pub struct GroupDescription {
 pub struct GroupCoordinator {
     node_id: i32,
     initial_rebalance_delay: Duration,
+    group_max_size: usize,
     groups: Mutex<HashMap<String, Group>>,
 }
 
 impl GroupCoordinator {
     pub fn new(node_id: i32, initial_rebalance_delay: Duration) -> Self {
-        GroupCoordinator { node_id, initial_rebalance_delay, groups: Mutex::new(HashMap::new()) }
+        GroupCoordinator {
+            node_id,
+            initial_rebalance_delay,
+            group_max_size: usize::MAX,
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `group.max.size`: the most members (pending ones included) a group may hold.
+    pub fn with_group_max_size(mut self, n: usize) -> Self {
+        self.group_max_size = n;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
@@ -179,7 +192,12 @@ impl GroupCoordinator {
     }
 
     fn cx<'a>(&self, group_id: &'a str) -> Cx<'a> {
-        Cx { group_id, node_id: self.node_id, initial_rebalance_delay: self.initial_rebalance_delay }
+        Cx {
+            group_id,
+            node_id: self.node_id,
+            initial_rebalance_delay: self.initial_rebalance_delay,
+            group_max_size: self.group_max_size,
+        }
     }
 
     /// Forgets the membership of groups this broker no longer coordinates.

@@ -13,8 +13,8 @@ use tokio::sync::oneshot;
 
 use super::{
     GroupDescription, JoinRequest, JoinResult, MemberRef, StoredGroup, StoredMember, SyncRequest, SyncResult,
-    FENCED_INSTANCE_ID, ILLEGAL_GENERATION, INCONSISTENT_GROUP_PROTOCOL, MEMBER_ID_REQUIRED, NONE,
-    REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
+    FENCED_INSTANCE_ID, GROUP_MAX_SIZE_REACHED, ILLEGAL_GENERATION, INCONSISTENT_GROUP_PROTOCOL, MEMBER_ID_REQUIRED,
+    NONE, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
 };
 
 /// Who is asking, for the logs, and the coordinator's settings a transition needs.
@@ -22,6 +22,8 @@ pub(super) struct Cx<'a> {
     pub group_id: &'a str,
     pub node_id: i32,
     pub initial_rebalance_delay: Duration,
+    /// `group.max.size`: members and pending members a group may hold.
+    pub group_max_size: usize,
 }
 
 /// A JoinGroup answered now, or once the join phase ends.
@@ -272,6 +274,16 @@ impl Group {
         }
         let mut member_id = req.member_id.clone();
         if member_id.is_empty() {
+            // group.max.size (Kafka's GROUP_MAX_SIZE_REACHED): a new member, or a pending id
+            // handed out by MEMBER_ID_REQUIRED, is refused once the group holds that many; a
+            // static member taking over its own entry is not new.
+            let takes_over = req
+                .group_instance_id
+                .as_ref()
+                .is_some_and(|i| self.members.values().any(|m| m.instance_id.as_ref() == Some(i)));
+            if !takes_over && self.members.len() + self.pending.len() >= cx.group_max_size {
+                return JoinStep::Done(JoinResult::error(GROUP_MAX_SIZE_REACHED, ""));
+            }
             let fresh = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
             if let Some(instance) = &req.group_instance_id {
                 // A static member rejoining: it takes over its old entry under a new id.
@@ -645,7 +657,26 @@ impl Group {
 mod tests {
     use super::*;
 
-    const NO_DELAY: Cx<'static> = Cx { group_id: "g", node_id: 1, initial_rebalance_delay: Duration::ZERO };
+    const NO_DELAY: Cx<'static> =
+        Cx { group_id: "g", node_id: 1, initial_rebalance_delay: Duration::ZERO, group_max_size: usize::MAX };
+
+    #[test]
+    fn group_max_size_refuses_new_and_pending_members_beyond_it() {
+        let cx = Cx { group_max_size: 2, ..NO_DELAY };
+        let mut g = Group::new();
+        // Two members take an id each (pending until they join with it).
+        let first_join = JoinRequest { require_known_member_id: true, ..join_req("") };
+        for _ in 0..2 {
+            match g.join(&first_join, &cx) {
+                JoinStep::Done(r) => assert_eq!(r.error_code, MEMBER_ID_REQUIRED),
+                JoinStep::Wait(_) => panic!("a first join waited"),
+            }
+        }
+        match g.join(&first_join, &cx) {
+            JoinStep::Done(r) => assert_eq!(r.error_code, GROUP_MAX_SIZE_REACHED),
+            JoinStep::Wait(_) => panic!("a third member was let in"),
+        }
+    }
 
     fn join_req(member_id: &str) -> JoinRequest {
         JoinRequest {
