@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use strom_protocol::batch::{self, BatchView, HEADER_LEN};
 
 use crate::index::SegmentIndex;
@@ -442,11 +442,20 @@ pub struct SegmentReader<'a> {
 }
 
 impl SegmentReader<'_> {
-    /// Reads `len` bytes at `position`.
+    /// Reads `len` bytes at `position`, into memory that is not zeroed first (`pread` into
+    /// the buffer's spare capacity: a fetch's bytes are written once, not twice).
     pub fn read_at(&self, position: u64, len: usize) -> Result<Bytes, LogError> {
-        let mut buf = BytesMut::zeroed(len);
-        self.file.read_exact_at(&mut buf, position).map_err(|e| self.seg.io(e))?;
-        Ok(buf.freeze())
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        while buf.len() < len {
+            let at = position + buf.len() as u64;
+            let n = rustix::io::pread(&*self.file, rustix::buffer::spare_capacity(&mut buf), at)
+                .map_err(|e| self.seg.io(e.into()))?;
+            if n == 0 {
+                return Err(self.seg.io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
+            }
+        }
+        buf.truncate(len);
+        Ok(Bytes::from(buf))
     }
 
     /// The header of the batch at `position` (length and magic checked, no CRC).
