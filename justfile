@@ -11,7 +11,7 @@ test:
 # Formatting and lints, as CI runs them.
 lint:
     cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets --features strom/failpoints -- -D warnings
 
 # Benchmarks (criterion and perf scripts); figures go into docs/benchmarks.md.
 bench:

@@ -6,14 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-echo "== building (debug, once)"
-cargo build --workspace --all-targets --locked 2>&1 | tail -n 3
+# The test build carries the named failpoints (the `failpoints` feature; release builds do
+# not): the cluster tests set FAILPOINTS to make a node's disk slow or failing.
+features=(--features strom/failpoints)
+
+echo "== building (debug, once, with failpoints)"
+cargo build --workspace --all-targets --locked "${features[@]}" 2>&1 | tail -n 3
 
 echo "== rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast -j 2
+  cargo nextest run --workspace --locked --no-fail-fast -j 2 "${features[@]}"
 else
-  cargo test --workspace --locked -j 2
+  cargo test --workspace --locked -j 2 "${features[@]}"
 fi
 
 shopt -s nullglob

@@ -210,3 +210,29 @@ def test_idle_producer_ids_expire(node_factory):
     p.produce(topic, value=b"v")
     assert p.flush(30) == 0
     assert producer_id_count(n) == 1
+
+
+def join_group_v0(group, session_timeout_ms):
+    return (kstring(group) + struct.pack(">i", session_timeout_ms) + kstring("") + kstring("consumer")
+            + struct.pack(">i", 1) + kstring("range") + struct.pack(">i", 0))
+
+
+def test_a_session_timeout_outside_the_group_bounds_is_refused(node_factory):
+    """group.min|max.session.timeout.ms: a member asking for a session outside them gets
+    INVALID_SESSION_TIMEOUT (26), as Kafka answers; one inside joins."""
+    n = node_factory(["group.min.session.timeout.ms=6000", "group.max.session.timeout.ms=10000"]).start()
+    group = f"g-{uuid.uuid4()}"
+    coordinator_not_ready = (14, 15, 16)
+    with connect(n) as s:
+        s.sendall(frame(10, 0, 1, kstring(group)))  # FindCoordinator: makes the offsets topic
+        read_frame(s)
+
+        def join(timeout_ms):
+            s.sendall(frame(11, 0, 2, join_group_v0(group, timeout_ms)))
+            return struct.unpack(">ih", read_frame(s)[:6])[1]
+        codes = []
+        wait_until("the coordinator to answer", lambda: codes.append(join(20_000)) or codes[-1] not in coordinator_not_ready,
+                   timeout=30, interval=0.2)
+        assert codes[-1] == 26, codes
+        assert join(5_000) == 26
+        assert join(8_000) == 0

@@ -73,6 +73,8 @@ class ClusterNode:
         self.paused = False
         # An exit code a test expects (a node that stops itself on purpose): not an error.
         self.expected_exit = None
+        # Extra environment for the process (e.g. FAILPOINTS, in a build with failpoints).
+        self.env = {}
 
     @property
     def bootstrap(self):
@@ -108,6 +110,7 @@ class ClusterNode:
         log.flush()
         # STROM_* variables are config keys to a node; STROM_BIN is ours, not its.
         env = {k: v for k, v in os.environ.items() if k != "STROM_BIN"}
+        env.update(self.env)
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.paused = False
         return self

@@ -305,7 +305,12 @@ mod tests {
             plain_users: [("alice".to_string(), "secret".to_string())].into(),
             max_reauth_ms: None,
         };
-        Authenticator::new(config, Arc::new(NoUsers), Arc::new(BrokerMetrics::new(false)), 4096)
+        Authenticator::new(
+            config,
+            Arc::new(NoUsers),
+            Arc::new(BrokerMetrics::new(false, crate::metrics::latency_histogram())),
+            4096,
+        )
     }
 
     /// A request frame (no length prefix) with a v1 header.

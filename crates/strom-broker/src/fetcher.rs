@@ -476,13 +476,20 @@ impl Fetcher {
             tracing::debug!(node = self.node_id, leader = self.leader, code = resp.error_code, "fetch refused");
             return Ok(FetchEnd::Answered);
         }
-        for t in resp.responses {
-            for pd in t.partitions {
-                let tp = TopicPartition { topic: t.topic.0.to_string(), partition: pd.partition_index };
-                let Some((_, x)) = parts.iter().find(|(p, _)| *p == tp) else { continue };
-                self.apply_fetched(&tp, x, pd);
-            }
-        }
+        // Appends and truncations: disk work, off the async workers (replica::disk_io's rule).
+        self.owner
+            .replicas
+            .disk
+            .run(|| {
+                for t in resp.responses {
+                    for pd in t.partitions {
+                        let tp = TopicPartition { topic: t.topic.0.to_string(), partition: pd.partition_index };
+                        let Some((_, x)) = parts.iter().find(|(p, _)| *p == tp) else { continue };
+                        self.apply_fetched(&tp, x, pd);
+                    }
+                }
+            })
+            .await;
         Ok(FetchEnd::Answered)
     }
 

@@ -16,7 +16,8 @@
 //!   coordinator (classic consumer-group protocol) and committed offsets in
 //!   `__consumer_offsets`, on the shared [`coordinator::state_log::StateLog`].
 //! - [`producer_state`]: idempotent producers' sequences per partition (duplicates, order,
-//!   epochs), kept by every replica.
+//!   epochs), kept by every replica; [`producer_snapshot`]: its `<offset>.snapshot` files, so
+//!   a log opens by reading only its tail.
 //! - [`isr`]: the leader side of ISR changes (shrink on lag, expand on catch-up) through the
 //!   controller's AlterPartition.
 //! - [`metrics`]: Prometheus metrics under Kafka's names; state gauges computed at scrape.
@@ -39,6 +40,7 @@ pub mod fetcher;
 pub mod isr;
 pub mod lifecycle;
 pub mod metrics;
+pub mod producer_snapshot;
 pub mod producer_state;
 pub mod replica;
 pub mod server;
@@ -58,6 +60,9 @@ pub struct BrokerSettings {
     pub fetch_max_bytes: usize,
     /// `replica.fetch.response.max.bytes`: the same for a follower's Fetch.
     pub replica_fetch_response_max_bytes: usize,
+    /// `fetch.response.memory.max.bytes`: record bytes all consumer Fetch responses of this
+    /// broker hold at once, from the read until the response is written ([`apis::FetchMemory`]).
+    pub fetch_response_memory_max_bytes: usize,
     /// `offset.metadata.max.bytes`: the longest metadata an offset commit may carry.
     pub offset_metadata_max_bytes: usize,
     pub connections_max_idle_ms: u64,
@@ -72,6 +77,9 @@ pub struct BrokerSettings {
     pub group_initial_rebalance_delay_ms: u64,
     /// `group.max.size`: members (pending ones included) a consumer group may hold.
     pub group_max_size: usize,
+    /// `group.min.session.timeout.ms`, `group.max.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
     /// `offsets.retention.minutes`, in ms: how long an empty group's offsets are kept.
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.

@@ -46,6 +46,8 @@ pub struct BrokerLifecycle {
     image: watch::Sender<Arc<MetadataImage>>,
     epoch: AtomicI64,
     fenced: AtomicBool,
+    /// Round trip of each heartbeat answered by a controller (`strom_broker_heartbeat_seconds`).
+    pub heartbeat_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl BrokerLifecycle {
@@ -69,6 +71,7 @@ impl BrokerLifecycle {
             image,
             epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
+            heartbeat_seconds: crate::metrics::latency_histogram(),
         })
     }
 
@@ -157,13 +160,17 @@ impl BrokerLifecycle {
     /// Runs until `shutdown`: registration, heartbeats and the metadata follower. On shutdown
     /// it performs a controlled shutdown (bounded in time) before returning. An error means
     /// the broker must not go on (the node stops).
+    ///
+    /// The heartbeats run where this is called (the node's control runtime); the metadata
+    /// follower, which opens and closes partition logs, runs on `data_plane`.
     pub async fn run(
         self: Arc<Self>,
         replicas: Arc<ReplicaManager>,
+        data_plane: tokio::runtime::Handle,
         shutdown: CancellationToken,
     ) -> Result<(), LifecycleError> {
         let Some(_) = self.register(&shutdown).await? else { return Ok(()) };
-        let follower = tokio::spawn(self.clone().follow_metadata(replicas, shutdown.clone()));
+        let follower = data_plane.spawn(self.clone().follow_metadata(replicas, shutdown.clone()));
         let mut tick = tokio::time::interval(self.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -221,11 +228,17 @@ impl BrokerLifecycle {
             want_fence: false,
             want_shutdown,
         };
-        self.client
+        let started = std::time::Instant::now();
+        let answer = self
+            .client
             .call(self.heartbeat_interval.max(CALL_TIMEOUT), HEARTBEAT_CALL_TIMEOUT, |mut c| async move {
                 c.broker_heartbeat(req).await
             })
-            .await
+            .await;
+        if answer.is_ok() {
+            self.heartbeat_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        answer
     }
 
     /// Long-polls the active controller for committed metadata and applies it.

@@ -45,7 +45,7 @@ pub struct LagLabels {
     pub partition: String,
 }
 
-fn latency_histogram() -> Histogram {
+pub(crate) fn latency_histogram() -> Histogram {
     // 0.1 ms … ~13 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
@@ -76,6 +76,8 @@ pub struct BrokerMetrics {
     pub successful_authentications: Counter,
     pub failed_authentications: Counter,
     pub produce_purgatory: Gauge,
+    /// The broker's heartbeat round trips (shared with [`crate::lifecycle::BrokerLifecycle`]).
+    heartbeat_seconds: Histogram,
     partition_count: Gauge,
     producer_id_count: Gauge,
     leader_count: Gauge,
@@ -90,7 +92,7 @@ pub struct BrokerMetrics {
 }
 
 impl BrokerMetrics {
-    pub fn new(per_partition: bool) -> Self {
+    pub fn new(per_partition: bool, heartbeat_seconds: Histogram) -> Self {
         BrokerMetrics {
             bytes_in: Family::default(),
             messages_in: Family::default(),
@@ -112,6 +114,7 @@ impl BrokerMetrics {
             successful_authentications: Counter::default(),
             failed_authentications: Counter::default(),
             produce_purgatory: Gauge::default(),
+            heartbeat_seconds,
             partition_count: Gauge::default(),
             producer_id_count: Gauge::default(),
             leader_count: Gauge::default(),
@@ -185,6 +188,11 @@ impl BrokerMetrics {
             self.failed_authentications.clone(),
         );
         r.register("kafka_network_requestmetrics_requests", "Requests handled, per API", self.requests.clone());
+        r.register(
+            "strom_broker_heartbeat_seconds",
+            "Round trip of the broker's heartbeats to the active controller (answered ones)",
+            self.heartbeat_seconds.clone(),
+        );
         r.register(
             "kafka_network_requestmetrics_totaltime_seconds",
             "Request handling time (from read to response), per API",

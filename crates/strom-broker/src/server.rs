@@ -390,7 +390,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // `None`: an acks=0 produce, which Kafka never answers.
                 if let Some(response) = self.apis.handle(frame, &self.listener, received, &self.session).await? {
                     let ready = Instant::now();
-                    self.stream.write_all(&response).await?;
+                    self.stream.write_all(&response.frame).await?;
                     if let Some(api) = api {
                         self.apis.metrics().record_response_send(&api, ready.elapsed().as_secs_f64());
                     }

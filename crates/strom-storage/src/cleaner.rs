@@ -236,7 +236,7 @@ impl Log {
         let Some(seg) = self.segments.get_mut(&base) else { return Ok(()) };
         seg.index.delete_files();
         durable::sync_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
-        std::fs::rename(cleaned, &seg.log_path).map_err(|e| LogError::io(&seg.log_path, e))?;
+        durable::rename(cleaned, &seg.log_path).map_err(|e| LogError::io(&seg.log_path, e))?;
         durable::sync_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
         seg.reload_after_replace(sparse_below)
     }
@@ -292,7 +292,7 @@ impl CleanPlan {
             let io = |e| LogError::io(&cleaned, e);
             let mut f = std::fs::File::create(&cleaned).map_err(io)?;
             f.write_all(&out).map_err(io)?;
-            f.sync_all().map_err(io)?;
+            durable::fsync(&f).map_err(io)?;
             stats.segments_rewritten += 1;
             stats.bytes_written += out.len() as u64;
             stats.records_removed += removed;

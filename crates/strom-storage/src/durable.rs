@@ -15,15 +15,34 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     let tmp = temp_path(path)?;
     let mut f = File::create(&tmp)?;
     f.write_all(contents)?;
-    f.sync_all()?;
+    fsync(&f)?;
     drop(f);
-    fs::rename(&tmp, path)?;
+    rename(&tmp, path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// fsync of a directory: makes its entries (files created, renamed or removed in it) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    fsync(&File::open(dir)?)
+}
+
+/// `fsync(2)`: the file's data and metadata reach the disk. Failpoint `fsync`.
+pub fn fsync(f: &File) -> io::Result<()> {
+    fail::fail_point!("fsync", |_| Err(io::Error::other("failpoint fsync")));
+    f.sync_all()
+}
+
+/// `fdatasync(2)`: the file's data (and the size needed to read it) reach the disk.
+/// Failpoint `fsync`.
+pub fn fdatasync(f: &File) -> io::Result<()> {
+    fail::fail_point!("fsync", |_| Err(io::Error::other("failpoint fsync")));
+    f.sync_data()
+}
+
+/// `rename(2)` of a file that must survive (the caller syncs the directory). Failpoint `rename`.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    fail::fail_point!("rename", |_| Err(io::Error::other("failpoint rename")));
+    fs::rename(from, to)
 }
 
 fn temp_path(path: &Path) -> io::Result<PathBuf> {

@@ -149,7 +149,7 @@ fn persist_entries<T>(
     };
     f.write_all(&buf).map_err(io)?;
     if sync {
-        f.sync_data().map_err(io)?;
+        crate::durable::fdatasync(&f).map_err(io)?;
     }
     *persisted = entries.len();
     Ok(())

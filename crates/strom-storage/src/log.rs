@@ -256,6 +256,10 @@ impl Log {
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
+    /// The base offset of the active segment (it changes when the log rolls).
+    pub fn active_base_offset(&self) -> i64 {
+        self.segments.keys().next_back().copied().unwrap_or(self.next_offset)
+    }
     /// Bytes stored over all segments.
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size).sum()
@@ -543,6 +547,10 @@ impl Log {
     /// segment in the background). The segment is listed as unsynced until
     /// [`Self::sealed_to_sync`] / [`Self::sealed_synced`] or [`Self::flush`] make it durable.
     pub fn roll(&mut self) -> Result<(), LogError> {
+        fail::fail_point!("segment_roll", |_| Err(LogError::io(
+            &self.dir,
+            std::io::Error::other("failpoint segment_roll")
+        )));
         if self.active().size == 0 {
             return Ok(()); // nothing to seal
         }
@@ -622,7 +630,7 @@ impl Log {
     pub fn close(mut self) -> Result<(), LogError> {
         self.flush()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
-        std::fs::File::create(&marker).and_then(|f| f.sync_all()).map_err(|e| LogError::io(&marker, e))?;
+        std::fs::File::create(&marker).and_then(|f| crate::durable::fsync(&f)).map_err(|e| LogError::io(&marker, e))?;
         crate::durable::sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))
     }
 
@@ -936,7 +944,7 @@ impl Prefix {
 /// no sync.
 pub fn sync_file(path: &Path) -> Result<(), LogError> {
     match std::fs::File::open(path) {
-        Ok(f) => f.sync_data().map_err(|e| LogError::io(path, e)),
+        Ok(f) => crate::durable::fdatasync(&f).map_err(|e| LogError::io(path, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(LogError::io(path, e)),
     }

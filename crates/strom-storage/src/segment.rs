@@ -177,6 +177,7 @@ impl Segment {
     /// batch's `prefix` (the first 16 bytes, patched on the leader) and `rest` (the producer's
     /// bytes) go to the page cache without being joined in memory first.
     pub fn append_run(&mut self, run: &[BatchParts<'_>]) -> Result<(), LogError> {
+        fail::fail_point!("pwritev", |_| Err(self.io(std::io::Error::other("failpoint pwritev"))));
         let pos = self.size;
         let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(run.len() * 2);
         for b in run {
@@ -384,7 +385,9 @@ impl Segment {
     /// Makes the file and indexes durable, and records the max timestamp as the last time
     /// index entry (as Kafka does on roll) so a reopened segment knows it.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        self.file()?.sync_data().map_err(|e| self.io(e))?;
+        let file = self.file()?;
+        crate::durable::fdatasync(&file).map_err(|e| self.io(e))?;
+        drop(file);
         self.finish(true)
     }
 

@@ -125,6 +125,16 @@ fn server(args: ServerArgs) -> ExitCode {
             tracing::warn!(key = %key, "SASL key set, but no listener is SASL_PLAINTEXT or SASL_SSL: it has no effect");
         }
     }
+    // Test builds only (the `failpoints` feature): the FAILPOINTS environment variable names
+    // failpoints and their actions, e.g. `fsync=sleep(500)` (docs/operations.md).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = {
+        let scenario = fail::FailScenario::setup();
+        for (name, action) in fail::list() {
+            tracing::warn!(failpoint = %name, action = %action, "failpoint configured");
+        }
+        scenario
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -21,6 +21,7 @@ struct Endpoint {
     controller: Option<Arc<Controller>>,
     active_controller: Gauge,
     controller_offset: Gauge,
+    raft_term: Gauge,
 }
 
 impl Endpoint {
@@ -31,6 +32,7 @@ impl Endpoint {
         if let Some(c) = &self.controller {
             self.active_controller.set(i64::from(c.is_active()));
             self.controller_offset.set(c.metadata.image().offset);
+            self.raft_term.set(c.raft_term() as i64);
         }
         let mut out = String::new();
         match prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -67,7 +69,13 @@ pub async fn serve(
     }
     let active_controller = Gauge::default();
     let controller_offset = Gauge::default();
+    let raft_term = Gauge::default();
     if let Some(c) = &controller {
+        registry.register(
+            "kafka_server_raftmetrics_current_epoch",
+            "The metadata quorum's current epoch (Raft term) as this member knows it: it grows with every election",
+            raft_term.clone(),
+        );
         registry.register(
             "kafka_controller_kafkacontroller_activecontrollercount",
             "1 on the active controller, 0 on other quorum members",
@@ -84,7 +92,7 @@ pub async fn serve(
             c.write_seconds.clone(),
         );
     }
-    let endpoint = Arc::new(Endpoint { registry, apis, controller, active_controller, controller_offset });
+    let endpoint = Arc::new(Endpoint { registry, apis, controller, active_controller, controller_offset, raft_term });
     let app = Router::new()
         .route(
             "/metrics",

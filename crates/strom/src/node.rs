@@ -156,21 +156,27 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     // Set when the node must stop for a reason that is the operator's to fix (exit code 2).
     let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
 
+    // The controller and the broker's heartbeats run on their own runtime
+    // (control_plane.rs's rule): everything they spawn, and the listener they accept on,
+    // belongs to it.
+    let control = crate::control_plane::ControlPlane::start().context("cannot start the control runtime")?;
     let controller_stop = CancellationToken::new();
     let controller = match config.controller_listener() {
         Some(l) => {
-            let listener = tokio::net::TcpListener::bind(l.bind_addr())
+            let (addr, controller_config, stop) =
+                (l.bind_addr(), controller_config(&config, &data_dir, cluster_id.clone()), controller_stop.clone());
+            let started = control
+                .handle()
+                .spawn(async move {
+                    let listener = tokio::net::TcpListener::bind(&addr)
+                        .await
+                        .with_context(|| format!("cannot bind controller listener {addr}"))?;
+                    tracing::info!(addr = %listener.local_addr()?, "controller listener bound");
+                    Controller::start(controller_config, listener, stop).await.context("cannot start the controller")
+                })
                 .await
-                .with_context(|| format!("cannot bind controller listener {}", l.bind_addr()))?;
-            tracing::info!(addr = %listener.local_addr()?, "controller listener bound");
-            let c = Controller::start(
-                controller_config(&config, &data_dir, cluster_id.clone()),
-                listener,
-                controller_stop.clone(),
-            )
-            .await
-            .context("cannot start the controller")?;
-            Some(c)
+                .context("the controller's start was cancelled")??;
+            Some(started)
         }
         None => None,
     };
@@ -195,7 +201,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     if config.roles.broker {
         let voters: Vec<(i32, String)> =
             config.quorum_voters.iter().map(|v| (v.id, format!("{}:{}", v.host, v.port))).collect();
-        let client = ControllerClient::new(&voters, config.controller_tls().and_then(|t| t.client.as_ref()))?;
+        // The client's connections are driven by the control runtime.
+        let client = {
+            let _on_control = control.handle().enter();
+            ControllerClient::new(&voters, config.controller_tls().and_then(|t| t.client.as_ref()))?
+        };
         let endpoints = config
             .advertised_listeners
             .iter()
@@ -214,7 +224,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             cluster_id.clone(),
             Duration::from_millis(config.broker_heartbeat_interval_ms),
         );
-        let replicas = Arc::new(ReplicaManager::new(config.node_id, data_dir.clone(), log_config(&config)));
+        let replicas = Arc::new(
+            ReplicaManager::new(config.node_id, data_dir.clone(), log_config(&config))
+                .with_io_threads(config.num_io_threads),
+        );
         let apis = Arc::new(Apis::new(broker_settings(&config), lifecycle.clone(), replicas.clone()));
         let limits = strom_broker::server::ConnectionLimits::new(
             config.max_connections_per_ip,
@@ -234,11 +247,18 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             tasks.spawn(bound.run(shutdown.clone()));
         }
         {
+            // Heartbeats on the control runtime; the metadata it follows is applied to the
+            // replicas on this one.
             let (lifecycle, replicas, shutdown, fatal) =
                 (lifecycle.clone(), replicas.clone(), shutdown.clone(), fatal.clone());
+            let data_plane = tokio::runtime::Handle::current();
+            let stop = shutdown.clone();
+            let run = control.handle().spawn(async move { lifecycle.run(replicas, data_plane, stop).await });
             tasks.spawn(async move {
-                if let Err(e) = lifecycle.run(replicas, shutdown.clone()).await {
-                    stop_fatally(&fatal, &shutdown, e.to_string());
+                match run.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => stop_fatally(&fatal, &shutdown, e.to_string()),
+                    Err(e) => stop_fatally(&fatal, &shutdown, format!("the broker's lifecycle task failed: {e}")),
                 }
             });
         }
@@ -337,8 +357,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     }
     controller_stop.cancel();
     if let Some(c) = controller {
-        let _ = c.raft.shutdown().await;
+        let _ = control.handle().spawn(async move { c.raft.shutdown().await }).await;
     }
+    drop(control);
     tracing::info!("node stopped");
     let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
     match fatal {
@@ -655,6 +676,7 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         max_connections: config.max_connections,
         fetch_max_bytes: config.fetch_max_bytes,
         replica_fetch_response_max_bytes: config.replica_fetch_response_max_bytes,
+        fetch_response_memory_max_bytes: config.fetch_response_memory_max_bytes,
         offset_metadata_max_bytes: config.offset_metadata_max_bytes,
         connections_max_idle_ms: config.connections_max_idle_ms,
         auto_create_topics_enable: config.auto_create_topics_enable,
@@ -666,6 +688,8 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
         group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
         group_max_size: config.group_max_size,
+        group_min_session_timeout_ms: config.group_min_session_timeout_ms,
+        group_max_session_timeout_ms: config.group_max_session_timeout_ms,
         offsets_retention_ms: config.offsets_retention_ms,
         offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
         metrics_per_partition: config.metrics_per_partition,

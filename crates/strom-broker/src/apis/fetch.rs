@@ -3,13 +3,14 @@
 //! response byte limits (the client's, capped by the broker's `fetch.max.bytes` /
 //! `replica.fetch.response.max.bytes`); a long-poll (`max.wait.ms`, `min.bytes`) woken by appends to the partitions it reads. What a
 //! follower's fetch means for replication is the replica layer's ([`ReplicaManager::fetch`]).
+//! Consumer responses together stay within the broker's memory budget ([`FetchMemory`]).
 //!
 //! [`ReplicaManager::fetch`]: crate::replica::ReplicaManager::fetch
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use strom_protocol::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use strom_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse};
@@ -21,7 +22,75 @@ use strom_metadata::acl::Operation;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
-pub(super) async fn handle(b: &Broker, a: &Access<'_>, req: &FetchRequest, version: i16) -> FetchResponse {
+/// Room is counted in KiB, so any budget fits the semaphore's `u32` requests.
+const KIB: usize = 1024;
+
+/// The broker's budget for consumer Fetch responses (`fetch.response.memory.max.bytes`).
+///
+/// **Rule:** a consumer fetch reserves, before each read, room for the most its response may
+/// carry (the smaller of its response limit and the sum of its partition limits, and never
+/// more than the whole budget), reads at most that, gives back what it did not use, and
+/// holds the rest until its response has been written to the socket. So the record bytes
+/// that consumer responses hold at once stay within the budget (a byte is in memory twice
+/// only while its response is encoded; a first batch larger than the room is still returned
+/// whole, as Kafka does, so no consumer is stuck), however many consumers ask for how much.
+/// Fetches wait for room in order; a long-poll holds none while it waits for data. Follower
+/// fetches are not counted: each is bounded by `replica.fetch.response.max.bytes`, one per
+/// follower, and replication must never queue behind consumers.
+pub struct FetchMemory {
+    room: Arc<Semaphore>,
+    max_kib: usize,
+}
+
+/// Room held in the fetch memory budget; given back when dropped.
+pub struct FetchLease {
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl FetchMemory {
+    pub fn new(max_bytes: usize) -> FetchMemory {
+        let max_kib = (max_bytes / KIB).clamp(1, Semaphore::MAX_PERMITS);
+        FetchMemory { room: Arc::new(Semaphore::new(max_kib)), max_kib }
+    }
+
+    /// Waits for room for `want` bytes (at most the whole budget).
+    pub async fn reserve(&self, want: usize) -> FetchLease {
+        let kib = want.div_ceil(KIB).min(self.max_kib).min(u32::MAX as usize) as u32;
+        if kib == 0 {
+            return FetchLease { permit: None };
+        }
+        // The semaphore is never closed: acquiring only waits.
+        FetchLease { permit: self.room.clone().acquire_many_owned(kib).await.ok() }
+    }
+
+    /// Bytes of room not held by any response now.
+    pub fn available(&self) -> usize {
+        self.room.available_permits() * KIB
+    }
+}
+
+impl FetchLease {
+    /// The bytes this lease holds room for.
+    pub fn bytes(&self) -> usize {
+        self.permit.as_ref().map_or(0, |p| p.num_permits() * KIB)
+    }
+
+    /// Gives back the room beyond `used` bytes.
+    pub fn shrink_to(&mut self, used: usize) {
+        let keep = used.div_ceil(KIB);
+        if let Some(p) = &mut self.permit {
+            let excess = p.num_permits().saturating_sub(keep);
+            drop(p.split(excess));
+        }
+    }
+}
+
+pub(super) async fn handle(
+    b: &Broker,
+    a: &Access<'_>,
+    req: &FetchRequest,
+    version: i16,
+) -> (FetchResponse, Option<FetchLease>) {
     let replica_id = if version >= 15 { req.replica_state.replica_id.0 } else { req.replica_id.0 };
     // A follower's fetch moves high watermarks: only a broker may send one (CLUSTER_ACTION);
     // a consumer needs READ on each topic.
@@ -45,24 +114,49 @@ pub(super) async fn handle(b: &Broker, a: &Access<'_>, req: &FetchRequest, versi
         }
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    // The broker bounds every response (fetch.max.bytes for consumers,
+    // replica.fetch.response.max.bytes for followers), whatever the client asks for.
+    let broker_max =
+        if replica_id >= 0 { b.settings.replica_fetch_response_max_bytes } else { b.settings.fetch_max_bytes };
+    let response_max = if req.max_bytes > 0 { (req.max_bytes as usize).min(broker_max) } else { broker_max };
+    let partitions_max: usize =
+        req.topics.iter().flat_map(|t| &t.partitions).map(|p| p.partition_max_bytes.max(0) as usize).sum();
     // Woken by the requested partitions only (each registers it on the first pass).
     let waiter = Arc::new(Notify::new());
     let mut watch = Some(&waiter);
+    let mut last_pass = false;
     loop {
-        let (resp, bytes, errors) = read_once(b, req, version, replica_id, &refusal, watch.take());
+        // Consumers read within room reserved in the broker's budget (FetchMemory's rule).
+        let mut lease = match replica_id < 0 {
+            true => Some(b.fetch_memory.reserve(response_max.min(partitions_max)).await),
+            false => None,
+        };
+        let room = lease.as_ref().map_or(response_max, |l| l.bytes().min(response_max));
+        let first = watch.take();
+        let (resp, bytes, errors) =
+            b.replicas.disk.run(|| read_once(b, req, version, replica_id, room, &refusal, first)).await;
+        if let Some(l) = &mut lease {
+            l.shrink_to(bytes);
+        }
         let done = bytes >= req.min_bytes.max(0) as usize || errors || req.max_wait_ms <= 0;
-        if done || tokio::time::timeout_at(deadline, waiter.notified()).await.is_err() {
-            return if done { resp } else { read_once(b, req, version, replica_id, &refusal, None).0 };
+        if done || last_pass {
+            return (resp, lease);
+        }
+        drop((resp, lease));
+        if tokio::time::timeout_at(deadline, waiter.notified()).await.is_err() {
+            last_pass = true;
         }
     }
 }
 
-/// One pass over the requested partitions: (response, record bytes, any partition error).
+/// One pass over the requested partitions, at most `response_max` record bytes (but a first
+/// batch whole): (response, record bytes, any partition error).
 fn read_once(
     b: &Broker,
     req: &FetchRequest,
     version: i16,
     replica_id: i32,
+    response_max: usize,
     refusal: &dyn Fn(&str) -> Option<i16>,
     watch: Option<&Arc<Notify>>,
 ) -> (FetchResponse, usize, bool) {
@@ -70,11 +164,6 @@ fn read_once(
     let mut resp = FetchResponse::default();
     let mut total = 0usize;
     let mut errors = false;
-    // The broker bounds every response (fetch.max.bytes for consumers,
-    // replica.fetch.response.max.bytes for followers), whatever the client asks for.
-    let broker_max =
-        if replica_id >= 0 { b.settings.replica_fetch_response_max_bytes } else { b.settings.fetch_max_bytes };
-    let response_max = if req.max_bytes > 0 { (req.max_bytes as usize).min(broker_max) } else { broker_max };
     for t in &req.topics {
         let name = if version >= 13 {
             image.topic_by_id(&t.topic_id).map(|t| t.name.clone())
@@ -141,4 +230,40 @@ fn read_once(
         resp.responses.push(tr);
     }
     (resp, total, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn room_is_capped_by_the_budget_shrunk_to_what_was_read_and_given_back_on_drop() {
+        let memory = FetchMemory::new(4 << 20);
+        // A client asking for 1 GB gets room for the whole budget, no more.
+        let mut big = memory.reserve(1 << 30).await;
+        assert_eq!(big.bytes(), 4 << 20);
+        assert_eq!(memory.available(), 0);
+        // It read 100 KB: the rest goes back at once.
+        big.shrink_to(100 * 1024);
+        assert_eq!(big.bytes(), 100 * 1024);
+        assert_eq!(memory.available(), (4 << 20) - 100 * 1024);
+        drop(big);
+        assert_eq!(memory.available(), 4 << 20);
+        assert_eq!(memory.reserve(0).await.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_waits_for_room_until_an_earlier_response_is_written() {
+        let memory = Arc::new(FetchMemory::new(4 << 20));
+        let first = memory.reserve(3 << 20).await;
+        let waiting = {
+            let memory = memory.clone();
+            tokio::spawn(async move { memory.reserve(2 << 20).await.bytes() })
+        };
+        // Only 1 MiB is free: the second fetch cannot read yet.
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(first); // its response was written
+        assert_eq!(waiting.await.unwrap(), 2 << 20);
+    }
 }

@@ -7,6 +7,7 @@ mod admin;
 pub use admin::source as config_source;
 mod api_versions;
 mod fetch;
+pub use fetch::{FetchLease, FetchMemory};
 mod forward;
 mod groups;
 mod metadata;
@@ -84,6 +85,20 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     pub offsets: OffsetStore,
     pub metrics: Arc<BrokerMetrics>,
+    /// Room for consumer Fetch responses (`fetch.response.memory.max.bytes`).
+    pub fetch_memory: FetchMemory,
+}
+
+/// A response frame to write, with the fetch memory it holds until it is written.
+pub struct Response {
+    pub frame: Bytes,
+    _lease: Option<FetchLease>,
+}
+
+impl Response {
+    fn new(frame: Bytes) -> Response {
+        Response { frame, _lease: None }
+    }
 }
 
 /// The request handlers.
@@ -211,11 +226,17 @@ impl Apis {
     pub fn new(settings: BrokerSettings, lifecycle: Arc<BrokerLifecycle>, replicas: Arc<ReplicaManager>) -> Self {
         let groups =
             GroupCoordinator::new(settings.node_id, Duration::from_millis(settings.group_initial_rebalance_delay_ms))
-                .with_group_max_size(settings.group_max_size);
+                .with_group_max_size(settings.group_max_size)
+                .with_session_timeout_bounds(
+                    settings.group_min_session_timeout_ms,
+                    settings.group_max_session_timeout_ms,
+                );
         let offsets = OffsetStore::new(replicas.clone(), settings.offsets_topic_num_partitions);
-        let metrics = Arc::new(BrokerMetrics::new(settings.metrics_per_partition));
+        let metrics = Arc::new(BrokerMetrics::new(settings.metrics_per_partition, lifecycle.heartbeat_seconds.clone()));
+        let fetch_memory = FetchMemory::new(settings.fetch_response_memory_max_bytes);
         Apis {
             broker: Broker {
+                fetch_memory,
                 settings,
                 lifecycle,
                 replicas,
@@ -320,7 +341,7 @@ impl Apis {
         listener: &str,
         received: std::time::Instant,
         session: &access::Session,
-    ) -> Result<Option<Bytes>, RequestError> {
+    ) -> Result<Option<Response>, RequestError> {
         let started = std::time::Instant::now();
         let key = api_name(&raw);
         let result = self.dispatch(raw, listener, session).await;
@@ -336,12 +357,12 @@ impl Apis {
         raw: Bytes,
         listener: &str,
         session: &access::Session,
-    ) -> Result<Option<Bytes>, RequestError> {
+    ) -> Result<Option<Response>, RequestError> {
         let request = match frame::decode_request(raw, supported) {
             Ok(r) => r,
             Err(FrameError::UnsupportedVersion { api: ApiKey::ApiVersions, correlation_id, .. }) => {
                 // KIP-511: answer an ApiVersions we cannot parse at v0 with the ranges we have.
-                return Ok(Some(api_versions::unsupported(correlation_id)?));
+                return Ok(Some(Response::new(api_versions::unsupported(correlation_id)?)));
             }
             Err(e) => return Err(e.into()),
         };
@@ -350,7 +371,7 @@ impl Apis {
         let cid = header.correlation_id;
         let b = &self.broker;
         let a = &access::Access::new(session, b.settings.authorizer.as_ref(), b.image());
-        let respond = |m: &dyn ErasedEncodable| Ok(Some(m.encode_frame(api_key, version, cid)?));
+        let respond = |m: &dyn ErasedEncodable| Ok(Some(Response::new(m.encode_frame(api_key, version, cid)?)));
         match &body {
             RequestKind::ApiVersions(_) => respond(&api_versions::response()),
             RequestKind::Metadata(r) => respond(&metadata::handle(b, a, r, version, listener).await),
@@ -361,7 +382,12 @@ impl Apis {
                     produce::ProduceAnswer::Close(failed) => Err(RequestError::AcksZeroFailed(failed)),
                 }
             }
-            RequestKind::Fetch(r) => respond(&fetch::handle(b, a, r, version).await),
+            RequestKind::Fetch(r) => {
+                let (resp, lease) = fetch::handle(b, a, r, version).await;
+                let frame = resp.encode_frame(api_key, version, cid)?;
+                // The records' room is held until the frame is written (FetchMemory's rule).
+                Ok(Some(Response { frame, _lease: lease }))
+            }
             RequestKind::ListOffsets(r) => respond(&offsets::list_offsets(b, a, r, version)),
             RequestKind::OffsetForLeaderEpoch(r) => respond(&offsets::offset_for_leader_epoch(b, a, r)),
             RequestKind::DeleteRecords(r) => respond(&offsets::delete_records(b, a, r)),
@@ -395,7 +421,9 @@ impl Apis {
             | RequestKind::AlterUserScramCredentials(_)
             | RequestKind::CreateAcls(_)
             | RequestKind::DeleteAcls(_)
-            | RequestKind::IncrementalAlterConfigs(_) => forward::handle(b, a, api_key, version, cid, body).await,
+            | RequestKind::IncrementalAlterConfigs(_) => {
+                Ok(forward::handle(b, a, api_key, version, cid, body).await?.map(Response::new))
+            }
             _ => Err(FrameError::UnsupportedVersion { api: api_key, version, correlation_id: cid }.into()),
         }
     }

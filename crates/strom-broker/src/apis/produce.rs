@@ -126,7 +126,9 @@ pub(super) async fn handle(
                 outcomes.push(o);
                 continue;
             }
-            match part.append_as_leader(records, now, (req.acks == -1).then_some(min_isr)) {
+            let appended =
+                b.replicas.disk.run(|| part.append_as_leader(records, now, (req.acks == -1).then_some(min_isr))).await;
+            match appended {
                 Ok(appended) => {
                     let info = appended.info;
                     let topic = crate::metrics::TopicLabels { topic: name.clone() };

@@ -25,6 +25,9 @@ pub struct ReplicaManager {
     pub isr_check_wanted: Notify,
     /// Whether the log directory still takes writes ([`super::log_dir`]'s rule).
     pub log_dir_health: Arc<super::LogDirHealth>,
+    /// Where request handlers and the fetcher do their log reads and appends
+    /// ([`super::disk_io`]'s rule).
+    pub disk: super::DiskIo,
 }
 
 impl ReplicaManager {
@@ -37,7 +40,14 @@ impl ReplicaManager {
             isr_checks: Mutex::new(Vec::new()),
             isr_check_wanted: Notify::new(),
             log_dir_health: Arc::default(),
+            disk: super::DiskIo::default(),
         }
+    }
+
+    /// Bounds the concurrent disk operations of request handlers (`num.io.threads`).
+    pub fn with_io_threads(mut self, threads: usize) -> Self {
+        self.disk = super::DiskIo::new(threads);
+        self
     }
 
     pub fn node_id(&self) -> i32 {
@@ -260,6 +270,10 @@ impl ReplicaManager {
                     }
                 }
             }
+            if let Err(e) = p.snapshot_producers(false) {
+                let e = self.log_dir_health.check(self.node_id, "producer state snapshot", e);
+                tracing::error!(node = self.node_id, partition = %p.tp, error = %e, "producer state snapshot failed");
+            }
             p.with_log(|l| {
                 if let Err(e) = l.flush_if_due() {
                     let e = self.log_dir_health.check(self.node_id, "flush", e);
@@ -341,6 +355,10 @@ impl ReplicaManager {
             return;
         }
         for (tp, p) in parts {
+            // The next open reads only what was appended after this snapshot: nothing.
+            if let Err(e) = p.snapshot_producers(true) {
+                tracing::warn!(node = self.node_id, partition = %tp, error = %e, "producer state snapshot failed");
+            }
             match Arc::try_unwrap(p) {
                 Ok(p) => {
                     let log = p.into_log();

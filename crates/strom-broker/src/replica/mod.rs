@@ -27,13 +27,17 @@
 //! - [`partition`]: [`Partition`], one replica: log, role, HW, follower progress, the leader
 //!   append and the wait for a commit.
 //! - [`manager`]: [`ReplicaManager`], the set of replicas, `apply_image`, the fetch path.
+//! - [`disk_io`]: [`DiskIo`]: reads and appends of request handlers and the replica fetcher
+//!   run off the async workers, at most `num.io.threads` at once (the rule at its top).
 //! - [`log_dir`]: [`LogDirHealth`]: the first write or fsync error takes the log directory
 //!   offline and stops the broker (the rule at its top).
 
+mod disk_io;
 mod log_dir;
 mod manager;
 mod partition;
 
+pub use disk_io::{DiskIo, DEFAULT_IO_THREADS};
 pub use log_dir::LogDirHealth;
 pub use manager::ReplicaManager;
 pub use partition::{Commit, CommitWait, FollowerFetchOutcome, LeaderAppend, Partition, ReplicaRole};

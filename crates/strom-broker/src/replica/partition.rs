@@ -73,6 +73,10 @@ pub struct Partition {
     isr_change_in_flight: AtomicBool,
     /// Idempotent producers' recent batches (taken inside the log lock).
     producers: Mutex<ProducerStates>,
+    /// Producer state snapshots ([`crate::producer_snapshot`]'s rules). Lock order: the log,
+    /// then this; a snapshot is written holding this alone, and a truncation deletes the
+    /// snapshots past its end holding both, so no snapshot of truncated batches survives.
+    snapshots: Mutex<SnapshotMarks>,
     /// Woken on this partition's appends, HW moves and role or ISR changes: its acks=all
     /// waiters wait on it directly, and each fetch long-poll registers its own [`Notify`] in
     /// `watchers` ([`Partition::watch`]), so an append wakes only the fetches that read this
@@ -81,6 +85,15 @@ pub struct Partition {
     watchers: Mutex<Vec<std::sync::Weak<Notify>>>,
     /// The log directory's health (shared by every partition): appends stop once it failed.
     dir_health: Arc<super::LogDirHealth>,
+}
+
+/// Where this partition's producer snapshots stand.
+#[derive(Debug, Default)]
+struct SnapshotMarks {
+    /// The offset of the newest snapshot written or loaded (-1: none).
+    last_offset: i64,
+    /// Bumped by every rebuild (open, truncation): a snapshot copied before one is not written.
+    rebuilds: u64,
 }
 
 /// A follower as its leader sees it.
@@ -335,19 +348,34 @@ impl Partition {
         watchers.push(Arc::downgrade(waiter));
     }
 
-    /// Rebuilds the idempotent producer state from the whole log (on open, after truncation).
+    /// Rebuilds the idempotent producer state (on open, after truncation): from the newest
+    /// usable snapshot and the log after it, or from the whole log.
     pub fn rebuild_producer_state(&self) {
         self.with_log(|l| self.rebuild_producer_state_from(l));
     }
 
     /// [`Self::rebuild_producer_state`] for a caller that already holds the log lock (a
     /// truncation rebuilds in the same critical section, so no append sees a state that still
-    /// lists truncated batches).
+    /// lists truncated batches, and the snapshots past the new end are gone before anything
+    /// is appended again).
     pub fn rebuild_producer_state_from(&self, l: &mut Log) {
         {
+            let mut marks = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+            marks.rebuilds += 1;
             let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
-            producers.clear();
-            let mut offset = l.log_start_offset();
+            let end = l.log_end_offset();
+            let mut offset = match crate::producer_snapshot::load_latest(l.dir(), end, self.node_id) {
+                Some((at, loaded)) => {
+                    *producers = loaded;
+                    marks.last_offset = at;
+                    at.max(l.log_start_offset())
+                }
+                None => {
+                    producers.clear();
+                    marks.last_offset = -1;
+                    l.log_start_offset()
+                }
+            };
             while offset < l.log_end_offset() {
                 match l.read(offset, 1 << 20, None) {
                     Ok(r) if r.next_offset > offset => {
@@ -365,6 +393,31 @@ impl Partition {
                 tracing::debug!(node = self.node_id, partition = %self.tp, producers = producers.producers(), "producer state rebuilt");
             }
         }
+    }
+
+    /// Writes a producer state snapshot when the log rolled since the last one (housekeeping
+    /// calls it, off the async runtime), or always with `force` (a clean close). The state is
+    /// copied under the log lock, the file written outside it ([`crate::producer_snapshot`]).
+    pub fn snapshot_producers(&self, force: bool) -> Result<(), strom_storage::LogError> {
+        let copied = self.with_log(|l| {
+            let marks = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+            let end = l.log_end_offset();
+            let rolled = l.active_base_offset() > marks.last_offset;
+            let due = end > marks.last_offset.max(0) && (force || rolled);
+            due.then(|| {
+                let bytes = self.producers.lock().unwrap_or_else(|p| p.into_inner()).encode_snapshot();
+                (end, bytes, marks.rebuilds, l.dir().to_path_buf())
+            })
+        });
+        let Some((end, bytes, rebuilds, dir)) = copied else { return Ok(()) };
+        let mut marks = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        if marks.rebuilds != rebuilds {
+            return Ok(()); // truncated meanwhile: the copy may list batches that are gone
+        }
+        crate::producer_snapshot::write(&dir, end, &bytes)
+            .map_err(|source| strom_storage::LogError::Io { path: dir.display().to_string(), source })?;
+        marks.last_offset = end;
+        Ok(())
     }
 
     /// The follower path: appends fetched batches (offsets from the leader) and records their
@@ -432,6 +485,7 @@ impl Partition {
             followers: Mutex::new(HashMap::new()),
             isr_change_in_flight: AtomicBool::new(false),
             producers: Mutex::new(ProducerStates::default()),
+            snapshots: Mutex::new(SnapshotMarks { last_offset: -1, rebuilds: 0 }),
             wake: Notify::new(),
             watchers: Mutex::new(Vec::new()),
         });
@@ -696,5 +750,49 @@ mod tests {
         drop(on_a);
         a.append_as_leader(&one_record(), 0, None).unwrap();
         assert!(a.watchers.lock().unwrap().is_empty());
+    }
+
+    /// One record from producer 7, epoch 0, at sequence `seq`.
+    fn idempotent(seq: i32) -> bytes::Bytes {
+        let mut b = one_record().to_vec();
+        b[43..51].copy_from_slice(&7i64.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b.into()
+    }
+
+    #[test]
+    fn a_reopened_log_knows_its_producers_from_the_snapshot_and_the_tail_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path(), "snap");
+        for seq in 0..3 {
+            assert!(!p.append_as_leader(&idempotent(seq), 0, None).unwrap().duplicate);
+        }
+        p.snapshot_producers(true).unwrap();
+        let snapshot = dir.path().join("snap-0").join("00000000000000000003.snapshot");
+        assert!(snapshot.exists(), "no snapshot at the log end");
+        assert!(!p.append_as_leader(&idempotent(3), 0, None).unwrap().duplicate);
+        drop(p);
+
+        let p = leader(dir.path(), "snap");
+        // Seq 2 is known from the snapshot, seq 3 from the log after it: retries of both are
+        // duplicates, not appended again.
+        assert!(p.append_as_leader(&idempotent(2), 0, None).unwrap().duplicate);
+        assert!(p.append_as_leader(&idempotent(3), 0, None).unwrap().duplicate);
+        assert_eq!(p.log_end_offset(), 4);
+        assert!(p.append_as_leader(&idempotent(5), 0, None).is_err(), "a gap is out of order");
+
+        // A log cut below the snapshot (a follower's truncation, an unsynced tail lost in a
+        // crash): the snapshot is deleted, and the state forgets the batches cut.
+        drop(p);
+        let (mut log, _) = Log::open(&dir.path().join("snap-0"), strom_storage::LogConfig::default()).unwrap();
+        log.truncate_to(2).unwrap();
+        drop(log);
+        let p = leader(dir.path(), "snap");
+        assert!(!snapshot.exists(), "a snapshot of truncated batches survived");
+        assert!(p.append_as_leader(&idempotent(1), 0, None).unwrap().duplicate);
+        assert!(!p.append_as_leader(&idempotent(2), 0, None).unwrap().duplicate);
     }
 }

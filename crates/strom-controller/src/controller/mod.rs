@@ -232,6 +232,12 @@ impl Controller {
         Ok(controller)
     }
 
+    /// This member's Raft term (Kafka's `current-epoch` raft metric): it grows with every
+    /// election.
+    pub fn raft_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     /// The active controller's id, if one is known.
     pub fn active_controller(&self) -> Option<i32> {
         self.raft.metrics().borrow().current_leader.map(|id| id as i32)
@@ -273,6 +279,9 @@ impl Controller {
         if records.is_empty() {
             return Ok((value, image.offset));
         }
+        fail::fail_point!("controller_write", |_| Err(ControllerError::Unavailable(
+            "failpoint controller_write".into()
+        )));
         match self.raft.client_write(RecordBatch::new(records)).await {
             Ok(r) => {
                 self.write_seconds.observe(started.elapsed().as_secs_f64());

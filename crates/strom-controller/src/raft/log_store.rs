@@ -17,6 +17,14 @@
 //! **Architecture invariant:** `append` calls `log_io_completed` only after `fdatasync`
 //! returned; `save_vote` returns only after the vote file and its directory are synced.
 //! sled is not used here: its flush uses `sync_file_range`, which is not durable.
+//!
+//! **The disk is never waited on by an async worker.** One thread, the log writer, owns the
+//! files and performs every write in the order it was queued (appends, truncations, purges,
+//! rewrites, votes). `append` puts the entries in memory (readable at once, as openraft asks),
+//! queues their frames and returns; the writer tells openraft they are stored once synced.
+//! So a slow fsync delays only commitment through this node, never the Raft core's
+//! heartbeats or elections timers. After one failed write every later one fails too (the
+//! file's state is unknown): openraft stops, and `Controller::failed` stops the node.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -48,12 +56,72 @@ enum LogOp {
 }
 
 struct Inner {
-    dir: PathBuf,
-    file: File,
+    writer: std::sync::mpsc::Sender<WriteJob>,
     entries: BTreeMap<u64, Entry>,
     last_purged: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
     purged_in_file: u64,
+}
+
+type Done = Box<dyn FnOnce(std::io::Result<()>) + Send>;
+
+/// One write the log writer performs, in queue order, then reports through `done`.
+enum WriteJob {
+    /// Append frames to the log file and fdatasync it.
+    Append { frames: Vec<u8>, done: Done },
+    /// Replace the log file with these frames (the module's rewrite after purges).
+    Rewrite { frames: Vec<u8>, done: Done },
+    /// Replace the vote file.
+    Vote { json: Vec<u8>, done: Done },
+}
+
+/// The log writer thread's state: the files, and the first error (after which nothing more
+/// is written).
+struct LogWriter {
+    dir: PathBuf,
+    file: File,
+    broken: Option<String>,
+}
+
+impl LogWriter {
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<WriteJob>) {
+        // Ends when the last LogStore handle is dropped.
+        while let Ok(job) = jobs.recv() {
+            let (result, done) = match job {
+                WriteJob::Append { frames, done } => (self.guarded(|w| w.append(&frames)), done),
+                WriteJob::Rewrite { frames, done } => (self.guarded(|w| w.rewrite(&frames)), done),
+                WriteJob::Vote { json, done } => {
+                    (self.guarded(|w| write_atomically(&w.dir.join(VOTE_FILE), &json)), done)
+                }
+            };
+            done(result);
+        }
+    }
+
+    fn guarded(&mut self, write: impl FnOnce(&mut Self) -> std::io::Result<()>) -> std::io::Result<()> {
+        if let Some(why) = &self.broken {
+            return Err(std::io::Error::other(format!("an earlier write to the raft log failed: {why}")));
+        }
+        let result = write(self);
+        if let Err(e) = &result {
+            tracing::error!(dir = %self.dir.display(), error = %e, "raft log write failed: no more writes");
+            self.broken = Some(e.to_string());
+        }
+        result
+    }
+
+    fn append(&mut self, frames: &[u8]) -> std::io::Result<()> {
+        fail::fail_point!("raft_append", |_| Err(std::io::Error::other("failpoint raft_append")));
+        self.file.write_all(frames)?;
+        fdatasync(&self.file)
+    }
+
+    fn rewrite(&mut self, frames: &[u8]) -> std::io::Result<()> {
+        let path = self.dir.join(LOG_FILE);
+        write_atomically(&path, frames)?;
+        self.file = OpenOptions::new().read(true).append(true).open(&path)?;
+        Ok(())
+    }
 }
 
 /// The log store; cheap to clone (openraft's log reader is a clone).
@@ -75,7 +143,7 @@ fn frame(op: &LogOp) -> Vec<u8> {
     out
 }
 
-use strom_storage::durable::{sync_dir, write_atomically};
+use strom_storage::durable::{fdatasync, fsync, sync_dir, write_atomically};
 
 /// The first position at or after `from` where an intact frame starts (length in bounds,
 /// checksum right, body decodable), if any.
@@ -167,38 +235,50 @@ impl LogStore {
                 "raft log: cut a torn tail"
             );
             file.set_len(pos as u64)?;
-            file.sync_all()?;
+            fsync(&file)?;
         }
         let vote = match fs::read(dir.join(VOTE_FILE)) {
             Ok(b) => Some(serde_json::from_slice(&b).map_err(std::io::Error::other)?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        Ok(LogStore {
-            inner: Arc::new(Mutex::new(Inner {
-                dir: dir.to_path_buf(),
-                file,
-                entries,
-                last_purged,
-                vote,
-                purged_in_file,
-            })),
-        })
+        let (writer, jobs) = std::sync::mpsc::channel();
+        let log_writer = LogWriter { dir: dir.to_path_buf(), file, broken: None };
+        std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || log_writer.run(jobs))?;
+        Ok(LogStore { inner: Arc::new(Mutex::new(Inner { writer, entries, last_purged, vote, purged_in_file })) })
     }
 }
 
 impl Inner {
-    fn write_ops(&mut self, ops: &[LogOp]) -> std::io::Result<()> {
+    /// Queues a write; `done` runs on the writer thread once it is durable (or failed).
+    fn queue(&self, job: WriteJob) {
+        if let Err(std::sync::mpsc::SendError(job)) = self.writer.send(job) {
+            let done = match job {
+                WriteJob::Append { done, .. } | WriteJob::Rewrite { done, .. } | WriteJob::Vote { done, .. } => done,
+            };
+            done(Err(std::io::Error::other("the raft log writer has stopped")));
+        }
+    }
+
+    /// Queues a write and waits until it is durable.
+    async fn write(&self, make: impl FnOnce(Done) -> WriteJob) -> std::io::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue(make(Box::new(move |r| {
+            let _ = tx.send(r);
+        })));
+        rx.await.unwrap_or_else(|_| Err(std::io::Error::other("the raft log writer has stopped")))
+    }
+
+    fn frames<'a>(ops: impl IntoIterator<Item = &'a LogOp>) -> Vec<u8> {
         let mut buf = Vec::new();
         for op in ops {
             buf.extend_from_slice(&frame(op));
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()
+        buf
     }
 
-    /// Replaces the log file with the purge marker and the live entries.
-    fn rewrite(&mut self) -> std::io::Result<()> {
+    /// The log file's contents after purges: the purge marker and the live entries.
+    fn live_frames(&self) -> Vec<u8> {
         let mut buf = Vec::new();
         if let Some(p) = self.last_purged {
             buf.extend_from_slice(&frame(&LogOp::Purge(p)));
@@ -206,11 +286,7 @@ impl Inner {
         for e in self.entries.values() {
             buf.extend_from_slice(&frame(&LogOp::Entry(e.clone())));
         }
-        let path = self.dir.join(LOG_FILE);
-        write_atomically(&path, &buf)?;
-        self.file = OpenOptions::new().read(true).append(true).open(&path)?;
-        self.purged_in_file = 0;
-        Ok(())
+        buf
     }
 }
 
@@ -239,10 +315,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let mut inner = self.inner.lock().await;
-        let write = |dir: &Path| -> std::io::Result<()> {
-            write_atomically(&dir.join(VOTE_FILE), &serde_json::to_vec(vote).map_err(std::io::Error::other)?)
-        };
-        write(&inner.dir).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
+        let json = serde_json::to_vec(vote).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
+        inner
+            .write(|done| WriteJob::Vote { json, done })
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
         inner.vote = Some(*vote);
         Ok(())
     }
@@ -256,40 +333,40 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        // Readable at once, durable when the writer calls back (the module's rule). The
+        // frames are queued under the lock, so the file's order is the memory's.
         let mut inner = self.inner.lock().await;
         let ops: Vec<LogOp> = entries.into_iter().map(LogOp::Entry).collect();
-        let result = inner.write_ops(&ops);
-        if result.is_ok() {
-            for op in ops {
-                if let LogOp::Entry(e) = op {
-                    inner.entries.insert(e.log_id.index, e);
-                }
+        let frames = Inner::frames(&ops);
+        for op in ops {
+            if let LogOp::Entry(e) = op {
+                inner.entries.insert(e.log_id.index, e);
             }
         }
-        let err = result.as_ref().err().map(|e| std::io::Error::new(e.kind(), e.to_string()));
-        callback.log_io_completed(result);
-        match err {
-            Some(e) => Err(io_err(e)),
-            None => Ok(()),
-        }
+        inner.queue(WriteJob::Append { frames, done: Box::new(move |r| callback.log_io_completed(r)) });
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let mut inner = self.inner.lock().await;
-        inner.write_ops(&[LogOp::Truncate { since: log_id.index }]).map_err(io_err)?;
+        let frames = Inner::frames(&[LogOp::Truncate { since: log_id.index }]);
+        inner.write(|done| WriteJob::Append { frames, done }).await.map_err(io_err)?;
         inner.entries.split_off(&log_id.index);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let mut inner = self.inner.lock().await;
-        inner.write_ops(&[LogOp::Purge(log_id)]).map_err(io_err)?;
+        let frames = Inner::frames(&[LogOp::Purge(log_id)]);
+        inner.write(|done| WriteJob::Append { frames, done }).await.map_err(io_err)?;
         let keep = inner.entries.split_off(&(log_id.index + 1));
         inner.purged_in_file += inner.entries.len() as u64;
         inner.entries = keep;
         inner.last_purged = Some(log_id);
         if inner.purged_in_file >= REWRITE_AFTER_PURGED {
-            inner.rewrite().map_err(io_err)?;
+            let frames = inner.live_frames();
+            inner.write(|done| WriteJob::Rewrite { frames, done }).await.map_err(io_err)?;
+            inner.purged_in_file = 0;
         }
         Ok(())
     }
@@ -360,5 +437,33 @@ mod tests {
         fs::write(dir.path().join(LOG_FILE), &data).unwrap();
         let store = LogStore::open(dir.path()).unwrap();
         assert_eq!(indexes(&store).await, vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn writes_queued_through_the_writer_survive_a_reopen_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        let n = REWRITE_AFTER_PURGED + 100;
+        {
+            let inner = store.inner.lock().await;
+            let ops: Vec<LogOp> = (1..=n).map(entry).collect();
+            let frames = Inner::frames(&ops);
+            inner.write(|done| WriteJob::Append { frames, done }).await.unwrap();
+        }
+        // The entries were written without going through memory: reopen to load them.
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&store).await.len() as u64, n);
+        store.truncate(LogId::new(CommittedLeaderId::new(1, 1), n - 10)).await.unwrap();
+        // Past REWRITE_AFTER_PURGED purged entries: the file is rewritten with the live ones.
+        store.purge(LogId::new(CommittedLeaderId::new(1, 1), n - 20)).await.unwrap();
+        let vote = Vote::new(3, 2);
+        store.save_vote(&vote).await.unwrap();
+        let size_after = fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&store).await, ((n - 19)..(n - 10)).collect::<Vec<_>>());
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
+        assert!(size_after < 4096, "the log file was not rewritten after the purge: {size_after} bytes");
     }
 }

@@ -97,12 +97,18 @@ impl MetadataState {
         MetadataDelta::Batches(s.recent.iter().skip(start).take(max_batches).cloned().collect())
     }
 
-    /// Durably stores a snapshot in sled: insert, flush, then fsync sled's files.
-    fn store_snapshot(&self, snap: &StoredSnapshot) -> Result<Vec<u8>, StorageError<NodeId>> {
+    /// Durably stores a snapshot in sled: insert, flush, then fsync sled's files, on a
+    /// blocking thread (never on an async worker: see log_store.rs).
+    async fn store_snapshot(&self, snap: &StoredSnapshot) -> Result<Vec<u8>, StorageError<NodeId>> {
         let data = serde_json::to_vec(snap).map_err(sm_err)?;
-        self.db.insert("snapshot", data.as_slice()).map_err(sm_err)?;
-        self.db.flush().map_err(sm_err)?;
-        fsync_tree(&self.dir).map_err(sm_err)?;
+        let (db, dir, stored) = (self.db.clone(), self.dir.clone(), data.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError<NodeId>> {
+            db.insert("snapshot", stored).map_err(sm_err)?;
+            db.flush().map_err(sm_err)?;
+            fsync_tree(&dir).map_err(sm_err)
+        })
+        .await
+        .map_err(sm_err)??;
         Ok(data)
     }
 
@@ -134,7 +140,7 @@ fn fsync_tree(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         if entry.file_type()?.is_file() {
-            std::fs::File::open(entry.path())?.sync_all()?;
+            strom_storage::durable::fsync(&std::fs::File::open(entry.path())?)?;
         } else if entry.file_type()?.is_dir() {
             fsync_tree(&entry.path())?;
         }
@@ -187,7 +193,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (StoredSnapshot { meta, image: (*s.image).clone() }, s.snapshot_index)
         };
-        let data = self.shared.store_snapshot(&snap)?;
+        let data = self.shared.store_snapshot(&snap).await?;
         tracing::info!(offset = snap.image.offset, bytes = data.len(), index, "metadata: snapshot built");
         Ok(Snapshot { meta: snap.meta, snapshot: Box::new(Cursor::new(data)) })
     }
@@ -257,7 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut snap: StoredSnapshot = serde_json::from_slice(snapshot.get_ref()).map_err(sm_err)?;
         snap.image.reindex();
         snap.meta = meta.clone();
-        self.shared.store_snapshot(&snap)?;
+        self.shared.store_snapshot(&snap).await?;
         tracing::info!(offset = snap.image.offset, "metadata: installed a snapshot from the leader");
         self.shared.install(snap);
         Ok(())

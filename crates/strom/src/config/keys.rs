@@ -163,6 +163,8 @@ pub const KEYS: &[KeyDef] = &[
     key("message.max.bytes", Some("1048588"), "Largest record batch a broker accepts."),
     key("socket.request.max.bytes", Some("104857600"), "Largest request a broker reads."),
     key("group.max.size", Some("2147483647"), "Members (pending ones included) one consumer group may hold."),
+    key("group.min.session.timeout.ms", Some("6000"), "Shortest session timeout a group member may ask for."),
+    key("group.max.session.timeout.ms", Some("1800000"), "Longest session timeout a group member may ask for."),
     key("group.initial.rebalance.delay.ms", Some("0"), "Wait for more members before the first rebalance."),
     key("metrics.listener", Some("127.0.0.1:9464"), "HTTP address of /metrics, /healthz and /readyz (empty: off)."),
     key(
@@ -184,6 +186,11 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key("fetch.max.bytes", Some("57671680"), "Largest Fetch response a consumer gets (its own limit may be lower)."),
     key(
+        "fetch.response.memory.max.bytes",
+        Some("115343360"),
+        "Strom's: record bytes all consumer Fetch responses hold at once, read to written (fetches wait for room).",
+    ),
+    key(
         "replica.fetch.response.max.bytes",
         Some("10485760"),
         "Largest Fetch response a follower gets (its own limit may be lower).",
@@ -195,6 +202,11 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key("producer.id.expiration.check.interval.ms", Some("600000"), "How often idle producer ids are looked for."),
     key("offset.metadata.max.bytes", Some("4096"), "Longest metadata string a committed offset may carry."),
+    key(
+        "num.io.threads",
+        Some("8"),
+        "Log reads and appends (produce, fetch, replication) that run at once, off the network threads.",
+    ),
     key("connections.max.idle.ms", Some("600000"), "Close a client connection idle this long."),
 ];
 
@@ -202,7 +214,6 @@ pub const KEYS: &[KeyDef] = &[
 /// acting on them: they are neither errors nor worth a warning.
 pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "num.network.threads",
-    "num.io.threads",
     "num.recovery.threads.per.data.dir",
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",

@@ -263,10 +263,16 @@ pub struct NodeConfig {
     /// `queued.max.request.bytes`; `None`: unbounded (Kafka's -1).
     pub queued_max_request_bytes: Option<usize>,
     pub fetch_max_bytes: usize,
+    /// `fetch.response.memory.max.bytes`: the broker's budget for consumer Fetch responses.
+    pub fetch_response_memory_max_bytes: usize,
     pub replica_fetch_response_max_bytes: usize,
     pub offset_metadata_max_bytes: usize,
+    /// `num.io.threads`: concurrent log reads and appends of request handlers.
+    pub num_io_threads: usize,
     pub producer_id_expiration_ms: i64,
     pub group_max_size: usize,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
     pub producer_id_expiration_check_interval_ms: u64,
     /// The merged strings, kept for DescribeConfigs (values and sources).
     pub raw: RawConfig,
@@ -451,6 +457,27 @@ impl NodeConfig {
             q => Some(q.min(i32::MAX as i64 * 64) as usize),
         };
         let max_connections_per_ip_overrides = per_ip_overrides(r)?;
+        let fetch_max_bytes = int_in(r, "fetch.max.bytes", 1024, i32::MAX as i64)? as usize;
+        let group_min_session_timeout_ms = int_in(r, "group.min.session.timeout.ms", 0, i32::MAX as i64)? as i32;
+        let group_max_session_timeout_ms = int_in(r, "group.max.session.timeout.ms", 0, i32::MAX as i64)? as i32;
+        if group_min_session_timeout_ms > group_max_session_timeout_ms {
+            return Err(inconsistent(
+                "group.min.session.timeout.ms",
+                format!(
+                    "{group_min_session_timeout_ms} is more than group.max.session.timeout.ms \
+                     ({group_max_session_timeout_ms}): no member could join"
+                ),
+            ));
+        }
+        let fetch_response_memory_max_bytes =
+            usize::try_from(int_in(r, "fetch.response.memory.max.bytes", 1024, i64::MAX)?).unwrap_or(usize::MAX);
+        if fetch_response_memory_max_bytes < fetch_max_bytes {
+            // The budget would silently shrink every response below fetch.max.bytes.
+            return Err(inconsistent(
+                "fetch.response.memory.max.bytes",
+                format!("{fetch_response_memory_max_bytes} is less than fetch.max.bytes ({fetch_max_bytes})"),
+            ));
+        }
 
         let log = LogDefaults {
             segment_bytes: int_at_least(r, "log.segment.bytes", 14)?,
@@ -559,12 +586,16 @@ impl NodeConfig {
             max_connections_per_ip: int_in(r, "max.connections.per.ip", 0, i32::MAX as i64)? as usize,
             max_connections_per_ip_overrides,
             queued_max_request_bytes,
-            fetch_max_bytes: int_in(r, "fetch.max.bytes", 1024, i32::MAX as i64)? as usize,
+            fetch_max_bytes,
+            fetch_response_memory_max_bytes,
             replica_fetch_response_max_bytes: int_in(r, "replica.fetch.response.max.bytes", 0, i32::MAX as i64)?
                 as usize,
             offset_metadata_max_bytes: int_in(r, "offset.metadata.max.bytes", 0, i32::MAX as i64)? as usize,
+            num_io_threads: int_in(r, "num.io.threads", 1, 256)? as usize,
             producer_id_expiration_ms: int_in(r, "producer.id.expiration.ms", 1, i32::MAX as i64)?,
             group_max_size: int_in(r, "group.max.size", 1, i32::MAX as i64)? as usize,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms,
             producer_id_expiration_check_interval_ms: int_at_least(r, "producer.id.expiration.check.interval.ms", 1)?,
             raw,
         })

@@ -79,6 +79,8 @@ fn every_listed_key_is_read() {
         "fetch.max.bytes=1048576",
         "replica.fetch.response.max.bytes=2097152",
         "offset.metadata.max.bytes=100",
+        "fetch.response.memory.max.bytes=3000000",
+        "num.io.threads=3",
     ])
     .unwrap();
     assert_eq!(c.node_id, 3);
@@ -98,6 +100,7 @@ fn every_listed_key_is_read() {
     assert_eq!(c.queued_max_request_bytes, Some(10_000_000));
     assert_eq!((c.fetch_max_bytes, c.replica_fetch_response_max_bytes), (1_048_576, 2_097_152));
     assert_eq!(c.offset_metadata_max_bytes, 100);
+    assert_eq!((c.fetch_response_memory_max_bytes, c.num_io_threads), (3_000_000, 3));
     assert_eq!(c.num_partitions, 6);
     assert_eq!(c.default_replication_factor, 3);
     assert_eq!(c.min_insync_replicas, 2);
@@ -202,6 +205,7 @@ fn bad_values_name_their_key() {
         ("socket.request.max.bytes=0", "socket.request.max.bytes"),
         ("group.initial.rebalance.delay.ms=-3", "group.initial.rebalance.delay.ms"),
         ("metrics.listener=localhost", "metrics.listener"),
+        ("num.io.threads=0", "num.io.threads"),
     ];
     for (o, key) in cases {
         let e = ov(&[o]).expect_err(o);
@@ -380,6 +384,11 @@ fn combinations_that_cannot_work_are_refused_by_name() {
         (&["log.dirs=/d1,/d2"][..], "log.dirs"),
         (&["message.max.bytes=2000000", "socket.request.max.bytes=1000000"][..], "message.max.bytes"),
         (&["queued.max.request.bytes=1000000", "socket.request.max.bytes=2000000"][..], "queued.max.request.bytes"),
+        (&["fetch.response.memory.max.bytes=1000000"][..], "fetch.response.memory.max.bytes"),
+        (
+            &["group.min.session.timeout.ms=7000", "group.max.session.timeout.ms=6500"][..],
+            "group.min.session.timeout.ms",
+        ),
         (&["max.connections.per.ip.overrides=127.0.0.1"][..], "max.connections.per.ip.overrides"),
         (&["max.connections.per.ip.overrides=127.0.0.1:many"][..], "max.connections.per.ip.overrides"),
     ] {

@@ -168,6 +168,9 @@ pub struct GroupCoordinator {
     node_id: i32,
     initial_rebalance_delay: Duration,
     group_max_size: usize,
+    /// `group.min.session.timeout.ms`, `group.max.session.timeout.ms`: a JoinGroup asking for
+    /// a session timeout outside gets INVALID_SESSION_TIMEOUT.
+    session_timeout_ms: (i32, i32),
     groups: Mutex<HashMap<String, Group>>,
 }
 
@@ -177,6 +180,7 @@ impl GroupCoordinator {
             node_id,
             initial_rebalance_delay,
             group_max_size: usize::MAX,
+            session_timeout_ms: (MIN_SESSION_TIMEOUT_MS, MAX_SESSION_TIMEOUT_MS),
             groups: Mutex::new(HashMap::new()),
         }
     }
@@ -184,6 +188,12 @@ impl GroupCoordinator {
     /// `group.max.size`: the most members (pending ones included) a group may hold.
     pub fn with_group_max_size(mut self, n: usize) -> Self {
         self.group_max_size = n;
+        self
+    }
+
+    /// The session timeouts a member may ask for (`group.min|max.session.timeout.ms`).
+    pub fn with_session_timeout_bounds(mut self, min_ms: i32, max_ms: i32) -> Self {
+        self.session_timeout_ms = (min_ms, max_ms);
         self
     }
 
@@ -259,7 +269,8 @@ impl GroupCoordinator {
     }
 
     pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResult {
-        if req.session_timeout_ms < MIN_SESSION_TIMEOUT_MS || req.session_timeout_ms > MAX_SESSION_TIMEOUT_MS {
+        let (min, max) = self.session_timeout_ms;
+        if req.session_timeout_ms < min || req.session_timeout_ms > max {
             return JoinResult::error(INVALID_SESSION_TIMEOUT, &req.member_id);
         }
         let step = self.lock().entry(group_id.to_string()).or_insert_with(Group::new).join(&req, &self.cx(group_id));

@@ -1,0 +1,89 @@
+//! Disk I/O off the async workers.
+//!
+//! **Rule:** a request handler or the replica fetcher that reads or writes a partition log
+//! (produce appends with their optional fdatasync, fetch reads, follower appends) does it
+//! through [`DiskIo::run`]: at most `num.io.threads` such operations at once (Kafka's key: its
+//! request handler threads, which do the disk work), each on a thread that is not, while it
+//! waits on the disk, one of the runtime's workers (`block_in_place` hands the worker's other
+//! tasks to another thread first). So a slow disk delays the requests that touch it, queued
+//! in order behind the bound, and never stalls the connections, timers and long-polls the
+//! workers run. The log lock itself stays a short `std` mutex held only on these threads and
+//! by the background jobs that already run off the runtime (housekeeping, the cleaner).
+//!
+//! Not yet through it: the group coordinator's own small appends to `__consumer_offsets`
+//! (made under its commit lock) and its replay of a partition when it becomes coordinator,
+//! and opening logs when the metadata makes this broker a replica (`apply_image`).
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::Semaphore;
+
+/// Kafka's default `num.io.threads`.
+pub const DEFAULT_IO_THREADS: usize = 8;
+
+pub struct DiskIo {
+    permits: Semaphore,
+    threads: usize,
+}
+
+impl Default for DiskIo {
+    fn default() -> Self {
+        DiskIo::new(DEFAULT_IO_THREADS)
+    }
+}
+
+impl DiskIo {
+    pub fn new(threads: usize) -> DiskIo {
+        let threads = threads.max(1);
+        DiskIo { permits: Semaphore::new(threads), threads }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs blocking disk work once one of the `num.io.threads` permits is free, off the
+    /// runtime's workers (the module's rule). On a current-thread runtime (unit tests) the
+    /// work runs in place.
+    pub async fn run<T>(&self, work: impl FnOnce() -> T) -> T {
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = self.permits.acquire().await.ok();
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+            _ => work(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_more_than_the_bound_run_at_once_and_the_workers_stay_free() {
+        let io = Arc::new(DiskIo::new(2));
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let (io, running, peak) = (io.clone(), running.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                io.run(|| {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(500)); // a slow disk
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+            }));
+        }
+        // While the slow work holds both I/O permits, a timer on the runtime still fires on time.
+        let started = std::time::Instant::now();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(started.elapsed() < std::time::Duration::from_millis(400), "a worker was blocked");
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+}
