@@ -476,11 +476,24 @@ impl Fetcher {
             tracing::debug!(node = self.node_id, leader = self.leader, code = resp.error_code, "fetch refused");
             return Ok(FetchEnd::Answered);
         }
-        // Appends and truncations: disk work, off the async workers (replica::disk_io's rule).
+        // Appends and truncations: off the async workers when they may wait on the disk
+        // (replica::disk_io's rule).
+        let now = now_ms();
+        let may_block = resp.responses.iter().any(|t| {
+            t.partitions.iter().any(|pd| {
+                let bytes = pd.records.as_ref().map_or(0, |r| r.len()) as u64;
+                pd.error_code != 0
+                    || parts.iter().any(|(tp, x)| {
+                        tp.partition == pd.partition_index
+                            && tp.topic == *t.topic.0
+                            && x.part.with_log(|l| l.append_may_block(bytes, now, None))
+                    })
+            })
+        });
         self.owner
             .replicas
             .disk
-            .run(|| {
+            .run_if(may_block, || {
                 for t in resp.responses {
                     for pd in t.partitions {
                         let tp = TopicPartition { topic: t.topic.0.to_string(), partition: pd.partition_index };

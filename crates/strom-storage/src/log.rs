@@ -256,6 +256,41 @@ impl Log {
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
+    /// Whether a [`Self::read`] from `offset` of up to `max_bytes` finds its bytes in the
+    /// page cache (so it cannot wait on the disk). Best effort: `false` when unknown.
+    pub fn is_cached(&self, offset: i64, max_bytes: usize) -> bool {
+        if offset < self.log_start_offset || offset >= self.next_offset {
+            return true; // nothing to read
+        }
+        // A batch may straddle the limit, and the index entry may sit before the offset.
+        let span = max_bytes as u64 + 2 * self.config.index_interval_bytes + 64 * 1024;
+        let mut segs = self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..));
+        match segs.next() {
+            // At a segment's end the read goes on in the next one.
+            Some((_, seg)) if seg.next_offset > offset => seg.is_cached(offset, span),
+            Some(_) => segs.next().is_none_or(|(_, seg)| seg.is_cached(offset, span)),
+            None => true,
+        }
+    }
+
+    /// Whether an append of `incoming` bytes may wait on the disk beyond writing to the page
+    /// cache: it would flush (`flush.messages`), roll the segment (a new file, a directory
+    /// fsync) or, for a leader in `leader_epoch`, record a new epoch (a checkpoint fsync'd).
+    /// Best effort: a page-cache write can still be throttled by writeback.
+    pub fn append_may_block(&self, incoming: u64, now_ms: i64, leader_epoch: Option<i32>) -> bool {
+        let Some(active) = self.segments.values().next_back() else { return true };
+        let cfg = &self.config;
+        let roll = active.size > 0
+            && (active.size + incoming > cfg.segment_bytes
+                || cfg
+                    .segment_ms
+                    .zip(active.first_timestamp)
+                    .is_some_and(|(ms, first)| now_ms.saturating_sub(first) >= ms as i64));
+        let flush = self.unflushed_messages + 1 >= cfg.flush_interval_messages;
+        let new_epoch = leader_epoch.is_some_and(|e| self.epochs.last().is_none_or(|(last, _)| *last < e));
+        roll || flush || new_epoch
+    }
+
     /// The base offset of the active segment (it changes when the log rolls).
     pub fn active_base_offset(&self) -> i64 {
         self.segments.keys().next_back().copied().unwrap_or(self.next_offset)

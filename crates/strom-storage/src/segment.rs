@@ -382,6 +382,23 @@ impl Segment {
         self.reader()?.position_of(offset)
     }
 
+    /// Whether a read from `offset` of about `len` bytes (from the nearest index entry before
+    /// it) finds every page in the page cache, by `cachestat(2)` (Linux 6.5+). `false` when
+    /// it cannot tell.
+    pub fn is_cached(&self, offset: i64, len: u64) -> bool {
+        let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let (_, pos) = self.index.lookup(rel);
+        let from = pos as u64;
+        let len = self.size.saturating_sub(from).min(len);
+        if len == 0 {
+            return true;
+        }
+        match self.file() {
+            Ok(f) => pages_cached(&f, from, len),
+            Err(_) => false,
+        }
+    }
+
     /// Makes the file and indexes durable, and records the max timestamp as the last time
     /// index entry (as Kafka does on roll) so a reopened segment knows it.
     pub fn flush(&mut self) -> Result<(), LogError> {
@@ -495,6 +512,48 @@ impl SegmentReader<'_> {
         }
         Ok(None)
     }
+}
+
+/// `cachestat(2)`'s syscall number (the same on every architecture); libc does not name it
+/// on all targets yet.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// Whether every page of `file[from..from + len]` is in the page cache (`cachestat(2)`);
+/// `false` when the kernel cannot say (older than 6.5, or an error).
+fn pages_cached(file: &File, from: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let page = rustix::param::page_size() as u64;
+    let range = CachestatRange { off: from, len };
+    let mut stat = Cachestat::default();
+    // SAFETY: both pointers are to live, properly laid out structs for the call's duration;
+    // the kernel writes only `stat`.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0u32,
+        )
+    };
+    let pages = (from + len).div_ceil(page) - from / page;
+    r == 0 && stat.nr_cache >= pages
 }
 
 /// `pwritev(2)`: std has no positioned vectored write.

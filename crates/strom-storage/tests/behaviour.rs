@@ -452,3 +452,38 @@ fn a_topic_codec_re_encodes_batches_sent_in_another_and_keeps_every_record() {
     assert_eq!(log.append_as_leader(&sent, 3, 5_000).unwrap().recompressed_batches, 0);
     assert_eq!(&read_all(&log)[16..], &sent[16..]);
 }
+
+#[test]
+fn an_append_may_block_when_it_would_flush_roll_or_record_a_new_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    assert!(log.append_may_block(100, 0, Some(0)), "the first append in epoch 0 checkpoints it");
+    log.append_as_leader(&batch(1, 2, 0), 0, 0).unwrap();
+    assert!(!log.append_may_block(100, 0, Some(0)), "a page-cache append");
+    assert!(log.append_may_block(100, 0, Some(1)), "a new leader epoch");
+    assert!(log.append_may_block(5000, 0, Some(0)), "past segment.bytes: a roll");
+    let eager_dir = tempfile::tempdir().unwrap();
+    let eager = open(eager_dir.path(), LogConfig { flush_interval_messages: 1, ..small_config() });
+    assert!(eager.append_may_block(100, 0, None), "flush.messages=1: every append fsyncs");
+}
+
+#[test]
+fn a_read_knows_whether_its_pages_are_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig { segment_bytes: 1 << 20, ..small_config() });
+    for t in 0..20 {
+        log.append_as_leader(&batch(t, 10, 0), 0, 0).unwrap();
+    }
+    assert!(log.is_cached(0, 1 << 20), "just written: in the page cache");
+    assert!(log.is_cached(log.log_end_offset(), 1 << 20), "nothing to read");
+    // Written back and dropped from the cache: a read would wait on the disk.
+    log.flush().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let f = std::fs::File::open(&path).unwrap();
+            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
+    }
+    assert!(!log.is_cached(0, 1 << 20), "evicted pages reported cached");
+}

@@ -133,8 +133,9 @@ pub(super) async fn handle(
         };
         let room = lease.as_ref().map_or(response_max, |l| l.bytes().min(response_max));
         let first = watch.take();
+        let may_block = !all_cached(b, req, version, room);
         let (resp, bytes, errors) =
-            b.replicas.disk.run(|| read_once(b, req, version, replica_id, room, &refusal, first)).await;
+            b.replicas.disk.run_if(may_block, || read_once(b, req, version, replica_id, room, &refusal, first)).await;
         if let Some(l) = &mut lease {
             l.shrink_to(bytes);
         }
@@ -147,6 +148,24 @@ pub(super) async fn handle(
             last_pass = true;
         }
     }
+}
+
+/// Whether every requested partition's read finds its pages in the page cache (then the pass
+/// runs in place: `replica::disk_io`'s rule).
+fn all_cached(b: &Broker, req: &FetchRequest, version: i16, response_max: usize) -> bool {
+    let image = b.image();
+    req.topics.iter().all(|t| {
+        let name = if version >= 13 {
+            image.topic_by_id(&t.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(t.topic.0.to_string())
+        };
+        t.partitions.iter().all(|p| {
+            let part = name.as_deref().and_then(|n| b.replicas.get(n, p.partition));
+            let limit = (p.partition_max_bytes.max(0) as usize).min(response_max);
+            part.is_none_or(|part| part.read_is_cached(p.fetch_offset, limit))
+        })
+    })
 }
 
 /// One pass over the requested partitions, at most `response_max` record bytes (but a first

@@ -126,8 +126,12 @@ pub(super) async fn handle(
                 outcomes.push(o);
                 continue;
             }
-            let appended =
-                b.replicas.disk.run(|| part.append_as_leader(records, now, (req.acks == -1).then_some(min_isr))).await;
+            let may_block = part.append_may_block(records.len(), now);
+            let appended = b
+                .replicas
+                .disk
+                .run_if(may_block, || part.append_as_leader(records, now, (req.acks == -1).then_some(min_isr)))
+                .await;
             match appended {
                 Ok(appended) => {
                     let info = appended.info;

@@ -1,13 +1,18 @@
 //! Disk I/O off the async workers.
 //!
-//! **Rule:** a request handler or the replica fetcher that reads or writes a partition log
-//! (produce appends with their optional fdatasync, fetch reads, follower appends) does it
-//! through [`DiskIo::run`]: at most `num.io.threads` such operations at once (Kafka's key: its
-//! request handler threads, which do the disk work), each on a thread that is not, while it
-//! waits on the disk, one of the runtime's workers (`block_in_place` hands the worker's other
-//! tasks to another thread first). So a slow disk delays the requests that touch it, queued
-//! in order behind the bound, and never stalls the connections, timers and long-polls the
-//! workers run. The log lock itself stays a short `std` mutex held only on these threads and
+//! **Rule:** a request handler or the replica fetcher whose log read or append may wait on
+//! the disk does it through [`DiskIo::run`]: at most `num.io.threads` such operations at once
+//! (Kafka's key: its request handler threads, which do the disk work), each on a thread that
+//! is not, while it waits, one of the runtime's workers (`block_in_place` hands the worker's
+//! other tasks to another thread first). So a slow disk delays the requests that touch it,
+//! queued in order behind the bound, and never stalls the connections, timers and long-polls
+//! the workers run. "May wait" is decided before the operation ([`DiskIo::run_if`]): a read
+//! whose pages are not all in the page cache (`Log::is_cached`, by `cachestat(2)`), an append
+//! that would flush, roll a segment or checkpoint a new epoch (`Log::append_may_block`), any
+//! truncation. The rest (the common case: a consumer or follower reading what was just
+//! written, an append to the page cache) runs in place, since handing a worker over costs a
+//! thread switch per request, which cost replication half its throughput when every
+//! operation paid it. The log lock itself stays a short `std` mutex held only on these threads and
 //! by the background jobs that already run off the runtime (housekeeping, the cleaner).
 //!
 //! Not yet through it: the group coordinator's own small appends to `__consumer_offsets`
@@ -39,6 +44,15 @@ impl DiskIo {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// [`Self::run`] when `may_block`, else the work in place (the module's rule).
+    pub async fn run_if<T>(&self, may_block: bool, work: impl FnOnce() -> T) -> T {
+        if may_block {
+            self.run(work).await
+        } else {
+            work()
+        }
     }
 
     /// Runs blocking disk work once one of the `num.io.threads` permits is free, off the

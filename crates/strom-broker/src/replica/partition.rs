@@ -395,6 +395,17 @@ impl Partition {
         }
     }
 
+    /// Whether a leader append of `bytes` may wait on the disk (`Log::append_may_block`).
+    pub fn append_may_block(&self, bytes: usize, now_ms: i64) -> bool {
+        let epoch = self.role().leader_epoch;
+        self.with_log(|l| l.append_may_block(bytes as u64, now_ms, Some(epoch)))
+    }
+
+    /// Whether a read from `offset` of up to `max_bytes` finds its pages cached.
+    pub fn read_is_cached(&self, offset: i64, max_bytes: usize) -> bool {
+        self.with_log(|l| l.is_cached(offset, max_bytes))
+    }
+
     /// Writes a producer state snapshot when the log rolled since the last one (housekeeping
     /// calls it, off the async runtime), or always with `force` (a clean close). The state is
     /// copied under the log lock, the file written outside it ([`crate::producer_snapshot`]).
