@@ -24,6 +24,8 @@ const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
 /// Room is counted in KiB, so any budget fits the semaphore's `u32` requests.
 const KIB: usize = 1024;
+/// The shortest a fetch waits for room before it reads one batch without any.
+pub const MIN_ROOM_WAIT: Duration = Duration::from_millis(100);
 
 /// The broker's budget for consumer Fetch responses (`fetch.response.memory.max.bytes`).
 ///
@@ -34,7 +36,11 @@ const KIB: usize = 1024;
 /// that consumer responses hold at once stay within the budget (a byte is in memory twice
 /// only while its response is encoded; a first batch larger than the room is still returned
 /// whole, as Kafka does, so no consumer is stuck), however many consumers ask for how much.
-/// Fetches wait for room in order; a long-poll holds none while it waits for data. Follower
+/// Fetches wait for room in order, but not longer than their `max.wait.ms` (at least
+/// [`MIN_ROOM_WAIT`]): a client that stops reading its responses holds its room until its
+/// connection goes, and must not stall every other consumer meanwhile, so a fetch that found
+/// no room in time reads without any, which returns one batch (the first, whole) and nothing
+/// more. A long-poll holds no room while it waits for data. Follower
 /// fetches are not counted: each is bounded by `replica.fetch.response.max.bytes`, one per
 /// follower, and replication must never queue behind consumers.
 pub struct FetchMemory {
@@ -61,6 +67,14 @@ impl FetchMemory {
         }
         // The semaphore is never closed: acquiring only waits.
         FetchLease { permit: self.room.clone().acquire_many_owned(kib).await.ok() }
+    }
+
+    /// [`Self::reserve`], giving up after `wait`: then the lease holds no room.
+    pub async fn reserve_within(&self, want: usize, wait: Duration) -> FetchLease {
+        match tokio::time::timeout(wait, self.reserve(want)).await {
+            Ok(lease) => lease,
+            Err(_) => FetchLease { permit: None },
+        }
     }
 
     /// Bytes of room not held by any response now.
@@ -127,8 +141,9 @@ pub(super) async fn handle(
     let mut last_pass = false;
     loop {
         // Consumers read within room reserved in the broker's budget (FetchMemory's rule).
+        let wait_for_room = Duration::from_millis(req.max_wait_ms.max(0) as u64).max(MIN_ROOM_WAIT);
         let mut lease = match replica_id < 0 {
-            true => Some(b.fetch_memory.reserve(response_max.min(partitions_max)).await),
+            true => Some(b.fetch_memory.reserve_within(response_max.min(partitions_max), wait_for_room).await),
             false => None,
         };
         let room = lease.as_ref().map_or(response_max, |l| l.bytes().min(response_max));
@@ -269,6 +284,14 @@ mod tests {
         drop(big);
         assert_eq!(memory.available(), 4 << 20);
         assert_eq!(memory.reserve(0).await.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_that_finds_no_room_in_time_goes_on_without_any() {
+        let memory = FetchMemory::new(4 << 20);
+        let _stuck = memory.reserve(4 << 20).await; // a client that stopped reading
+        let lease = memory.reserve_within(1 << 20, MIN_ROOM_WAIT).await;
+        assert_eq!(lease.bytes(), 0, "it read one batch, holding no room");
     }
 
     #[tokio::test]
