@@ -382,32 +382,45 @@ impl Fetcher {
                 if !self.still_follows(x) {
                     continue;
                 }
-                let outcome = x.part.with_log(|l| {
-                    // Checked again under the log lock (role changes take it): a broker that
-                    // became leader meanwhile must not truncate its own log.
-                    if !self.still_follows(x) {
-                        return Ok::<_, strom_storage::LogError>(None);
-                    }
-                    let leo = l.log_end_offset();
-                    let target = if r.leader_epoch < 0 || r.end_offset < 0 {
-                        // The leader knows no epoch at or below ours: keep only what is
-                        // known committed.
-                        x.part.high_watermark()
-                    } else {
-                        // Our own end of the epoch the leader named (ours may end earlier).
-                        let ours = l.end_offset_for_epoch(r.leader_epoch).map_or(leo, |(_, end)| end);
-                        r.end_offset.min(ours)
-                    };
-                    if target < leo {
-                        let new_leo = l.truncate_to(target)?;
-                        // In the same critical section: no leader append in between can be
-                        // checked against batches that are gone.
-                        x.part.rebuild_producer_state_from(l);
-                        Ok(Some((leo, new_leo)))
-                    } else {
-                        Ok(None)
-                    }
-                });
+                // A truncation syncs and may rebuild from the log: disk work (disk_io's rule).
+                let outcome = self
+                    .owner
+                    .replicas
+                    .disk
+                    .run(|| {
+                        x.part.with_log(|l| {
+                            // Checked again under the log lock (role changes take it): a broker that
+                            // became leader meanwhile must not truncate its own log.
+                            if !self.still_follows(x) {
+                                return Ok::<_, strom_storage::LogError>(None);
+                            }
+                            let leo = l.log_end_offset();
+                            let target = if r.leader_epoch < 0 || r.end_offset < 0 {
+                                // The leader knows no epoch at or below ours: keep only what is
+                                // known committed.
+                                x.part.high_watermark()
+                            } else {
+                                // Our own end of the epoch the leader named (ours may end earlier).
+                                let ours = l.end_offset_for_epoch(r.leader_epoch).map_or(leo, |(_, end)| end);
+                                r.end_offset.min(ours)
+                            };
+                            if target < leo {
+                                let truncated = l.truncate_to(target);
+                                // In the same critical section, and whether or not the truncation
+                                // finished (it may have cut the log before failing): no leader append
+                                // in between can be checked against batches that are gone, and no
+                                // snapshot past the new end survives.
+                                x.part.rebuild_producer_state_from(l);
+                                let new_leo = truncated.map_err(|e| {
+                                    self.owner.replicas.log_dir_health.check(self.node_id, "truncation", e)
+                                })?;
+                                Ok(Some((leo, new_leo)))
+                            } else {
+                                Ok(None)
+                            }
+                        })
+                    })
+                    .await;
                 match outcome {
                     Ok(Some((old, new))) => {
                         x.part.set_follower_high_watermark(x.part.high_watermark());
@@ -520,7 +533,9 @@ impl Fetcher {
                     // Everything we have is below the leader's log start: start over there.
                     let restarted = x.part.with_log(|l| {
                         let r = l.truncate_fully_and_start_at(pd.log_start_offset);
-                        x.part.rebuild_producer_state_from(l);
+                        // The old log is gone, and its snapshots describe it, not the
+                        // leader's log from its start: every one goes.
+                        x.part.restart_producer_state_from(l);
                         r
                     });
                     match restarted {

@@ -13,6 +13,8 @@
 //!   those past its new end in the same critical section, before anything is appended.
 //! - A snapshot that does not decode is deleted and the next older one is tried; with none,
 //!   the whole log is read, as before snapshots existed.
+//! - A follower whose log restarts empty at its leader's log start deletes every snapshot
+//!   (they describe the log it discarded).
 //! - A snapshot below the log start offset is still loaded (it only knows more producers than
 //!   the log now shows, as Kafka's state does until they expire), and the log is read from
 //!   the log start.
@@ -50,10 +52,17 @@ pub fn write(dir: &Path, offset: i64, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Deletes every snapshot past `end` (the log was truncated to `end`).
+/// Deletes every snapshot past `end` (the log was truncated to `end`; -1: all), and syncs
+/// the directory so the deletions survive a crash.
 pub fn delete_after(dir: &Path, end: i64) {
-    for o in offsets(dir).into_iter().filter(|o| *o > end) {
-        remove(dir, o);
+    let doomed: Vec<i64> = offsets(dir).into_iter().filter(|o| *o > end).collect();
+    for o in &doomed {
+        remove(dir, *o);
+    }
+    if !doomed.is_empty() {
+        if let Err(e) = strom_storage::durable::sync_dir(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot sync a partition directory after deleting snapshots");
+        }
     }
 }
 

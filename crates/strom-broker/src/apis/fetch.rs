@@ -36,7 +36,7 @@ pub const MIN_ROOM_WAIT: Duration = Duration::from_millis(100);
 /// that consumer responses hold at once stay within the budget (a byte is in memory twice
 /// only while its response is encoded; a first batch larger than the room is still returned
 /// whole, as Kafka does, so no consumer is stuck), however many consumers ask for how much.
-/// Fetches wait for room in order, but not longer than their `max.wait.ms` (at least
+/// Fetches wait for room in order, but not past their `max.wait.ms` deadline (at least
 /// [`MIN_ROOM_WAIT`]): a client that stops reading its responses holds its room until its
 /// connection goes, and must not stall every other consumer meanwhile, so a fetch that found
 /// no room in time reads without any, which returns one batch (the first, whole) and nothing
@@ -141,7 +141,8 @@ pub(super) async fn handle(
     let mut last_pass = false;
     loop {
         // Consumers read within room reserved in the broker's budget (FetchMemory's rule).
-        let wait_for_room = Duration::from_millis(req.max_wait_ms.max(0) as u64).max(MIN_ROOM_WAIT);
+        // No longer than the long-poll has left (at least MIN_ROOM_WAIT): the answer is due then.
+        let wait_for_room = deadline.saturating_duration_since(tokio::time::Instant::now()).max(MIN_ROOM_WAIT);
         let mut lease = match replica_id < 0 {
             true => Some(b.fetch_memory.reserve_within(response_max.min(partitions_max), wait_for_room).await),
             false => None,

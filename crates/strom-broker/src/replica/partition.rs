@@ -359,9 +359,23 @@ impl Partition {
     /// lists truncated batches, and the snapshots past the new end are gone before anything
     /// is appended again).
     pub fn rebuild_producer_state_from(&self, l: &mut Log) {
+        self.rebuild_producers(l, false);
+    }
+
+    /// [`Self::rebuild_producer_state_from`] after the log restarted empty at a new offset (a
+    /// follower far behind its leader's log start): every snapshot describes the discarded
+    /// log, so all are deleted first (`producer_snapshot`'s rules).
+    pub fn restart_producer_state_from(&self, l: &mut Log) {
+        self.rebuild_producers(l, true);
+    }
+
+    fn rebuild_producers(&self, l: &mut Log, forget_snapshots: bool) {
         {
             let mut marks = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
             marks.rebuilds += 1;
+            if forget_snapshots {
+                crate::producer_snapshot::delete_after(l.dir(), -1);
+            }
             let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
             let end = l.log_end_offset();
             let mut offset = match crate::producer_snapshot::load_latest(l.dir(), end, self.node_id) {
@@ -425,8 +439,12 @@ impl Partition {
         if marks.rebuilds != rebuilds {
             return Ok(()); // truncated meanwhile: the copy may list batches that are gone
         }
-        crate::producer_snapshot::write(&dir, end, &bytes)
-            .map_err(|source| strom_storage::LogError::Io { path: dir.display().to_string(), source })?;
+        match crate::producer_snapshot::write(&dir, end, &bytes) {
+            Ok(()) => {}
+            // The partition was deleted meanwhile (its directory went): nothing to keep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(strom_storage::LogError::Io { path: dir.display().to_string(), source }),
+        }
         marks.last_offset = end;
         Ok(())
     }
@@ -805,5 +823,22 @@ mod tests {
         assert!(!snapshot.exists(), "a snapshot of truncated batches survived");
         assert!(p.append_as_leader(&idempotent(1), 0, None).unwrap().duplicate);
         assert!(!p.append_as_leader(&idempotent(2), 0, None).unwrap().duplicate);
+    }
+
+    #[test]
+    fn a_log_restarted_at_the_leaders_start_forgets_every_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path(), "restart");
+        p.append_as_leader(&idempotent(0), 0, None).unwrap();
+        p.snapshot_producers(true).unwrap();
+        assert_eq!(crate::producer_snapshot::offsets(&dir.path().join("restart-0")), vec![1]);
+        // A follower far behind restarts its log at the leader's log start (100): its old
+        // snapshot (at 1, below 100) describes the log it threw away.
+        p.with_log(|l| {
+            l.truncate_fully_and_start_at(100).unwrap();
+            p.restart_producer_state_from(l);
+        });
+        assert!(crate::producer_snapshot::offsets(&dir.path().join("restart-0")).is_empty());
+        assert_eq!(p.producer_count(), 0);
     }
 }

@@ -22,8 +22,10 @@
 //! files and performs every write in the order it was queued (appends, truncations, purges,
 //! rewrites, votes). `append` puts the entries in memory (readable at once, as openraft asks),
 //! queues their frames and returns; the writer tells openraft they are stored once synced.
-//! So a slow fsync delays only commitment through this node, never the Raft core's
-//! heartbeats or elections timers. After one failed write every later one fails too (the
+//! So a slow fsync never holds a runtime worker. (openraft 0.9's core itself awaits that
+//! callback before its next step, so on the active controller a slow fsync still delays its
+//! heartbeats while a metadata append is in flight; 0.10 makes that wait non-blocking.)
+//! After one failed write every later one fails too (the
 //! file's state is unknown): openraft stops, and `Controller::failed` stops the node.
 
 use std::collections::BTreeMap;
