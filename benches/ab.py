@@ -10,29 +10,20 @@ produce. Prints each run and the medians with the ratio after / before.
 """
 
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "harness"))
 import strom_cluster  # noqa: E402
 from strom_cluster import Cluster  # noqa: E402
 
-TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "rdkafka-perf",
-                    "rdkafka_performance")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perf_tool import delete_topic, mb_per_s, run  # noqa: E402
+
 RECORDS = int(os.environ.get("RECORDS", "500000"))
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
-
-
-def mb_per_s(args):
-    r = subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=900)
-    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "MB/s" in ln]
-    if not lines:
-        raise SystemExit(f"rdkafka_performance: no summary (exit {r.returncode}): {r.stderr[-800:]}")
-    return float(re.search(r"([\d.]+) MB/s", lines[-1]).group(1))
 
 
 def main():
@@ -48,13 +39,11 @@ def main():
                 for label, c in clusters.items():
                     topic = f"ab-{rnd}"
                     subprocess.run(["sync"])
-                    produce = mb_per_s(["-P", "-b", c.bootstrap, "-t", topic, "-p", "0", "-s", "1024", "-c",
-                                        str(RECORDS), "-a", "1", "-X", "linger.ms=5", "-X", "batch.size=1000000"])
-                    consume = mb_per_s(["-C", "-b", c.bootstrap, "-t", topic, "-p", "0", "-o", "beginning", "-c",
-                                        str(RECORDS)])
-                    subprocess.run([builds[label], "topics", "--bootstrap-server", c.bootstrap, "--delete",
-                                    "--topic", topic], capture_output=True, timeout=60)
-                    time.sleep(1)
+                    produce = mb_per_s(run(["-P", "-b", c.bootstrap, "-t", topic, "-p", "0", "-s", "1024", "-c",
+                                        str(RECORDS), "-a", "1", "-X", "linger.ms=5", "-X", "batch.size=1000000"]))
+                    consume = mb_per_s(run(["-C", "-b", c.bootstrap, "-t", topic, "-p", "0", "-o", "beginning", "-c",
+                                            str(RECORDS)]))
+                    delete_topic(builds[label], c.bootstrap, topic)
                     if rnd == 0:
                         continue
                     results[label]["produce"].append(produce)

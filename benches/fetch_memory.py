@@ -14,7 +14,6 @@ same run (each on a fresh node), so the two can be compared side by side.
 """
 
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -25,38 +24,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "harne
 import strom_cluster  # noqa: E402
 from strom_cluster import Cluster  # noqa: E402
 
-TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "rdkafka-perf",
-                    "rdkafka_performance")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perf_tool import TOOL, cpu_seconds, mb_per_s, run, status_kib  # noqa: E402
+
 RECORDS = int(os.environ.get("RECORDS", "400000"))
 CONSUMERS = int(os.environ.get("CONSUMERS", "6"))
-TICK = os.sysconf("SC_CLK_TCK")
 ONE_GB = 1_000_000_000
 BIG_FETCH = ["-X", f"fetch.max.bytes={ONE_GB}", "-X", f"max.partition.fetch.bytes={ONE_GB}",
              "-X", f"receive.message.max.bytes={ONE_GB + 512}"]
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def status_kib(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def consume_cmd(bootstrap, topic, extra=()):
     return [TOOL, "-C", "-b", bootstrap, "-t", topic, "-p", "0", "-o", "beginning", "-c", str(RECORDS), *extra]
-
-
-def mb_per_s(output):
-    lines = [ln for ln in output.splitlines() if "MB/s" in ln]
-    m = re.search(r"([\d.]+) MB/s", lines[-1]) if lines else None
-    return float(m.group(1)) if m else float("nan")
 
 
 def measure(binary):
@@ -75,8 +54,7 @@ def measure(binary):
             gb = RECORDS * 1024 / 1e9
             # One consumer alone, default fetch settings: the consume rate and its CPU cost.
             cpu0 = cpu_seconds(pid)
-            r = subprocess.run(consume_cmd(c.bootstrap, topic), capture_output=True, text=True, timeout=600)
-            alone = (mb_per_s(r.stdout + r.stderr), (cpu_seconds(pid) - cpu0) / gb)
+            alone = (mb_per_s(run(consume_cmd(c.bootstrap, topic)[1:])), (cpu_seconds(pid) - cpu0) / gb)
             # Six at once, each asking for 1 GB responses.
             idle = status_kib(pid, "VmRSS")
             peak = [idle]

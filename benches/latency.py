@@ -17,10 +17,8 @@ deleted afterwards.
 """
 
 import os
-import re
 import statistics
 import subprocess
-import time
 import sys
 import tempfile
 
@@ -28,8 +26,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "harne
 import strom_cluster  # noqa: E402
 from strom_cluster import Cluster  # noqa: E402
 
-TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "rdkafka-perf",
-                    "rdkafka_performance")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perf_tool import TOOL, delete_topic, mb_per_s, msgs_per_s, run  # noqa: E402
+
 RECORDS = int(os.environ.get("RECORDS", "500000"))
 SECONDS = int(os.environ.get("SECONDS", "20"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
@@ -38,12 +37,8 @@ BASE = ["-s", "1024", "-a", "-1", "-X", "linger.ms=1", "-p", "0"]
 
 def produce(bootstrap, topic, args):
     subprocess.run(["sync"])
-    r = subprocess.run([TOOL, "-P", "-b", bootstrap, "-t", topic, *BASE, *args], capture_output=True, text=True,
-                       timeout=900)
-    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "MB/s" in ln]
-    if not lines:
-        raise SystemExit(f"rdkafka_performance: no summary (exit {r.returncode}): {r.stderr[-800:]}")
-    return float(re.search(r"([\d.]+) MB/s", lines[-1]).group(1)), float(re.search(r"([\d.]+) msgs/s", lines[-1]).group(1))
+    summary = run(["-P", "-b", bootstrap, "-t", topic, *BASE, *args])
+    return mb_per_s(summary), msgs_per_s(summary)
 
 
 def percentiles(path):
@@ -57,12 +52,6 @@ def percentiles(path):
 def fresh_topic(c, name):
     c.create_topic(name, partitions=1, rf=3, config={"min.insync.replicas": "2"})
     c.wait_full_isr(name)
-
-
-def delete_topic(binary, c, name):
-    subprocess.run([binary, "topics", "--bootstrap-server", c.bootstrap, "--delete", "--topic", name],
-                   capture_output=True, timeout=60)
-    time.sleep(2)  # the partitions' files go in the background
 
 
 def main():
@@ -84,7 +73,7 @@ def main():
                     name = f"peak-{rnd}"
                     fresh_topic(c, name)
                     mb, msgs = produce(c.bootstrap, name, ["-c", str(RECORDS)])
-                    delete_topic(binary, c, name)
+                    delete_topic(binary, c.bootstrap, name, settle=2)
                     if rnd > 0:
                         peaks[label].append((mb, msgs))
                         print(f"round {rnd} {label}: peak {mb:.0f} MB/s ({msgs:.0f} msgs/s, {RECORDS} x 1 KiB "
@@ -103,7 +92,7 @@ def main():
                     fresh_topic(c, name)
                     path = os.path.join(d, f"{label}-{rate}.lat")
                     mb, _ = produce(c.bootstrap, name, ["-r", str(rate), "-c", str(rate * SECONDS), "-l", "-A", path])
-                    delete_topic(binary, c, name)
+                    delete_topic(binary, c.bootstrap, name, settle=2)
                     print(f"{label}: at {rate} msgs/s ({mb:.0f} MB/s, {rate * SECONDS} x 1 KiB written): "
                           f"{percentiles(path)}", flush=True)
         finally:

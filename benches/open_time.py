@@ -26,8 +26,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "harne
 import strom_cluster  # noqa: E402
 from strom_cluster import Cluster  # noqa: E402
 
-TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "rdkafka-perf",
-                    "rdkafka_performance")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perf_tool import TOOL  # noqa: E402
+
 SIZE_GB = float(os.environ.get("SIZE_GB", "10"))
 RECORD = 1024
 

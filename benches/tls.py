@@ -22,23 +22,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "harness"))
 from certs import make_certs  # noqa: E402
 from strom_cluster import STROM, Cluster, free_port  # noqa: E402
 
-TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "rdkafka-perf-ssl",
-                    "rdkafka_performance")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perf_tool import TOOL_SSL as TOOL, cpu_seconds, delete_topic  # noqa: E402
+
 RECORDS = int(os.environ.get("RECORDS", "300000"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
 def perf(args, extra, broker_pid):
@@ -55,12 +48,6 @@ def perf(args, extra, broker_pid):
         raise SystemExit(f"rdkafka_performance: no summary (exit {r.returncode}): {r.stderr[-800:]}")
     m = re.search(r"([\d.]+) MB/s", lines[-1])
     return float(m.group(1)), broker, client
-
-
-def delete_topic(bootstrap, topic):
-    subprocess.run([STROM, "topics", "--bootstrap-server", bootstrap, "--delete", "--topic", topic],
-                   capture_output=True, timeout=60)
-    time.sleep(1)  # the partition's files go in the background
 
 
 def main():
@@ -89,7 +76,7 @@ def main():
                     subprocess.run(["sync"])
                     produce = perf(["-P", "-t", topic, *produce_args], conn, pid)
                     consume = perf(["-C", "-t", topic, "-p", "0", "-o", "beginning", "-e"], conn, pid)
-                    delete_topic(c.bootstrap, topic)
+                    delete_topic(STROM, c.bootstrap, topic)
                     if rnd == 0:
                         continue  # the warm-up round
                     results[name]["produce"].append(produce)

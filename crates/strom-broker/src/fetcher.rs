@@ -491,28 +491,28 @@ impl Fetcher {
         }
         // Appends and truncations: off the async workers when they may wait on the disk
         // (replica::disk_io's rule).
-        let now = now_ms();
-        let may_block = resp.responses.iter().any(|t| {
-            t.partitions.iter().any(|pd| {
-                let bytes = pd.records.as_ref().map_or(0, |r| r.len()) as u64;
-                pd.error_code != 0
-                    || parts.iter().any(|(tp, x)| {
-                        tp.partition == pd.partition_index
-                            && tp.topic == *t.topic.0
-                            && x.part.with_log(|l| l.append_may_block(bytes, now, None))
-                    })
+        let fetched: Vec<_> = resp
+            .responses
+            .into_iter()
+            .flat_map(|t| {
+                let topic = t.topic.0.to_string();
+                t.partitions
+                    .into_iter()
+                    .map(move |pd| (TopicPartition { topic: topic.clone(), partition: pd.partition_index }, pd))
             })
+            .filter_map(|(tp, pd)| parts.iter().find(|(p, _)| *p == tp).map(|(_, x)| (tp, x, pd)))
+            .collect();
+        let now = now_ms();
+        let may_block = fetched.iter().any(|(_, x, pd)| {
+            let bytes = pd.records.as_ref().map_or(0, |r| r.len()) as u64;
+            pd.error_code != 0 || x.part.with_log(|l| l.append_may_block(bytes, now, None))
         });
         self.owner
             .replicas
             .disk
             .run_if(may_block, || {
-                for t in resp.responses {
-                    for pd in t.partitions {
-                        let tp = TopicPartition { topic: t.topic.0.to_string(), partition: pd.partition_index };
-                        let Some((_, x)) = parts.iter().find(|(p, _)| *p == tp) else { continue };
-                        self.apply_fetched(&tp, x, pd);
-                    }
+                for (tp, x, pd) in fetched {
+                    self.apply_fetched(&tp, x, pd);
                 }
             })
             .await;

@@ -27,7 +27,6 @@ pub const DEFAULT_IO_THREADS: usize = 8;
 
 pub struct DiskIo {
     permits: Semaphore,
-    threads: usize,
 }
 
 impl Default for DiskIo {
@@ -38,12 +37,7 @@ impl Default for DiskIo {
 
 impl DiskIo {
     pub fn new(threads: usize) -> DiskIo {
-        let threads = threads.max(1);
-        DiskIo { permits: Semaphore::new(threads), threads }
-    }
-
-    pub fn threads(&self) -> usize {
-        self.threads
+        DiskIo { permits: Semaphore::new(threads.max(1)) }
     }
 
     /// [`Self::run`] when `may_block`, else the work in place (the module's rule).
