@@ -290,8 +290,8 @@ impl CleanPlan {
             name.push(CLEANED_SUFFIX);
             let cleaned = p.path.with_file_name(name);
             let io = |e| LogError::io(&cleaned, e);
-            let mut f = std::fs::File::create(&cleaned).map_err(io)?;
-            f.write_all(&out).map_err(io)?;
+            let f = std::fs::File::create(&cleaned).map_err(io)?;
+            crate::power_loss::write(&f, || (&f).write_all(&out)).map_err(io)?;
             durable::fsync(&f).map_err(io)?;
             stats.segments_rewritten += 1;
             stats.bytes_written += out.len() as u64;

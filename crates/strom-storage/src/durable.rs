@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 /// Replaces `path` with `contents`, atomically and durably (the module's rule).
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     let tmp = temp_path(path)?;
-    let mut f = File::create(&tmp)?;
-    f.write_all(contents)?;
+    let f = File::create(&tmp)?;
+    crate::power_loss::write(&f, || (&f).write_all(contents))?;
     fsync(&f)?;
     drop(f);
     rename(&tmp, path)?;
@@ -29,14 +29,14 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// `fsync(2)`: the file's data and metadata reach the disk. Failpoint `fsync`.
 pub fn fsync(f: &File) -> io::Result<()> {
     fail::fail_point!("fsync", |_| Err(io::Error::other("failpoint fsync")));
-    f.sync_all()
+    crate::power_loss::sync(f, || f.sync_all())
 }
 
 /// `fdatasync(2)`: the file's data (and the size needed to read it) reach the disk.
 /// Failpoint `fsync`.
 pub fn fdatasync(f: &File) -> io::Result<()> {
     fail::fail_point!("fsync", |_| Err(io::Error::other("failpoint fsync")));
-    f.sync_data()
+    crate::power_loss::sync(f, || f.sync_data())
 }
 
 /// `rename(2)` of a file that must survive (the caller syncs the directory). Failpoint `rename`.

@@ -7,7 +7,7 @@
 //! appended to the files on flush and roll; on open a file is trusted only if every entry is
 //! well formed, ascending and inside the log file, and is otherwise rebuilt from the log.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -142,12 +142,11 @@ fn persist_entries<T>(
         encode(e, &mut buf);
     }
     let io = |e| LogError::io(path, e);
-    let mut f: File = if rewrite {
-        File::create(path).map_err(io)?
-    } else {
-        OpenOptions::new().create(true).append(true).open(path).map_err(io)?
-    };
-    f.write_all(&buf).map_err(io)?;
+    let f = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+    if rewrite {
+        crate::power_loss::truncate(&f, 0, || f.set_len(0)).map_err(io)?;
+    }
+    crate::power_loss::write(&f, || (&f).write_all(&buf)).map_err(io)?;
     if sync {
         crate::durable::fdatasync(&f).map_err(io)?;
     }

@@ -37,6 +37,7 @@ pub mod durable;
 pub mod error;
 mod index;
 pub mod log;
+pub mod power_loss;
 mod segment;
 
 pub use cleaner::{CleanOptions, CleanPlan, CleanStats, PreparedClean};

@@ -188,7 +188,7 @@ impl Segment {
         let mut at = pos;
         let file = self.file()?;
         while !slices.is_empty() {
-            let n = pwritev(&file, slices, at).map_err(|e| self.io(e))?;
+            let n = crate::power_loss::write(&file, || pwritev(&file, slices, at)).map_err(|e| self.io(e))?;
             if n == 0 {
                 return Err(self.io(std::io::ErrorKind::WriteZero.into()));
             }
@@ -349,7 +349,9 @@ impl Segment {
 
     /// Cuts the file at `position` (a batch boundary) and forgets what was after it.
     pub fn truncate_to_position(&mut self, position: u64, next_offset: i64) -> Result<(), LogError> {
-        self.file()?.set_len(position).map_err(|e| self.io(e))?;
+        let file = self.file()?;
+        crate::power_loss::truncate(&file, position, || file.set_len(position)).map_err(|e| self.io(e))?;
+        drop(file);
         self.size = position;
         self.next_offset = next_offset;
         self.index.truncate_to_position(position as u32);

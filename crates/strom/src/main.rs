@@ -135,6 +135,19 @@ fn server(args: ServerArgs) -> ExitCode {
         }
         scenario
     };
+    // Simulated power loss (test builds): SIGUSR1 drops every file's unsynced bytes and ends
+    // the node (strom_storage::power_loss).
+    let power_loss = std::env::var_os("SIMULATE_POWER_LOSS").is_some_and(|v| v == "1");
+    if power_loss {
+        tracing::warn!("simulated power loss armed: SIGUSR1 drops unsynced bytes and ends the node");
+    }
+    #[cfg(not(feature = "failpoints"))]
+    for var in ["FAILPOINTS", "SIMULATE_POWER_LOSS"] {
+        if std::env::var_os(var).is_some() {
+            tracing::error!(variable = var, "set, but this build has no failpoints (a test build has them)");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -145,6 +158,9 @@ fn server(args: ServerArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         shutdown::watch_signals(shutdown.clone())?;
+        if power_loss && strom_storage::power_loss::arm() {
+            shutdown::watch_power_cut()?;
+        }
         node::run(config, shutdown).await
     });
     match result {

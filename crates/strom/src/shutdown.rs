@@ -24,3 +24,16 @@ pub fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
     });
     Ok(())
 }
+
+/// Test builds with simulated power loss armed: SIGUSR1 is the power cut
+/// (`strom_storage::power_loss::cut`, which ends the process).
+pub fn watch_power_cut() -> std::io::Result<()> {
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    tokio::spawn(async move {
+        if usr1.recv().await.is_some() {
+            tracing::warn!("SIGUSR1: simulated power cut");
+            strom_storage::power_loss::cut();
+        }
+    });
+    Ok(())
+}

@@ -114,8 +114,9 @@ impl LogWriter {
 
     fn append(&mut self, frames: &[u8]) -> std::io::Result<()> {
         fail::fail_point!("raft_append", |_| Err(std::io::Error::other("failpoint raft_append")));
-        self.file.write_all(frames)?;
-        fdatasync(&self.file)
+        let file = &self.file;
+        power_loss::write(file, || (&*file).write_all(frames))?;
+        fdatasync(file)
     }
 
     fn rewrite(&mut self, frames: &[u8]) -> std::io::Result<()> {
@@ -146,6 +147,7 @@ fn frame(op: &LogOp) -> Vec<u8> {
 }
 
 use strom_storage::durable::{fdatasync, fsync, sync_dir, write_atomically};
+use strom_storage::power_loss;
 
 /// The first position at or after `from` where an intact frame starts (length in bounds,
 /// checksum right, body decodable), if any.
@@ -236,7 +238,7 @@ impl LogStore {
                 reason,
                 "raft log: cut a torn tail"
             );
-            file.set_len(pos as u64)?;
+            power_loss::truncate(&file, pos as u64, || file.set_len(pos as u64))?;
             fsync(&file)?;
         }
         let vote = match fs::read(dir.join(VOTE_FILE)) {
