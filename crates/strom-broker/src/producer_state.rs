@@ -23,18 +23,33 @@
 //! it from its log on open and after truncation, so a new leader knows every batch its
 //! predecessor acknowledged and a retried batch is never written twice across a failover.
 //!
+//! **Transactions (KIP-98), as Kafka's ProducerStateManager:** a producer's first
+//! transactional batch after a marker opens its transaction at that batch's first offset;
+//! its next transaction marker (a control batch the transaction coordinator has the leader
+//! write) ends it, commit or abort. A marker from an older producer epoch is refused with
+//! INVALID_PRODUCER_EPOCH, one from an older coordinator epoch with
+//! TRANSACTION_COORDINATOR_FENCED; a newer epoch in a marker becomes the producer's epoch.
+//! The partition's first unstable offset is the first offset of its earliest transaction
+//! that is open, or ended by a marker not yet below the high watermark: the last stable
+//! offset (LSO) is the high watermark or that, whichever is lower, and read_committed
+//! consumers read only below it. An aborted transaction becomes an entry of the log's
+//! transaction index ([`strom_storage::AbortedTxn`]). A producer with an open transaction is
+//! never expired.
+//!
 //! **Expiry (Kafka's `producer.id.expiration.ms`):** a producer whose last batch's timestamp
 //! is that old is forgotten ([`ProducerStates::expire`]), so the state stays bounded however
 //! many short-lived producers come and go. The batch timestamps come from the log, so every
 //! replica, and a replica rebuilding from its log, forgets the same producers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use strom_protocol::batch::BatchView;
+use strom_protocol::batch::{BatchView, TxnMarker};
+use strom_storage::AbortedTxn;
 
 pub const NOT_ENOUGH_REPLICAS: i16 = 19;
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 
 /// Batches remembered per producer (Kafka's max.in.flight.requests.per.connection bound).
 const REMEMBERED_BATCHES: usize = 5;
@@ -47,12 +62,28 @@ struct BatchRecord {
     last_offset: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchRecord>,
     /// The max timestamp of the producer's last batch (what expiry measures from).
     last_timestamp: i64,
+    /// The epoch of the transaction coordinator that wrote its last marker (-1: none).
+    coordinator_epoch: i32,
+    /// The first offset of its open transaction.
+    txn_first_offset: Option<i64>,
+}
+
+impl Default for ProducerEntry {
+    fn default() -> Self {
+        ProducerEntry {
+            epoch: 0,
+            batches: VecDeque::new(),
+            last_timestamp: 0,
+            coordinator_epoch: -1,
+            txn_first_offset: None,
+        }
+    }
 }
 
 /// What to do with a producer's batch.
@@ -76,6 +107,8 @@ pub struct ProducerBatch {
     pub last_seq: i32,
     /// The batch's max timestamp.
     pub max_timestamp: i64,
+    /// Part of a transaction.
+    pub transactional: bool,
 }
 
 impl ProducerBatch {
@@ -91,6 +124,40 @@ impl ProducerBatch {
             first_seq: v.base_sequence(),
             last_seq,
             max_timestamp: v.max_timestamp(),
+            transactional: v.is_transactional(),
+        })
+    }
+}
+
+/// One producer's state as DescribeProducers reports it (-1: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerDescription {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    pub txn_start_offset: i64,
+}
+
+/// A transaction marker with the producer it is for (from a control batch, or about to be
+/// written in one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub marker: TxnMarker,
+    pub timestamp: i64,
+}
+
+impl MarkerBatch {
+    pub fn of(v: &BatchView<'_>) -> Option<Self> {
+        let marker = TxnMarker::of(v)?;
+        Some(MarkerBatch {
+            producer_id: v.producer_id(),
+            epoch: v.producer_epoch(),
+            marker,
+            timestamp: v.max_timestamp(),
         })
     }
 }
@@ -101,6 +168,11 @@ pub struct ProducerStates {
     /// Per producer id: (epoch, first sequence) of the last batch refused for lack of
     /// in-sync replicas, until the producer's next append.
     refused_for_isr: HashMap<i64, (i16, i32)>,
+    /// Open transactions: first offset → producer id.
+    open_txns: BTreeMap<i64, i64>,
+    /// Transactions ended by a marker that may not be below the high watermark yet: first
+    /// offset → the marker's offset. They hold the LSO back until the marker is committed.
+    ended_txns: BTreeMap<i64, i64>,
 }
 
 fn in_sequence(last: i32, next: i32) -> bool {
@@ -156,20 +228,95 @@ impl ProducerStates {
             e.batches.clear();
         }
         e.last_timestamp = b.max_timestamp;
+        if b.transactional && e.txn_first_offset.is_none() {
+            e.txn_first_offset = Some(first_offset);
+            self.open_txns.insert(first_offset, b.producer_id);
+        }
         e.batches.push_back(BatchRecord { first_seq: b.first_seq, last_seq: b.last_seq, first_offset, last_offset });
         while e.batches.len() > REMEMBERED_BATCHES {
             e.batches.pop_front();
         }
     }
 
-    /// Records every producer batch in `bytes` (stored batches, offsets assigned).
-    pub fn record_stored(&mut self, mut bytes: &[u8]) {
+    /// Records every producer batch and transaction marker in `bytes` (stored batches,
+    /// offsets assigned); returns the transactions the markers aborted, for the log's index.
+    pub fn record_stored(&mut self, mut bytes: &[u8]) -> Vec<AbortedTxn> {
+        let mut aborted = Vec::new();
         while let Ok(v) = BatchView::parse(bytes) {
             if let Some(b) = ProducerBatch::of(&v) {
                 self.record(&b, v.base_offset(), v.last_offset());
+            } else if let Some(m) = MarkerBatch::of(&v) {
+                aborted.extend(self.record_marker(&m, v.base_offset()));
             }
             bytes = &bytes[v.size()..];
         }
+        aborted
+    }
+
+    /// Kafka's checks of a marker the coordinator asks the leader to write (module docs).
+    pub fn check_marker(&self, m: &MarkerBatch) -> Result<(), i16> {
+        let Some(e) = self.by_id.get(&m.producer_id) else { return Ok(()) };
+        if m.epoch < e.epoch {
+            return Err(INVALID_PRODUCER_EPOCH);
+        }
+        if m.marker.coordinator_epoch < e.coordinator_epoch {
+            return Err(TRANSACTION_COORDINATOR_FENCED);
+        }
+        Ok(())
+    }
+
+    /// Records a marker written at `offset`: ends the producer's open transaction, if any.
+    /// Returns the transaction if the marker aborted one.
+    pub fn record_marker(&mut self, m: &MarkerBatch, offset: i64) -> Option<AbortedTxn> {
+        let e = self.by_id.entry(m.producer_id).or_default();
+        if m.epoch > e.epoch {
+            e.epoch = m.epoch;
+            e.batches.clear();
+        }
+        e.coordinator_epoch = m.marker.coordinator_epoch;
+        e.last_timestamp = e.last_timestamp.max(m.timestamp);
+        let first = e.txn_first_offset.take()?;
+        self.open_txns.remove(&first);
+        self.ended_txns.insert(first, offset);
+        // Every transaction aborted later starts at or after this (txn_index's docs).
+        let last_stable_offset = self.open_txns.keys().next().copied().unwrap_or(offset + 1);
+        (!m.marker.commit).then_some(AbortedTxn {
+            producer_id: m.producer_id,
+            first_offset: first,
+            last_offset: offset,
+            last_stable_offset,
+        })
+    }
+
+    /// The last stable offset under high watermark `hw` (module docs); forgets ended
+    /// transactions whose markers are below it.
+    pub fn last_stable_offset(&mut self, hw: i64) -> i64 {
+        self.ended_txns.retain(|_, marker| *marker >= hw);
+        let first_unstable = self.open_txns.keys().chain(self.ended_txns.keys()).min().copied();
+        first_unstable.map_or(hw, |f| f.min(hw))
+    }
+
+    /// Every producer known, as DescribeProducers reports them (by producer id).
+    pub fn describe(&self) -> Vec<ProducerDescription> {
+        let mut out: Vec<ProducerDescription> = self
+            .by_id
+            .iter()
+            .map(|(pid, e)| ProducerDescription {
+                producer_id: *pid,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_by_key(|d| d.producer_id);
+        out
+    }
+
+    /// The first offset of `producer_id`'s open transaction.
+    pub fn open_txn(&self, producer_id: i64) -> Option<i64> {
+        self.by_id.get(&producer_id)?.txn_first_offset
     }
 
     /// The epoch and last sequence known for `producer_id` (for logs and tests).
@@ -182,7 +329,7 @@ impl ProducerStates {
     /// how many.
     pub fn expire(&mut self, now_ms: i64, max_age_ms: i64) -> usize {
         let before = self.by_id.len();
-        self.by_id.retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < max_age_ms);
+        self.by_id.retain(|_, e| e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < max_age_ms);
         let by_id = &self.by_id;
         self.refused_for_isr.retain(|pid, _| by_id.contains_key(pid));
         before - self.by_id.len()
@@ -191,6 +338,8 @@ impl ProducerStates {
     pub fn clear(&mut self) {
         self.by_id.clear();
         self.refused_for_isr.clear();
+        self.open_txns.clear();
+        self.ended_txns.clear();
     }
 
     pub fn producers(&self) -> usize {
@@ -198,16 +347,20 @@ impl ProducerStates {
     }
 
     /// The state as a snapshot's bytes: `SNAPSHOT_MAGIC`, a CRC-32C of the rest, the number
-    /// of producers, then per producer its id, epoch, last timestamp and batches (at most
-    /// five: sequences and offsets). Big-endian, as Kafka's own formats.
+    /// of producers, then per producer its id, epoch, last timestamp, coordinator epoch, open
+    /// transaction's first offset (-1: none) and batches (at most five: sequences and
+    /// offsets). Big-endian, as Kafka's own formats. Version 1 (`SPS1`, before
+    /// transactions) had no coordinator epoch and first offset; it is still read.
     pub fn encode_snapshot(&self) -> Vec<u8> {
         use bytes::BufMut;
-        let mut body = Vec::with_capacity(4 + self.by_id.len() * (19 + REMEMBERED_BATCHES * 24));
+        let mut body = Vec::with_capacity(4 + self.by_id.len() * (31 + REMEMBERED_BATCHES * 24));
         body.put_u32(self.by_id.len() as u32);
         for (pid, e) in &self.by_id {
             body.put_i64(*pid);
             body.put_i16(e.epoch);
             body.put_i64(e.last_timestamp);
+            body.put_i32(e.coordinator_epoch);
+            body.put_i64(e.txn_first_offset.unwrap_or(-1));
             body.put_u8(e.batches.len() as u8);
             for b in &e.batches {
                 body.put_i32(b.first_seq);
@@ -226,7 +379,11 @@ impl ProducerStates {
     /// Reads [`Self::encode_snapshot`]'s bytes; anything else is an error, never a panic.
     pub fn decode_snapshot(data: &[u8]) -> Result<ProducerStates, SnapshotError> {
         use bytes::Buf;
-        let rest = data.strip_prefix(SNAPSHOT_MAGIC.as_slice()).ok_or(SnapshotError::NotASnapshot)?;
+        let (rest, v2) = match (data.strip_prefix(SNAPSHOT_MAGIC.as_slice()), data.strip_prefix(b"SPS1".as_slice())) {
+            (Some(rest), _) => (rest, true),
+            (None, Some(rest)) => (rest, false),
+            (None, None) => return Err(SnapshotError::NotASnapshot),
+        };
         let (mut crc, mut body) = (rest.get(..4).ok_or(SnapshotError::Truncated)?, &rest[4..]);
         if crc.get_u32() != crc32c::crc32c(body) {
             return Err(SnapshotError::Checksum);
@@ -236,9 +393,17 @@ impl ProducerStates {
         let count = body.get_u32() as usize;
         let mut states = ProducerStates::default();
         for _ in 0..count {
-            need(&body, 19)?;
+            need(&body, if v2 { 31 } else { 19 })?;
             let pid = body.get_i64();
             let mut e = ProducerEntry { epoch: body.get_i16(), last_timestamp: body.get_i64(), ..Default::default() };
+            if v2 {
+                e.coordinator_epoch = body.get_i32();
+                let first = body.get_i64();
+                if first >= 0 {
+                    e.txn_first_offset = Some(first);
+                    states.open_txns.insert(first, pid);
+                }
+            }
             let batches = body.get_u8() as usize;
             if batches > REMEMBERED_BATCHES {
                 return Err(SnapshotError::Truncated);
@@ -261,8 +426,8 @@ impl ProducerStates {
     }
 }
 
-/// The first bytes of a producer state snapshot (Strom's format, version 1).
-const SNAPSHOT_MAGIC: &[u8; 4] = b"SPS1";
+/// The first bytes of a producer state snapshot (Strom's format, version 2).
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SPS2";
 
 /// Why a snapshot's bytes were not loaded.
 #[derive(Debug, thiserror::Error)]
@@ -280,7 +445,14 @@ mod tests {
     use super::*;
 
     fn batch(pid: i64, epoch: i16, first: i32, last: i32) -> ProducerBatch {
-        ProducerBatch { producer_id: pid, epoch, first_seq: first, last_seq: last, max_timestamp: 1_000 }
+        ProducerBatch {
+            producer_id: pid,
+            epoch,
+            first_seq: first,
+            last_seq: last,
+            max_timestamp: 1_000,
+            transactional: false,
+        }
     }
 
     #[test]
@@ -369,6 +541,106 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[20] ^= 1;
         assert!(matches!(ProducerStates::decode_snapshot(&flipped), Err(SnapshotError::Checksum)));
+    }
+
+    fn txn_batch(pid: i64, epoch: i16, first: i32, last: i32) -> ProducerBatch {
+        ProducerBatch { transactional: true, ..batch(pid, epoch, first, last) }
+    }
+
+    fn marker(pid: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> MarkerBatch {
+        MarkerBatch { producer_id: pid, epoch, marker: TxnMarker { commit, coordinator_epoch }, timestamp: 2_000 }
+    }
+
+    #[test]
+    fn open_transactions_hold_the_last_stable_offset_until_their_markers_are_committed() {
+        let mut s = ProducerStates::default();
+        s.record(&batch(9, 0, 0, 4), 0, 4); // idempotent, not transactional
+        s.record(&txn_batch(1, 0, 0, 4), 5, 9);
+        s.record(&txn_batch(2, 0, 0, 4), 10, 14);
+        s.record(&txn_batch(1, 0, 5, 9), 15, 19);
+        assert_eq!(s.open_txn(1), Some(5));
+        assert_eq!(s.last_stable_offset(20), 5, "producer 1's transaction is open");
+        assert_eq!(s.last_stable_offset(3), 3, "never above the high watermark");
+
+        // Producer 1 aborts (marker at 20): its transaction leaves the open ones, but holds
+        // the LSO until the marker is below the HW. The entry's LSO is producer 2's start.
+        let aborted = s.record_marker(&marker(1, 0, false, 4), 20).unwrap();
+        assert_eq!(aborted, AbortedTxn { producer_id: 1, first_offset: 5, last_offset: 20, last_stable_offset: 10 });
+        assert_eq!(s.open_txn(1), None);
+        assert_eq!(s.last_stable_offset(20), 5, "the abort marker is not committed yet");
+        assert_eq!(s.last_stable_offset(21), 10, "now producer 2's open transaction holds it");
+        // Producer 2 commits: nothing aborted; once its marker is committed the LSO is the HW.
+        assert_eq!(s.record_marker(&marker(2, 0, true, 4), 21), None);
+        assert_eq!(s.last_stable_offset(21), 10);
+        assert_eq!(s.last_stable_offset(22), 22);
+        // A marker without an open transaction (a retry) ends nothing.
+        assert_eq!(s.record_marker(&marker(2, 0, false, 4), 22), None);
+    }
+
+    #[test]
+    fn markers_from_older_producer_or_coordinator_epochs_are_refused() {
+        let mut s = ProducerStates::default();
+        s.record(&txn_batch(1, 3, 0, 0), 0, 0);
+        assert_eq!(s.check_marker(&marker(1, 2, true, 0)), Err(INVALID_PRODUCER_EPOCH));
+        assert_eq!(s.check_marker(&marker(1, 3, true, 0)), Ok(()));
+        s.record_marker(&marker(1, 3, true, 5), 1);
+        assert_eq!(s.check_marker(&marker(1, 3, false, 4)), Err(TRANSACTION_COORDINATOR_FENCED));
+        // A marker with a newer producer epoch (an abort when the producer re-initialized)
+        // fences the older epoch's batches.
+        s.record_marker(&marker(1, 4, false, 5), 2);
+        assert_eq!(s.check(&txn_batch(1, 3, 1, 1)), SequenceCheck::Refuse(INVALID_PRODUCER_EPOCH));
+        assert_eq!(s.check(&txn_batch(1, 4, 0, 0)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn a_producer_with_an_open_transaction_is_not_expired_and_snapshots_keep_it() {
+        let mut s = ProducerStates::default();
+        s.record(&txn_batch(1, 0, 0, 0), 7, 7);
+        s.record_marker(&marker(2, 1, true, 3), 8);
+        assert_eq!(s.expire(1_000_000, 5_000), 1, "producer 2 expires, producer 1 is in a transaction");
+        assert_eq!(s.open_txn(1), Some(7));
+        let mut back = ProducerStates::decode_snapshot(&s.encode_snapshot()).unwrap();
+        assert_eq!(back.open_txn(1), Some(7));
+        assert_eq!(back.last_stable_offset(100), 7);
+        // The open transaction's marker after a reload still ends it.
+        let aborted = back.record_marker(&marker(1, 0, false, 3), 9).unwrap();
+        assert_eq!((aborted.first_offset, aborted.last_offset), (7, 9));
+        // A version 1 snapshot (before transactions) still loads.
+        let mut v1 = b"SPS1".to_vec();
+        let mut body = Vec::new();
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&5i64.to_be_bytes());
+        body.extend_from_slice(&2i16.to_be_bytes());
+        body.extend_from_slice(&1_000i64.to_be_bytes());
+        body.push(0);
+        v1.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        v1.extend_from_slice(&body);
+        let old = ProducerStates::decode_snapshot(&v1).unwrap();
+        assert_eq!((old.producers(), old.open_txn(5)), (1, None));
+    }
+
+    #[test]
+    fn stored_markers_are_replayed_and_report_what_they_aborted() {
+        let mut s = ProducerStates::default();
+        let data = strom_protocol::batch::build_batch(0, 0, &[b"a"]);
+        // A transactional data batch from producer 4 at offset 0, then its abort marker at 1.
+        let mut txn = data.clone();
+        txn[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
+        txn[43..51].copy_from_slice(&4i64.to_be_bytes());
+        txn[51..53].copy_from_slice(&0i16.to_be_bytes());
+        txn[53..57].copy_from_slice(&0i32.to_be_bytes());
+        let crc = crc32c::crc32c(&txn[21..]);
+        txn[17..21].copy_from_slice(&crc.to_be_bytes());
+        let mut m = TxnMarker { commit: false, coordinator_epoch: 1 }.encode(4, 0, 5).unwrap().to_vec();
+        m[..8].copy_from_slice(&1i64.to_be_bytes());
+        let mut stored = txn;
+        stored.extend_from_slice(&m);
+        let aborted = s.record_stored(&stored);
+        assert_eq!(
+            aborted,
+            vec![AbortedTxn { producer_id: 4, first_offset: 0, last_offset: 1, last_stable_offset: 2 }]
+        );
+        assert_eq!(s.open_txn(4), None);
     }
 
     #[test]

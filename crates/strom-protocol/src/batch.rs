@@ -286,6 +286,72 @@ pub fn encode_records(
     Ok(buf.freeze())
 }
 
+/// A transaction marker: the one record of a control batch that ends a producer's
+/// transaction on a partition (Kafka's EndTransactionMarker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnMarker {
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+impl TxnMarker {
+    /// The control batch holding this marker for `producer_id` at `producer_epoch`: Kafka's
+    /// layout (transactional and control attributes, base sequence -1; the record's key is
+    /// version 0 and the type, 0 abort or 1 commit; its value version 0 and the coordinator
+    /// epoch).
+    pub fn encode(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        timestamp_ms: i64,
+    ) -> Result<bytes::Bytes, EncodeError> {
+        use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+        let mut key = Vec::with_capacity(4);
+        key.extend_from_slice(&0i16.to_be_bytes());
+        key.extend_from_slice(&(self.commit as i16).to_be_bytes());
+        let mut value = Vec::with_capacity(6);
+        value.extend_from_slice(&0i16.to_be_bytes());
+        value.extend_from_slice(&self.coordinator_epoch.to_be_bytes());
+        let record = Record {
+            transactional: true,
+            control: true,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: timestamp_ms,
+            key: Some(key.into()),
+            value: Some(value.into()),
+            headers: Default::default(),
+        };
+        let mut buf = bytes::BytesMut::new();
+        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+        RecordBatchEncoder::encode(&mut buf, &[record], &options).map_err(|e| EncodeError(e.to_string()))?;
+        Ok(buf.freeze())
+    }
+
+    /// The marker of a control batch; `None` for any other batch, or a control batch whose
+    /// record is not a transaction marker (Kafka has other control types).
+    pub fn of(v: &BatchView<'_>) -> Option<TxnMarker> {
+        if !v.is_control() {
+            return None;
+        }
+        let mut buf = bytes::Bytes::copy_from_slice(v.bytes());
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).ok()?;
+        let record = sets.first()?.records.first()?;
+        let (key, value) = (record.key.as_ref()?, record.value.as_ref()?);
+        let kind = i16::from_be_bytes(key.get(2..4)?.try_into().ok()?);
+        if key.get(..2)? != [0, 0] || !(kind == 0 || kind == 1) {
+            return None;
+        }
+        let coordinator_epoch = i32::from_be_bytes(value.get(2..6)?.try_into().ok()?);
+        Some(TxnMarker { commit: kind == 1, coordinator_epoch })
+    }
+}
+
 /// Builds a valid uncompressed batch of `values` (no keys, no headers): for tests, benchmarks
 /// and tools that need batches without a client.
 pub fn build_batch(base_offset: i64, base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
@@ -328,6 +394,26 @@ pub fn build_batch(base_offset: i64, base_timestamp: i64, values: &[&[u8]]) -> V
     let crc = crc32c::crc32c(&b[CRC_START..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b
+}
+
+#[cfg(test)]
+mod marker_tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_round_trips_through_its_control_batch() {
+        for marker in
+            [TxnMarker { commit: true, coordinator_epoch: 7 }, TxnMarker { commit: false, coordinator_epoch: 0 }]
+        {
+            let b = marker.encode(42, 3, 1_000).unwrap();
+            let v = BatchView::parse_validated(&b).unwrap();
+            assert!(v.is_control() && v.is_transactional());
+            assert_eq!((v.producer_id(), v.producer_epoch(), v.base_sequence(), v.records_count()), (42, 3, -1, 1));
+            assert_eq!(TxnMarker::of(&v), Some(marker));
+        }
+        let data = build_batch(0, 0, &[b"x"]);
+        assert_eq!(TxnMarker::of(&BatchView::parse(&data).unwrap()), None, "not a control batch");
+    }
 }
 
 #[cfg(test)]

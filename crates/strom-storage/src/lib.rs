@@ -6,6 +6,7 @@
 //! - `segment`: one `.log` file with its sparse `.index` and `.timeindex`.
 //! - `index`: the sparse offset and time indexes (in memory, persisted on flush and roll).
 //! - `checkpoint`: the leader-epoch and recovery-point checkpoint files.
+//! - `txn_index`: a segment's aborted transactions (Kafka's `.txnindex`).
 //! - [`cleaner`]: log compaction (`Log::clean`): latest record per key in sealed segments,
 //!   offsets kept, each cleaned segment swapped in atomically.
 //! - [`durable`]: replacing a file atomically and durably; every such file of every crate is
@@ -39,8 +40,10 @@ mod index;
 pub mod log;
 pub mod power_loss;
 mod segment;
+mod txn_index;
 
 pub use cleaner::{CleanOptions, CleanPlan, CleanStats, PreparedClean};
 pub use config::{CompressionType, LogConfig, TimestampType};
 pub use error::LogError;
-pub use log::{sync_file, AppendInfo, Log, ReadResult, RecoveryReport, SealedSync};
+pub use log::{sync_file, AppendInfo, Log, ReadPlan, ReadResult, RecoveryReport, SealedRead, SealedSync};
+pub use txn_index::AbortedTxn;

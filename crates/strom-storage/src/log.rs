@@ -16,6 +16,7 @@ use strom_protocol::batch::{self, BatchView};
 
 use crate::checkpoint;
 use crate::segment::{BatchMeta, BatchParts, Segment};
+use crate::txn_index::AbortedTxn;
 use crate::{CompressionType, LogConfig, LogError, TimestampType};
 
 const LOG_START_FILE: &str = "log-start-offset-checkpoint";
@@ -44,6 +45,40 @@ pub struct ReadResult {
     pub records: Bytes,
     /// Offset after the last batch returned (where the next read starts).
     pub next_offset: i64,
+}
+
+/// A read decided by [`Log::plan_read`].
+pub enum ReadPlan {
+    /// Read already (the active segment, or nothing to read).
+    Done(ReadResult),
+    /// A sealed segment's batches, to read without the log.
+    Sealed(SealedRead),
+}
+
+/// The read of a sealed segment, with its own file handle ([`Log::plan_read`]'s rule).
+pub struct SealedRead {
+    file: std::fs::File,
+    path: PathBuf,
+    scan_from: u64,
+    size: u64,
+    offset: i64,
+    limit: i64,
+    max_bytes: usize,
+}
+
+impl SealedRead {
+    /// Reads the batches. An error (or nothing found where the plan expected batches: the
+    /// file was truncated meanwhile) means: read again under the lock with [`Log::read`].
+    pub fn run(self) -> Result<ReadResult, LogError> {
+        let view = crate::segment::FileView { file: &self.file, path: &self.path };
+        match view.read_batches(self.scan_from, self.size, self.offset, self.limit, self.max_bytes)? {
+            Some((records, next_offset)) => Ok(ReadResult { records, next_offset }),
+            None => Err(LogError::io(
+                &self.path,
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the sealed segment was truncated"),
+            )),
+        }
+    }
 }
 
 /// What recovery found on open.
@@ -81,6 +116,9 @@ pub struct Log {
     /// Bumped by every truncation: a sync of sealed segments that ran meanwhile (outside the
     /// log lock) does not move the recovery point.
     pub(crate) truncations: u64,
+    /// A `.txnindex` was damaged at open (`txn_index`'s rule): the owner of the producer
+    /// state rebuilds the transactions from the whole log.
+    txn_index_damaged: bool,
 }
 
 /// Sealed segments to fdatasync outside the log lock ([`Log::sealed_to_sync`]), then report
@@ -182,6 +220,13 @@ impl Log {
             segments.insert(base, seg);
         }
         let _ = std::fs::remove_file(&clean_marker);
+        let mut txn_index_damaged = false;
+        for seg in segments.values_mut() {
+            if seg.load_txn_index()? {
+                tracing::warn!(segment = %seg.log_path.display(), "damaged transaction index: cut to its good entries");
+                txn_index_damaged = true;
+            }
+        }
         let log_start_file =
             checkpoint::read(dir, LOG_START_FILE).and_then(|l| l.first().and_then(|s| s.parse::<i64>().ok()));
         if segments.is_empty() {
@@ -219,6 +264,7 @@ impl Log {
             first_unflushed_at: None,
             unsynced_sealed: recovered,
             truncations: 0,
+            txn_index_damaged,
         };
         log.flush()?;
         checkpoint::write_leader_epochs(dir, &log.epochs)?;
@@ -502,7 +548,7 @@ impl Log {
     fn write_batches(&mut self, batches: &[BatchParts<'_>], now_ms: i64) -> Result<(), LogError> {
         let mut i = 0;
         while i < batches.len() {
-            self.maybe_roll(batches[i].meta.size, now_ms)?;
+            self.maybe_roll(batches[i].meta.size, batches[i].meta.max_timestamp, now_ms)?;
             let room = self.config.segment_bytes.min(u32::MAX as u64).saturating_sub(self.active().size);
             let mut run = batches[i].meta.size;
             let mut j = i + 1;
@@ -558,11 +604,21 @@ impl Log {
         checkpoint::write_leader_epochs(&self.dir, &self.epochs)
     }
 
-    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {
+    /// Rolls before an append of `incoming` bytes whose batch has max timestamp `incoming_ts`
+    /// when the segment is full, or (`segment.ms`, as Kafka's `LogSegment.shouldRoll`) when the
+    /// incoming batch is that much newer than the segment's first batch; with no usable
+    /// timestamps, the clock's `now_ms` stands in. Comparing record times with record times
+    /// (not with the clock) keeps a producer of old timestamps (a replay, a mirror) from
+    /// rolling a segment per batch.
+    fn maybe_roll(&mut self, incoming: u64, incoming_ts: i64, now_ms: i64) -> Result<(), LogError> {
         let cfg = self.config.clone();
         let active = self.active();
         let full = active.size > 0 && active.size + incoming > cfg.segment_bytes;
         let old = match (cfg.segment_ms, active.first_timestamp) {
+            (Some(ms), Some(first)) if first >= 0 => {
+                let at = if incoming_ts >= 0 { incoming_ts } else { now_ms };
+                at.saturating_sub(first) >= ms as i64
+            }
             (Some(ms), Some(first)) => now_ms.saturating_sub(first) >= ms as i64,
             _ => false,
         };
@@ -673,6 +729,21 @@ impl Log {
     /// as Kafka does, so a consumer is never stuck), then more while they fit. Batches at or
     /// past `max_offset` (the high watermark, for consumers) are not returned.
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset: Option<i64>) -> Result<ReadResult, LogError> {
+        let Some(limit) = self.read_limit(offset, max_offset)? else {
+            return Ok(ReadResult { records: Bytes::new(), next_offset: offset });
+        };
+        for (_, seg) in self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..))
+        {
+            if let Some((records, next_offset)) = seg.reader()?.read_batches(offset, limit, max_bytes)? {
+                return Ok(ReadResult { records, next_offset });
+            }
+        }
+        Ok(ReadResult { records: Bytes::new(), next_offset: offset })
+    }
+
+    /// The offset a read from `offset` stops before (`None`: nothing to read), or
+    /// OFFSET_OUT_OF_RANGE.
+    fn read_limit(&self, offset: i64, max_offset: Option<i64>) -> Result<Option<i64>, LogError> {
         if offset < self.log_start_offset || offset > self.next_offset {
             return Err(LogError::OffsetOutOfRange {
                 offset,
@@ -681,31 +752,83 @@ impl Log {
             });
         }
         let limit = max_offset.unwrap_or(self.next_offset).min(self.next_offset);
-        let empty = ReadResult { records: Bytes::new(), next_offset: offset };
-        if offset >= limit {
-            return Ok(empty);
+        Ok((offset < limit).then_some(limit))
+    }
+
+    /// Records an aborted transaction whose abort marker was just appended (at
+    /// `t.last_offset`), durably before returning (`txn_index`'s rule).
+    pub fn add_aborted_txn(&mut self, t: AbortedTxn) -> Result<(), LogError> {
+        match self.segments.range_mut(..=t.last_offset).next_back() {
+            Some((_, seg)) if t.last_offset < seg.next_offset => seg.txn.append(t),
+            _ => Err(LogError::OffsetOutOfRange {
+                offset: t.last_offset,
+                log_start: self.log_start_offset,
+                log_end: self.next_offset,
+            }),
         }
-        for (_, seg) in self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..))
-        {
-            let reader = seg.reader()?;
-            let Some(first) = reader.position_of(offset)? else { continue };
-            if first.base_offset >= limit {
-                return Ok(empty);
-            }
-            let mut end = first.position + first.size;
-            let mut next_offset = first.last_offset + 1;
-            while end < seg.size {
-                let m = reader.header_at(end)?;
-                if m.base_offset >= limit || (end + m.size - first.position) as usize > max_bytes {
-                    break;
+    }
+
+    /// The aborted transactions with records in `[from, upper)`: what a read_committed
+    /// fetch of that range returns beside the records, in marker order. The search stops at
+    /// an entry whose last stable offset reaches `upper` (`txn_index`'s docs: no later
+    /// transaction starts below it).
+    pub fn aborted_txns(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let mut out = Vec::new();
+        let first = self.segments.range(..=from).next_back().map_or(i64::MIN, |(b, _)| *b);
+        for seg in self.segments.range(first..).map(|(_, s)| s) {
+            for t in seg.txn.entries() {
+                if t.last_offset >= from && t.first_offset < upper {
+                    out.push(*t);
                 }
-                end += m.size;
-                next_offset = m.last_offset + 1;
+                if t.last_stable_offset >= upper {
+                    return out;
+                }
             }
-            let records = reader.read_at(first.position, (end - first.position) as usize)?;
-            return Ok(ReadResult { records, next_offset });
         }
-        Ok(empty)
+        out
+    }
+
+    /// Whether a `.txnindex` was damaged at open (the field's docs).
+    pub fn txn_index_damaged(&self) -> bool {
+        self.txn_index_damaged
+    }
+
+    /// The owner rebuilt the transaction index from the whole log.
+    pub fn txn_index_rebuilt(&mut self) {
+        self.txn_index_damaged = false;
+    }
+
+    /// [`Self::read`] in two steps, so the disk reads of a sealed segment need no lock on
+    /// the log: what is known in memory (range checks, the segment, the index entry) is
+    /// decided here; a read of a sealed segment comes back as a [`ReadPlan::Sealed`] holding
+    /// its own file handle, to run after the caller releases the log. Anything else (the
+    /// active segment, which appends change, or an offset past a sealed segment's last
+    /// batch) is read now.
+    ///
+    /// **Rule:** a sealed segment's bytes never change in place: a cleaning replaces the
+    /// file by a rename and retention unlinks it, and the plan's handle keeps reading the
+    /// old file, whose batches were the log's when the plan was made. The one exception is a
+    /// follower's truncation below a sealed segment's end: the plan's read then fails or
+    /// stops short, and [`SealedRead::run`]'s caller reads again under the lock.
+    pub fn plan_read(&self, offset: i64, max_bytes: usize, max_offset: Option<i64>) -> Result<ReadPlan, LogError> {
+        let Some(limit) = self.read_limit(offset, max_offset)? else {
+            return Ok(ReadPlan::Done(ReadResult { records: Bytes::new(), next_offset: offset }));
+        };
+        let active = self.segments.keys().next_back().copied();
+        match self.segments.range(..=offset).next_back() {
+            Some((base, seg)) if Some(*base) != active && offset < seg.next_offset => {
+                Ok(ReadPlan::Sealed(SealedRead {
+                    file: seg.detached_file()?,
+                    path: seg.log_path.clone(),
+                    scan_from: seg.scan_start(offset),
+                    size: seg.size,
+                    offset,
+                    limit,
+                    max_bytes,
+                }))
+            }
+            _ => self.read(offset, max_bytes, max_offset).map(ReadPlan::Done),
+        }
     }
 
     /// The first record (at or after the log start) with a timestamp ≥ `ts`: its offset and

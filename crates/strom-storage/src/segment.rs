@@ -10,6 +10,7 @@ use bytes::Bytes;
 use strom_protocol::batch::{self, BatchView, HEADER_LEN};
 
 use crate::index::SegmentIndex;
+use crate::txn_index::TxnIndex;
 use crate::LogError;
 
 /// `00000000000000000042` and friends.
@@ -71,6 +72,8 @@ pub struct Segment {
     /// Max timestamp of the first batch: the segment's age for `segment.ms`.
     pub first_timestamp: Option<i64>,
     pub index: SegmentIndex,
+    /// Aborted transactions whose markers are in this segment (`.txnindex`).
+    pub txn: TxnIndex,
     bytes_since_index: u64,
     index_interval_bytes: u64,
 }
@@ -94,6 +97,7 @@ impl Segment {
             .map_err(|e| LogError::io(&log_path, e))?;
         let _ = std::fs::remove_file(&ip);
         let _ = std::fs::remove_file(&tp);
+        let _ = std::fs::remove_file(log_path.with_extension("txnindex"));
         crate::durable::sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
         Ok(Self::with_file(base_offset, log_path, file, 0, SegmentIndex::new(ip, tp), index_interval_bytes))
     }
@@ -118,6 +122,7 @@ impl Segment {
     ) -> Self {
         Segment {
             base_offset,
+            txn: TxnIndex::new(log_path.with_extension("txnindex")),
             log_path,
             file: Some(file),
             size,
@@ -355,6 +360,7 @@ impl Segment {
         self.size = position;
         self.next_offset = next_offset;
         self.index.truncate_to_position(position as u32);
+        self.txn.truncate_to(next_offset)?;
         if position == 0 {
             self.first_timestamp = None;
             self.max_timestamp = -1;
@@ -429,7 +435,17 @@ impl Segment {
     pub fn delete(self) -> Result<(), LogError> {
         std::fs::remove_file(&self.log_path).map_err(|e| LogError::io(&self.log_path, e))?;
         self.index.delete_files();
+        self.txn.delete_file();
         Ok(())
+    }
+
+    /// Loads the `.txnindex` (entries past the segment's end dropped); true if it was
+    /// damaged (`txn_index`'s rule).
+    pub fn load_txn_index(&mut self) -> Result<bool, LogError> {
+        let (mut txn, damaged) = TxnIndex::load(self.txn.path().to_path_buf())?;
+        txn.truncate_to(self.next_offset)?;
+        self.txn = txn;
+        Ok(damaged)
     }
 }
 
@@ -464,16 +480,75 @@ pub struct SegmentReader<'a> {
 }
 
 impl SegmentReader<'_> {
+    fn view(&self) -> FileView<'_> {
+        FileView { file: &self.file, path: &self.seg.log_path }
+    }
+
+    /// Reads `len` bytes at `position` ([`FileView::read_at`]).
+    pub fn read_at(&self, position: u64, len: usize) -> Result<Bytes, LogError> {
+        self.view().read_at(position, len)
+    }
+
+    /// The header of the batch at `position` (length and magic checked, no CRC).
+    pub fn header_at(&self, position: u64) -> Result<BatchMeta, LogError> {
+        self.view().header_at(position)
+    }
+
+    /// The position of the batch containing `offset` (or the first batch after it), scanning
+    /// headers forward from the nearest index entry. `None`: past the end.
+    pub fn position_of(&self, offset: i64) -> Result<Option<BatchMeta>, LogError> {
+        let seg = self.seg;
+        self.view().position_of(seg.scan_start(offset), seg.size, offset)
+    }
+
+    /// Whole batches from the one holding `offset` ([`FileView::read_batches`]).
+    pub fn read_batches(&self, offset: i64, limit: i64, max_bytes: usize) -> Result<Option<(Bytes, i64)>, LogError> {
+        let seg = self.seg;
+        self.view().read_batches(seg.scan_start(offset), seg.size, offset, limit, max_bytes)
+    }
+}
+
+impl Segment {
+    /// Where a header scan for `offset` starts: the nearest offset index entry at or below it.
+    pub fn scan_start(&self, offset: i64) -> u64 {
+        let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        self.index.lookup(rel).1 as u64
+    }
+
+    /// A handle of the log file that outlives the segment's lock: the read of a sealed segment
+    /// goes on without the log (`Log::plan_read`). A sealed file only changes by a truncation
+    /// (the reader then fails and the caller reads again under the lock) or is replaced by a
+    /// rename or deleted (the handle keeps the old file, which stays whole).
+    pub fn detached_file(&self) -> Result<File, LogError> {
+        match &self.file {
+            Some(f) => f.try_clone().map_err(|e| self.io(e)),
+            None => OpenOptions::new().read(true).open(&self.log_path).map_err(|e| self.io(e)),
+        }
+    }
+}
+
+/// Reads of one log file: positioned reads, batch headers, header scans.
+pub struct FileView<'a> {
+    pub file: &'a File,
+    /// For errors.
+    pub path: &'a Path,
+}
+
+impl FileView<'_> {
+    fn io(&self, e: std::io::Error) -> LogError {
+        LogError::io(self.path, e)
+    }
+
     /// Reads `len` bytes at `position`, into memory that is not zeroed first (`pread` into
     /// the buffer's spare capacity: a fetch's bytes are written once, not twice).
     pub fn read_at(&self, position: u64, len: usize) -> Result<Bytes, LogError> {
         let mut buf: Vec<u8> = Vec::with_capacity(len);
         while buf.len() < len {
             let at = position + buf.len() as u64;
-            let n = rustix::io::pread(&*self.file, rustix::buffer::spare_capacity(&mut buf), at)
-                .map_err(|e| self.seg.io(e.into()))?;
+            let n = rustix::io::pread(self.file, rustix::buffer::spare_capacity(&mut buf), at)
+                .map_err(|e| self.io(e.into()))?;
             if n == 0 {
-                return Err(self.seg.io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
+                return Err(self.io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
             }
         }
         buf.truncate(len);
@@ -483,7 +558,7 @@ impl SegmentReader<'_> {
     /// The header of the batch at `position` (length and magic checked, no CRC).
     pub fn header_at(&self, position: u64) -> Result<BatchMeta, LogError> {
         let mut h = [0u8; HEADER_LEN];
-        self.file.read_exact_at(&mut h, position).map_err(|e| self.seg.io(e))?;
+        self.file.read_exact_at(&mut h, position).map_err(|e| self.io(e))?;
         let size = match batch::claimed_size(&h) {
             Some(Ok(s)) => s,
             Some(Err(e)) => return Err(e.into()),
@@ -499,20 +574,48 @@ impl SegmentReader<'_> {
         Ok(m)
     }
 
-    /// The position of the batch containing `offset` (or the first batch after it), scanning
-    /// headers forward from the nearest index entry. `None`: past the end.
-    pub fn position_of(&self, offset: i64) -> Result<Option<BatchMeta>, LogError> {
-        let seg = self.seg;
-        let rel = (offset - seg.base_offset).clamp(0, u32::MAX as i64) as u32;
-        let (_, mut pos) = seg.index.lookup(rel);
-        while (pos as u64) < seg.size {
-            let m = self.header_at(pos as u64)?;
+    /// The batch containing `offset` (or the first one after it), scanning headers from
+    /// `from` up to `size`. `None`: past the end.
+    pub fn position_of(&self, from: u64, size: u64, offset: i64) -> Result<Option<BatchMeta>, LogError> {
+        let mut pos = from;
+        while pos < size {
+            let m = self.header_at(pos)?;
             if m.last_offset >= offset {
                 return Ok(Some(m));
             }
-            pos += m.size as u32;
+            pos += m.size;
         }
         Ok(None)
+    }
+
+    /// Whole batches from the one holding `offset` (or the first after it), scanning from
+    /// `from`, stopping before a batch that starts at or past `limit` or that would take the
+    /// bytes past `max_bytes` (a first batch is returned whole). `None`: no batch holds
+    /// `offset` or follows it in this file; `Some` of empty bytes: the first batch starts at
+    /// or past `limit`. Returns the bytes and the offset after the last batch.
+    pub fn read_batches(
+        &self,
+        from: u64,
+        size: u64,
+        offset: i64,
+        limit: i64,
+        max_bytes: usize,
+    ) -> Result<Option<(Bytes, i64)>, LogError> {
+        let Some(first) = self.position_of(from, size, offset)? else { return Ok(None) };
+        if first.base_offset >= limit {
+            return Ok(Some((Bytes::new(), offset)));
+        }
+        let mut end = first.position + first.size;
+        let mut next_offset = first.last_offset + 1;
+        while end < size {
+            let m = self.header_at(end)?;
+            if m.base_offset >= limit || (end + m.size - first.position) as usize > max_bytes {
+                break;
+            }
+            end += m.size;
+            next_offset = m.last_offset + 1;
+        }
+        Ok(Some((self.read_at(first.position, (end - first.position) as usize)?, next_offset)))
     }
 }
 

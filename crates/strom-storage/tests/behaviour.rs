@@ -252,6 +252,12 @@ fn segment_ms_rolls_old_segments() {
     assert_eq!(log.segment_count(), 1);
     log.append_as_leader(&batch(3, 1, 11_001), 0, 11_001).unwrap();
     assert_eq!(log.segment_count(), 2);
+    // Records with old timestamps (a replay) roll by their own times, as Kafka: not one
+    // segment per batch because the clock is far ahead of them.
+    for t in 0..5 {
+        log.append_as_leader(&batch(4 + t, 1, 20_000 + t as i64), 0, 10_000_000).unwrap();
+    }
+    assert_eq!(log.segment_count(), 3, "one roll for the jump to 20 000, none after");
 }
 
 #[test]
@@ -486,4 +492,43 @@ fn a_read_knows_whether_its_pages_are_cached() {
         }
     }
     assert!(!log.is_cached(0, 1 << 20), "evicted pages reported cached");
+}
+
+#[test]
+fn a_sealed_segment_is_read_without_the_log_and_a_truncated_one_asks_for_the_lock() {
+    use strom_storage::ReadPlan;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig { retention_bytes: Some(1), ..small_config() });
+    for t in 0..60 {
+        log.append_as_leader(&batch(t, 3, 0), 0, 0).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    let expected = log.read(0, 1500, None).unwrap();
+    // The plan owns its file: the log can change (appends, the segment deleted by retention)
+    // before it runs, and it still reads the batches the log held when it was made.
+    let ReadPlan::Sealed(plan) = log.plan_read(0, 1500, None).unwrap() else {
+        panic!("offset 0 is in a sealed segment")
+    };
+    log.append_as_leader(&batch(99, 3, 0), 0, 0).unwrap();
+    assert!(log.apply_retention(0).unwrap() > 0);
+    assert!(!dir.path().join("00000000000000000000.log").exists());
+    let got = plan.run().unwrap();
+    assert_eq!((got.records, got.next_offset), (expected.records, expected.next_offset));
+
+    // The active segment is read at once; so is a read past the log end's limit.
+    let end = log.log_end_offset();
+    assert!(matches!(log.plan_read(end - 1, 1 << 20, None).unwrap(), ReadPlan::Done(r) if !r.records.is_empty()));
+    assert!(matches!(log.plan_read(end, 1 << 20, None).unwrap(), ReadPlan::Done(r) if r.records.is_empty()));
+
+    // A truncation into a sealed segment after the plan: the plan fails instead of inventing
+    // batches, and the read under the lock sees the truncated log.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    for t in 0..60 {
+        log.append_as_leader(&batch(t, 3, 0), 0, 0).unwrap();
+    }
+    let ReadPlan::Sealed(plan) = log.plan_read(3, 1 << 20, None).unwrap() else { panic!("offset 3 is sealed") };
+    log.truncate_to(3).unwrap();
+    assert!(plan.run().is_err());
+    assert!(log.read(3, 1 << 20, None).unwrap().records.is_empty());
 }

@@ -24,6 +24,8 @@
 //! | ListGroups | DESCRIBE on the cluster, else only groups the principal may describe |
 //! | DescribeLogDirs, DescribeAcls, DescribeUserScramCredentials | DESCRIBE on the cluster |
 //! | CreateAcls, DeleteAcls, AlterUserScramCredentials | ALTER on the cluster |
+//! | WriteTxnMarkers | CLUSTER_ACTION on the cluster |
+//! | DescribeProducers | READ on the topic |
 
 use std::sync::Arc;
 

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use strom_protocol::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use strom_protocol::kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use strom_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::access::{Access, TOPIC_AUTHORIZATION_FAILED};
@@ -238,17 +240,30 @@ fn read_once(
             // after the response limit is reached, partitions get nothing.
             let room = response_max.saturating_sub(total);
             let limit = (room > 0 || total == 0).then(|| (p.partition_max_bytes.max(0) as usize).min(room.max(1)));
-            let result = b.replicas.fetch(&part, replica_id, p.fetch_offset, p.current_leader_epoch, limit);
+            let read_committed = version >= 4 && req.isolation_level == 1;
+            let result =
+                b.replicas.fetch(&part, replica_id, p.fetch_offset, p.current_leader_epoch, limit, read_committed);
             match result {
-                Ok((records, hw)) => {
+                Ok(read) => {
+                    let records = read.records;
                     if replica_id >= 0 {
                         b.metrics.replication_bytes_out.inc_by(records.len() as u64);
                     } else if !records.is_empty() {
                         let topic = crate::metrics::TopicLabels { topic: part.tp.topic.clone() };
                         b.metrics.bytes_out.get_or_create(&topic).inc_by(records.len() as u64);
                     }
-                    pd.high_watermark = hw;
-                    pd.last_stable_offset = hw;
+                    pd.high_watermark = read.high_watermark;
+                    pd.last_stable_offset = read.last_stable_offset;
+                    pd.aborted_transactions = read.aborted.map(|txns| {
+                        txns.into_iter()
+                            .map(|t| {
+                                let mut a = AbortedTransaction::default();
+                                a.producer_id = t.producer_id.into();
+                                a.first_offset = t.first_offset;
+                                a
+                            })
+                            .collect()
+                    });
                     pd.log_start_offset = part.log_start_offset();
                     total += records.len();
                     pd.records = Some(records);

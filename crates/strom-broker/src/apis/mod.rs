@@ -13,6 +13,7 @@ mod groups;
 mod metadata;
 mod offsets;
 mod produce;
+mod transactions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// The supported version range of `key`, if served.
@@ -411,6 +414,8 @@ impl Apis {
             RequestKind::OffsetDelete(r) => respond(&groups::offset_delete(b, a, r).await),
             RequestKind::DescribeUserScramCredentials(r) => respond(&admin::describe_user_scram_credentials(b, a, r)),
             RequestKind::DescribeAcls(r) => respond(&admin::describe_acls(a, b, r)),
+            RequestKind::WriteTxnMarkers(r) => respond(&transactions::write_txn_markers(b, a, r).await),
+            RequestKind::DescribeProducers(r) => respond(&transactions::describe_producers(b, a, r)),
             // On a listener without SASL (on a SASL listener the authenticator answers these).
             RequestKind::SaslHandshake(_) => respond(&admin::sasl_handshake_without_sasl()),
             RequestKind::SaslAuthenticate(_) => respond(&admin::sasl_authenticate_without_sasl()),

@@ -62,14 +62,20 @@ pub(super) fn list_offsets(b: &Broker, a: &Access<'_>, req: &ListOffsetsRequest,
                     if version >= 4 {
                         pr.leader_epoch = part.role().leader_epoch;
                     }
-                    // A consumer (replica id -1) never sees past the high watermark.
+                    // A consumer (replica id -1) never sees past the high watermark, nor at
+                    // read_committed (v2+) past the last stable offset.
+                    let visible_end = if version >= 2 && req.isolation_level == 1 {
+                        part.last_stable_offset()
+                    } else {
+                        part.high_watermark()
+                    };
                     let found = match p.timestamp {
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((part.log_start_offset(), -1))),
-                        LATEST => Ok(Some((part.high_watermark(), -1))),
+                        LATEST => Ok(Some((visible_end, -1))),
                         MAX_TIMESTAMP => Ok(part.with_log(|l| l.max_timestamp())),
-                        ts if ts >= 0 => part
-                            .with_log(|l| l.offset_for_timestamp(ts))
-                            .map(|r| r.filter(|(o, _)| *o < part.high_watermark())),
+                        ts if ts >= 0 => {
+                            part.with_log(|l| l.offset_for_timestamp(ts)).map(|r| r.filter(|(o, _)| *o < visible_end))
+                        }
                         _ => Ok(None),
                     };
                     match found {

@@ -18,6 +18,25 @@ const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
 const INVALID_RECORD: i16 = 87;
+const INVALID_TXN_STATE: i16 = 48;
+
+/// What a client may not write: a control batch is the transaction coordinator's to write
+/// (Kafka refuses one from a client with INVALID_RECORD); a transactional batch must belong
+/// to a transaction that added this partition, and Strom has no transaction coordinator yet,
+/// so none does (INVALID_TXN_STATE, what Kafka's transaction verification, KIP-890, answers
+/// for a partition outside the producer's transaction). Only headers are read.
+fn refused_batches(mut records: &[u8]) -> Option<i16> {
+    while let Ok(v) = strom_protocol::batch::BatchView::parse(records) {
+        if v.is_control() {
+            return Some(INVALID_RECORD);
+        }
+        if v.is_transactional() {
+            return Some(INVALID_TXN_STATE);
+        }
+        records = &records[v.size()..];
+    }
+    None
+}
 
 /// One partition's outcome, before acks=all waiting.
 struct Outcome {
@@ -117,6 +136,11 @@ pub(super) async fn handle(
                 outcomes.push(o);
                 continue;
             };
+            if let Some(code) = refused_batches(records) {
+                o.error_code = code;
+                outcomes.push(o);
+                continue;
+            }
             // Leadership before min.insync.replicas (checked inside the append, after the
             // duplicate check), as Kafka: a follower (whose ISR comes from the image) answers
             // NOT_LEADER_OR_FOLLOWER, which makes the client refresh its metadata;

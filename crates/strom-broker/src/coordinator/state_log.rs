@@ -61,7 +61,8 @@ impl StateLog {
         }
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if loaded.get(&p) != Some(&role.leader_epoch) {
-            load(p, &part)?;
+            // A load reads the whole partition: disk work (replica::disk_io's rule).
+            self.replicas.disk.run_sync(|| load(p, &part))?;
             loaded.insert(p, role.leader_epoch);
         }
         Ok(part)
@@ -91,7 +92,7 @@ impl StateLog {
         let (mut offset, end) = part.with_log(|l| (l.log_start_offset(), l.log_end_offset()));
         let mut records = 0usize;
         while offset < end {
-            let read = part.with_log(|l| l.read(offset, REPLAY_READ_BYTES, None)).map_err(|e| {
+            let read = part.read(offset, REPLAY_READ_BYTES, None).map_err(|e| {
                 tracing::error!(node = self.node_id, topic = self.topic, partition = p, error = %e, "cannot read the state log");
                 COORDINATOR_NOT_AVAILABLE
             })?;
@@ -138,7 +139,9 @@ impl StateLog {
             tracing::error!(node = self.node_id, topic = self.topic, error = %e, "cannot encode a state batch");
             COORDINATOR_NOT_AVAILABLE
         })?;
-        let appended = part.append_as_leader(&batch, now, None).map_err(|e| match e {
+        let may_block = part.append_may_block(batch.len(), now);
+        let appended = self.replicas.disk.run_sync_if(may_block, || part.append_as_leader(&batch, now, None));
+        let appended = appended.map_err(|e| match e {
             ReplicaError::NotLeader(_) => NOT_COORDINATOR,
             e => {
                 tracing::warn!(node = self.node_id, topic = self.topic, error = %e, "state append failed");

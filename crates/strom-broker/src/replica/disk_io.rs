@@ -15,9 +15,11 @@
 //! operation paid it. The log lock itself stays a short `std` mutex held only on these threads and
 //! by the background jobs that already run off the runtime (housekeeping, the cleaner).
 //!
-//! Not yet through it: the group coordinator's own small appends to `__consumer_offsets`
-//! (made under its commit lock) and its replay of a partition when it becomes coordinator,
-//! and opening logs when the metadata makes this broker a replica (`apply_image`).
+//! Synchronous callers that cannot wait for a permit use [`DiskIo::run_sync`] (off the
+//! workers, outside the bound): applying a metadata image (opening and deleting logs), the
+//! group coordinator's load of a partition when it becomes coordinator and its appends to
+//! `__consumer_offsets` that may wait (both under its own locks). They are rare next to
+//! client requests: a leadership change, a flush or a roll.
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
@@ -49,16 +51,32 @@ impl DiskIo {
         }
     }
 
+    /// Runs blocking disk work now, off the runtime's workers (on a multi-thread runtime;
+    /// in place on another or outside one), without a permit: for synchronous callers (the
+    /// module's rule).
+    pub fn run_sync<T>(&self, work: impl FnOnce() -> T) -> T {
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+            _ => work(),
+        }
+    }
+
+    /// [`Self::run_sync`] when `may_block`, else the work in place.
+    pub fn run_sync_if<T>(&self, may_block: bool, work: impl FnOnce() -> T) -> T {
+        if may_block {
+            self.run_sync(work)
+        } else {
+            work()
+        }
+    }
+
     /// Runs blocking disk work once one of the `num.io.threads` permits is free, off the
     /// runtime's workers (the module's rule). On a current-thread runtime (unit tests) the
     /// work runs in place.
     pub async fn run<T>(&self, work: impl FnOnce() -> T) -> T {
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.permits.acquire().await.ok();
-        match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-            _ => work(),
-        }
+        self.run_sync(work)
     }
 }
 

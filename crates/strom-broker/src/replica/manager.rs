@@ -14,6 +14,16 @@ use tokio::sync::Notify;
 
 use super::{Partition, ReplicaError, ReplicaRole, TopicPartition};
 
+/// What [`ReplicaManager::fetch`] read from one partition.
+#[derive(Debug)]
+pub struct FetchRead {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    /// For read_committed: the aborted transactions with records among `records`.
+    pub aborted: Option<Vec<strom_storage::AbortedTxn>>,
+}
+
 /// Every partition replica this broker holds.
 pub struct ReplicaManager {
     node_id: i32,
@@ -156,14 +166,45 @@ impl ReplicaManager {
                 }
             }
         }
-        let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
-        // Gone: the topic was deleted (or the replica moved away).
-        let gone: Vec<TopicPartition> = parts.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
-        for tp in gone {
-            if let Some(p) = parts.remove(&tp) {
-                p.wake(); // fetches waiting on it answer now (the partition is no longer here)
-                let dir = p.with_log(|l| l.dir().to_path_buf());
-                drop(p);
+        // Under the table's lock only what is quick (roles, configs, removals from the table):
+        // every request looks partitions up in it. Deleting and opening logs is disk work,
+        // done after, off the async workers (disk_io's rule).
+        let mut gone_dirs = Vec::new();
+        let mut to_open = Vec::new();
+        {
+            let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            // Gone: the topic was deleted (or the replica moved away).
+            let gone: Vec<TopicPartition> = parts.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
+            for tp in gone {
+                if let Some(p) = parts.remove(&tp) {
+                    p.wake(); // fetches waiting on it answer now (the partition is no longer here)
+                    gone_dirs.push((tp, p.with_log(|l| l.dir().to_path_buf())));
+                }
+            }
+            for (tp, (topic_id, part)) in wanted {
+                let role = ReplicaRole {
+                    leader: part.leader,
+                    leader_epoch: part.leader_epoch,
+                    partition_epoch: part.partition_epoch,
+                    isr: part.isr.clone(),
+                    replicas: part.replicas.clone(),
+                };
+                let config = self.log_config(image, &tp.topic);
+                match parts.get(&tp) {
+                    Some(existing) if existing.topic_id == topic_id => {
+                        existing.apply_role(role);
+                        existing.with_log(|l| {
+                            if *l.config() != config {
+                                l.set_config(config)
+                            }
+                        });
+                    }
+                    _ => to_open.push((tp, topic_id, role, config)),
+                }
+            }
+        }
+        let opened = self.disk.run_sync(|| {
+            for (tp, dir) in gone_dirs {
                 match std::fs::remove_dir_all(&dir) {
                     Ok(()) => tracing::info!(node = self.node_id, partition = %tp, "partition deleted"),
                     Err(e) => {
@@ -171,49 +212,26 @@ impl ReplicaManager {
                     }
                 }
             }
-        }
-        for (tp, (topic_id, part)) in wanted {
-            let role = ReplicaRole {
-                leader: part.leader,
-                leader_epoch: part.leader_epoch,
-                partition_epoch: part.partition_epoch,
-                isr: part.isr.clone(),
-                replicas: part.replicas.clone(),
-            };
-            let config = self.log_config(image, &tp.topic);
-            match parts.get(&tp) {
-                Some(existing) if existing.topic_id == topic_id => {
-                    existing.apply_role(role);
-                    existing.with_log(|l| {
-                        if *l.config() != config {
-                            l.set_config(config)
+            let mut opened = Vec::new();
+            for (tp, topic_id, role, config) in to_open {
+                let dir = self.log_dir.join(tp.to_string());
+                match Log::open(&dir, config) {
+                    Ok((log, report)) => {
+                        if report.truncated_bytes > 0 {
+                            tracing::warn!(node = self.node_id, partition = %tp, ?report, "log recovered with a cut tail");
                         }
-                    });
-                }
-                _ => {
-                    let dir = self.log_dir.join(tp.to_string());
-                    match Log::open(&dir, config) {
-                        Ok((log, report)) => {
-                            if report.truncated_bytes > 0 {
-                                tracing::warn!(node = self.node_id, partition = %tp, ?report, "log recovered with a cut tail");
-                            }
-                            let p = Partition::open(
-                                tp.clone(),
-                                topic_id,
-                                self.node_id,
-                                log,
-                                role,
-                                self.log_dir_health.clone(),
-                            );
-                            parts.insert(tp, p);
-                        }
-                        Err(e) => {
-                            tracing::error!(node = self.node_id, partition = %tp, error = %e, "cannot open partition log; it stays offline")
-                        }
+                        let p = Partition::open(tp.clone(), topic_id, self.node_id, log, role, self.log_dir_health.clone());
+                        opened.push((tp, p));
+                    }
+                    Err(e) => {
+                        tracing::error!(node = self.node_id, partition = %tp, error = %e, "cannot open partition log; it stays offline")
                     }
                 }
             }
-        }
+            opened
+        });
+        let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        parts.extend(opened);
         // Roles, ISRs or configs may have changed: whoever waits on a partition looks again.
         for p in parts.values() {
             p.wake();
@@ -223,10 +241,10 @@ impl ReplicaManager {
     /// Serves one partition of a Fetch: checks the client's leader epoch and that this broker
     /// leads, records a follower's progress (`replica_id` ≥ 0: its fetch offset is its LEO;
     /// this may move the HW, waking acks=all waiters, and queue an ISR expansion), then reads
-    /// whole batches from `fetch_offset`: up to the HW for consumers, the LEO for followers.
-    /// At most `limit_bytes`, except that a first batch is returned whole; `None` reads nothing
-    /// (the response is full).
-    /// Returns the records and the high watermark.
+    /// whole batches from `fetch_offset`: for consumers up to the HW (read_uncommitted) or
+    /// the last stable offset (`read_committed`, with the aborted transactions among what
+    /// it returns), for followers up to the LEO. At most `limit_bytes`, except that a first
+    /// batch is returned whole; `None` reads nothing (the response is full).
     pub fn fetch(
         &self,
         p: &Arc<Partition>,
@@ -234,7 +252,8 @@ impl ReplicaManager {
         fetch_offset: i64,
         current_leader_epoch: i32,
         limit_bytes: Option<usize>,
-    ) -> Result<(Bytes, i64), ReplicaError> {
+        read_committed: bool,
+    ) -> Result<FetchRead, ReplicaError> {
         p.check_epoch(current_leader_epoch)?;
         if !p.is_leader() {
             return Err(ReplicaError::NotLeader(p.tp.to_string()));
@@ -248,11 +267,27 @@ impl ReplicaManager {
                 self.request_isr_check(p.clone());
             }
         }
-        let hw = p.high_watermark();
-        let Some(limit_bytes) = limit_bytes else { return Ok((Bytes::new(), hw)) };
-        let max_offset = if replica_id >= 0 { None } else { Some(hw) };
-        let read = p.with_log(|l| l.read(fetch_offset, limit_bytes, max_offset))?;
-        Ok((read.records, hw))
+        let read_committed = read_committed && replica_id < 0;
+        let high_watermark = p.high_watermark();
+        let last_stable_offset = p.last_stable_offset();
+        let mut out = FetchRead {
+            records: Bytes::new(),
+            high_watermark,
+            last_stable_offset,
+            aborted: read_committed.then(Vec::new),
+        };
+        let Some(limit_bytes) = limit_bytes else { return Ok(out) };
+        let max_offset = match (replica_id >= 0, read_committed) {
+            (true, _) => None,
+            (false, true) => Some(last_stable_offset),
+            (false, false) => Some(high_watermark),
+        };
+        let read = p.read(fetch_offset, limit_bytes, max_offset)?;
+        if read_committed && !read.records.is_empty() {
+            out.aborted = Some(p.aborted_txns(fetch_offset, read.next_offset));
+        }
+        out.records = read.records;
+        Ok(out)
     }
 
     /// Flushes every log that is due (`flush.ms`), makes rolled segments durable and applies

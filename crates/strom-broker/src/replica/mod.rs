@@ -72,6 +72,8 @@ pub enum ReplicaError {
     ProducerSequence(i16),
     #[error("the ISR of {partition} has {isr} replicas, fewer than min.insync.replicas {min_isr}")]
     NotEnoughReplicas { partition: String, isr: usize, min_isr: usize },
+    #[error("cannot encode a transaction marker: {0}")]
+    Marker(String),
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -85,6 +87,7 @@ impl ReplicaError {
             ReplicaError::UnknownLeaderEpoch { .. } => 75,
             ReplicaError::ProducerSequence(code) => *code,
             ReplicaError::NotEnoughReplicas { .. } => crate::producer_state::NOT_ENOUGH_REPLICAS,
+            ReplicaError::Marker(_) => -1, // UNKNOWN_SERVER_ERROR
             ReplicaError::Log(e) => log_error_code(e),
         }
     }

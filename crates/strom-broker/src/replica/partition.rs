@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use strom_protocol::batch::BatchView;
-use strom_storage::{AppendInfo, Log, LogError};
+use strom_protocol::batch::{BatchView, TxnMarker};
+use strom_storage::{AppendInfo, Log, LogError, ReadPlan, ReadResult};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{ReplicaError, TopicPartition};
-use crate::producer_state::{ProducerBatch, ProducerStates, SequenceCheck};
+use crate::producer_state::{MarkerBatch, ProducerBatch, ProducerStates, SequenceCheck};
 
 /// DUPLICATE_SEQUENCE_NUMBER: a retried batch inside a request of several batches.
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
@@ -157,6 +157,91 @@ impl Partition {
     }
 
     /// Runs `f` on the log.
+    /// Whole batches from `offset` ([`Log::read`]). A sealed segment's are read after the
+    /// log lock is released (`Log::plan_read`'s rule), so a read that waits on the disk never
+    /// holds up this partition's appends; if the segment was truncated meanwhile, the read
+    /// is made again under the lock.
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: Option<i64>) -> Result<ReadResult, LogError> {
+        match self.with_log(|l| l.plan_read(offset, max_bytes, max_offset))? {
+            ReadPlan::Done(r) => Ok(r),
+            ReadPlan::Sealed(sealed) => sealed.run().or_else(|e| {
+                tracing::debug!(node = self.node_id, partition = %self.tp, error = %e, "sealed read failed; reading under the lock");
+                self.with_log(|l| l.read(offset, max_bytes, max_offset))
+            }),
+        }
+    }
+
+    /// The last stable offset: the HW, or below it the first offset of a transaction that is
+    /// open or whose marker is not committed yet (`producer_state`'s rules).
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.producers.lock().unwrap_or_else(|p| p.into_inner()).last_stable_offset(hw)
+    }
+
+    /// The producers this partition keeps state for (DescribeProducers).
+    pub fn describe_producers(&self) -> Vec<crate::producer_state::ProducerDescription> {
+        self.producers.lock().unwrap_or_else(|p| p.into_inner()).describe()
+    }
+
+    /// The aborted transactions with records in `[from, upper)` (`Log::aborted_txns`).
+    pub fn aborted_txns(&self, from: i64, upper: i64) -> Vec<strom_storage::AbortedTxn> {
+        self.with_log(|l| l.aborted_txns(from, upper))
+    }
+
+    /// Writes a transaction marker for `producer_id` as leader (the transaction coordinator's
+    /// WriteTxnMarkers): the producer's open transaction on this partition ends, and an
+    /// aborted one enters the transaction index before this returns. A marker from an older
+    /// producer or coordinator epoch is refused (`producer_state`'s rules).
+    pub fn append_txn_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: TxnMarker,
+        now_ms: i64,
+        min_isr: usize,
+    ) -> Result<LeaderAppend, ReplicaError> {
+        if !self.is_leader() {
+            return Err(ReplicaError::NotLeader(self.tp.to_string()));
+        }
+        if self.dir_health.is_offline() {
+            return Err(LogError::Offline.into());
+        }
+        let m = MarkerBatch { producer_id, epoch: producer_epoch, marker, timestamp: now_ms };
+        let batch = marker.encode(producer_id, producer_epoch, now_ms).map_err(|e| ReplicaError::Marker(e.0))?;
+        let appended = self.with_log(|l| {
+            // The role again under the log lock (append_as_leader's rule).
+            let role = self.role();
+            if role.leader != self.node_id {
+                return Err(ReplicaError::NotLeader(self.tp.to_string()));
+            }
+            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+            producers.check_marker(&m).map_err(ReplicaError::ProducerSequence)?;
+            // Markers are written with acks=all (as Kafka): refused below min.insync.replicas.
+            if role.isr.len() < min_isr {
+                return Err(ReplicaError::NotEnoughReplicas {
+                    partition: self.tp.to_string(),
+                    isr: role.isr.len(),
+                    min_isr,
+                });
+            }
+            let info = l
+                .append_as_leader(&batch, role.leader_epoch, now_ms)
+                .map_err(|e| self.dir_health.check(self.node_id, "append", e))?;
+            if let Some(t) = producers.record_marker(&m, info.first_offset) {
+                l.add_aborted_txn(t).map_err(|e| self.dir_health.check(self.node_id, "transaction index", e))?;
+            }
+            Ok::<_, ReplicaError>(LeaderAppend {
+                info,
+                log_start_offset: l.log_start_offset(),
+                leader_epoch: role.leader_epoch,
+                duplicate: false,
+            })
+        })?;
+        self.update_high_watermark();
+        self.wake();
+        Ok(appended)
+    }
+
     pub fn with_log<T>(&self, f: impl FnOnce(&mut Log) -> T) -> T {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut log)
@@ -378,7 +463,11 @@ impl Partition {
             }
             let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
             let end = l.log_end_offset();
-            let mut offset = match crate::producer_snapshot::load_latest(l.dir(), end, self.node_id) {
+            // A damaged transaction index is rebuilt from the whole log (txn_index's rule).
+            let whole_log = l.txn_index_damaged();
+            let snapshot =
+                if whole_log { None } else { crate::producer_snapshot::load_latest(l.dir(), end, self.node_id) };
+            let mut offset = match snapshot {
                 Some((at, loaded)) => {
                     *producers = loaded;
                     marks.last_offset = at;
@@ -393,7 +482,11 @@ impl Partition {
             while offset < l.log_end_offset() {
                 match l.read(offset, 1 << 20, None) {
                     Ok(r) if r.next_offset > offset => {
-                        producers.record_stored(&r.records);
+                        for t in producers.record_stored(&r.records) {
+                            if let Err(e) = l.add_aborted_txn(t) {
+                                tracing::error!(node = self.node_id, partition = %self.tp, error = %e, "cannot index an aborted transaction");
+                            }
+                        }
                         offset = r.next_offset;
                     }
                     Ok(_) => break,
@@ -402,6 +495,9 @@ impl Partition {
                         break;
                     }
                 }
+            }
+            if whole_log && offset >= l.log_end_offset() {
+                l.txn_index_rebuilt();
             }
             if producers.producers() > 0 {
                 tracing::debug!(node = self.node_id, partition = %self.tp, producers = producers.producers(), "producer state rebuilt");
@@ -467,7 +563,10 @@ impl Partition {
             let info = l
                 .append_as_follower(records, now_ms)
                 .map_err(|e| self.dir_health.check(self.node_id, "follower append", e))?;
-            self.producers.lock().unwrap_or_else(|p| p.into_inner()).record_stored(records);
+            let aborted = self.producers.lock().unwrap_or_else(|p| p.into_inner()).record_stored(records);
+            for t in aborted {
+                l.add_aborted_txn(t).map_err(|e| self.dir_health.check(self.node_id, "transaction index", e))?;
+            }
             Ok(Some(info))
         })
     }
@@ -840,5 +939,64 @@ mod tests {
         });
         assert!(crate::producer_snapshot::offsets(&dir.path().join("restart-0")).is_empty());
         assert_eq!(p.producer_count(), 0);
+    }
+
+    /// One transactional record from producer `pid`, epoch 0, at sequence `seq`.
+    fn transactional(pid: i64, seq: i32) -> bytes::Bytes {
+        let mut b = one_record().to_vec();
+        b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b.into()
+    }
+
+    #[test]
+    fn the_last_stable_offset_waits_for_open_transactions_and_aborts_are_indexed_durably() {
+        use strom_storage::AbortedTxn;
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path(), "txn");
+        let abort = TxnMarker { commit: false, coordinator_epoch: 0 };
+        let commit = TxnMarker { commit: true, coordinator_epoch: 0 };
+        p.append_as_leader(&one_record(), 0, None).unwrap(); // 0
+        p.append_as_leader(&transactional(1, 0), 0, None).unwrap(); // 1: producer 1's opens
+        p.append_as_leader(&transactional(2, 0), 0, None).unwrap(); // 2: producer 2's opens
+        assert_eq!((p.high_watermark(), p.last_stable_offset()), (3, 1));
+
+        assert_eq!(p.append_txn_marker(1, 0, abort, 0, 1).unwrap().info.first_offset, 3);
+        assert_eq!(p.last_stable_offset(), 2, "producer 2's transaction is still open");
+        let aborted = AbortedTxn { producer_id: 1, first_offset: 1, last_offset: 3, last_stable_offset: 2 };
+        assert_eq!(p.aborted_txns(0, 10), vec![aborted]);
+        assert_eq!(p.aborted_txns(4, 10), vec![], "nothing aborted from 4 on");
+        p.append_txn_marker(2, 0, commit, 0, 1).unwrap(); // 4
+        assert_eq!(p.last_stable_offset(), 5);
+        assert!(matches!(
+            p.append_txn_marker(1, -1, abort, 0, 1),
+            Err(ReplicaError::ProducerSequence(crate::producer_state::INVALID_PRODUCER_EPOCH))
+        ));
+        p.append_as_leader(&transactional(2, 1), 0, None).unwrap(); // 5: producer 2's next
+        assert_eq!(p.last_stable_offset(), 5);
+
+        // Reopened (no snapshot: the state is replayed from the log): the same.
+        drop(p);
+        let p = leader(dir.path(), "txn");
+        assert_eq!((p.high_watermark(), p.last_stable_offset()), (6, 5));
+        assert_eq!(p.aborted_txns(0, 10), vec![aborted]);
+        // From a snapshot: the open transaction is in it.
+        p.snapshot_producers(true).unwrap();
+        drop(p);
+        let p = leader(dir.path(), "txn");
+        assert_eq!(p.last_stable_offset(), 5);
+
+        // A damaged transaction index is rebuilt from the whole log.
+        drop(p);
+        let index = dir.path().join("txn-0").join("00000000000000000000.txnindex");
+        assert_eq!(std::fs::metadata(&index).unwrap().len(), 34);
+        std::fs::write(&index, [7u8; 20]).unwrap();
+        let p = leader(dir.path(), "txn");
+        assert_eq!(p.aborted_txns(0, 10), vec![aborted]);
+        assert_eq!(std::fs::metadata(&index).unwrap().len(), 34);
     }
 }
