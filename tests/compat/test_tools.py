@@ -175,3 +175,25 @@ def test_consumer_groups_delete_offsets(node):
     offsets = {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions}
     assert offsets[("keep", 0)] == 10 and offsets[("keep", 1)] == 10
     assert offsets[("drop", 0)] < 0 and offsets[("drop", 1)] < 0  # no committed offset any more
+
+
+def test_transactions_describe_producers_lists_each_idempotent_producer(node):
+    bs = ["--bootstrap-server", node.bootstrap]
+    strom("topics", *bs, "--create", "--topic", "described", "--partitions", "1", "--replication-factor", "1")
+    for _ in range(2):  # two producers, two ids
+        p = Producer({"bootstrap.servers": node.bootstrap, "enable.idempotence": True, "linger.ms": 0})
+        for i in range(3):
+            p.produce("described", b"v%d" % i)
+            p.flush(10)  # one batch each: sequences 0, 1, 2
+    out = strom("transactions", *bs, "describe-producers", "--topic", "described", "--partition", "0").stdout.decode()
+    lines = out.strip().splitlines()
+    assert lines[0].split("\t") == ["ProducerId", "ProducerEpoch", "LatestCoordinatorEpoch", "LastSequence",
+                                    "LastTimestamp", "CurrentTransactionStartOffset"], out
+    rows = [line.split("\t") for line in lines[1:]]
+    assert len(rows) == 2 and len({r[0] for r in rows}) == 2, out
+    for pid, epoch, coordinator_epoch, last_seq, ts, txn_start in rows:
+        assert int(pid) >= 0 and epoch == "0" and coordinator_epoch == "-1" and txn_start == "-1", out
+        assert last_seq == "2", out
+        assert int(ts) > 1_600_000_000_000, out
+    r = strom("transactions", *bs, "describe-producers", "--topic", "nope", "--partition", "0", check=False)
+    assert r.returncode != 0 and b"nope" in r.stderr, r.stderr

@@ -390,7 +390,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // `None`: an acks=0 produce, which Kafka never answers.
                 if let Some(response) = self.apis.handle(frame, &self.listener, received, &self.session).await? {
                     let ready = Instant::now();
-                    self.stream.write_all(&response.frame).await?;
+                    write_parts(&mut self.stream, &response.frame.0).await?;
                     if let Some(api) = api {
                         self.apis.metrics().record_response_send(&api, ready.elapsed().as_secs_f64());
                     }
@@ -419,5 +419,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(Err(e)) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// Writes `parts` in order, as many as the socket takes per vectored write (at most 64
+/// pieces each).
+async fn write_parts<S: AsyncWrite + Unpin>(stream: &mut S, parts: &[bytes::Bytes]) -> std::io::Result<()> {
+    use bytes::Buf;
+    if let [one] = parts {
+        return stream.write_all(one).await;
+    }
+    let mut queue: std::collections::VecDeque<bytes::Bytes> = parts.iter().filter(|p| !p.is_empty()).cloned().collect();
+    while !queue.is_empty() {
+        let slices: Vec<std::io::IoSlice<'_>> = queue.iter().take(64).map(|p| std::io::IoSlice::new(p)).collect();
+        let mut n = stream.write_vectored(&slices).await?;
+        drop(slices);
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(front) = queue.front_mut() else { break };
+            if n >= front.len() {
+                n -= front.len();
+                queue.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pieces_arrive_whole_and_in_order_through_short_writes() {
+        let parts: Vec<bytes::Bytes> =
+            (0..200u32).map(|i| bytes::Bytes::from(vec![i as u8; (i as usize * 37) % 3000])).collect();
+        let expected: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        // A pipe far smaller than the frame: writes come back short.
+        let (mut w, mut r) = tokio::io::duplex(1000);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        write_parts(&mut w, &parts).await.unwrap();
+        drop(w);
+        assert_eq!(reader.await.unwrap(), expected);
     }
 }

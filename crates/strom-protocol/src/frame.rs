@@ -122,6 +122,141 @@ pub fn encode_response<M: Encodable>(
     Ok(out.freeze())
 }
 
+/// A response frame in pieces, written to the socket in order with vectored writes: the
+/// encoded fields, and between them the record bytes of a Fetch response as they were read
+/// from the log ([`encode_response_spliced`]), never copied into the frame.
+#[derive(Debug, Clone, Default)]
+pub struct FrameParts(pub Vec<Bytes>);
+
+impl FrameParts {
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Bytes::is_empty)
+    }
+
+    /// The frame as one buffer (tests, and writers without vectored writes).
+    pub fn concat(&self) -> Bytes {
+        match self.0.as_slice() {
+            [one] => one.clone(),
+            parts => parts
+                .iter()
+                .fold(BytesMut::with_capacity(self.len()), |mut b, p| {
+                    b.extend_from_slice(p);
+                    b
+                })
+                .freeze(),
+        }
+    }
+}
+
+impl From<Bytes> for FrameParts {
+    fn from(b: Bytes) -> Self {
+        FrameParts(vec![b])
+    }
+}
+
+/// Pieces shorter than this are copied into the frame: a separate piece costs an iovec entry.
+const SPLICE_MIN: usize = 4096;
+
+/// [`encode_response`], except that any field whose bytes are exactly one of `splice` (the
+/// same memory, at least [`SPLICE_MIN`] long) is not copied but becomes a piece of its own.
+///
+/// **Rule:** only for bodies whose encoder writes forward, never going back to fill a gap
+/// (a Fetch response: tested against [`encode_response`] at every version), since the
+/// pieces already emitted cannot be changed.
+pub fn encode_response_spliced<M: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &M,
+    splice: &[Bytes],
+) -> Result<FrameParts, FrameError> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    let fail =
+        |e: &dyn std::fmt::Display| FrameError::Malformed { api: api_key, version, reason: format!("encode: {e}") };
+    let size = header.compute_size(header_version).map_err(|e| fail(&e))?
+        + body.compute_size(version).map_err(|e| fail(&e))?;
+    let copied = size - splice.iter().filter(|b| b.len() >= SPLICE_MIN).map(Bytes::len).sum::<usize>().min(size);
+    let mut out = SplicingBuf { parts: Vec::new(), current: BytesMut::with_capacity(4 + copied), flushed: 0, splice };
+    out.current.put_i32(size as i32);
+    header.encode(&mut out, header_version).map_err(|e| fail(&e))?;
+    body.encode(&mut out, version).map_err(|e| fail(&e))?;
+    out.flush();
+    Ok(FrameParts(out.parts))
+}
+
+/// The buffer [`encode_response_spliced`] encodes into.
+struct SplicingBuf<'a> {
+    parts: Vec<Bytes>,
+    current: BytesMut,
+    /// Bytes in `parts`.
+    flushed: usize,
+    splice: &'a [Bytes],
+}
+
+impl SplicingBuf<'_> {
+    fn flush(&mut self) {
+        if !self.current.is_empty() {
+            let b = self.current.split().freeze();
+            self.flushed += b.len();
+            self.parts.push(b);
+        }
+    }
+}
+
+// SAFETY: every method delegates to `current`, a BytesMut, whose implementation upholds
+// BufMut's contract; `put_slice` only adds whole pieces beside it.
+unsafe impl BufMut for SplicingBuf<'_> {
+    fn remaining_mut(&self) -> usize {
+        self.current.remaining_mut()
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller's promise about `cnt` is about `current`'s chunk.
+        unsafe { self.current.advance_mut(cnt) }
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        self.current.chunk_mut()
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        if src.len() >= SPLICE_MIN {
+            if let Some(b) = self.splice.iter().find(|b| b.as_ptr() == src.as_ptr() && b.len() == src.len()) {
+                self.flush();
+                self.flushed += b.len();
+                self.parts.push(b.clone());
+                return;
+            }
+        }
+        self.current.extend_from_slice(src);
+    }
+}
+
+impl kafka_protocol::protocol::buf::ByteBufMut for SplicingBuf<'_> {
+    fn offset(&self) -> usize {
+        self.flushed + self.current.len()
+    }
+
+    /// Only forward (the rule at [`encode_response_spliced`]); a seek into a piece already
+    /// emitted is ignored, and the test against the plain encoding would show it.
+    fn seek(&mut self, offset: usize) {
+        if let Some(local) = offset.checked_sub(self.flushed) {
+            self.current.resize(local, 0);
+        }
+    }
+
+    fn range(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
+        let start = r.start.saturating_sub(self.flushed).min(self.current.len());
+        let end = r.end.saturating_sub(self.flushed).clamp(start, self.current.len());
+        &mut self.current[start..end]
+    }
+}
+
 /// Encodes a response frame around a body that is already in Kafka's encoding (a forwarded
 /// admin request's answer from the controller).
 pub fn encode_response_body(
@@ -145,6 +280,35 @@ pub fn encode_response_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spliced_fetch_response_is_byte_for_byte_the_plain_one_without_copying_records() {
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::{FetchResponse, TopicName};
+        let big = Bytes::from(vec![7u8; 10_000]);
+        let small = Bytes::from_static(b"tiny");
+        let mut resp = FetchResponse::default();
+        let mut t = FetchableTopicResponse::default();
+        t.topic = TopicName(kafka_protocol::protocol::StrBytes::from_static_str("t"));
+        for (i, r) in
+            [Some(big.clone()), Some(small.clone()), None, Some(big.slice(100..9_000))].into_iter().enumerate()
+        {
+            let mut p = PartitionData::default();
+            p.partition_index = i as i32;
+            p.records = r;
+            t.partitions.push(p);
+        }
+        resp.responses.push(t);
+        let splice = vec![big.clone(), small, big.slice(100..9_000)];
+        for version in 4..=17 {
+            let plain = encode_response(ApiKey::Fetch, version, 9, &resp).unwrap();
+            let parts = encode_response_spliced(ApiKey::Fetch, version, 9, &resp, &splice).unwrap();
+            assert_eq!(parts.concat(), plain, "version {version}");
+            // The large records are the log's own buffers, not copies.
+            assert!(parts.0.iter().any(|p| p.as_ptr() == big.as_ptr()), "version {version}");
+            assert_eq!(parts.len(), plain.len());
+        }
+    }
 
     #[test]
     fn a_length_prefix_reserves_memory_as_bytes_arrive() {

@@ -29,6 +29,9 @@ enum Command {
     Configs(tools::configs::ConfigsArgs),
     /// List, describe (with lag), delete consumer groups and reset their offsets.
     ConsumerGroups(tools::groups::GroupsArgs),
+    /// Producers and transactions (the flags of kafka-transactions.sh; so far
+    /// describe-producers).
+    Transactions(tools::transactions::TransactionsArgs),
     /// Send lines from stdin as records.
     ConsoleProducer(tools::console::ProducerArgs),
     /// Print records of a topic.
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Configs(args) => tools::run_tool(|| tools::configs::run(args)),
         Command::Acls(args) => tools::run_tool(|| tools::acls::run(args)),
         Command::ConsumerGroups(args) => tools::run_tool(|| tools::groups::run(args)),
+        Command::Transactions(args) => tools::run_tool(|| tools::transactions::run(args)),
         Command::ConsoleProducer(args) => tools::run_tool(|| tools::console::produce(args)),
         Command::ConsoleConsumer(args) => tools::run_tool(|| tools::console::consume(args)),
         Command::Cluster(args) => tools::run_tool(|| tools::cluster_info::run(args)),

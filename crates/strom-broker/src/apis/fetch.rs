@@ -35,9 +35,10 @@ pub const MIN_ROOM_WAIT: Duration = Duration::from_millis(100);
 /// carry (the smaller of its response limit and the sum of its partition limits, and never
 /// more than the whole budget), reads at most that, gives back what it did not use, and
 /// holds the rest until its response has been written to the socket. So the record bytes
-/// that consumer responses hold at once stay within the budget (a byte is in memory twice
-/// only while its response is encoded; a first batch larger than the room is still returned
-/// whole, as Kafka does, so no consumer is stuck), however many consumers ask for how much.
+/// that consumer responses hold at once stay within the budget (each byte is in memory
+/// once: the response frame is written in pieces around the buffers the log read into,
+/// never copied into it, `frame::encode_response_spliced`; a first batch larger than the
+/// room is still returned whole, as Kafka does, so no consumer is stuck), however many consumers ask for how much.
 /// Fetches wait for room in order, but not past their `max.wait.ms` deadline (at least
 /// [`MIN_ROOM_WAIT`]): a client that stops reading its responses holds its room until its
 /// connection goes, and must not stall every other consumer meanwhile, so a fetch that found

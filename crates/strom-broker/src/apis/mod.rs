@@ -92,15 +92,17 @@ pub struct Broker {
     pub fetch_memory: FetchMemory,
 }
 
-/// A response frame to write, with the fetch memory it holds until it is written.
+/// A response frame to write (in pieces: a Fetch response's records are the log's own
+/// buffers, `frame::encode_response_spliced`), with the fetch memory it holds until it is
+/// written.
 pub struct Response {
-    pub frame: Bytes,
+    pub frame: frame::FrameParts,
     _lease: Option<FetchLease>,
 }
 
 impl Response {
     fn new(frame: Bytes) -> Response {
-        Response { frame, _lease: None }
+        Response { frame: frame.into(), _lease: None }
     }
 }
 
@@ -387,7 +389,9 @@ impl Apis {
             }
             RequestKind::Fetch(r) => {
                 let (resp, lease) = fetch::handle(b, a, r, version).await;
-                let frame = resp.encode_frame(api_key, version, cid)?;
+                let records: Vec<Bytes> =
+                    resp.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.clone()).collect();
+                let frame = frame::encode_response_spliced(api_key, version, cid, &resp, &records)?;
                 // The records' room is held until the frame is written (FetchMemory's rule).
                 Ok(Some(Response { frame, _lease: lease }))
             }

@@ -5,6 +5,7 @@
 //! - [`configs`]: `strom configs` (kafka-configs.sh, SCRAM users).
 //! - [`acls`]: `strom acls` (kafka-acls.sh).
 //! - [`groups`]: `strom consumer-groups` (kafka-consumer-groups.sh).
+//! - [`transactions`]: `strom transactions describe-producers` (kafka-transactions.sh).
 //! - [`console`]: `strom console-producer` / `strom console-consumer`.
 //! - [`cluster_info`]: `strom cluster` (cluster id, controller, live brokers; a healthcheck).
 //! - [`perf`]: `strom perf produce` / `strom perf consume`.
@@ -23,6 +24,7 @@ pub mod perf;
 pub mod records;
 pub mod storage;
 pub mod topics;
+pub mod transactions;
 
 /// Runs a tool on a small runtime of its own and maps errors to an exit code (1), printing
 /// them as Kafka's tools do.
