@@ -136,3 +136,27 @@ def test_a_slow_disk_fences_no_broker_and_elects_no_controller(cluster_factory):
           f"{int(slow_produces)}")
     assert during[-1][1] >= LOAD_SECONDS, f"too few heartbeats during the load: {during}"
     assert p99 <= 0.4096, f"heartbeat p99 {p99} s under a slow disk: {during}"
+
+
+def test_slow_disks_on_every_voter_elect_once_with_a_long_enough_election_timeout(cluster_factory):
+    """Every node's fsync takes 500 ms, so the active controller's own metadata appends are
+    slow too (openraft 0.9's core waits for each one's flush: docs/operations.md, "Slow
+    disks"). A voter answers a vote only after fsyncing it, and the vote request times out
+    after `controller.quorum.election.timeout.ms`: with the default (300 ms) no election can
+    succeed here; with 3 s one does, and metadata writes through the slow leader (a topic
+    created, acks=all writes) cause no further election."""
+    c = cluster_factory(3, extra=["controller.quorum.election.timeout.ms=3000"], start=False)
+    for n in c.nodes.values():
+        n.env = {"FAILPOINTS": f"fsync=sleep({FSYNC_DELAY_MS})"}
+    c.start(timeout=120)
+    terms = {n.node_id: sample(scrape(n), "kafka_server_raftmetrics_current_epoch") for n in c.nodes.values()}
+    topic = "slow-all-" + uuid.uuid4().hex[:8]
+    c.create_topic(topic, partitions=1, rf=3, config={"min.insync.replicas": "2"}, timeout=120)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "message.timeout.ms": 120000})
+    for i in range(20):
+        p.produce(topic, value=b"%d" % i)
+    assert p.flush(120) == 0
+    after = {n.node_id: sample(scrape(n), "kafka_server_raftmetrics_current_epoch") for n in c.nodes.values()}
+    assert after == terms, f"an election during metadata writes on slow disks: {terms} -> {after}"
+    elected = sum(n.log_tail(100000).count("now the active controller") for n in c.nodes.values())
+    assert elected == 1, f"{elected} elections"

@@ -568,16 +568,12 @@ fn controller_config(config: &NodeConfig, data_dir: &Path, cluster_id: Option<St
         default_replication_factor: config.default_replication_factor,
         unclean_leader_election_enable: config.unclean_leader_election_enable,
         auto_leader_rebalance_enable: config.auto_leader_rebalance_enable,
-        raft_heartbeat_ms: RAFT_HEARTBEAT_MS,
+        raft_heartbeat_ms: (config.controller_election_timeout_ms / 3).max(10),
         cluster_id,
         tls: config.controller_tls().cloned(),
         authorizer: config.authorizer.clone(),
     }
 }
-
-/// The Raft heartbeat between controllers; elections start after 3–6 missed ones
-/// (300–600 ms), well inside DESIGN.md's 3 s failover budget.
-const RAFT_HEARTBEAT_MS: u64 = 100;
 
 fn log_config(config: &NodeConfig) -> LogConfig {
     let d = &config.log;

@@ -157,6 +157,14 @@ pub const KEYS: &[KeyDef] = &[
     // Kafka: 9000 / 2000. Strom detects a dead broker within ~2 s so acks=all does not stall
     // for 9 s on every partition (DESIGN.md §5; reasons in docs/architecture.md).
     key("broker.session.timeout.ms", Some("2000"), "A broker silent this long is fenced."),
+    // Kafka: 1000. Strom elects within about a second; a voter answers a vote request only
+    // after fsyncing its vote, and openraft gives the request this long, so on disks whose
+    // fsync can take longer (docs/operations.md, "Slow disks") raise it.
+    key(
+        "controller.quorum.election.timeout.ms",
+        Some("300"),
+        "A controller that hears no leader for this long starts an election; vote requests time out after it.",
+    ),
     key("broker.heartbeat.interval.ms", Some("500"), "How often a broker heartbeats the controller."),
     key("broker.rack", None, "Rack of this broker, for rack-aware placement."),
     key("unclean.leader.election.enable", Some("false"), "Allow an out-of-sync replica to become leader."),

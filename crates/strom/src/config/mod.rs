@@ -242,6 +242,9 @@ pub struct NodeConfig {
     pub offsets_topic_num_partitions: i32,
     pub replica_lag_time_max_ms: u64,
     pub broker_session_timeout_ms: u64,
+    /// `controller.quorum.election.timeout.ms`: the Raft election timeout (its heartbeat is a
+    /// third of it).
+    pub controller_election_timeout_ms: u64,
     pub broker_heartbeat_interval_ms: u64,
     pub broker_rack: Option<String>,
     pub unclean_leader_election_enable: bool,
@@ -527,6 +530,7 @@ impl NodeConfig {
 
         let broker_session_timeout_ms: u64 = int_at_least(r, "broker.session.timeout.ms", 1)?;
         let broker_heartbeat_interval_ms: u64 = int_at_least(r, "broker.heartbeat.interval.ms", 1)?;
+        let controller_election_timeout_ms: u64 = int_at_least(r, "controller.quorum.election.timeout.ms", 30)?;
         if broker_heartbeat_interval_ms >= broker_session_timeout_ms {
             return Err(inconsistent(
                 "broker.heartbeat.interval.ms",
@@ -570,6 +574,7 @@ impl NodeConfig {
             offsets_topic_num_partitions: int_in(r, "offsets.topic.num.partitions", 1, i32::MAX as i64)? as i32,
             replica_lag_time_max_ms: int_at_least(r, "replica.lag.time.max.ms", 1)?,
             broker_session_timeout_ms,
+            controller_election_timeout_ms,
             broker_heartbeat_interval_ms,
             broker_rack: r.get("broker.rack").map(str::trim).filter(|s| !s.is_empty()).map(String::from),
             unclean_leader_election_enable: boolean(r, "unclean.leader.election.enable")?,

@@ -34,6 +34,7 @@ fn defaults_are_a_single_node_cluster_on_9092() {
     assert_eq!(c.advertised_listeners[0].host, "127.0.0.1");
     assert_eq!(c.log_dirs, vec![PathBuf::from("./data")]);
     assert_eq!(c.num_partitions, 1);
+    assert_eq!(c.controller_election_timeout_ms, 300);
     assert_eq!(c.log.segment_bytes, 1 << 30);
     assert_eq!(c.log.retention_ms, Some(168 * 3_600_000));
     assert_eq!(c.log.retention_bytes, None);
@@ -68,6 +69,7 @@ fn every_listed_key_is_read() {
         "replica.lag.time.max.ms=2000",
         "broker.session.timeout.ms=3000",
         "broker.heartbeat.interval.ms=500",
+        "controller.quorum.election.timeout.ms=3000",
         "unclean.leader.election.enable=true",
         "message.max.bytes=2000000",
         "socket.request.max.bytes=5000000",
@@ -115,6 +117,7 @@ fn every_listed_key_is_read() {
     assert_eq!(c.replica_lag_time_max_ms, 2000);
     assert_eq!(c.broker_session_timeout_ms, 3000);
     assert_eq!(c.broker_heartbeat_interval_ms, 500);
+    assert_eq!(c.controller_election_timeout_ms, 3000);
     assert!(c.unclean_leader_election_enable);
     assert_eq!(c.message_max_bytes, 2_000_000);
     assert_eq!(c.socket_request_max_bytes, 5_000_000);
@@ -199,6 +202,7 @@ fn bad_values_name_their_key() {
         ("offsets.topic.num.partitions=0", "offsets.topic.num.partitions"),
         ("replica.lag.time.max.ms=0", "replica.lag.time.max.ms"),
         ("broker.session.timeout.ms=-1", "broker.session.timeout.ms"),
+        ("controller.quorum.election.timeout.ms=10", "controller.quorum.election.timeout.ms"),
         ("broker.heartbeat.interval.ms=x", "broker.heartbeat.interval.ms"),
         ("unclean.leader.election.enable=1", "unclean.leader.election.enable"),
         ("message.max.bytes=99999999999", "message.max.bytes"),
