@@ -291,7 +291,7 @@ impl ProducerStates {
     /// The last stable offset under high watermark `hw` (module docs); forgets ended
     /// transactions whose markers are below it.
     pub fn last_stable_offset(&mut self, hw: i64) -> i64 {
-        self.ended_txns.retain(|_, marker| *marker >= hw);
+        self.forget_ended_below(hw);
         let first_unstable = self.open_txns.keys().chain(self.ended_txns.keys()).min().copied();
         first_unstable.map_or(hw, |f| f.min(hw))
     }
@@ -312,6 +312,14 @@ impl ProducerStates {
             .collect();
         out.sort_by_key(|d| d.producer_id);
         out
+    }
+
+    /// Forgets ended transactions whose markers are below high watermark `hw` (a follower
+    /// calls it as its HW moves, so they do not pile up where no LSO is asked for).
+    pub fn forget_ended_below(&mut self, hw: i64) {
+        if !self.ended_txns.is_empty() {
+            self.ended_txns.retain(|_, marker| *marker >= hw);
+        }
     }
 
     /// The first offset of `producer_id`'s open transaction.

@@ -228,6 +228,7 @@ impl Log {
             if let Some(seg) = self.segments.remove(&base) {
                 // Indexes first: a crash between leaves a log file whose indexes are rebuilt.
                 seg.index.delete_files();
+                seg.txn.delete_file();
                 std::fs::remove_file(&seg.log_path).map_err(|e| LogError::io(&seg.log_path, e))?;
             }
             std::fs::remove_file(cleaned).map_err(|e| LogError::io(cleaned, e))?;
@@ -248,10 +249,15 @@ impl CleanPlan {
     pub fn prepare(self) -> Result<PreparedClean, LogError> {
         let mut throttle = Throttle::new(self.opts.io_max_bytes_per_second);
         let mut stats = CleanStats::default();
-        // Pass 1: the latest offset of every key in the planned segments.
+        // Pass 1: the latest offset of every key in the planned segments. Control batches
+        // (transaction markers) are no records of any key: never counted, always kept (their
+        // keys name a marker type, and an abort marker ends what the transaction index says).
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
         for p in &self.segments {
-            for_each_batch(p, &mut throttle, |_, records| {
+            for_each_batch(p, &mut throttle, |v, records| {
+                if v.is_control() {
+                    return Ok(());
+                }
                 for r in records {
                     if let Some(k) = &r.key {
                         latest.insert(k.clone(), r.offset);
@@ -266,6 +272,10 @@ impl CleanPlan {
             let mut out: Vec<u8> = Vec::new();
             let mut removed = 0u64;
             for_each_batch(p, &mut throttle, |v, records| {
+                if v.is_control() {
+                    out.extend_from_slice(v.bytes());
+                    return Ok(());
+                }
                 let tombstone_expired =
                     v.max_timestamp().saturating_add(self.opts.delete_retention_ms.min(i64::MAX as u64) as i64)
                         < self.opts.now_ms;

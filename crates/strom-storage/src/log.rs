@@ -57,6 +57,8 @@ pub enum ReadPlan {
 
 /// The read of a sealed segment, with its own file handle ([`Log::plan_read`]'s rule).
 pub struct SealedRead {
+    /// The log's truncation count when planned ([`Log::truncations`]).
+    truncations: u64,
     file: std::fs::File,
     path: PathBuf,
     scan_from: u64,
@@ -67,6 +69,12 @@ pub struct SealedRead {
 }
 
 impl SealedRead {
+    /// The log's truncation count when the plan was made: if it changed by the time the
+    /// read is used, read again under the lock (a truncation may have deleted the segment).
+    pub fn truncations(&self) -> u64 {
+        self.truncations
+    }
+
     /// Reads the batches. An error (or nothing found where the plan expected batches: the
     /// file was truncated meanwhile) means: read again under the lock with [`Log::read`].
     pub fn run(self) -> Result<ReadResult, LogError> {
@@ -788,6 +796,11 @@ impl Log {
         out
     }
 
+    /// How many truncations this log has had (a sealed read planned before one is stale).
+    pub fn truncations(&self) -> u64 {
+        self.truncations
+    }
+
     /// Whether a `.txnindex` was damaged at open (the field's docs).
     pub fn txn_index_damaged(&self) -> bool {
         self.txn_index_damaged
@@ -808,8 +821,10 @@ impl Log {
     /// **Rule:** a sealed segment's bytes never change in place: a cleaning replaces the
     /// file by a rename and retention unlinks it, and the plan's handle keeps reading the
     /// old file, whose batches were the log's when the plan was made. The one exception is a
-    /// follower's truncation below a sealed segment's end: the plan's read then fails or
-    /// stops short, and [`SealedRead::run`]'s caller reads again under the lock.
+    /// follower's truncation (which cuts the segment or deletes it, the plan's handle still
+    /// reading the deleted file): the caller compares [`SealedRead::truncations`] with
+    /// [`Log::truncations`] under the lock after the read, and reads again under it if they
+    /// differ (or if the read failed).
     pub fn plan_read(&self, offset: i64, max_bytes: usize, max_offset: Option<i64>) -> Result<ReadPlan, LogError> {
         let Some(limit) = self.read_limit(offset, max_offset)? else {
             return Ok(ReadPlan::Done(ReadResult { records: Bytes::new(), next_offset: offset }));
@@ -818,6 +833,7 @@ impl Log {
         match self.segments.range(..=offset).next_back() {
             Some((base, seg)) if Some(*base) != active && offset < seg.next_offset => {
                 Ok(ReadPlan::Sealed(SealedRead {
+                    truncations: self.truncations,
                     file: seg.detached_file()?,
                     path: seg.log_path.clone(),
                     scan_from: seg.scan_start(offset),

@@ -49,18 +49,22 @@ mod tracking {
     }
 
     /// Records `file` (at its current length as durable, if new) and applies `update` to its
-    /// durable length.
+    /// durable length. A new file also drops the deleted ones: their handles would keep them
+    /// (and every atomic replacement makes a new file), so what is held stays bounded by the
+    /// files that exist.
     pub fn track(file: &File, update: impl FnOnce(u64) -> u64) -> io::Result<()> {
         let m = file.metadata()?;
         let mut files = FILES.lock().unwrap_or_else(|p| p.into_inner());
         let files = files.get_or_insert_with(HashMap::new);
-        let entry = match files.entry(key(&m)) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Tracked { handle: file.as_fd().try_clone_to_owned()?, durable: m.len() })
-            }
-        };
-        entry.durable = update(entry.durable);
+        if !files.contains_key(&key(&m)) {
+            files.retain(|_, t| {
+                t.handle.try_clone().map(File::from).and_then(|f| f.metadata()).is_ok_and(|m| m.nlink() > 0)
+            });
+            files.insert(key(&m), Tracked { handle: file.as_fd().try_clone_to_owned()?, durable: m.len() });
+        }
+        if let Some(entry) = files.get_mut(&key(&m)) {
+            entry.durable = update(entry.durable);
+        }
         Ok(())
     }
 

@@ -528,7 +528,12 @@ fn a_sealed_segment_is_read_without_the_log_and_a_truncated_one_asks_for_the_loc
         log.append_as_leader(&batch(t, 3, 0), 0, 0).unwrap();
     }
     let ReadPlan::Sealed(plan) = log.plan_read(3, 1 << 20, None).unwrap() else { panic!("offset 3 is sealed") };
+    let ReadPlan::Sealed(later) = log.plan_read(30, 1 << 20, None).unwrap() else { panic!("offset 30 is sealed") };
+    assert_eq!(later.truncations(), log.truncations());
     log.truncate_to(3).unwrap();
     assert!(plan.run().is_err());
+    // A plan of a segment the truncation deleted still reads the deleted file: its count
+    // tells the caller to read again under the lock.
+    assert!(later.truncations() != log.truncations());
     assert!(log.read(3, 1 << 20, None).unwrap().records.is_empty());
 }

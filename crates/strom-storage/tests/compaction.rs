@@ -410,3 +410,31 @@ fn a_segment_cleaned_to_nothing_is_removed_and_its_offsets_read_as_the_next_reco
     assert_eq!(report.truncated_bytes, 0, "{report:?}");
     assert_eq!((offsets(&log), log.segment_count(), log.log_start_offset()), (vec![0, 2, 3], 3, 0));
 }
+
+#[test]
+fn transaction_markers_survive_cleaning_and_are_no_records_of_any_key() {
+    use strom_protocol::batch::TxnMarker;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_bytes: 1 << 30, segment_ms: None, retention_ms: None, ..LogConfig::default() };
+    let (mut log, _) = Log::open(dir.path(), config).unwrap();
+    let marker = |pid: i64, commit: bool| TxnMarker { commit, coordinator_epoch: 0 }.encode(pid, 0, 1_000).unwrap();
+    // A user record whose key is the bytes of an abort marker's key.
+    let lookalike = strom_protocol::batch::encode_records(
+        [(Some(Bytes::from_static(&[0, 0, 0, 0])), Some(Bytes::from_static(b"u")))],
+        1_000,
+        Compression::None,
+    )
+    .unwrap();
+    log.append_as_leader(&keyed_batch(&[(0, Some(0))], 1_000, Compression::None), 0, 1_000).unwrap(); // 0
+    log.append_as_leader(&marker(7, false), 0, 1_000).unwrap(); // 1
+    log.append_as_leader(&marker(8, false), 0, 1_000).unwrap(); // 2
+    log.append_as_leader(&lookalike, 0, 1_000).unwrap(); // 3
+    log.append_as_leader(&marker(9, true), 0, 1_000).unwrap(); // 4
+    log.append_as_leader(&keyed_batch(&[(0, Some(1))], 1_000, Compression::None), 0, 1_000).unwrap(); // 5
+    log.roll().unwrap();
+    let stats =
+        log.clean(CleanOptions { delete_retention_ms: DELETE_RETENTION_MS, ..CleanOptions::at(2_000) }).unwrap();
+    assert_eq!(stats.records_removed, 1, "only key 0's older value");
+    let offsets: Vec<i64> = contents(&log).iter().map(|r| r.0).collect();
+    assert_eq!(offsets, vec![1, 2, 3, 4, 5], "every marker and the look-alike user record kept");
+}

@@ -31,6 +31,7 @@ use crate::replica::CommitWait;
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
+const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 /// How long a marker waits to be committed (Kafka: the coordinator's request timeout).
 const MARKER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -76,7 +77,9 @@ pub(super) async fn write_txn_markers(
                             Ok(appended) => {
                                 let end = appended.info.last_offset + 1;
                                 match part.wait_committed(end, appended.leader_epoch, 0, false, deadline).await {
-                                    CommitWait::Committed | CommitWait::CommittedBelowMinIsr => 0,
+                                    CommitWait::Committed => 0,
+                                    // As Kafka: written, but the ISR shrank below min.insync.replicas.
+                                    CommitWait::CommittedBelowMinIsr => NOT_ENOUGH_REPLICAS_AFTER_APPEND,
                                     CommitWait::LeadershipLost => NOT_LEADER_OR_FOLLOWER,
                                     CommitWait::TimedOut => REQUEST_TIMED_OUT,
                                 }

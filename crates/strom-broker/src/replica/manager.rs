@@ -173,8 +173,13 @@ impl ReplicaManager {
         let mut to_open = Vec::new();
         {
             let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
-            // Gone: the topic was deleted (or the replica moved away).
-            let gone: Vec<TopicPartition> = parts.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
+            // Gone: the topic was deleted (or the replica moved away), or deleted and created
+            // again under its name (another topic id: its old log must not be the new one's).
+            let gone: Vec<TopicPartition> = parts
+                .iter()
+                .filter(|(k, p)| wanted.get(*k).is_none_or(|(id, _)| *id != p.topic_id))
+                .map(|(k, _)| k.clone())
+                .collect();
             for tp in gone {
                 if let Some(p) = parts.remove(&tp) {
                     p.wake(); // fetches waiting on it answer now (the partition is no longer here)
@@ -269,7 +274,7 @@ impl ReplicaManager {
         }
         let read_committed = read_committed && replica_id < 0;
         let high_watermark = p.high_watermark();
-        let last_stable_offset = p.last_stable_offset();
+        let last_stable_offset = p.last_stable_offset_at(high_watermark);
         let mut out = FetchRead {
             records: Bytes::new(),
             high_watermark,
@@ -408,5 +413,37 @@ impl ReplicaManager {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strom_metadata::image::{PartitionImage, TopicImage};
+    use uuid::Uuid;
+
+    fn image_with(topic: &str, id: u128) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        let part = PartitionImage { replicas: vec![1], isr: vec![1], leader: 1, leader_epoch: 0, partition_epoch: 0 };
+        let id = Uuid::from_u128(id);
+        image.topics.insert(topic.into(), TopicImage { name: topic.into(), id, partitions: [(0, part)].into() });
+        image
+    }
+
+    #[test]
+    fn a_topic_deleted_and_created_again_under_its_name_starts_with_an_empty_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = ReplicaManager::new(1, dir.path().to_path_buf(), LogConfig::default());
+        replicas.apply_image(&image_with("t", 1));
+        let old = replicas.get("t", 0).unwrap();
+        let batch = strom_protocol::batch::build_batch(0, 0, &[b"old"]);
+        old.append_as_leader(&batch, 0, None).unwrap();
+        assert_eq!(old.log_end_offset(), 1);
+        // Both the deletion and the new topic arrive in one image: another topic id.
+        replicas.apply_image(&image_with("t", 2));
+        let new = replicas.get("t", 0).unwrap();
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert_eq!(new.topic_id, Uuid::from_u128(2));
+        assert_eq!(new.log_end_offset(), 0, "the new topic inherited the old one's records");
     }
 }

@@ -164,18 +164,35 @@ impl Partition {
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset: Option<i64>) -> Result<ReadResult, LogError> {
         match self.with_log(|l| l.plan_read(offset, max_bytes, max_offset))? {
             ReadPlan::Done(r) => Ok(r),
-            ReadPlan::Sealed(sealed) => sealed.run().or_else(|e| {
-                tracing::debug!(node = self.node_id, partition = %self.tp, error = %e, "sealed read failed; reading under the lock");
-                self.with_log(|l| l.read(offset, max_bytes, max_offset))
-            }),
+            ReadPlan::Sealed(sealed) => {
+                let truncations = sealed.truncations();
+                let read = sealed.run();
+                // A truncation meanwhile may have deleted the planned segment (the plan's
+                // handle still reads it): then the bytes may no longer be the log's.
+                self.with_log(|l| match read {
+                    Ok(r) if l.truncations() == truncations => Ok(r),
+                    Ok(_) => l.read(offset, max_bytes, max_offset),
+                    Err(e) => {
+                        tracing::debug!(node = self.node_id, partition = %self.tp, error = %e, "sealed read failed; reading under the lock");
+                        l.read(offset, max_bytes, max_offset)
+                    }
+                })
+            }
         }
     }
 
     /// The last stable offset: the HW, or below it the first offset of a transaction that is
     /// open or whose marker is not committed yet (`producer_state`'s rules).
     pub fn last_stable_offset(&self) -> i64 {
-        let hw = self.high_watermark();
-        self.producers.lock().unwrap_or_else(|p| p.into_inner()).last_stable_offset(hw)
+        self.last_stable_offset_at(self.high_watermark())
+    }
+
+    /// [`Self::last_stable_offset`] under high watermark `hw` (read once by the caller, so
+    /// the two it reports agree), never below the log start (as Kafka: a transaction whose
+    /// start retention deleted holds nothing back that a reader could still read).
+    pub fn last_stable_offset_at(&self, hw: i64) -> i64 {
+        let lso = self.producers.lock().unwrap_or_else(|p| p.into_inner()).last_stable_offset(hw);
+        lso.max(self.log_start_offset().min(hw))
     }
 
     /// The producers this partition keeps state for (DescribeProducers).
@@ -377,7 +394,9 @@ impl Partition {
     /// A follower's HW: the leader's, capped at our LEO.
     pub fn set_follower_high_watermark(&self, leader_hw: i64) {
         let leo = self.log_end_offset();
-        self.high_watermark.store(leader_hw.min(leo).max(0), Ordering::Release);
+        let hw = leader_hw.min(leo).max(0);
+        self.high_watermark.store(hw, Ordering::Release);
+        self.producers.lock().unwrap_or_else(|p| p.into_inner()).forget_ended_below(hw);
     }
 
     /// Recomputes the high watermark: the minimum LEO over the ISR (ours for ourselves).
