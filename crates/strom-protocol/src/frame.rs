@@ -109,17 +109,32 @@ pub fn encode_response<M: Encodable>(
     correlation_id: i32,
     body: &M,
 ) -> Result<Bytes, FrameError> {
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let header_version = api_key.response_header_version(version);
-    let fail =
-        |e: &dyn std::fmt::Display| FrameError::Malformed { api: api_key, version, reason: format!("encode: {e}") };
-    let size = header.compute_size(header_version).map_err(|e| fail(&e))?
-        + body.compute_size(version).map_err(|e| fail(&e))?;
+    let (header, header_version, size) = response_header(api_key, version, correlation_id, body)?;
+    let fail = encode_error(api_key, version);
     let mut out = BytesMut::with_capacity(4 + size);
     out.put_i32(size as i32);
     header.encode(&mut out, header_version).map_err(|e| fail(&e))?;
     body.encode(&mut out, version).map_err(|e| fail(&e))?;
     Ok(out.freeze())
+}
+
+/// A response's header, its version, and the frame's size after the length prefix.
+fn response_header<M: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &M,
+) -> Result<(ResponseHeader, i16, usize), FrameError> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    let fail = encode_error(api_key, version);
+    let size = header.compute_size(header_version).map_err(|e| fail(&e))?
+        + body.compute_size(version).map_err(|e| fail(&e))?;
+    Ok((header, header_version, size))
+}
+
+fn encode_error(api_key: ApiKey, version: i16) -> impl Fn(&dyn std::fmt::Display) -> FrameError {
+    move |e| FrameError::Malformed { api: api_key, version, reason: format!("encode: {e}") }
 }
 
 /// A response frame in pieces, written to the socket in order with vectored writes: the
@@ -174,12 +189,8 @@ pub fn encode_response_spliced<M: Encodable>(
     body: &M,
     splice: &[Bytes],
 ) -> Result<FrameParts, FrameError> {
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let header_version = api_key.response_header_version(version);
-    let fail =
-        |e: &dyn std::fmt::Display| FrameError::Malformed { api: api_key, version, reason: format!("encode: {e}") };
-    let size = header.compute_size(header_version).map_err(|e| fail(&e))?
-        + body.compute_size(version).map_err(|e| fail(&e))?;
+    let (header, header_version, size) = response_header(api_key, version, correlation_id, body)?;
+    let fail = encode_error(api_key, version);
     let copied = size - splice.iter().filter(|b| b.len() >= SPLICE_MIN).map(Bytes::len).sum::<usize>().min(size);
     let mut out = SplicingBuf { parts: Vec::new(), current: BytesMut::with_capacity(4 + copied), flushed: 0, splice };
     out.current.put_i32(size as i32);

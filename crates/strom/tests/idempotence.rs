@@ -2,43 +2,16 @@
 //! is written once and answered with its original offset; a gap in sequences, a new epoch not
 //! starting at 0 and an old epoch are refused with Kafka's errors.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use strom_client::Connection;
 use strom_protocol::kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use strom_protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use strom_protocol::kafka_protocol::messages::*;
 use strom_protocol::kafka_protocol::protocol::StrBytes;
-use strom_protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 mod common;
 
-use common::{start_with_topic, T};
-
-fn batch(pid: i64, epoch: i16, first_seq: i32, n: i32) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: first_seq + i,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(format!("v{}", first_seq + i))),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
-    buf.freeze()
-}
+use common::{producer_batch as batch, start_with_topic, T};
 
 /// Produces one batch; returns (error code, base offset).
 async fn produce(c: &mut Connection, records: Bytes) -> (i16, i64) {

@@ -3,7 +3,7 @@
 //! records), refuses markers of an older producer or coordinator epoch with Kafka's errors,
 //! and DescribeProducers reports each producer's epoch, last sequence and coordinator epoch.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use strom_client::Connection;
 use strom_protocol::kafka_protocol::messages::describe_producers_request::TopicRequest;
 use strom_protocol::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -11,42 +11,16 @@ use strom_protocol::kafka_protocol::messages::produce_request::{PartitionProduce
 use strom_protocol::kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
 use strom_protocol::kafka_protocol::messages::*;
 use strom_protocol::kafka_protocol::protocol::StrBytes;
-use strom_protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use strom_protocol::kafka_protocol::records::RecordBatchDecoder;
 
 mod common;
 
-use common::{start_with_topic, T};
+use common::{producer_batch as batch, start_with_topic, T};
 
 const TOPIC: &str = "markers";
 
 fn topic() -> TopicName {
     TopicName(StrBytes::from_static_str(TOPIC))
-}
-
-fn batch(pid: i64, epoch: i16, first_seq: i32, n: i32) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: first_seq + i,
-            timestamp: strom_protocol::values::now_ms(),
-            key: None,
-            value: Some(Bytes::from(format!("v{}", first_seq + i))),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
-    buf.freeze()
 }
 
 async fn produce(c: &mut Connection, records: Bytes) -> i16 {

@@ -216,6 +216,14 @@ impl Broker {
         Ok(ids.0 - 1)
     }
 
+    /// `min.insync.replicas` of `topic`: its override, else the broker's.
+    pub(crate) fn min_isr(&self, image: &MetadataImage, topic: &str) -> usize {
+        self.topic_config(image, topic)
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.settings.min_insync_replicas as usize)
+    }
+
     /// Topic configs with their effective values: topic overrides over broker defaults.
     pub(crate) fn topic_config(&self, image: &MetadataImage, topic: &str) -> BTreeMap<String, String> {
         let mut out: BTreeMap<String, String> =

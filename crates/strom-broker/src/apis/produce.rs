@@ -100,11 +100,7 @@ pub(super) async fn handle(
         } else {
             t.name.0.to_string()
         };
-        let min_isr: usize = b
-            .topic_config(&image, &name)
-            .get("min.insync.replicas")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(b.settings.min_insync_replicas as usize);
+        let min_isr = b.min_isr(&image, &name);
         let may_write = a.may_topic(Operation::Write, &name);
         let mut outcomes = Vec::with_capacity(t.partition_data.len());
         for p in &t.partition_data {

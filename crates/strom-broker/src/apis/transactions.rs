@@ -52,11 +52,7 @@ pub(super) async fn write_txn_markers(
         for t in &m.topics {
             let mut tr = WritableTxnMarkerTopicResult::default();
             tr.name = t.name.clone();
-            let min_isr: usize = b
-                .topic_config(&image, &t.name.0)
-                .get("min.insync.replicas")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(b.settings.min_insync_replicas as usize);
+            let min_isr = b.min_isr(&image, &t.name.0);
             for &p in &t.partition_indexes {
                 let mut pr = WritableTxnMarkerPartitionResult::default();
                 pr.partition_index = p;

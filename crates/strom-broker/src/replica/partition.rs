@@ -901,8 +901,16 @@ mod tests {
 
     /// One record from producer 7, epoch 0, at sequence `seq`.
     fn idempotent(seq: i32) -> bytes::Bytes {
+        producer_record(7, seq, false)
+    }
+
+    /// One record from producer `pid`, epoch 0, at sequence `seq`, transactional or not.
+    fn producer_record(pid: i64, seq: i32, transactional: bool) -> bytes::Bytes {
         let mut b = one_record().to_vec();
-        b[43..51].copy_from_slice(&7i64.to_be_bytes());
+        if transactional {
+            b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+        }
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
         b[51..53].copy_from_slice(&0i16.to_be_bytes());
         b[53..57].copy_from_slice(&seq.to_be_bytes());
         let crc = crc32c::crc32c(&b[21..]);
@@ -962,14 +970,7 @@ mod tests {
 
     /// One transactional record from producer `pid`, epoch 0, at sequence `seq`.
     fn transactional(pid: i64, seq: i32) -> bytes::Bytes {
-        let mut b = one_record().to_vec();
-        b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
-        b[43..51].copy_from_slice(&pid.to_be_bytes());
-        b[51..53].copy_from_slice(&0i16.to_be_bytes());
-        b[53..57].copy_from_slice(&seq.to_be_bytes());
-        let crc = crc32c::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        b.into()
+        producer_record(pid, seq, true)
     }
 
     #[test]

@@ -96,3 +96,32 @@ pub async fn create_topic(c: &mut Connection, name: &'static str, partitions: i3
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// One uncompressed batch of `n` records from producer `pid` at `epoch`, sequences from
+/// `first_seq` (values `v<seq>`), stamped now.
+pub fn producer_batch(pid: i64, epoch: i16, first_seq: i32, n: i32) -> bytes::Bytes {
+    use strom_protocol::kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: first_seq + i,
+            timestamp: strom_protocol::values::now_ms(),
+            key: None,
+            value: Some(bytes::Bytes::from(format!("v{}", first_seq + i))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("a plain batch encodes");
+    buf.freeze()
+}
