@@ -84,6 +84,12 @@ pub struct BrokerSettings {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
     pub offsets_retention_check_interval_ms: u64,
+    /// The transaction coordinator's settings (`transaction.*` keys).
+    pub transactions: coordinator::txn::TxnSettings,
+    /// `inter.broker.listener.name`: where this broker reaches the others (WriteTxnMarkers).
+    pub inter_broker_listener: String,
+    /// How it reaches them there: TLS and SASL when that listener asks for them.
+    pub inter_broker_security: strom_client::ClientSecurity,
     /// Per-partition metric series (log size, segments, group lag); off bounds cardinality.
     pub metrics_per_partition: bool,
     /// Topic config key → (effective broker default, DescribeConfigs source).

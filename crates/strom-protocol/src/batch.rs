@@ -286,6 +286,42 @@ pub fn encode_records(
     Ok(buf.freeze())
 }
 
+/// One transactional batch of (key, value) records from producer `producer_id` at `epoch`,
+/// offsets from 0, no sequence numbers (-1): what a coordinator writes inside a producer's
+/// transaction (Kafka's transactional offset commit), never checked as a producer's sequence.
+pub fn encode_transactional_records(
+    records: impl IntoIterator<Item = (Option<bytes::Bytes>, Option<bytes::Bytes>)>,
+    timestamp_ms: i64,
+    producer_id: i64,
+    epoch: i16,
+) -> Result<bytes::Bytes, EncodeError> {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // As encode_records: counting up from -1 keeps the records in one batch.
+            sequence: (i as i32).wrapping_sub(1),
+            timestamp: timestamp_ms,
+            key,
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .map_err(|e| EncodeError(e.to_string()))?;
+    Ok(buf.freeze())
+}
+
 /// A transaction marker: the one record of a control batch that ends a producer's
 /// transaction on a partition (Kafka's EndTransactionMarker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,6 +455,17 @@ mod marker_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transactional_batch_names_its_producer_and_no_sequence() {
+        let recs = (0..3).map(|i| (Some(bytes::Bytes::from(format!("k{i}"))), Some(bytes::Bytes::from("v"))));
+        let batch = encode_transactional_records(recs, 1_000, 42, 3).unwrap();
+        let v = BatchView::parse(&batch).unwrap();
+        assert_eq!(v.size(), batch.len(), "one batch");
+        assert!(v.is_transactional() && !v.is_control());
+        assert_eq!((v.producer_id(), v.producer_epoch(), v.base_sequence()), (42, 3, -1));
+        assert_eq!(v.records_count(), 3);
+    }
 
     #[test]
     fn encode_records_writes_one_batch_without_a_producer() {

@@ -29,8 +29,8 @@ enum Command {
     Configs(tools::configs::ConfigsArgs),
     /// List, describe (with lag), delete consumer groups and reset their offsets.
     ConsumerGroups(tools::groups::GroupsArgs),
-    /// Producers and transactions (the flags of kafka-transactions.sh; so far
-    /// describe-producers).
+    /// Transactions and producers: list, describe, describe-producers, abort (the flags of
+    /// kafka-transactions.sh).
     Transactions(tools::transactions::TransactionsArgs),
     /// Send lines from stdin as records.
     ConsoleProducer(tools::console::ProducerArgs),
@@ -77,6 +77,9 @@ impl From<LogFormatArg> for LogFormat {
 
 /// Exit code for a configuration the node refuses.
 const EXIT_CONFIG: u8 = 2;
+
+/// How long a stopped node waits for blocking work still running before it exits.
+const BLOCKING_WORK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -167,6 +170,18 @@ fn server(args: ServerArgs) -> ExitCode {
         }
         node::run(config, shutdown).await
     });
+    // The node has stopped its tasks; what may still run is blocking disk work (a flush, a
+    // cleaner pass) on a disk that may have failed, and a syscall on a failing disk can hang
+    // for good. Dropping the runtime would wait for it: a stopped node that never exits. It
+    // gets a grace period, then the process exits anyway (Kafka halts on a failed disk).
+    let stopping = std::time::Instant::now();
+    runtime.shutdown_timeout(BLOCKING_WORK_GRACE);
+    if stopping.elapsed() >= BLOCKING_WORK_GRACE {
+        tracing::warn!(
+            grace_ms = BLOCKING_WORK_GRACE.as_millis() as u64,
+            "blocking work still running at exit: abandoned"
+        );
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -280,6 +280,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         cluster_id_source = Some(ClusterIdSource::Broker(lifecycle.clone()));
         tasks.spawn(apis.clone().run_group_timer(shutdown.clone()));
         tasks.spawn(apis.clone().run_offsets_upkeep(shutdown.clone()));
+        tasks.spawn(apis.clone().run_transactions(shutdown.clone()));
         let fetchers = ReplicaFetchers::new(
             config.inter_broker_listener_name.clone(),
             config.inter_broker_security.clone(),
@@ -682,6 +683,9 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         offsets_topic_num_partitions: config.offsets_topic_num_partitions,
         offsets_topic_replication_factor: config.offsets_topic_replication_factor,
         offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
+        transactions: config.transactions.clone(),
+        inter_broker_listener: config.inter_broker_listener_name.clone(),
+        inter_broker_security: config.inter_broker_security.clone(),
         group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
         group_max_size: config.group_max_size,
         group_min_session_timeout_ms: config.group_min_session_timeout_ms,

@@ -185,11 +185,7 @@ pub(super) async fn init_producer_id(
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if req.transactional_id.is_some() {
-        // Transactions are not implemented: say so instead of pretending.
-        resp.error_code = INVALID_REQUEST;
-        return resp;
-    }
+    // (With a transactional id: transactions::init_transactional_producer_id.)
     // An idempotent producer: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (KIP-679).
     if !a.may_cluster(Operation::IdempotentWrite) && !a.may_some(Operation::Write, ResourceType::Topic) {
         resp.error_code = CLUSTER_AUTHORIZATION_FAILED;

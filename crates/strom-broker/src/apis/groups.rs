@@ -26,7 +26,9 @@ use super::Broker;
 use crate::coordinator::group::offsets::OFFSETS_TOPIC;
 use strom_metadata::acl::{Operation, ResourceType};
 
-const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+use super::transactions::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+use crate::coordinator::txn::TRANSACTION_STATE_TOPIC;
+const INVALID_REQUEST: i16 = 42;
 use crate::coordinator::group::{
     self, Committed, JoinRequest, MemberRef, SyncRequest, COORDINATOR_NOT_AVAILABLE, NONE,
 };
@@ -34,6 +36,7 @@ use strom_protocol::values::{str_bytes, topic_name};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn s(v: &StrBytes) -> String {
@@ -68,11 +71,31 @@ async fn ensure_offsets_topic(b: &Broker) -> bool {
     b.image().topics.contains_key(OFFSETS_TOPIC)
 }
 
-/// `__consumer_offsets`'s configs as CreateTopics carries them.
-pub(super) fn offsets_topic_creatable_configs(
-    b: &Broker,
+/// Creates `__transaction_state` on first use (as Kafka), through the controller: compacted,
+/// with `transaction.state.log.*`'s partitions, replication factor, min ISR and segment size.
+async fn ensure_transaction_state_topic(b: &Broker) -> bool {
+    if b.image().topics.contains_key(TRANSACTION_STATE_TOPIC) {
+        return true;
+    }
+    let s = &b.settings.transactions;
+    let mut req = CreateTopicsRequest::default();
+    req.timeout_ms = 5000;
+    let mut t = CreatableTopic::default();
+    t.name = topic_name(TRANSACTION_STATE_TOPIC);
+    t.num_partitions = s.num_partitions;
+    t.replication_factor = s.replication_factor;
+    t.configs = creatable_configs(s.topic_configs());
+    req.topics = vec![t];
+    if let Err(e) = b.forward(ApiKey::CreateTopics, 5, &RequestKind::CreateTopics(req)).await {
+        tracing::warn!(node = b.settings.node_id, error = %e, "cannot create {TRANSACTION_STATE_TOPIC}");
+    }
+    b.image().topics.contains_key(TRANSACTION_STATE_TOPIC)
+}
+
+fn creatable_configs(
+    configs: Vec<(String, String)>,
 ) -> Vec<strom_protocol::kafka_protocol::messages::create_topics_request::CreatableTopicConfig> {
-    crate::coordinator::group::offsets::offsets_topic_configs(b.settings.offsets_topic_segment_bytes)
+    configs
         .into_iter()
         .map(|(k, v)| {
             let mut c =
@@ -82,6 +105,13 @@ pub(super) fn offsets_topic_creatable_configs(
             c
         })
         .collect()
+}
+
+/// `__consumer_offsets`'s configs as CreateTopics carries them.
+pub(super) fn offsets_topic_creatable_configs(
+    b: &Broker,
+) -> Vec<strom_protocol::kafka_protocol::messages::create_topics_request::CreatableTopicConfig> {
+    creatable_configs(crate::coordinator::group::offsets::offsets_topic_configs(b.settings.offsets_topic_segment_bytes))
 }
 
 /// Switches an existing `__consumer_offsets` to compacted if it is not (a cluster from before
@@ -119,11 +149,12 @@ pub(super) async fn ensure_offsets_topic_compacted(b: &Broker) {
     }
 }
 
-/// (node id, host, port) of `group`'s coordinator on `listener`, or an error code.
-fn coordinator_of(b: &Broker, group: &str, listener: &str) -> Result<(i32, String, i32), i16> {
+/// (node id, host, port) of the coordinator of `key` (a group, or a transactional id) on
+/// `listener`: the leader of the partition of `topic` the key hashes to; or an error code.
+fn coordinator_of(b: &Broker, topic: &str, key: &str, listener: &str) -> Result<(i32, String, i32), i16> {
     let image = b.image();
-    let t = image.topics.get(OFFSETS_TOPIC).ok_or(COORDINATOR_NOT_AVAILABLE)?;
-    let p = group::partition_for(group, t.partitions.len() as i32);
+    let t = image.topics.get(topic).ok_or(COORDINATOR_NOT_AVAILABLE)?;
+    let p = group::partition_for(key, t.partitions.len() as i32);
     let leader = t.partitions.get(&p).map_or(-1, |p| p.leader);
     let broker = image.brokers.get(&leader).filter(|b| !b.fenced).ok_or(COORDINATOR_NOT_AVAILABLE)?;
     let e = broker.endpoint(listener).ok_or(COORDINATOR_NOT_AVAILABLE)?;
@@ -138,26 +169,28 @@ pub(super) async fn find_coordinator(
     listener: &str,
 ) -> FindCoordinatorResponse {
     let keys: Vec<String> = if version >= 4 { req.coordinator_keys.iter().map(s).collect() } else { vec![s(&req.key)] };
-    let ready = req.key_type == 0 && ensure_offsets_topic(b).await;
+    let ready = match req.key_type {
+        0 => ensure_offsets_topic(b).await,
+        1 => ensure_transaction_state_topic(b).await,
+        _ => false,
+    };
     let mut resp = FindCoordinatorResponse::default();
     for key in keys {
         let mut c = Coordinator::default();
         c.key = str_bytes(&key);
         c.node_id = BrokerId(-1);
         c.port = -1;
-        let found = if req.key_type != 0 {
-            if a.may(Operation::Describe, ResourceType::TransactionalId, &key) {
-                // Transactions are not served yet.
-                Err(COORDINATOR_NOT_AVAILABLE)
-            } else {
+        let found = match req.key_type {
+            1 if !a.may(Operation::Describe, ResourceType::TransactionalId, &key) => {
                 Err(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
             }
-        } else if !a.may_group(Operation::Describe, &key) {
-            Err(GROUP_AUTHORIZATION_FAILED)
-        } else if !ready {
-            Err(COORDINATOR_NOT_AVAILABLE)
-        } else {
-            coordinator_of(b, &key, listener)
+            1 if !ready => Err(COORDINATOR_NOT_AVAILABLE),
+            1 => coordinator_of(b, TRANSACTION_STATE_TOPIC, &key, listener),
+            0 if !a.may_group(Operation::Describe, &key) => Err(GROUP_AUTHORIZATION_FAILED),
+            0 if !ready => Err(COORDINATOR_NOT_AVAILABLE),
+            0 => coordinator_of(b, OFFSETS_TOPIC, &key, listener),
+            // Share groups (2) are not served.
+            _ => Err(INVALID_REQUEST),
         };
         match found {
             Ok((id, host, port)) => {
@@ -241,7 +274,7 @@ pub(super) async fn join_group(
 
 /// Is this broker `group`'s coordinator? (Loading its offsets partition if need be, and
 /// resuming the group from the membership that load found.) Err is a Kafka error code.
-fn coordinate(b: &Broker, group: &str) -> Result<std::sync::Arc<crate::replica::Partition>, i16> {
+pub(super) fn coordinate(b: &Broker, group: &str) -> Result<std::sync::Arc<crate::replica::Partition>, i16> {
     let part = b.offsets.coordinator_partition(group)?;
     if let Some(membership) = b.offsets.take_membership(group) {
         b.groups.restore(group, membership);
@@ -406,6 +439,7 @@ fn fetch_offsets(
     a: &Access<'_>,
     gid: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<(String, Vec<(i32, Result<Option<Committed>, i16>)>)>, i16> {
     if !a.may_group(Operation::Describe, gid) {
         return Err(GROUP_AUTHORIZATION_FAILED);
@@ -421,10 +455,13 @@ fn fetch_offsets(
                 let parts = ps
                     .into_iter()
                     .map(|p| {
-                        let c = if allowed {
-                            Ok(committed.get(&(t.clone(), p)).cloned())
-                        } else {
+                        let c = if !allowed {
                             Err(TOPIC_AUTHORIZATION_FAILED)
+                        } else if require_stable && b.offsets.has_pending(gid, &t, p) {
+                            // A transaction's commit of it is not ended yet (v7+, KIP-447).
+                            Err(UNSTABLE_OFFSET_COMMIT)
+                        } else {
+                            Ok(committed.get(&(t.clone(), p)).cloned())
                         };
                         (p, c)
                     })
@@ -457,7 +494,7 @@ pub(super) fn offset_fetch(b: &Broker, a: &Access<'_>, req: &OffsetFetchRequest,
                 .map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = g.group_id.clone();
-            match fetch_offsets(b, a, &gid, topics) {
+            match fetch_offsets(b, a, &gid, topics, req.require_stable) {
                 Ok(ts) => {
                     gr.topics = ts
                         .into_iter()
@@ -492,7 +529,7 @@ pub(super) fn offset_fetch(b: &Broker, a: &Access<'_>, req: &OffsetFetchRequest,
     let gid = s(&req.group_id.0);
     let topics =
         req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
-    match fetch_offsets(b, a, &gid, topics) {
+    match fetch_offsets(b, a, &gid, topics, req.require_stable) {
         Ok(ts) => {
             resp.topics = ts
                 .into_iter()

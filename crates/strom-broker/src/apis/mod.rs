@@ -27,6 +27,7 @@ use strom_protocol::kafka_protocol::protocol::Encodable;
 use strom_protocol::proto::controller as pb;
 
 use crate::coordinator::group::{GroupCoordinator, OffsetStore};
+use crate::coordinator::txn::TxnCoordinator;
 use crate::lifecycle::BrokerLifecycle;
 use crate::metrics::BrokerMetrics;
 use crate::replica::ReplicaManager;
@@ -69,8 +70,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// The supported version range of `key`, if served.
@@ -87,6 +94,9 @@ pub struct Broker {
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     pub groups: GroupCoordinator,
     pub offsets: OffsetStore,
+    pub txns: TxnCoordinator,
+    /// Connections for the WriteTxnMarkers this broker sends as a transaction coordinator.
+    markers: transactions::MarkerConnections,
     pub metrics: Arc<BrokerMetrics>,
     /// Room for consumer Fetch responses (`fetch.response.memory.max.bytes`).
     pub fetch_memory: FetchMemory,
@@ -245,6 +255,7 @@ impl Apis {
                     settings.group_max_session_timeout_ms,
                 );
         let offsets = OffsetStore::new(replicas.clone(), settings.offsets_topic_num_partitions);
+        let txns = TxnCoordinator::new(replicas.clone(), settings.transactions.clone());
         let metrics = Arc::new(BrokerMetrics::new(settings.metrics_per_partition, lifecycle.heartbeat_seconds.clone()));
         let fetch_memory = FetchMemory::new(settings.fetch_response_memory_max_bytes);
         Apis {
@@ -256,6 +267,8 @@ impl Apis {
                 producer_ids: tokio::sync::Mutex::new((0, 0)),
                 groups,
                 offsets,
+                txns,
+                markers: Default::default(),
                 metrics,
             },
         }
@@ -345,6 +358,46 @@ impl Apis {
         }
     }
 
+    /// The transaction coordinator's driver: loads the `__transaction_state` partitions this
+    /// broker starts to lead (resuming what was half-ended there), completes ended
+    /// transactions (markers, then Complete*), aborts transactions past their timeout every
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms` and forgets expired ids
+    /// every `transaction.remove.expired.transaction.cleanup.interval.ms`.
+    pub async fn run_transactions(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let b = &self.broker;
+        let settings = b.settings.transactions.clone();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_abort_check = tokio::time::Instant::now();
+        let mut last_expiry_check = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = b.txns.completions.notified() => {}
+                _ = tick.tick() => {}
+            }
+            b.txns.load_led_partitions();
+            for id in b.txns.take_completions() {
+                let apis = self.clone();
+                tokio::spawn(async move {
+                    transactions::complete_transaction(&apis.broker, &id).await;
+                    apis.broker.txns.completion_ended(&id);
+                });
+            }
+            if last_abort_check.elapsed() >= Duration::from_millis(settings.abort_check_interval_ms) {
+                last_abort_check = tokio::time::Instant::now();
+                b.txns.abort_timed_out().await;
+            }
+            if last_expiry_check.elapsed() >= Duration::from_millis(settings.expiration_check_interval_ms) {
+                last_expiry_check = tokio::time::Instant::now();
+                let expired = b.txns.expire_ids().await;
+                if expired > 0 {
+                    tracing::info!(node = b.settings.node_id, ids = expired, "transactional ids expired");
+                }
+            }
+        }
+    }
+
     /// Handles one request frame that arrived on `listener`; returns the response frame, or
     /// `None` when Kafka sends no response. An error closes the connection.
     /// Handles one request frame, read off the socket at `received`.
@@ -406,7 +459,16 @@ impl Apis {
             RequestKind::ListOffsets(r) => respond(&offsets::list_offsets(b, a, r, version)),
             RequestKind::OffsetForLeaderEpoch(r) => respond(&offsets::offset_for_leader_epoch(b, a, r)),
             RequestKind::DeleteRecords(r) => respond(&offsets::delete_records(b, a, r)),
-            RequestKind::InitProducerId(r) => respond(&admin::init_producer_id(b, a, r).await),
+            RequestKind::InitProducerId(r) => match r.transactional_id.as_ref() {
+                Some(id) => respond(&transactions::init_transactional_producer_id(b, a, r, &id.0, version).await),
+                None => respond(&admin::init_producer_id(b, a, r).await),
+            },
+            RequestKind::AddPartitionsToTxn(r) => respond(&transactions::add_partitions_to_txn(b, a, r, version).await),
+            RequestKind::AddOffsetsToTxn(r) => respond(&transactions::add_offsets_to_txn(b, a, r, version).await),
+            RequestKind::EndTxn(r) => respond(&transactions::end_txn(b, a, r, version).await),
+            RequestKind::TxnOffsetCommit(r) => respond(&transactions::txn_offset_commit(b, a, r, version).await),
+            RequestKind::ListTransactions(r) => respond(&transactions::list_transactions(b, a, r)),
+            RequestKind::DescribeTransactions(r) => respond(&transactions::describe_transactions(b, a, r)),
             RequestKind::DescribeConfigs(r) => respond(&admin::describe_configs(b, a, r)),
             RequestKind::DescribeCluster(r) => respond(&admin::describe_cluster(b, r, listener)),
             RequestKind::DescribeLogDirs(r) => respond(&admin::describe_log_dirs(b, a, r)),

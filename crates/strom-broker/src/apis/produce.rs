@@ -18,20 +18,13 @@ const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
 const INVALID_RECORD: i16 = 87;
-const INVALID_TXN_STATE: i16 = 48;
 
 /// What a client may not write: a control batch is the transaction coordinator's to write
-/// (Kafka refuses one from a client with INVALID_RECORD); a transactional batch must belong
-/// to a transaction that added this partition, and Strom has no transaction coordinator yet,
-/// so none does (INVALID_TXN_STATE, what Kafka's transaction verification, KIP-890, answers
-/// for a partition outside the producer's transaction). Only headers are read.
+/// (Kafka refuses one from a client with INVALID_RECORD). Only headers are read.
 fn refused_batches(mut records: &[u8]) -> Option<i16> {
     while let Ok(v) = strom_protocol::batch::BatchView::parse(records) {
         if v.is_control() {
             return Some(INVALID_RECORD);
-        }
-        if v.is_transactional() {
-            return Some(INVALID_TXN_STATE);
         }
         records = &records[v.size()..];
     }
@@ -81,6 +74,7 @@ const INVALID_TOPIC_EXCEPTION: i16 = 17;
 /// INVALID_TOPIC_EXCEPTION unless its client id is Kafka's `__admin_client`.
 fn is_internal(topic: &str) -> bool {
     topic == crate::coordinator::group::offsets::OFFSETS_TOPIC
+        || topic == crate::coordinator::txn::TRANSACTION_STATE_TOPIC
 }
 
 pub(super) async fn handle(

@@ -5,8 +5,9 @@
 //!   offsets, in `__consumer_offsets`.
 //! - [`state_log`]: what every coordinator shares: which partition a key belongs to, loading a
 //!   partition when this broker starts to lead it (in a new leader epoch), and appending state
-//!   records that are acknowledged only once committed (acks=all). The transaction
-//!   coordinator (`__transaction_state`) is the next user.
+//!   records that are acknowledged only once committed (acks=all).
+//! - [`txn`]: the transaction coordinator (KIP-98): transactional ids, their producer ids
+//!   and epochs and open transactions, in `__transaction_state`.
 //!
 //! **Coordinator rule:** a broker answers for a key only while it leads the key's partition,
 //! and only after it has loaded that partition in the current leader epoch; a write is
@@ -15,6 +16,7 @@
 
 pub mod group;
 pub mod state_log;
+pub mod txn;
 
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const NOT_COORDINATOR: i16 = 16;

@@ -53,7 +53,16 @@ impl StateLog {
         key: &str,
         load: impl FnOnce(i32, &Partition) -> Result<(), i16>,
     ) -> Result<Arc<Partition>, i16> {
-        let p = self.partition_of(key);
+        self.load_partition(self.partition_of(key), load)
+    }
+
+    /// Partition `p`, if this broker leads it (else NOT_COORDINATOR), loaded in its current
+    /// leader epoch by `load` first if it was not ([`Self::coordinator_partition`]'s rule).
+    pub fn load_partition(
+        &self,
+        p: i32,
+        load: impl FnOnce(i32, &Partition) -> Result<(), i16>,
+    ) -> Result<Arc<Partition>, i16> {
         let part = self.replicas.get(self.topic, p).ok_or(NOT_COORDINATOR)?;
         let role = part.role();
         if role.leader != self.node_id {
@@ -76,19 +85,20 @@ impl StateLog {
         (role.leader == self.node_id && loaded.get(&p) == Some(&role.leader_epoch)).then_some(part)
     }
 
+    /// Does this broker lead partition `p`? (No loading.)
+    pub fn leads_partition(&self, p: i32) -> bool {
+        self.replicas.get(self.topic, p).is_some_and(|part| part.is_leader())
+    }
+
     /// Does this broker lead `key`'s partition? (No loading.)
     pub fn leads(&self, key: &str) -> bool {
         self.replicas.get(self.topic, self.partition_of(key)).is_some_and(|part| part.is_leader())
     }
 
-    /// Calls `visit` with the key and value of every record of partition `p` (value `None`:
-    /// a tombstone), in offset order: what a load replays. Returns the number of records.
-    pub fn replay(
-        &self,
-        p: i32,
-        part: &Partition,
-        mut visit: impl FnMut(Option<Bytes>, Option<Bytes>),
-    ) -> Result<usize, i16> {
+    /// Calls `visit` with every record of partition `p` in offset order, with its batch's
+    /// producer and whether it is transactional or a control record (a transaction marker):
+    /// what a load replays. Returns the number of records.
+    pub fn replay(&self, p: i32, part: &Partition, mut visit: impl FnMut(StateRecord)) -> Result<usize, i16> {
         let (mut offset, end) = part.with_log(|l| (l.log_start_offset(), l.log_end_offset()));
         let mut records = 0usize;
         while offset < end {
@@ -107,7 +117,14 @@ impl StateLog {
             })?;
             for r in sets.into_iter().flat_map(|s| s.records) {
                 records += 1;
-                visit(r.key, r.value);
+                let marker = r.control.then(|| control_is_commit(r.key.as_deref())).flatten();
+                visit(StateRecord {
+                    key: if r.control { None } else { r.key },
+                    value: if r.control { None } else { r.value },
+                    producer_id: r.producer_id,
+                    transactional: r.transactional && !r.control,
+                    marker,
+                });
             }
         }
         Ok(records)
@@ -132,10 +149,26 @@ impl StateLog {
     /// topic is compacted, so the key says what a record replaces. NOT_COORDINATOR if the
     /// leadership moved; COORDINATOR_NOT_AVAILABLE on a failed append.
     pub fn start_append(&self, part: &Partition, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<Appended, i16> {
+        self.start_append_as(part, records, None)
+    }
+
+    /// [`Self::start_append`], the batch written as part of `producer`'s transaction
+    /// (producer id, epoch) when given: a transactional offset commit, which its producer's
+    /// commit marker makes visible and its abort marker discards.
+    pub fn start_append_as(
+        &self,
+        part: &Partition,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+        producer: Option<(i64, i16)>,
+    ) -> Result<Appended, i16> {
         let now = now_ms();
         let keyed =
             records.iter().map(|(k, v)| (Some(Bytes::copy_from_slice(k)), v.as_deref().map(Bytes::copy_from_slice)));
-        let batch = strom_protocol::batch::encode_records(keyed, now, Compression::None).map_err(|e| {
+        let batch = match producer {
+            None => strom_protocol::batch::encode_records(keyed, now, Compression::None),
+            Some((id, epoch)) => strom_protocol::batch::encode_transactional_records(keyed, now, id, epoch),
+        };
+        let batch = batch.map_err(|e| {
             tracing::error!(node = self.node_id, topic = self.topic, error = %e, "cannot encode a state batch");
             COORDINATOR_NOT_AVAILABLE
         })?;
@@ -160,6 +193,30 @@ impl StateLog {
             CommitWait::LeadershipLost => Err(NOT_COORDINATOR),
             CommitWait::TimedOut => Err(COORDINATOR_NOT_AVAILABLE),
         }
+    }
+}
+
+/// One record of a state partition, as a load replays it.
+#[derive(Debug, Clone)]
+pub struct StateRecord {
+    /// `None` for a marker.
+    pub key: Option<Bytes>,
+    /// `None`: a tombstone (or a marker).
+    pub value: Option<Bytes>,
+    /// The batch's producer (-1: none).
+    pub producer_id: i64,
+    /// Part of `producer_id`'s transaction (a transactional offset commit).
+    pub transactional: bool,
+    /// A transaction marker of `producer_id`: `Some(true)` commit, `Some(false)` abort.
+    pub marker: Option<bool>,
+}
+
+/// A control record's key: version (i16) then type (i16: 0 abort, 1 commit).
+fn control_is_commit(key: Option<&[u8]>) -> Option<bool> {
+    match key? {
+        [_, _, 0, 0, ..] => Some(false),
+        [_, _, 0, 1, ..] => Some(true),
+        _ => None,
     }
 }
 

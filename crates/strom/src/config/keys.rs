@@ -153,6 +153,32 @@ pub const KEYS: &[KeyDef] = &[
         "An empty group's committed offsets are kept this long after it became empty (never while it has members).",
     ),
     key("offsets.retention.check.interval.ms", Some("600000"), "How often expired committed offsets are looked for."),
+    // Kafka: 3 and 2. Strom's defaults make a single node (its default) work, as
+    // offsets.topic.replication.factor's does; a cluster sets 3 and 2 (deploy/).
+    key("transaction.state.log.replication.factor", Some("1"), "Replication factor of __transaction_state."),
+    key("transaction.state.log.min.isr", Some("1"), "min.insync.replicas of __transaction_state."),
+    key("transaction.state.log.num.partitions", Some("50"), "Partitions of __transaction_state."),
+    key(
+        "transaction.state.log.segment.bytes",
+        Some("104857600"),
+        "Segment size of __transaction_state (a compacted topic).",
+    ),
+    key("transaction.max.timeout.ms", Some("900000"), "The longest transaction.timeout.ms a producer may ask for."),
+    key(
+        "transactional.id.expiration.ms",
+        Some("604800000"),
+        "A transactional id with no transaction open and unused this long is forgotten.",
+    ),
+    key(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        Some("10000"),
+        "How often transactions past their timeout are looked for (and aborted).",
+    ),
+    key(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        Some("3600000"),
+        "How often expired transactional ids are looked for.",
+    ),
     key("replica.lag.time.max.ms", Some("30000"), "A follower this far behind leaves the ISR."),
     // Kafka: 9000 / 2000. Strom detects a dead broker within ~2 s so acks=all does not stall
     // for 9 s on every partition (DESIGN.md §5; reasons in docs/architecture.md).
@@ -225,8 +251,6 @@ pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "num.recovery.threads.per.data.dir",
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
-    "transaction.state.log.replication.factor",
-    "transaction.state.log.min.isr",
     "share.coordinator.state.topic.replication.factor",
     "share.coordinator.state.topic.min.isr",
     "controller.quorum.bootstrap.servers",
@@ -255,20 +279,20 @@ pub const REFUSED_UNTIL_IMPLEMENTED: &[&str] = &[
     "log.cleaner.",
     // Deprecated by the before/after keys (KIP-937), which Strom implements.
     "log.message.timestamp.difference.max.ms",
-    // Transactions (the state topic's replication settings stay accepted: see
-    // ACCEPTED_WITHOUT_EFFECT).
-    "transaction.max.timeout.ms",
-    "transactional.id.expiration.ms",
-    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
-    "transaction.remove.expired.transaction.cleanup.interval.ms",
-    "transaction.state.log.",
+    // Transaction verification (KIP-890): AddPartitionsToTxn v4+ between brokers is not
+    // served yet.
     "transaction.partition.verification.enable",
+    // The state log's other settings (load buffer size) are Kafka's internals.
+    "transaction.state.log.",
 ];
 
 /// Values of refused keys that ask for exactly what Strom does (no protection, no feature):
 /// they are accepted.
-const REFUSED_KEY_HARMLESS_VALUES: &[(&str, &str)] =
-    &[("security.inter.broker.protocol", "PLAINTEXT"), ("log.cleanup.policy", "delete")];
+const REFUSED_KEY_HARMLESS_VALUES: &[(&str, &str)] = &[
+    ("security.inter.broker.protocol", "PLAINTEXT"),
+    ("log.cleanup.policy", "delete"),
+    ("transaction.partition.verification.enable", "false"),
+];
 
 /// True when setting `name` to `value` must be refused: the key is in
 /// [`REFUSED_UNTIL_IMPLEMENTED`], not implemented ([`KEYS`]) or accepted without effect, and

@@ -239,6 +239,8 @@ pub struct NodeConfig {
     pub log: LogDefaults,
     pub offsets_topic_replication_factor: i16,
     pub offsets_topic_segment_bytes: u64,
+    /// The transaction coordinator's settings (`transaction.*`, `transactional.id.*`).
+    pub transactions: strom_broker::coordinator::txn::TxnSettings,
     pub offsets_topic_num_partitions: i32,
     pub replica_lag_time_max_ms: u64,
     pub broker_session_timeout_ms: u64,
@@ -572,6 +574,24 @@ impl NodeConfig {
             offsets_topic_replication_factor: int_in(r, "offsets.topic.replication.factor", 1, i16::MAX as i64)? as i16,
             offsets_topic_segment_bytes: int_at_least(r, "offsets.topic.segment.bytes", 14)?,
             offsets_topic_num_partitions: int_in(r, "offsets.topic.num.partitions", 1, i32::MAX as i64)? as i32,
+            transactions: strom_broker::coordinator::txn::TxnSettings {
+                num_partitions: int_in(r, "transaction.state.log.num.partitions", 1, i32::MAX as i64)? as i32,
+                replication_factor: int_in(r, "transaction.state.log.replication.factor", 1, i16::MAX as i64)? as i16,
+                min_isr: int_in(r, "transaction.state.log.min.isr", 1, i32::MAX as i64)? as i32,
+                segment_bytes: int_at_least(r, "transaction.state.log.segment.bytes", 14)?,
+                max_timeout_ms: int_in(r, "transaction.max.timeout.ms", 1, i32::MAX as i64)? as i32,
+                id_expiration_ms: int_in(r, "transactional.id.expiration.ms", 1, i32::MAX as i64)?,
+                abort_check_interval_ms: int_at_least(
+                    r,
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                    1,
+                )?,
+                expiration_check_interval_ms: int_at_least(
+                    r,
+                    "transaction.remove.expired.transaction.cleanup.interval.ms",
+                    1,
+                )?,
+            },
             replica_lag_time_max_ms: int_at_least(r, "replica.lag.time.max.ms", 1)?,
             broker_session_timeout_ms,
             controller_election_timeout_ms,

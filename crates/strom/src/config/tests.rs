@@ -66,6 +66,10 @@ fn every_listed_key_is_read() {
         "log.flush.interval.ms=50",
         "offsets.topic.replication.factor=3",
         "offsets.topic.num.partitions=10",
+        "transaction.state.log.replication.factor=3",
+        "transaction.state.log.min.isr=2",
+        "transaction.state.log.num.partitions=5",
+        "transaction.max.timeout.ms=60000",
         "replica.lag.time.max.ms=2000",
         "broker.session.timeout.ms=3000",
         "broker.heartbeat.interval.ms=500",
@@ -114,6 +118,9 @@ fn every_listed_key_is_read() {
     assert_eq!(c.log.flush_interval_ms, Some(50));
     assert_eq!(c.offsets_topic_replication_factor, 3);
     assert_eq!(c.offsets_topic_num_partitions, 10);
+    assert_eq!(c.transactions.max_timeout_ms, 60_000);
+    assert_eq!((c.transactions.replication_factor, c.transactions.min_isr), (3, 2));
+    assert_eq!(c.transactions.num_partitions, 5);
     assert_eq!(c.replica_lag_time_max_ms, 2000);
     assert_eq!(c.broker_session_timeout_ms, 3000);
     assert_eq!(c.broker_heartbeat_interval_ms, 500);
@@ -200,6 +207,9 @@ fn bad_values_name_their_key() {
         ("log.flush.interval.ms=soon", "log.flush.interval.ms"),
         ("offsets.topic.replication.factor=0", "offsets.topic.replication.factor"),
         ("offsets.topic.num.partitions=0", "offsets.topic.num.partitions"),
+        ("transaction.state.log.num.partitions=0", "transaction.state.log.num.partitions"),
+        ("transaction.max.timeout.ms=0", "transaction.max.timeout.ms"),
+        ("transactional.id.expiration.ms=x", "transactional.id.expiration.ms"),
         ("replica.lag.time.max.ms=0", "replica.lag.time.max.ms"),
         ("broker.session.timeout.ms=-1", "broker.session.timeout.ms"),
         ("controller.quorum.election.timeout.ms=10", "controller.quorum.election.timeout.ms"),
@@ -413,7 +423,8 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         "delegation.token.secret.key=x",
         "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=x",
         "log.cleaner.dedupe.buffer.size=134217728",
-        "transaction.max.timeout.ms=60000",
+        "transaction.partition.verification.enable=true",
+        "transaction.state.log.load.buffer.size=5242880",
         "quota.window.num=11",
     ] {
         let name = key.split_once('=').unwrap().0;
@@ -432,6 +443,8 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         "log.cleanup.policy=delete",
         "transaction.state.log.replication.factor=1",
         "transaction.state.log.min.isr=1",
+        "transaction.max.timeout.ms=60000",
+        "transaction.partition.verification.enable=false",
         "log.cleaner.enable=true",
         "log.cleaner.threads=2",
         "log.cleanup.policy=compact,delete",

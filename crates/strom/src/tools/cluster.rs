@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use strom_client::{ClientSecurity, Connection, SaslCredentials};
 use strom_protocol::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use strom_protocol::kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+use strom_protocol::kafka_protocol::messages::{FindCoordinatorRequest, MetadataRequest, MetadataResponse};
 use strom_protocol::kafka_protocol::protocol::Request;
-use strom_protocol::values::topic_name;
+use strom_protocol::values::{str_bytes, topic_name};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one bootstrap server gets to answer before the next is tried.
@@ -40,6 +40,14 @@ pub fn error_name(code: i16) -> &'static str {
         40 => "INVALID_CONFIG",
         41 => "NOT_CONTROLLER",
         42 => "INVALID_REQUEST",
+        47 => "INVALID_PRODUCER_EPOCH",
+        48 => "INVALID_TXN_STATE",
+        49 => "INVALID_PRODUCER_ID_MAPPING",
+        51 => "CONCURRENT_TRANSACTIONS",
+        52 => "TRANSACTION_COORDINATOR_FENCED",
+        53 => "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+        90 => "PRODUCER_FENCED",
+        105 => "TRANSACTIONAL_ID_NOT_FOUND",
         29 => "TOPIC_AUTHORIZATION_FAILED",
         30 => "GROUP_AUTHORIZATION_FAILED",
         31 => "CLUSTER_AUTHORIZATION_FAILED",
@@ -210,6 +218,32 @@ impl Cluster {
             self.brokers.insert(b.node_id.0, format!("{}:{}", b.host, b.port));
         }
         Ok(resp)
+    }
+
+    /// The coordinator of `key`: a group (`key_type` 0) or a transactional id (1). Retried for a
+    /// few seconds while none is available (an internal topic being created, an election).
+    pub async fn find_coordinator(&mut self, key: &str, key_type: i8) -> anyhow::Result<i32> {
+        let mut last = 0;
+        for attempt in 0..20 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let mut req = FindCoordinatorRequest::default();
+            req.key = str_bytes(key);
+            req.key_type = key_type;
+            let resp = self.send(3, &req).await?;
+            if resp.error_code == 0 {
+                self.metadata(Some(vec![])).await?;
+                return Ok(resp.node_id.0);
+            }
+            last = resp.error_code;
+        }
+        bail!("cannot find the coordinator of {key}: {}", error_name(last))
+    }
+
+    /// Every broker id in the metadata.
+    pub fn broker_ids(&self) -> Vec<i32> {
+        self.brokers.keys().copied().collect()
     }
 
     /// The leader of every partition of `topic`.

@@ -98,22 +98,7 @@ async fn list(cluster: &mut Cluster) -> anyhow::Result<()> {
 }
 
 async fn find_coordinator(cluster: &mut Cluster, group: &str) -> anyhow::Result<i32> {
-    let mut last = 0;
-    for attempt in 0..20 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let mut req = FindCoordinatorRequest::default();
-        req.key = str_bytes(group);
-        req.key_type = 0;
-        let resp = cluster.send(3, &req).await?;
-        if resp.error_code == 0 {
-            cluster.metadata(Some(vec![])).await?;
-            return Ok(resp.node_id.0);
-        }
-        last = resp.error_code;
-    }
-    bail!("cannot find the coordinator of {group}: {}", error_name(last))
+    cluster.find_coordinator(group, 0).await
 }
 
 /// (topic, partition) → committed offset.

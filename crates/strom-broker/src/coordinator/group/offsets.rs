@@ -28,6 +28,13 @@
 //! had members (a "simple" consumer) expire the retention after their commit. Expired offsets
 //! are written as tombstones; a group left with none is deleted ([`OffsetStore::expire`]).
 //!
+//! **Transactional commits** (TxnOffsetCommit, KIP-98): written to the group's partition as a
+//! transactional batch of the producer (id, epoch), they are pending, invisible to
+//! OffsetFetch, until the transaction's marker is written on that partition: a commit marker
+//! applies them, an abort marker drops them ([`OffsetStore::complete_txn`]; a load replays
+//! the same rule). While one is pending for a partition, an OffsetFetch asking for stable
+//! offsets gets UNSTABLE_OFFSET_COMMIT for it, and the client retries.
+//!
 //! **Write order rule:** a commit counts itself in flight for its group before it appends and
 //! until its cache update; an expiry or a rewrite holds that count's lock across its own
 //! append and skips a group with commits in flight. So a tombstone or a rewritten copy never
@@ -129,6 +136,12 @@ enum OffsetKey {
 
 type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
+/// A decoded record: its key (`None`: from before keys) and value (`None`: a tombstone).
+type KeyedRecord = (Option<OffsetKey>, Option<OffsetRecord>);
+
+/// A transactional offset commit waiting for its marker: (group, topic, partition, offset).
+type PendingCommit = (String, String, i32, Committed);
+
 pub struct OffsetStore {
     log: StateLog,
     cache: Mutex<HashMap<String, GroupOffsets>>,
@@ -138,6 +151,8 @@ pub struct OffsetStore {
     in_flight: Mutex<HashMap<String, usize>>,
     /// Partitions whose last load found keyless records and no marker after them.
     keyless: Mutex<HashSet<i32>>,
+    /// Transactional commits waiting for their marker: (offsets partition, producer id) → commits.
+    pending_txn: Mutex<HashMap<(i32, i64), Vec<PendingCommit>>>,
 }
 
 /// Counts one commit in flight for its group while it lives.
@@ -176,9 +191,28 @@ struct Replayed {
     offsets: HashMap<String, ReplayedOffsets>,
     memberships: HashMap<String, (StoredGroup, bool)>,
     keyless_since_marker: bool,
+    /// Transactional records per producer, until its marker.
+    pending_txn: HashMap<i64, Vec<KeyedRecord>>,
 }
 
 impl Replayed {
+    /// One replayed record: a transactional one waits for its producer's marker.
+    fn replay(&mut self, r: ReplayedRecord, now: i64) {
+        match r {
+            ReplayedRecord::Plain(key, value) => self.record(key, value, now),
+            ReplayedRecord::Transactional(pid, key, value) => {
+                self.pending_txn.entry(pid).or_default().push((key, value))
+            }
+            ReplayedRecord::Marker(pid, commit) => {
+                for (key, value) in self.pending_txn.remove(&pid).unwrap_or_default() {
+                    if commit {
+                        self.record(key, value, now);
+                    }
+                }
+            }
+        }
+    }
+
     fn record(&mut self, key: Option<OffsetKey>, value: Option<OffsetRecord>, now: i64) {
         let keyless = key.is_none();
         if matches!(key, Some(OffsetKey::KeylessSuperseded)) {
@@ -249,11 +283,17 @@ impl OffsetStore {
             memberships: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             keyless: Mutex::new(HashSet::new()),
+            pending_txn: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn num_partitions(&self) -> i32 {
         self.log.num_partitions()
+    }
+
+    /// The `__consumer_offsets` partition of `group`.
+    pub fn partition_of(&self, group: &str) -> i32 {
+        self.log.partition_of(group)
     }
 
     /// Is this broker the coordinator of `group`? Loads the group's offsets partition first if
@@ -267,16 +307,51 @@ impl OffsetStore {
         let node_id = self.log.node_id();
         let now = now_ms();
         let mut replayed = Replayed::default();
-        let records = self.log.replay(p, part, |key, value| {
-            let key = key.map(|k| serde_json::from_slice::<OffsetKey>(&k)).transpose();
-            let value = value.map(|v| serde_json::from_slice::<OffsetRecord>(&v)).transpose();
+        let records = self.log.replay(p, part, |r| {
+            if let Some(commit) = r.marker {
+                return replayed.replay(ReplayedRecord::Marker(r.producer_id, commit), now);
+            }
+            let key = r.key.map(|k| serde_json::from_slice::<OffsetKey>(&k)).transpose();
+            let value = r.value.map(|v| serde_json::from_slice::<OffsetRecord>(&v)).transpose();
             match key.and_then(|k| Ok((k, value?))) {
-                Ok((key, value)) => replayed.record(key, value, now),
+                Ok((key, value)) if r.transactional => {
+                    replayed.replay(ReplayedRecord::Transactional(r.producer_id, key, value), now)
+                }
+                Ok((key, value)) => replayed.replay(ReplayedRecord::Plain(key, value), now),
                 Err(e) => {
                     tracing::warn!(node = node_id, partition = p, error = %e, "unreadable offsets record skipped")
                 }
             }
         })?;
+        let mut pending: HashMap<(i32, i64), Vec<PendingCommit>> = HashMap::new();
+        for (pid, recs) in std::mem::take(&mut replayed.pending_txn) {
+            for (_, value) in recs {
+                if let Some(OffsetRecord::Commit {
+                    group,
+                    topic,
+                    partition,
+                    offset,
+                    leader_epoch,
+                    metadata,
+                    commit_timestamp_ms,
+                    expire_timestamp_ms,
+                }) = value
+                {
+                    let c = Committed {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                        commit_timestamp_ms: commit_timestamp_ms.unwrap_or(now),
+                        expire_timestamp_ms,
+                    };
+                    pending.entry((p, pid)).or_default().push((group, topic, partition, c));
+                }
+            }
+        }
+        let mut pending_txn = self.pending_txn.lock().unwrap_or_else(|p| p.into_inner());
+        pending_txn.retain(|(q, _), _| *q != p);
+        pending_txn.extend(pending);
+        drop(pending_txn);
         let groups: HashMap<String, GroupOffsets> = replayed
             .offsets
             .into_iter()
@@ -318,6 +393,56 @@ impl OffsetStore {
             g.insert((t, p), c);
         }
         Ok(())
+    }
+
+    /// Writes `entries` for `group` inside the transaction of `producer` (id, epoch), acks=all:
+    /// pending until the transaction's marker on this partition ([`Self::complete_txn`]).
+    pub async fn commit_txn(
+        &self,
+        group: &str,
+        producer: (i64, i16),
+        entries: Vec<(String, i32, Committed)>,
+        timeout: Duration,
+    ) -> Result<(), i16> {
+        let part = self.coordinator_partition(group)?;
+        let p = self.log.partition_of(group);
+        let recs = encode(entries.iter().map(|(t, q, c)| commit_record(group, t, *q, c)).collect())?;
+        let appended = self.log.start_append_as(&part, &recs, Some(producer))?;
+        self.log.wait_committed(&part, appended, timeout).await?;
+        let mut pending = self.pending_txn.lock().unwrap_or_else(|p| p.into_inner());
+        let list = pending.entry((p, producer.0)).or_default();
+        for (t, q, c) in entries {
+            list.retain(|(g, t2, q2, _)| !(g == group && *t2 == t && *q2 == q));
+            list.push((group.to_string(), t, q, c));
+        }
+        Ok(())
+    }
+
+    /// A transaction marker of `producer_id` was written on offsets partition `p`: its pending
+    /// commits there become committed offsets (`commit`) or are dropped.
+    pub fn complete_txn(&self, p: i32, producer_id: i64, commit: bool) {
+        let Some(commits) = self.pending_txn.lock().unwrap_or_else(|p| p.into_inner()).remove(&(p, producer_id)) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        for (group, topic, partition, c) in commits {
+            cache.entry(group).or_default().insert((topic, partition), c);
+        }
+    }
+
+    /// Does a transaction hold a commit of `group`'s offset of (`topic`, `partition`) not yet
+    /// ended? (OffsetFetch's UNSTABLE_OFFSET_COMMIT.)
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let p = self.log.partition_of(group);
+        self.pending_txn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((q, _), _)| *q == p)
+            .any(|(_, list)| list.iter().any(|(g, t, q, _)| g == group && t == topic && *q == partition))
     }
 
     /// The membership the last load of `group`'s partition found, once (the coordinator
@@ -576,6 +701,15 @@ fn commit_record(group: &str, topic: &str, partition: i32, c: &Committed) -> (Of
     (key, Some(rec))
 }
 
+/// A record of the offsets log, decoded, as a load meets it.
+enum ReplayedRecord {
+    Plain(Option<OffsetKey>, Option<OffsetRecord>),
+    /// Part of this producer's transaction.
+    Transactional(i64, Option<OffsetKey>, Option<OffsetRecord>),
+    /// This producer's transaction marker: commit (true) or abort.
+    Marker(i64, bool),
+}
+
 /// A record as [`StateLog`] appends it: key, value (`None`: a tombstone).
 type EncodedRecord = (Vec<u8>, Option<Vec<u8>>);
 
@@ -608,6 +742,26 @@ mod tests {
 
     fn key(group: &str, partition: i32) -> Option<OffsetKey> {
         Some(OffsetKey::Offset { group: group.into(), topic: "t".into(), partition })
+    }
+
+    #[test]
+    fn a_replay_applies_transactional_commits_at_their_commit_marker_only() {
+        use ReplayedRecord::*;
+        let mut r = Replayed::default();
+        r.replay(Plain(key("g", 0), Some(commit("g", 0, 5, 1))), 0);
+        // Producer 7 commits offset 9 in a transaction that commits; producer 8 offset 20 in
+        // one that aborts; producer 9's is still open at the end of the log.
+        r.replay(Transactional(7, key("g", 0), Some(commit("g", 0, 9, 2))), 0);
+        r.replay(Transactional(8, key("g", 1), Some(commit("g", 1, 20, 2))), 0);
+        r.replay(Transactional(9, key("g", 2), Some(commit("g", 2, 30, 2))), 0);
+        assert_eq!(offsets_of(&r, "g"), vec![(0, 5)], "nothing transactional is visible before its marker");
+        r.replay(Marker(7, true), 0);
+        r.replay(Marker(8, false), 0);
+        assert_eq!(offsets_of(&r, "g"), vec![(0, 9)]);
+        assert_eq!(r.pending_txn.keys().copied().collect::<Vec<_>>(), vec![9]);
+        // A marker of a producer with nothing pending changes nothing.
+        r.replay(Marker(8, true), 0);
+        assert_eq!(offsets_of(&r, "g"), vec![(0, 9)]);
     }
 
     fn offsets_of(r: &Replayed, group: &str) -> Vec<(i32, i64)> {
