@@ -85,6 +85,15 @@ impl StateLog {
         (role.leader == self.node_id && loaded.get(&p) == Some(&role.leader_epoch)).then_some(part)
     }
 
+    /// Does this broker lead partition `p` in leader epoch `epoch`? (No loading, and none of
+    /// this log's locks: a coordinator may ask it under its own lock, which its loads take.)
+    pub fn leads_in_epoch(&self, p: i32, epoch: i32) -> bool {
+        self.replicas.get(self.topic, p).is_some_and(|part| {
+            let role = part.role();
+            role.leader == self.node_id && role.leader_epoch == epoch
+        })
+    }
+
     /// Does this broker lead partition `p`? (No loading.)
     pub fn leads_partition(&self, p: i32) -> bool {
         self.replicas.get(self.topic, p).is_some_and(|part| part.is_leader())

@@ -21,6 +21,11 @@
 //!   partition in) writes nothing: the load that replaced it resumed the transaction.
 //! - An open transaction past its timeout is aborted under a bumped epoch (its producer is
 //!   fenced); an idle id unused for `transactional.id.expiration.ms` is forgotten (tombstoned).
+//!
+//! **Lock order:** a load runs under the state log's load lock and takes this coordinator's
+//! lock; so code holding this coordinator's lock never calls into the state log's loading
+//! (`coordinator_partition`, `loaded_leader`): it asks [`StateLog::leads_in_epoch`] with the
+//! epoch it recorded itself.
 
 pub mod state;
 
@@ -140,6 +145,14 @@ impl TxnCoordinator {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Does this broker coordinate `txn_id` now, in the epoch it loaded its partition in?
+    /// (Safe under this coordinator's lock: the lock order in the module docs.)
+    fn coordinates(&self, inner: &Inner, txn_id: &str) -> Option<i32> {
+        let p = self.log.partition_of(txn_id);
+        let epoch = *inner.loaded.get(&p)?;
+        self.log.leads_in_epoch(p, epoch).then_some(epoch)
+    }
+
     /// The state partition of `txn_id` and its coordinator epoch, if this broker coordinates
     /// it (loading the partition first when it leads it in a new epoch).
     fn coordinator(&self, txn_id: &str) -> Result<(Arc<Partition>, i32), i16> {
@@ -187,6 +200,7 @@ impl TxnCoordinator {
                 }
             }
         })?;
+        let ids = found.len();
         let mut inner = self.lock();
         inner.txns.retain(|id, _| self.log.partition_of(id) != p);
         let mut resumed = 0;
@@ -197,7 +211,6 @@ impl TxnCoordinator {
             }
             inner.txns.insert(id, m);
         }
-        let ids = inner.txns.len();
         drop(inner);
         if resumed > 0 {
             self.completions.notify_one();
@@ -375,14 +388,13 @@ impl TxnCoordinator {
     /// The half-ended transaction of `txn_id` and the coordinator epoch to write its markers
     /// with, while this broker coordinates it in that epoch.
     pub fn prepared(&self, txn_id: &str) -> Option<(TxnMetadata, i32)> {
-        let p = self.log.partition_of(txn_id);
-        self.log.loaded_leader(p)?;
         let inner = self.lock();
+        let epoch = self.coordinates(&inner, txn_id)?;
         let m = inner.txns.get(txn_id)?;
         if !matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
             return None;
         }
-        Some((m.clone(), *inner.loaded.get(&p)?))
+        Some((m.clone(), epoch))
     }
 
     /// Every marker of `prepared` is written: CompleteCommit/CompleteAbort, if the state is
@@ -410,7 +422,7 @@ impl TxnCoordinator {
                 .filter(|(id, m)| {
                     state::abort_timed_out(m, now).is_some()
                         && !inner.changing.contains(*id)
-                        && self.log.loaded_leader(self.log.partition_of(id)).is_some()
+                        && self.coordinates(&inner, id).is_some()
                 })
                 .map(|(id, _)| id.clone())
                 .collect()
@@ -451,7 +463,7 @@ impl TxnCoordinator {
                 .filter(|(id, m)| {
                     state::is_expired(m, now, expiration)
                         && !inner.changing.contains(*id)
-                        && self.log.loaded_leader(self.log.partition_of(id)).is_some()
+                        && self.coordinates(&inner, id).is_some()
                 })
                 .map(|(id, _)| id.clone())
                 .collect()
@@ -493,7 +505,7 @@ impl TxnCoordinator {
         inner
             .txns
             .iter()
-            .filter(|(id, _)| self.log.loaded_leader(self.log.partition_of(id)).is_some())
+            .filter(|(id, _)| self.coordinates(&inner, id).is_some())
             .map(|(id, m)| TxnListing { transactional_id: id.clone(), meta: m.clone() })
             .collect()
     }
