@@ -121,7 +121,7 @@ def test_a_tls_listener_is_refused_not_served_in_plain_text():
 
 @pytest.mark.parametrize("key", ["sasl.kerberos.service.name=kafka", "principal.builder.class=x.PrincipalBuilder",
                                  "log.cleaner.dedupe.buffer.size=134217728",
-                                 "transaction.partition.verification.enable=true", "quota.window.num=11"])
+                                 "transaction.state.log.load.buffer.size=5242880", "quota.window.num=11"])
 def test_a_key_that_would_silently_do_nothing_is_refused_by_name(key):
     """Item 7: a key that changes Kafka's behaviour and that Strom does not implement."""
     with tempfile.TemporaryDirectory(prefix="strom-first-hour-") as d:

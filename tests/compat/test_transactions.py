@@ -2,7 +2,8 @@
 one node. What read_committed and read_uncommitted consumers see after commits and aborts
 (several producers interleaved on one partition included), offsets sent to a transaction,
 zombie fencing, the coordinator aborting a transaction past its timeout (before and after a
-restart), the `strom transactions` tool, and what a client may not write (control batches)."""
+restart), the `strom transactions` tool, and what a client may not write (control batches,
+transactional batches outside their transaction)."""
 
 import signal
 import struct
@@ -19,26 +20,38 @@ from kafka.record.util import calc_crc32c
 from conftest import STROM, wait_until
 from test_bad_input import send_raw
 
+INVALID_TXN_STATE = 48
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 INVALID_RECORD = 87
 
 
-def control_batch():
+def transactional_batch(producer_id=1000, epoch=0, control=False):
     b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=True,
-                                  producer_id=1000, producer_epoch=0, base_sequence=0, batch_size=1 << 20)
+                                  producer_id=producer_id, producer_epoch=epoch, base_sequence=0,
+                                  batch_size=1 << 20)
     b.append(0, timestamp=None, key=b"k", value=b"v", headers=[])
     data = bytearray(b.build())
-    attrs = struct.unpack(">h", data[21:23])[0] | 0x20
-    data[21:23] = struct.pack(">h", attrs)
-    data[17:21] = struct.pack(">I", calc_crc32c(bytes(data[21:])))
+    if control:
+        attrs = struct.unpack(">h", data[21:23])[0] | 0x20
+        data[21:23] = struct.pack(">h", attrs)
+        data[17:21] = struct.pack(">I", calc_crc32c(bytes(data[21:])))
     return bytes(data)
 
 
-def produce_v3(bootstrap, topic, records):
-    """A raw Produce v3 (acks=1) of `records` to partition 0; returns its error code."""
+def control_batch():
+    return transactional_batch(control=True)
+
+
+def produce_v3(bootstrap, topic, records, partition=0, transactional_id=None):
+    """A raw Produce v3 (acks=1) of `records` to `partition`; returns its error code."""
     name = topic.encode()
-    body = struct.pack(">hhi", -1, 1, 5000)  # transactional id: null, acks, timeout
+    if transactional_id is None:
+        body = struct.pack(">h", -1)
+    else:
+        body = struct.pack(">h", len(transactional_id)) + transactional_id.encode()
+    body += struct.pack(">hi", 1, 5000)  # acks, timeout
     body += struct.pack(">i", 1) + struct.pack(">h", len(name)) + name
-    body += struct.pack(">ii", 1, 0) + struct.pack(">i", len(records)) + records
+    body += struct.pack(">ii", 1, partition) + struct.pack(">i", len(records)) + records
     header = struct.pack(">hhih", 0, 3, 7, 1) + b"t"
     resp = send_raw(bootstrap, struct.pack(">i", len(header) + len(body)) + header + body)
     assert resp is not None, "the node closed the connection"
@@ -289,6 +302,33 @@ def test_clients_may_not_write_control_batches(node):
     p.produce(topic, b"after")
     assert p.flush(10) == 0
     assert [v for _, v in read_all(node, topic, "read_committed", expect=1)] == ["after"]
+
+
+def test_a_transactional_batch_outside_its_transaction_is_refused(node):
+    """KIP-890 verification: the leader asks the coordinator before the first batch of a
+    transaction on a partition; a partition the transaction did not add is refused, and
+    nothing is written there (no transaction opened that no marker would end)."""
+    topic = new_topic(node, partitions=2)
+    txn_id = f"verified-{uuid.uuid4()}"
+    p = txn_producer(node, txn_id)
+    p.begin_transaction()
+    p.produce(topic, value="inside", partition=0)
+    assert p.flush(30) == 0
+    row = strom_tool(node, "describe", "--transactional-id", txn_id).stdout.decode().splitlines()[1].split("\t")
+    pid, epoch = int(row[2]), int(row[3])
+    # The producer's own id and epoch, on the partition its transaction did not add.
+    assert produce_v3(node.bootstrap, topic, transactional_batch(pid, epoch), 1, txn_id) == INVALID_TXN_STATE
+    # An id no coordinator knows; a transactional batch without an id (Kafka's answer: it
+    # may not write transactionally under no id).
+    assert produce_v3(node.bootstrap, topic, transactional_batch(), 1, "nobody") == INVALID_TXN_STATE
+    assert produce_v3(node.bootstrap, topic, transactional_batch(), 1) == TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    p.commit_transaction(30)
+    c = Consumer({"bootstrap.servers": node.bootstrap, "group.id": "probe"})
+    try:
+        assert c.get_watermark_offsets(TopicPartition(topic, 1), timeout=10)[1] == 0, "nothing was written"
+    finally:
+        c.close()
+    assert [v for _, v in read_all(node, topic, "read_committed", partitions=2, expect=1)] == ["inside"]
 
 
 def test_transaction_timeouts_beyond_the_brokers_maximum_are_refused(node_factory):

@@ -297,6 +297,12 @@ impl ProducerStates {
     }
 
     /// Every producer known, as DescribeProducers reports them (by producer id).
+    /// Has `producer_id`, at `epoch`, a transaction open on this partition? (Then a batch of
+    /// its belongs to a transaction the coordinator already verified here.)
+    pub fn has_open_txn(&self, producer_id: i64, epoch: i16) -> bool {
+        self.by_id.get(&producer_id).is_some_and(|e| e.epoch == epoch && e.txn_first_offset.is_some())
+    }
+
     pub fn describe(&self) -> Vec<ProducerDescription> {
         let mut out: Vec<ProducerDescription> = self
             .by_id

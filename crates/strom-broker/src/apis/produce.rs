@@ -31,6 +31,17 @@ fn refused_batches(mut records: &[u8]) -> Option<i16> {
     None
 }
 
+/// The producer (id, epoch) of the first transactional batch in `records`, if any.
+fn transactional_producer(mut records: &[u8]) -> Option<(i64, i16)> {
+    while let Ok(v) = strom_protocol::batch::BatchView::parse(records) {
+        if v.is_transactional() && !v.is_control() {
+            return Some((v.producer_id(), v.producer_epoch()));
+        }
+        records = &records[v.size()..];
+    }
+    None
+}
+
 /// One partition's outcome, before acks=all waiting.
 struct Outcome {
     index: i32,
@@ -139,6 +150,28 @@ pub(super) async fn handle(
                 o.error_code = NOT_LEADER_OR_FOLLOWER;
                 outcomes.push(o);
                 continue;
+            }
+            // KIP-890: the first batch of a producer's transaction here is verified with its
+            // coordinator (apis/transactions.rs, verify_in_transaction).
+            if let Some((pid, epoch)) = transactional_producer(records) {
+                let txn_id = req.transactional_id.as_ref().map(|t| t.0.as_str());
+                // A transactional write needs WRITE on its transactional id, as Kafka.
+                if !txn_id
+                    .is_some_and(|id| a.may(Operation::Write, strom_metadata::acl::ResourceType::TransactionalId, id))
+                {
+                    o.error_code = super::transactions::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+                    outcomes.push(o);
+                    continue;
+                }
+                if b.settings.transactions.verification && !part.has_open_txn(pid, epoch) {
+                    let verified =
+                        super::transactions::verify_in_transaction(b, txn_id, pid, epoch, &name, p.index).await;
+                    if let Err(code) = verified {
+                        o.error_code = code;
+                        outcomes.push(o);
+                        continue;
+                    }
+                }
             }
             let may_block = part.append_may_block(records.len(), now);
             let appended = b

@@ -26,8 +26,11 @@ use std::time::Duration;
 
 use strom_metadata::acl::{Operation, ResourceType};
 use strom_protocol::batch::TxnMarker;
+use strom_protocol::kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
 use strom_protocol::kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use strom_protocol::kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
@@ -46,6 +49,7 @@ use strom_protocol::kafka_protocol::messages::{
     InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
     TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
+use strom_protocol::kafka_protocol::protocol::Request;
 use strom_protocol::values::{now_ms, str_bytes, topic_name};
 
 use super::access::{Access, CLUSTER_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED};
@@ -61,7 +65,10 @@ const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
 const INVALID_REQUEST: i16 = 42;
+const INVALID_TXN_STATE: i16 = 48;
 const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 pub(super) const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 const OPERATION_NOT_ATTEMPTED: i16 = 55;
@@ -211,13 +218,17 @@ pub(super) async fn init_transactional_producer_id(
 /// Partitions of one topic, each with its refusal (None: it may be added).
 type PartitionChecks = Vec<(i32, Option<i16>)>;
 
-/// AddPartitionsToTxn v0–v3 (a client's; v4+, the brokers' verification, is not served).
+/// AddPartitionsToTxn: v0–v3 from a client (one transaction); v4 from a leader verifying
+/// partitions (KIP-890: `verify_only`, CLUSTER_ACTION), batched by transaction.
 pub(super) async fn add_partitions_to_txn(
     b: &Broker,
     a: &Access<'_>,
     req: &AddPartitionsToTxnRequest,
     version: i16,
 ) -> AddPartitionsToTxnResponse {
+    if version >= 4 {
+        return verify_partitions(b, a, req);
+    }
     let txn_id = req.v3_and_below_transactional_id.0.to_string();
     let image = b.image();
     // Per partition: None while it may be added, else its error.
@@ -273,6 +284,101 @@ pub(super) async fn add_partitions_to_txn(
         resp.results_by_topic_v3_and_below.push(tr);
     }
     resp
+}
+
+/// AddPartitionsToTxn v4 from a leader: is each partition in its transaction? Only
+/// `verify_only` transactions are served (adding partitions for a producer is the client's
+/// v0–v3 call); the others get INVALID_REQUEST.
+fn verify_partitions(b: &Broker, a: &Access<'_>, req: &AddPartitionsToTxnRequest) -> AddPartitionsToTxnResponse {
+    let mut resp = AddPartitionsToTxnResponse::default();
+    if !a.may_cluster(Operation::ClusterAction) {
+        resp.error_code = CLUSTER_AUTHORIZATION_FAILED;
+        return resp;
+    }
+    for txn in &req.transactions {
+        let mut r = AddPartitionsToTxnResult::default();
+        r.transactional_id = txn.transactional_id.clone();
+        for t in &txn.topics {
+            let mut tr = AddPartitionsToTxnTopicResult::default();
+            tr.name = t.name.clone();
+            for &p in &t.partitions {
+                let mut pr = AddPartitionsToTxnPartitionResult::default();
+                pr.partition_index = p;
+                pr.partition_error_code = if !txn.verify_only {
+                    INVALID_REQUEST
+                } else {
+                    let v = b.txns.verify(&txn.transactional_id.0, txn.producer_id.0, txn.producer_epoch, &t.name.0, p);
+                    v.err().unwrap_or(0)
+                };
+                tr.results_by_partition.push(pr);
+            }
+            r.topic_results.push(tr);
+        }
+        resp.results_by_transaction.push(r);
+    }
+    resp
+}
+
+/// Before a leader takes the first transactional batch of a producer's transaction on a
+/// partition (one with no transaction of that producer and epoch open there), it asks the
+/// transaction coordinator whether the partition is in the transaction (KIP-890 part 1):
+/// directly when this broker coordinates it, else AddPartitionsToTxn v4 `verify_only`. Err is
+/// the Produce error: INVALID_TXN_STATE when the partition is not in an open transaction of
+/// this producer, INVALID_PRODUCER_EPOCH when the producer was fenced, NOT_ENOUGH_REPLICAS
+/// (retriable, as Kafka answers) when no coordinator could tell.
+pub(super) async fn verify_in_transaction(
+    b: &Broker,
+    txn_id: Option<&str>,
+    producer_id: i64,
+    epoch: i16,
+    topic: &str,
+    partition: i32,
+) -> Result<(), i16> {
+    let Some(txn_id) = txn_id.filter(|t| !t.is_empty()) else { return Err(INVALID_TXN_STATE) };
+    let image = b.image();
+    let state_topic = image.topics.get(crate::coordinator::txn::TRANSACTION_STATE_TOPIC).ok_or(INVALID_TXN_STATE)?;
+    let p = crate::coordinator::partition_for(txn_id, state_topic.partitions.len() as i32);
+    let leader = state_topic.partitions.get(&p).map_or(-1, |p| p.leader);
+    let answer = if leader == b.settings.node_id {
+        b.txns.verify(txn_id, producer_id, epoch, topic, partition).err().unwrap_or(0)
+    } else if leader < 0 {
+        COORDINATOR_NOT_AVAILABLE
+    } else {
+        let mut t = AddPartitionsToTxnTopic::default();
+        t.name = topic_name(topic);
+        t.partitions = vec![partition];
+        let mut txn = AddPartitionsToTxnTransaction::default();
+        txn.transactional_id = TransactionalId(str_bytes(txn_id));
+        txn.producer_id = ProducerId(producer_id);
+        txn.producer_epoch = epoch;
+        txn.verify_only = true;
+        txn.topics = vec![t];
+        let mut req = AddPartitionsToTxnRequest::default();
+        req.transactions = vec![txn];
+        match b.markers.send(b, leader, 4, &req).await {
+            Ok(resp) if resp.error_code != 0 => resp.error_code,
+            Ok(resp) => resp
+                .results_by_transaction
+                .iter()
+                .flat_map(|r| &r.topic_results)
+                .flat_map(|t| &t.results_by_partition)
+                .map(|p| p.partition_error_code)
+                .next()
+                .unwrap_or(COORDINATOR_NOT_AVAILABLE),
+            Err(e) => {
+                tracing::debug!(node = b.settings.node_id, leader, error = %e, "transaction verification not sent");
+                COORDINATOR_NOT_AVAILABLE
+            }
+        }
+    };
+    match answer {
+        0 => Ok(()),
+        PRODUCER_FENCED | INVALID_PRODUCER_EPOCH => Err(INVALID_PRODUCER_EPOCH),
+        CONCURRENT_TRANSACTIONS | NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | COORDINATOR_LOAD_IN_PROGRESS => {
+            Err(NOT_ENOUGH_REPLICAS)
+        }
+        _ => Err(INVALID_TXN_STATE),
+    }
 }
 
 /// AddOffsetsToTxn: the group's `__consumer_offsets` partition joins the transaction.
@@ -581,7 +687,7 @@ async fn write_markers_at(
         m.topics.push(mt);
     }
     req.markers.push(m);
-    let resp = match b.markers.send(b, leader, &req).await {
+    let resp = match b.markers.send(b, leader, 1, &req).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(node = b.settings.node_id, leader, error = %e, "WriteTxnMarkers not sent");
@@ -605,19 +711,16 @@ async fn write_markers_at(
         .collect()
 }
 
-/// Connections to other brokers' inter-broker listeners for WriteTxnMarkers, kept for reuse.
+/// Connections to other brokers' inter-broker listeners for the requests a transaction
+/// coordinator and a leader send each other (WriteTxnMarkers, AddPartitionsToTxn
+/// verification), kept for reuse.
 #[derive(Default)]
 pub struct MarkerConnections {
     idle: tokio::sync::Mutex<HashMap<i32, Vec<strom_client::Connection>>>,
 }
 
 impl MarkerConnections {
-    async fn send(
-        &self,
-        b: &Broker,
-        leader: i32,
-        req: &WriteTxnMarkersRequest,
-    ) -> Result<WriteTxnMarkersResponse, String> {
+    async fn send<R: Request>(&self, b: &Broker, leader: i32, version: i16, req: &R) -> Result<R::Response, String> {
         let pooled = self.idle.lock().await.get_mut(&leader).and_then(|v| v.pop());
         let mut conn = match pooled {
             Some(c) => c,
@@ -637,7 +740,7 @@ impl MarkerConnections {
                 .map_err(|e| e.to_string())?
             }
         };
-        let resp = conn.send(1, req, MARKER_TIMEOUT).await.map_err(|e| e.to_string())?;
+        let resp = conn.send(version, req, MARKER_TIMEOUT).await.map_err(|e| e.to_string())?;
         let mut idle = self.idle.lock().await;
         let list = idle.entry(leader).or_default();
         if list.len() < MAX_IDLE_CONNECTIONS_PER_BROKER {

@@ -196,6 +196,11 @@ impl Partition {
     }
 
     /// The producers this partition keeps state for (DescribeProducers).
+    /// Has `producer_id` at `epoch` a transaction open here (`ProducerStates::has_open_txn`)?
+    pub fn has_open_txn(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers.lock().unwrap_or_else(|p| p.into_inner()).has_open_txn(producer_id, epoch)
+    }
+
     pub fn describe_producers(&self) -> Vec<crate::producer_state::ProducerDescription> {
         self.producers.lock().unwrap_or_else(|p| p.into_inner()).describe()
     }

@@ -175,6 +175,11 @@ pub const KEYS: &[KeyDef] = &[
         "How often transactions past their timeout are looked for (and aborted).",
     ),
     key(
+        "transaction.partition.verification.enable",
+        Some("true"),
+        "A leader asks the transaction coordinator before it takes the first batch of a transaction (KIP-890).",
+    ),
+    key(
         "transaction.remove.expired.transaction.cleanup.interval.ms",
         Some("3600000"),
         "How often expired transactional ids are looked for.",
@@ -279,20 +284,14 @@ pub const REFUSED_UNTIL_IMPLEMENTED: &[&str] = &[
     "log.cleaner.",
     // Deprecated by the before/after keys (KIP-937), which Strom implements.
     "log.message.timestamp.difference.max.ms",
-    // Transaction verification (KIP-890): AddPartitionsToTxn v4+ between brokers is not
-    // served yet.
-    "transaction.partition.verification.enable",
     // The state log's other settings (load buffer size) are Kafka's internals.
     "transaction.state.log.",
 ];
 
 /// Values of refused keys that ask for exactly what Strom does (no protection, no feature):
 /// they are accepted.
-const REFUSED_KEY_HARMLESS_VALUES: &[(&str, &str)] = &[
-    ("security.inter.broker.protocol", "PLAINTEXT"),
-    ("log.cleanup.policy", "delete"),
-    ("transaction.partition.verification.enable", "false"),
-];
+const REFUSED_KEY_HARMLESS_VALUES: &[(&str, &str)] =
+    &[("security.inter.broker.protocol", "PLAINTEXT"), ("log.cleanup.policy", "delete")];
 
 /// True when setting `name` to `value` must be refused: the key is in
 /// [`REFUSED_UNTIL_IMPLEMENTED`], not implemented ([`KEYS`]) or accepted without effect, and

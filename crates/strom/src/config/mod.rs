@@ -591,6 +591,7 @@ impl NodeConfig {
                     "transaction.remove.expired.transaction.cleanup.interval.ms",
                     1,
                 )?,
+                verification: boolean(r, "transaction.partition.verification.enable")?,
             },
             replica_lag_time_max_ms: int_at_least(r, "replica.lag.time.max.ms", 1)?,
             broker_session_timeout_ms,

@@ -423,7 +423,6 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         "delegation.token.secret.key=x",
         "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=x",
         "log.cleaner.dedupe.buffer.size=134217728",
-        "transaction.partition.verification.enable=true",
         "transaction.state.log.load.buffer.size=5242880",
         "quota.window.num=11",
     ] {
@@ -445,6 +444,7 @@ fn keys_that_change_kafkas_behaviour_are_refused_by_name() {
         "transaction.state.log.min.isr=1",
         "transaction.max.timeout.ms=60000",
         "transaction.partition.verification.enable=false",
+        "transaction.partition.verification.enable=true",
         "log.cleaner.enable=true",
         "log.cleaner.threads=2",
         "log.cleanup.policy=compact,delete",

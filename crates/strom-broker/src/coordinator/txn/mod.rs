@@ -66,6 +66,8 @@ pub struct TxnSettings {
     pub abort_check_interval_ms: u64,
     /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
     pub expiration_check_interval_ms: u64,
+    /// `transaction.partition.verification.enable` (KIP-890).
+    pub verification: bool,
 }
 
 impl Default for TxnSettings {
@@ -79,6 +81,7 @@ impl Default for TxnSettings {
             id_expiration_ms: 604_800_000,
             abort_check_interval_ms: 10_000,
             expiration_check_interval_ms: 3_600_000,
+            verification: true,
         }
     }
 }
@@ -337,6 +340,16 @@ impl TxnCoordinator {
     ) -> Result<(), i16> {
         self.change(txn_id, |cur| state::add_partitions(cur, producer_id, epoch, partitions, now_ms())).await?;
         Ok(())
+    }
+
+    /// Transaction verification (KIP-890): is `topic`-`partition` in the open transaction of
+    /// `txn_id`, by `producer_id` at `epoch`? A leader asks before it takes the first
+    /// transactional batch of a producer's transaction, so a batch outside every transaction
+    /// (a late retry of an aborted one, a buggy client) never opens one no marker will end.
+    pub fn verify(&self, txn_id: &str, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> Result<(), i16> {
+        self.coordinator(txn_id)?;
+        let inner = self.lock();
+        state::verify(inner.txns.get(txn_id), producer_id, epoch, topic, partition)
     }
 
     /// EndTxn: answered once Prepare* is committed; the markers follow.

@@ -227,6 +227,23 @@ pub fn check_in_transaction(current: Option<&TxnMetadata>, producer_id: i64, epo
     }
 }
 
+/// Transaction verification: the partition is in the producer's open transaction.
+pub fn verify(
+    current: Option<&TxnMetadata>,
+    producer_id: i64,
+    epoch: i16,
+    topic: &str,
+    partition: i32,
+) -> Result<(), i16> {
+    let cur = check_producer(current, producer_id, epoch)?;
+    let added = cur.partitions.iter().any(|(t, p)| t == topic && *p == partition);
+    if cur.state == TxnState::Ongoing && added {
+        Ok(())
+    } else {
+        Err(INVALID_TXN_STATE)
+    }
+}
+
 /// What an EndTxn does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndStep {
@@ -363,6 +380,10 @@ mod tests {
         assert_eq!(open.partitions.len(), 2);
         assert_eq!(open.txn_start_ms, 5);
         assert_eq!(check_in_transaction(Some(&open), 7, 0), Ok(()));
+        assert_eq!(verify(Some(&open), 7, 0, "u", 1), Ok(()));
+        assert_eq!(verify(Some(&open), 7, 0, "u", 2), Err(INVALID_TXN_STATE), "not added");
+        assert_eq!(verify(Some(&open), 7, 1, "u", 1), Err(PRODUCER_FENCED));
+        assert_eq!(verify(Some(&m), 7, 0, "u", 1), Err(INVALID_TXN_STATE), "no transaction open");
         let prepared = match end_txn(Some(&open), 7, 0, true, 8) {
             Ok(EndStep::Prepare(p)) => p,
             other => panic!("{other:?}"),
