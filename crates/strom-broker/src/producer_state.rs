@@ -175,6 +175,12 @@ pub struct ProducerStates {
     ended_txns: BTreeMap<i64, i64>,
 }
 
+/// A transactional data batch without sequences (a coordinator's): its producer id and epoch.
+pub fn coordinator_txn(v: &BatchView<'_>) -> Option<(i64, i16)> {
+    (v.is_transactional() && !v.is_control() && v.producer_id() >= 0 && v.base_sequence() < 0)
+        .then(|| (v.producer_id(), v.producer_epoch()))
+}
+
 fn in_sequence(last: i32, next: i32) -> bool {
     next == last.wrapping_add(1) || (next == 0 && last == i32::MAX)
 }
@@ -238,6 +244,23 @@ impl ProducerStates {
         }
     }
 
+    /// A transactional batch a coordinator wrote for `producer_id` (a transactional offset
+    /// commit: no sequence numbers, so none checked or remembered) at `first_offset`: it opens
+    /// the producer's transaction here if none is open, so the last stable offset, and with it
+    /// the cleaner, waits for its marker as for a client's transaction (Kafka's coordinator
+    /// appends update producer state the same way).
+    pub fn record_coordinator_txn(&mut self, producer_id: i64, epoch: i16, first_offset: i64) {
+        let e = self.by_id.entry(producer_id).or_default();
+        if epoch > e.epoch {
+            e.epoch = epoch;
+            e.batches.clear();
+        }
+        if e.txn_first_offset.is_none() {
+            e.txn_first_offset = Some(first_offset);
+            self.open_txns.insert(first_offset, producer_id);
+        }
+    }
+
     /// Records every producer batch and transaction marker in `bytes` (stored batches,
     /// offsets assigned); returns the transactions the markers aborted, for the log's index.
     pub fn record_stored(&mut self, mut bytes: &[u8]) -> Vec<AbortedTxn> {
@@ -247,6 +270,8 @@ impl ProducerStates {
                 self.record(&b, v.base_offset(), v.last_offset());
             } else if let Some(m) = MarkerBatch::of(&v) {
                 aborted.extend(self.record_marker(&m, v.base_offset()));
+            } else if let Some((pid, epoch)) = coordinator_txn(&v) {
+                self.record_coordinator_txn(pid, epoch, v.base_offset());
             }
             bytes = &bytes[v.size()..];
         }
@@ -589,6 +614,27 @@ mod tests {
         assert_eq!(s.last_stable_offset(22), 22);
         // A marker without an open transaction (a retry) ends nothing.
         assert_eq!(s.record_marker(&marker(2, 0, false, 4), 22), None);
+    }
+
+    #[test]
+    fn a_coordinators_transactional_batch_holds_the_last_stable_offset_until_its_marker() {
+        // A transactional offset commit: producer 6's batch without sequences, at offset 3.
+        let mut b = strom_protocol::batch::encode_transactional_records(
+            [(Some(bytes::Bytes::from_static(b"k")), Some(bytes::Bytes::from_static(b"v")))],
+            1_000,
+            6,
+            2,
+        )
+        .unwrap()
+        .to_vec();
+        b[0..8].copy_from_slice(&3i64.to_be_bytes());
+        let mut s = ProducerStates::default();
+        assert!(s.record_stored(&b).is_empty());
+        assert_eq!(s.open_txn(6), Some(3));
+        assert!(s.has_open_txn(6, 2) && !s.has_open_txn(6, 1));
+        assert_eq!(s.last_stable_offset(10), 3);
+        assert_eq!(s.record_marker(&marker(6, 2, true, 0), 4), None);
+        assert_eq!(s.last_stable_offset(10), 10);
     }
 
     #[test]

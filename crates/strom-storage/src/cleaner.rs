@@ -14,6 +14,11 @@
 //!   value learns of the delete; after that it goes too.
 //! - Records without a key are kept (a compacted topic refuses them at produce; older data
 //!   may have them).
+//! - **Transactions (Kafka's cleaner):** nothing at or past the last stable offset is cleaned
+//!   (`uncleanable_from`): a record of a transaction still open may yet be aborted, and must
+//!   not supersede the committed record of its key before that is known. A batch of an
+//!   aborted transaction (the transaction index names it) is no record of its key: never
+//!   counted as a key's latest, and removed. Markers (control batches) are always kept.
 //!
 //! **Lock rule:** a cleaning never holds the log while it reads or writes data. Under the log
 //! lock [`Log::plan_clean`] lists the sealed segments to clean; off the lock
@@ -64,6 +69,9 @@ pub struct CleanOptions {
     pub min_compaction_lag_ms: u64,
     /// `log.cleaner.io.max.bytes.per.second` (`None`: unthrottled).
     pub io_max_bytes_per_second: Option<u64>,
+    /// Segments reaching this offset are not cleaned: the partition's last stable offset
+    /// (the transactions rule in the module docs). `i64::MAX`: no bound.
+    pub uncleanable_from: i64,
 }
 
 impl CleanOptions {
@@ -74,6 +82,7 @@ impl CleanOptions {
             delete_retention_ms: config.delete_retention_ms,
             min_compaction_lag_ms: config.min_compaction_lag_ms,
             io_max_bytes_per_second,
+            uncleanable_from: i64::MAX,
         }
     }
 
@@ -84,6 +93,7 @@ impl CleanOptions {
             delete_retention_ms: 86_400_000,
             min_compaction_lag_ms: 0,
             io_max_bytes_per_second: None,
+            uncleanable_from: i64::MAX,
         }
     }
 }
@@ -109,6 +119,8 @@ struct Planned {
 #[derive(Debug)]
 pub struct CleanPlan {
     segments: Vec<Planned>,
+    /// The aborted transactions with records in the planned segments.
+    aborted: Vec<crate::AbortedTxn>,
     active_base: i64,
     truncations: u64,
     opts: CleanOptions,
@@ -130,18 +142,26 @@ impl Log {
     pub fn plan_clean(&self, opts: CleanOptions) -> Option<CleanPlan> {
         let active_base = *self.segments.keys().next_back()?;
         let lag = opts.min_compaction_lag_ms.min(i64::MAX as u64) as i64;
+        // A segment's end is the next one's base.
+        let ends = self.segments.keys().skip(1).copied();
         let segments: Vec<Planned> = self
             .segments
             .values()
-            .take_while(|s| s.base_offset < active_base && s.max_timestamp <= opts.now_ms.saturating_sub(lag))
-            .map(|s| Planned { base: s.base_offset, path: s.log_path.clone(), size: s.size })
+            .zip(ends)
+            .take_while(|(s, end)| {
+                s.base_offset < active_base
+                    && s.max_timestamp <= opts.now_ms.saturating_sub(lag)
+                    && *end <= opts.uncleanable_from
+            })
+            .map(|(s, _)| Planned { base: s.base_offset, path: s.log_path.clone(), size: s.size })
             .collect();
         if segments.is_empty() {
             return None;
         }
         // Only what the plan covers becomes clean; later sealed segments stay dirty.
         let end = self.segments.range(segments.last()?.base + 1..).next().map_or(active_base, |(b, _)| *b);
-        Some(CleanPlan { segments, active_base: end, truncations: self.truncations, opts })
+        let aborted = self.aborted_txns(segments.first()?.base, end);
+        Some(CleanPlan { segments, aborted, active_base: end, truncations: self.truncations, opts })
     }
 
     /// Whether the log is due for cleaning: it is compacted, and the dirty share of its sealed
@@ -252,10 +272,18 @@ impl CleanPlan {
         // Pass 1: the latest offset of every key in the planned segments. Control batches
         // (transaction markers) are no records of any key: never counted, always kept (their
         // keys name a marker type, and an abort marker ends what the transaction index says).
+        let aborted = |v: &BatchView<'_>| {
+            v.is_transactional()
+                && self.aborted.iter().any(|t| {
+                    t.producer_id == v.producer_id()
+                        && t.first_offset <= v.base_offset()
+                        && v.base_offset() < t.last_offset
+                })
+        };
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
         for p in &self.segments {
             for_each_batch(p, &mut throttle, |v, records| {
-                if v.is_control() {
+                if v.is_control() || aborted(v) {
                     return Ok(());
                 }
                 for r in records {
@@ -274,6 +302,10 @@ impl CleanPlan {
             for_each_batch(p, &mut throttle, |v, records| {
                 if v.is_control() {
                     out.extend_from_slice(v.bytes());
+                    return Ok(());
+                }
+                if aborted(v) {
+                    removed += records.len() as u64;
                     return Ok(());
                 }
                 let tombstone_expired =

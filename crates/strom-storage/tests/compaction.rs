@@ -438,3 +438,64 @@ fn transaction_markers_survive_cleaning_and_are_no_records_of_any_key() {
     let offsets: Vec<i64> = contents(&log).iter().map(|r| r.0).collect();
     assert_eq!(offsets, vec![1, 2, 3, 4, 5], "every marker and the look-alike user record kept");
 }
+
+/// A transactional batch of producer `pid` (epoch 0) of keyed records, as a client writes it.
+fn transactional_batch(pid: i64, records: &[(u8, Option<u8>)], ts: i64) -> Vec<u8> {
+    use strom_protocol::kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: ts,
+            key: Some(Bytes::from(vec![b'k', *k])),
+            value: v.map(|v| Bytes::from(vec![b'v', v])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .unwrap();
+    buf.to_vec()
+}
+
+#[test]
+fn aborted_records_never_supersede_and_open_transactions_are_not_cleaned() {
+    use strom_protocol::batch::TxnMarker;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_bytes: 1 << 30, segment_ms: None, retention_ms: None, ..LogConfig::default() };
+    let (mut log, _) = Log::open(dir.path(), config).unwrap();
+    let abort = |pid: i64| TxnMarker { commit: false, coordinator_epoch: 0 }.encode(pid, 0, 1_000).unwrap();
+    log.append_as_leader(&keyed_batch(&[(0, Some(0)), (1, Some(0))], 1_000, Compression::None), 0, 1_000).unwrap(); // 0, 1
+                                                                                                                    // Producer 7 writes key 0 in a transaction that aborts: its record is no value of key 0.
+    log.append_as_leader(&transactional_batch(7, &[(0, Some(7))], 1_000), 0, 1_000).unwrap(); // 2
+    log.append_as_leader(&abort(7), 0, 1_000).unwrap(); // 3
+    log.add_aborted_txn(strom_storage::AbortedTxn {
+        producer_id: 7,
+        first_offset: 2,
+        last_offset: 3,
+        last_stable_offset: 4,
+    })
+    .unwrap();
+    log.roll().unwrap();
+    // Producer 8 writes key 1 in a transaction still open: the segment holding it is past the
+    // last stable offset (4) and is not cleaned.
+    log.append_as_leader(&transactional_batch(8, &[(1, Some(8))], 1_000), 0, 1_000).unwrap(); // 4
+    log.roll().unwrap();
+    let opts =
+        CleanOptions { delete_retention_ms: DELETE_RETENTION_MS, uncleanable_from: 4, ..CleanOptions::at(2_000) };
+    let stats = log.clean(opts).unwrap();
+    assert_eq!(stats.records_removed, 1, "the aborted record, nothing else");
+    let kept: Vec<(i64, Bytes, Option<Bytes>)> = contents(&log);
+    let offsets: Vec<i64> = kept.iter().map(|r| r.0).collect();
+    assert_eq!(offsets, vec![0, 1, 3, 4], "key 0's committed value, key 1's, the marker, the open record");
+    assert_eq!(kept[0].2.as_deref(), Some(&b"v\x00"[..]), "key 0 keeps its committed value");
+}

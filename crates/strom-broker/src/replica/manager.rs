@@ -352,10 +352,15 @@ impl ReplicaManager {
             if i % shards.max(1) != shard {
                 continue;
             }
+            // Nothing at or past the last stable offset is cleaned (the cleaner's transactions
+            // rule): read before the log lock, it only grows meanwhile.
+            let uncleanable_from = p.last_stable_offset();
             let plan = p.with_log(|l| {
-                l.cleaning_due(now_ms)
-                    .then(|| l.plan_clean(CleanOptions::for_config(l.config(), now_ms, io_max_bytes_per_second)))
-                    .flatten()
+                let opts = CleanOptions {
+                    uncleanable_from,
+                    ..CleanOptions::for_config(l.config(), now_ms, io_max_bytes_per_second)
+                };
+                l.cleaning_due(now_ms).then(|| l.plan_clean(opts)).flatten()
             });
             let Some(plan) = plan else { continue };
             let result = plan.prepare().and_then(|prepared| p.with_log(|l| l.install_clean(prepared)));

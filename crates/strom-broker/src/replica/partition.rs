@@ -195,12 +195,12 @@ impl Partition {
         lso.max(self.log_start_offset().min(hw))
     }
 
-    /// The producers this partition keeps state for (DescribeProducers).
     /// Has `producer_id` at `epoch` a transaction open here (`ProducerStates::has_open_txn`)?
     pub fn has_open_txn(&self, producer_id: i64, epoch: i16) -> bool {
         self.producers.lock().unwrap_or_else(|p| p.into_inner()).has_open_txn(producer_id, epoch)
     }
 
+    /// The producers this partition keeps state for (DescribeProducers).
     pub fn describe_producers(&self) -> Vec<crate::producer_state::ProducerDescription> {
         self.producers.lock().unwrap_or_else(|p| p.into_inner()).describe()
     }
@@ -741,17 +741,21 @@ impl Partition {
             if role.leader != self.node_id {
                 return Err(ReplicaError::NotLeader(self.tp.to_string()));
             }
-            let batches: Vec<(Option<ProducerBatch>, i64)> = {
+            // Each batch: its producer's sequence check, a coordinator's transaction it opens
+            // (`ProducerStates::record_coordinator_txn`), and its record count.
+            type Parsed = (Option<ProducerBatch>, Option<(i64, i16)>, i64);
+            let batches: Vec<Parsed> = {
                 let mut out = Vec::new();
                 let mut rest = records;
                 while let Ok(v) = BatchView::parse(rest) {
-                    out.push((ProducerBatch::of(&v), v.last_offset_delta() as i64 + 1));
+                    let coordinator = crate::producer_state::coordinator_txn(&v);
+                    out.push((ProducerBatch::of(&v), coordinator, v.last_offset_delta() as i64 + 1));
                     rest = &rest[v.size()..];
                 }
                 out
             };
             let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
-            for (b, _) in &batches {
+            for (b, _, _) in &batches {
                 let Some(b) = b else { continue };
                 match producers.check(b) {
                     SequenceCheck::Append => {}
@@ -794,7 +798,7 @@ impl Partition {
                 }
             }
             if let Some(min_isr) = min_isr.filter(|m| role.isr.len() < *m) {
-                for b in batches.iter().filter_map(|(b, _)| b.as_ref()) {
+                for b in batches.iter().filter_map(|(b, _, _)| b.as_ref()) {
                     producers.refused_for_isr(b);
                 }
                 return Err(ReplicaError::NotEnoughReplicas {
@@ -807,9 +811,11 @@ impl Partition {
                 .append_as_leader(records, role.leader_epoch, now_ms)
                 .map_err(|e| self.dir_health.check(self.node_id, "append", e))?;
             let mut next = info.first_offset;
-            for (b, count) in &batches {
+            for (b, coordinator, count) in &batches {
                 if let Some(b) = b {
                     producers.record(b, next, next + count - 1);
+                } else if let Some((pid, epoch)) = coordinator {
+                    producers.record_coordinator_txn(*pid, *epoch, next);
                 }
                 next += count;
             }
