@@ -338,3 +338,46 @@ def test_transaction_timeouts_beyond_the_brokers_maximum_are_refused(node_factor
     with pytest.raises(KafkaException) as e:
         p.init_transactions(15)
     assert "INVALID_TRANSACTION_TIMEOUT" in str(e.value) or "timeout" in str(e.value).lower(), e.value
+
+
+def test_kafka_python_transactions_commit_abort_and_read_committed(node):
+    """The same protocol from a second client (kafka-python: the Java client's request
+    versions): commit, abort, and what its read_committed and read_uncommitted consumers see."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import TopicPartition as KTopicPartition
+    topic = new_topic(node)
+    p = KafkaProducer(bootstrap_servers=node.bootstrap, transactional_id=f"kp-{uuid.uuid4()}")
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        for i in range(5):
+            p.send(topic, f"kc-{i}".encode(), partition=0)
+        p.commit_transaction()
+        p.begin_transaction()
+        p.send(topic, b"kp-aborted", partition=0)
+        p.flush()
+        p.abort_transaction()
+        p.begin_transaction()
+        p.send(topic, b"kc-last", partition=0)
+        p.commit_transaction()
+    finally:
+        p.close()
+
+    def read(isolation, expect):
+        c = KafkaConsumer(bootstrap_servers=node.bootstrap, isolation_level=isolation, enable_auto_commit=False,
+                          group_id=None)
+        c.assign([KTopicPartition(topic, 0)])
+        c.seek_to_beginning()
+        got = []
+        deadline = time.monotonic() + 20
+        try:
+            while len(got) < expect and time.monotonic() < deadline:
+                for records in c.poll(timeout_ms=500).values():
+                    got.extend(r.value.decode() for r in records)
+        finally:
+            c.close()
+        return got
+
+    committed = [f"kc-{i}" for i in range(5)] + ["kc-last"]
+    assert read("read_committed", 6) == committed
+    assert read("read_uncommitted", 7) == committed[:5] + ["kp-aborted", "kc-last"]
