@@ -8,7 +8,7 @@
 //! What each API needs (as Kafka):
 //! | API | needs |
 //! | --- | --- |
-//! | Produce | WRITE on the topic |
+//! | Produce | WRITE on the topic (a transactional batch: and WRITE on its transactional id) |
 //! | Fetch (consumer) / (follower) | READ on the topic / CLUSTER_ACTION on the cluster |
 //! | ListOffsets, Metadata | DESCRIBE on the topic (Metadata lists only those; auto-creation needs CREATE) |
 //! | OffsetForLeaderEpoch | DESCRIBE on the topic (a follower: CLUSTER_ACTION) |
@@ -24,7 +24,13 @@
 //! | ListGroups | DESCRIBE on the cluster, else only groups the principal may describe |
 //! | DescribeLogDirs, DescribeAcls, DescribeUserScramCredentials | DESCRIBE on the cluster |
 //! | CreateAcls, DeleteAcls, AlterUserScramCredentials | ALTER on the cluster |
-//! | WriteTxnMarkers | CLUSTER_ACTION on the cluster |
+//! | InitProducerId (transactional), EndTxn | WRITE on the transactional id |
+//! | FindCoordinator (transaction), DescribeTransactions | DESCRIBE on the transactional id |
+//! | ListTransactions | only ids the principal may describe |
+//! | AddPartitionsToTxn v0–3 | WRITE on the transactional id and on each topic |
+//! | AddPartitionsToTxn v4 (verification), WriteTxnMarkers | CLUSTER_ACTION on the cluster |
+//! | AddOffsetsToTxn | WRITE on the transactional id, READ on the group |
+//! | TxnOffsetCommit | WRITE on the transactional id, READ on the group and on each topic |
 //! | DescribeProducers | READ on the topic |
 
 use std::sync::Arc;
