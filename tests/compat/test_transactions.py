@@ -381,3 +381,26 @@ def test_kafka_python_transactions_commit_abort_and_read_committed(node):
     committed = [f"kc-{i}" for i in range(5)] + ["kc-last"]
     assert read("read_committed", 6) == committed
     assert read("read_uncommitted", 7) == committed[:5] + ["kp-aborted", "kc-last"]
+
+
+def test_an_idle_transactional_id_expires(node_factory):
+    n = node_factory(["transactional.id.expiration.ms=1500",
+                      "transaction.remove.expired.transaction.cleanup.interval.ms=200"]).start()
+    topic = new_topic(n)
+    txn_id = f"expiring-{uuid.uuid4()}"
+    p = txn_producer(n, txn_id)
+    p.begin_transaction()
+    p.produce(topic, value="x")
+    p.commit_transaction(30)
+    assert "\tCompleteCommit\t" in strom_tool(n, "describe", "--transactional-id", txn_id).stdout.decode()
+
+    def gone():
+        r = strom_tool(n, "describe", "--transactional-id", txn_id, check=False)
+        return r.returncode != 0 and b"TRANSACTIONAL_ID_NOT_FOUND" in r.stderr
+    wait_until("the idle id to expire", gone, timeout=20)
+    # Forgotten for good: a restarted coordinator (which would not expire it again for ten
+    # minutes) loads the tombstone.
+    n.stop(signal.SIGKILL)
+    n.extra = ["transactional.id.expiration.ms=600000"]
+    n.start()
+    assert gone()
