@@ -2,7 +2,7 @@
 checks, against ACLs kept in the metadata log, and answers Kafka's codes. Clients log in with
 SASL PLAIN (alice, bob; admin is a super user); ACLs are made with `strom acls` (the flags of
 kafka-acls.sh) and with the AdminClient. Each API family is tried by a real client with and
-without the ACL it needs: produce, consume (topic and group), idempotent producers, admin
+without the ACL it needs: produce, consume (topic and group), idempotent and transactional producers, admin
 (topics, configs, ACLs), groups; DENY wins over ALLOW; PREFIXED patterns; super users;
 Metadata lists only the topics a principal may describe. The controller listener is SSL with
 mutual TLS: the node reaches it as its certificate's subject, a super user (as a Kafka cluster
@@ -169,6 +169,22 @@ def test_an_idempotent_producer_needs_write_on_some_topic(node):
                                         KafkaError._FATAL) for e in errors), errors
     allow(node, "User:bob", AclOperation.WRITE, ResourceType.TOPIC, topic)
     assert produce_errors(node, "bob", topic, **{"enable.idempotence": True}) == []
+
+
+def test_a_transactional_producer_needs_write_on_its_transactional_id(node):
+    topic = new_topic(node, "txn")
+    txn_id = f"bob-txn-{uuid.uuid4().hex[:6]}"
+    allow(node, "User:bob", AclOperation.WRITE, ResourceType.TOPIC, topic)
+    p = Producer(conf(node, "bob", **{"transactional.id": txn_id}))
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(15)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, e.value
+    allow(node, "User:bob", AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, txn_id)
+    p = Producer(conf(node, "bob", **{"transactional.id": txn_id}))
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, value=b"in-a-transaction")
+    p.commit_transaction(30)
 
 
 def test_admin_apis_need_their_acls(node):
