@@ -404,3 +404,27 @@ def test_an_idle_transactional_id_expires(node_factory):
     n.extra = ["transactional.id.expiration.ms=600000"]
     n.start()
     assert gone()
+
+
+def test_a_transaction_decided_but_not_ended_is_ended_by_the_next_coordinator(node_factory, monkeypatch):
+    """The coordinator writes PrepareCommit and fails before any marker (the `txn_markers`
+    failpoint): read_committed consumers wait at the transaction. The node restarts without
+    it; the coordinator that loads the state writes the markers and CompleteCommit."""
+    monkeypatch.setenv("FAILPOINTS", "txn_markers=return")
+    n = node_factory().start()
+    topic = new_topic(n)
+    txn_id = f"resumed-{uuid.uuid4()}"
+    p = txn_producer(n, txn_id)
+    p.begin_transaction()
+    for i in range(3):
+        p.produce(topic, value=f"r-{i}")
+    p.commit_transaction(30)  # answered at PrepareCommit
+    assert "\tPrepareCommit\t" in strom_tool(n, "describe", "--transactional-id", txn_id).stdout.decode()
+    assert read_all(n, topic, "read_committed", timeout=3) == [], "no marker yet: nothing is stable"
+    n.stop(signal.SIGKILL)
+    monkeypatch.delenv("FAILPOINTS")
+    n.start()
+    assert [v for _, v in read_all(n, topic, "read_committed", expect=3)] == ["r-0", "r-1", "r-2"]
+    wait_until("the id to show CompleteCommit",
+               lambda: "\tCompleteCommit\t" in strom_tool(n, "describe", "--transactional-id", txn_id).stdout.decode(),
+               timeout=10)

@@ -583,6 +583,9 @@ pub(super) fn describe_transactions(
 /// Complete* state (the completion rules in the module docs). Returns when done, or when this
 /// broker no longer coordinates the transaction in the epoch it started with.
 pub(super) async fn complete_transaction(b: &Broker, txn_id: &str) {
+    // Test builds: leave the transaction half-ended here (a coordinator that fails before
+    // its markers), for the next coordinator to end.
+    fail::fail_point!("txn_markers", |_| ());
     let mut backoff = MARKER_RETRY_MIN;
     let mut done: BTreeSet<(String, i32)> = BTreeSet::new();
     let mut epoch_started = None;
