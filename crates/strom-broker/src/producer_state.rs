@@ -49,6 +49,7 @@ use strom_storage::AbortedTxn;
 pub const NOT_ENOUGH_REPLICAS: i16 = 19;
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const INVALID_TXN_STATE: i16 = 48;
 pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 
 /// Batches remembered per producer (Kafka's max.in.flight.requests.per.connection bound).
@@ -173,6 +174,11 @@ pub struct ProducerStates {
     /// Transactions ended by a marker that may not be below the high watermark yet: first
     /// offset → the marker's offset. They hold the LSO back until the marker is committed.
     ended_txns: BTreeMap<i64, i64>,
+    /// Transaction verifications under way (KIP-890's verification guard): producer id →
+    /// (epoch, token). A marker of the producer removes its entry, so a batch verified before
+    /// the transaction ended cannot open a transaction after it.
+    verifying: HashMap<i64, (i16, u64)>,
+    next_token: u64,
 }
 
 /// A transactional data batch without sequences (a coordinator's): its producer id and epoch.
@@ -244,6 +250,29 @@ impl ProducerStates {
         }
     }
 
+    /// Starts a verification of `producer_id`'s transaction at `epoch`: the token the append
+    /// must show ([`Self::verification_holds`]).
+    pub fn start_verification(&mut self, producer_id: i64, epoch: i16) -> u64 {
+        self.next_token = self.next_token.wrapping_add(1);
+        self.verifying.insert(producer_id, (epoch, self.next_token));
+        self.next_token
+    }
+
+    /// Is the verification that gave `token` still current: no marker of the producer, and
+    /// no other verification, since it started?
+    pub fn verification_holds(&self, producer_id: i64, epoch: i16, token: u64) -> bool {
+        self.verifying.get(&producer_id) == Some(&(epoch, token))
+    }
+
+    /// May a coordinator write `producer_id`'s transactional batch at `epoch` (a transactional
+    /// offset commit)? Not from an epoch older than the one known (INVALID_PRODUCER_EPOCH).
+    pub fn check_coordinator_txn(&self, producer_id: i64, epoch: i16) -> Result<(), i16> {
+        match self.by_id.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(INVALID_PRODUCER_EPOCH),
+            _ => Ok(()),
+        }
+    }
+
     /// A transactional batch a coordinator wrote for `producer_id` (a transactional offset
     /// commit: no sequence numbers, so none checked or remembered) at `first_offset`: it opens
     /// the producer's transaction here if none is open, so the last stable offset, and with it
@@ -251,6 +280,11 @@ impl ProducerStates {
     /// appends update producer state the same way).
     pub fn record_coordinator_txn(&mut self, producer_id: i64, epoch: i16, first_offset: i64) {
         let e = self.by_id.entry(producer_id).or_default();
+        if epoch < e.epoch {
+            // Refused at the leader (check_coordinator_txn); a replica never opens a
+            // transaction for an epoch already fenced.
+            return;
+        }
         if epoch > e.epoch {
             e.epoch = epoch;
             e.batches.clear();
@@ -293,6 +327,9 @@ impl ProducerStates {
     /// Records a marker written at `offset`: ends the producer's open transaction, if any.
     /// Returns the transaction if the marker aborted one.
     pub fn record_marker(&mut self, m: &MarkerBatch, offset: i64) -> Option<AbortedTxn> {
+        if !self.verifying.is_empty() {
+            self.verifying.remove(&m.producer_id);
+        }
         let e = self.by_id.entry(m.producer_id).or_default();
         if m.epoch > e.epoch {
             e.epoch = m.epoch;
@@ -635,6 +672,22 @@ mod tests {
         assert_eq!(s.last_stable_offset(10), 3);
         assert_eq!(s.record_marker(&marker(6, 2, true, 0), 4), None);
         assert_eq!(s.last_stable_offset(10), 10);
+    }
+
+    #[test]
+    fn a_verification_is_void_once_a_marker_of_its_producer_came_between() {
+        let mut s = ProducerStates::default();
+        let t = s.start_verification(4, 1);
+        assert!(s.verification_holds(4, 1, t));
+        assert!(!s.verification_holds(4, 2, t) && !s.verification_holds(4, 1, t + 1));
+        // The transaction was aborted by its coordinator while the leader asked about it.
+        let _ = s.record_marker(&marker(4, 1, false, 0), 10);
+        assert!(!s.verification_holds(4, 1, t));
+        // A coordinator's batch from a fenced epoch opens nothing.
+        assert_eq!(s.check_coordinator_txn(4, 0), Err(INVALID_PRODUCER_EPOCH));
+        s.record_coordinator_txn(4, 0, 11);
+        assert_eq!(s.open_txn(4), None);
+        assert_eq!(s.check_coordinator_txn(4, 1), Ok(()));
     }
 
     #[test]

@@ -18,7 +18,11 @@
 //!   (`uncleanable_from`): a record of a transaction still open may yet be aborted, and must
 //!   not supersede the committed record of its key before that is known. A batch of an
 //!   aborted transaction (the transaction index names it) is no record of its key: never
-//!   counted as a key's latest, and removed. Markers (control batches) are always kept.
+//!   counted as a key's latest, and removed. A marker (control batch) is kept while any batch
+//!   of its transaction is kept, and while it is younger than `delete_retention_ms` (a
+//!   consumer that read the transaction's records must see how it ended); then it goes too,
+//!   as Kafka's cleaner drops markers, so a compacted topic written in transactions (and
+//!   `__consumer_offsets` under exactly-once) does not grow by one marker per transaction.
 //!
 //! **Lock rule:** a cleaning never holds the log while it reads or writes data. Under the log
 //! lock [`Log::plan_clean`] lists the sealed segments to clean; off the lock
@@ -296,27 +300,39 @@ impl CleanPlan {
         }
         // Pass 2: each segment that holds a superseded record or an old tombstone, rewritten.
         let mut replacements = Vec::new();
+        let past_delete_horizon = |v: &BatchView<'_>| {
+            v.max_timestamp().saturating_add(self.opts.delete_retention_ms.min(i64::MAX as u64) as i64)
+                < self.opts.now_ms
+        };
+        // Per producer: does a batch of its transaction since its last marker survive?
+        let mut txn_data_kept: HashMap<i64, bool> = HashMap::new();
         for p in &self.segments {
             let mut out: Vec<u8> = Vec::new();
             let mut removed = 0u64;
             for_each_batch(p, &mut throttle, |v, records| {
                 if v.is_control() {
-                    out.extend_from_slice(v.bytes());
+                    let data_kept = txn_data_kept.remove(&v.producer_id()).unwrap_or(false);
+                    if data_kept || !past_delete_horizon(v) {
+                        out.extend_from_slice(v.bytes());
+                    } else {
+                        removed += records.len() as u64;
+                    }
                     return Ok(());
                 }
                 if aborted(v) {
                     removed += records.len() as u64;
                     return Ok(());
                 }
-                let tombstone_expired =
-                    v.max_timestamp().saturating_add(self.opts.delete_retention_ms.min(i64::MAX as u64) as i64)
-                        < self.opts.now_ms;
+                let tombstone_expired = past_delete_horizon(v);
                 let keep = |r: &Record| {
                     let latest_of_key = r.key.as_ref().is_none_or(|k| latest.get(k) == Some(&r.offset));
                     latest_of_key && !(r.value.is_none() && tombstone_expired)
                 };
                 let kept: Vec<&Record> = records.iter().filter(|r| keep(r)).collect();
                 removed += (records.len() - kept.len()) as u64;
+                if v.is_transactional() && !kept.is_empty() {
+                    txn_data_kept.insert(v.producer_id(), true);
+                }
                 if kept.len() == records.len() {
                     out.extend_from_slice(v.bytes());
                 } else if !kept.is_empty() {

@@ -499,3 +499,29 @@ fn aborted_records_never_supersede_and_open_transactions_are_not_cleaned() {
     assert_eq!(offsets, vec![0, 1, 3, 4], "key 0's committed value, key 1's, the marker, the open record");
     assert_eq!(kept[0].2.as_deref(), Some(&b"v\x00"[..]), "key 0 keeps its committed value");
 }
+
+#[test]
+fn markers_go_once_past_the_delete_horizon_with_nothing_of_their_transaction_left() {
+    use strom_protocol::batch::TxnMarker;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_bytes: 1 << 30, segment_ms: None, retention_ms: None, ..LogConfig::default() };
+    let (mut log, _) = Log::open(dir.path(), config).unwrap();
+    let commit = |pid: i64| TxnMarker { commit: true, coordinator_epoch: 0 }.encode(pid, 0, 1_000).unwrap();
+    // Producer 7 commits key 0, later superseded; producer 8 commits key 1, still the latest.
+    log.append_as_leader(&transactional_batch(7, &[(0, Some(7))], 1_000), 0, 1_000).unwrap(); // 0
+    log.append_as_leader(&commit(7), 0, 1_000).unwrap(); // 1
+    log.append_as_leader(&transactional_batch(8, &[(1, Some(8))], 1_000), 0, 1_000).unwrap(); // 2
+    log.append_as_leader(&commit(8), 0, 1_000).unwrap(); // 3
+    log.append_as_leader(&keyed_batch(&[(0, Some(0))], 1_000, Compression::None), 0, 1_000).unwrap(); // 4
+    log.roll().unwrap();
+    // Within the delete horizon every marker stays.
+    let young = CleanOptions { delete_retention_ms: DELETE_RETENTION_MS, ..CleanOptions::at(2_000) };
+    log.clean(young).unwrap();
+    assert_eq!(contents(&log).iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    // Past it, producer 7's marker has nothing of its transaction left and goes; producer
+    // 8's stays with its record.
+    let old = CleanOptions { delete_retention_ms: DELETE_RETENTION_MS, ..CleanOptions::at(1_000 + 10_000) };
+    let stats = log.clean(old).unwrap();
+    assert_eq!(stats.records_removed, 1);
+    assert_eq!(contents(&log).iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 3, 4]);
+}

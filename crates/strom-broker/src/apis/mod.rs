@@ -370,6 +370,8 @@ impl Apis {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_abort_check = tokio::time::Instant::now();
         let mut last_expiry_check = tokio::time::Instant::now();
+        let mut aborting: Option<tokio::task::JoinHandle<()>> = None;
+        let mut expiring: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -384,16 +386,29 @@ impl Apis {
                     apis.broker.txns.completion_ended(&id);
                 });
             }
-            if last_abort_check.elapsed() >= Duration::from_millis(settings.abort_check_interval_ms) {
+            // Timeouts and expiry write and wait for commits: off this loop, so completions and
+            // loads never wait behind them (one pass of each at a time).
+            if last_abort_check.elapsed() >= Duration::from_millis(settings.abort_check_interval_ms)
+                && aborting.as_ref().is_none_or(|t| t.is_finished())
+            {
                 last_abort_check = tokio::time::Instant::now();
-                b.txns.abort_timed_out().await;
+                let apis = self.clone();
+                aborting = Some(tokio::spawn(async move {
+                    apis.broker.txns.abort_timed_out().await;
+                }));
             }
-            if last_expiry_check.elapsed() >= Duration::from_millis(settings.expiration_check_interval_ms) {
+            if last_expiry_check.elapsed() >= Duration::from_millis(settings.expiration_check_interval_ms)
+                && expiring.as_ref().is_none_or(|t| t.is_finished())
+            {
                 last_expiry_check = tokio::time::Instant::now();
-                let expired = b.txns.expire_ids().await;
-                if expired > 0 {
-                    tracing::info!(node = b.settings.node_id, ids = expired, "transactional ids expired");
-                }
+                let apis = self.clone();
+                expiring = Some(tokio::spawn(async move {
+                    let b = &apis.broker;
+                    let expired = b.txns.expire_ids().await;
+                    if expired > 0 {
+                        tracing::info!(node = b.settings.node_id, ids = expired, "transactional ids expired");
+                    }
+                }));
             }
         }
     }

@@ -152,7 +152,9 @@ pub(super) async fn handle(
                 continue;
             }
             // KIP-890: the first batch of a producer's transaction here is verified with its
-            // coordinator (apis/transactions.rs, verify_in_transaction).
+            // coordinator (apis/transactions.rs, verify_in_transaction), under a guard that a
+            // marker written meanwhile voids (Partition::append_as_leader_verified).
+            let mut verified = None;
             if let Some((pid, epoch)) = transactional_producer(records) {
                 let txn_id = req.transactional_id.as_ref().map(|t| t.0.as_str());
                 // A transactional write needs WRITE on its transactional id, as Kafka.
@@ -164,20 +166,24 @@ pub(super) async fn handle(
                     continue;
                 }
                 if b.settings.transactions.verification && !part.has_open_txn(pid, epoch) {
-                    let verified =
+                    let token = part.start_verification(pid, epoch);
+                    let answer =
                         super::transactions::verify_in_transaction(b, txn_id, pid, epoch, &name, p.index).await;
-                    if let Err(code) = verified {
+                    if let Err(code) = answer {
                         o.error_code = code;
                         outcomes.push(o);
                         continue;
                     }
+                    verified = Some((pid, epoch, token));
                 }
             }
             let may_block = part.append_may_block(records.len(), now);
             let appended = b
                 .replicas
                 .disk
-                .run_if(may_block, || part.append_as_leader(records, now, (req.acks == -1).then_some(min_isr)))
+                .run_if(may_block, || {
+                    part.append_as_leader_verified(records, now, (req.acks == -1).then_some(min_isr), verified)
+                })
                 .await;
             match appended {
                 Ok(appended) => {

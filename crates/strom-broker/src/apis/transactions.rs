@@ -158,7 +158,8 @@ async fn write_marker_local(
         }
     };
     if code == 0 && topic == OFFSETS_TOPIC {
-        b.offsets.complete_txn(p, producer_id, marker.commit);
+        // May wait for a load of the offsets partition: off the async workers.
+        b.replicas.disk.run_sync(|| b.offsets.complete_txn(p, producer_id, marker.commit));
     }
     code
 }
@@ -444,6 +445,22 @@ pub(super) async fn txn_offset_commit(
         let member = MemberRef { member_id: &req.member_id, instance_id: req.group_instance_id.as_deref() };
         code = b.groups.check_commit(&gid, req.generation_id, member);
     }
+    // KIP-890, as for a produce: the group's offsets partition must be in the producer's open
+    // transaction (AddOffsetsToTxn added it), unless a commit of this transaction is there.
+    let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
+    if code == 0 && b.settings.transactions.verification {
+        let p = b.offsets.partition_of(&gid);
+        let open = b.replicas.get(OFFSETS_TOPIC, p).is_some_and(|part| part.has_open_txn(pid, epoch));
+        if !open {
+            let verified = verify_in_transaction(b, Some(&req.transactional_id.0), pid, epoch, OFFSETS_TOPIC, p).await;
+            code = match verified {
+                Ok(()) => 0,
+                // Not answered (no coordinator reachable): retriable for a TxnOffsetCommit.
+                Err(NOT_ENOUGH_REPLICAS) => COORDINATOR_NOT_AVAILABLE,
+                Err(c) => c,
+            };
+        }
+    }
     let now = now_ms();
     let mut entries = Vec::new();
     let mut resp = TxnOffsetCommitResponse::default();
@@ -615,8 +632,10 @@ pub(super) async fn complete_transaction(b: &Broker, txn_id: &str) {
         for (tp, code) in futures_util::future::join_all(writes).await.into_iter().flatten() {
             match code {
                 // Written; or the partition has a newer producer epoch (the transaction was
-                // fenced there, nothing to end), or the partition is gone.
-                0 | INVALID_PRODUCER_EPOCH | UNKNOWN_TOPIC_OR_PARTITION => {
+                // fenced there, nothing to end). (A partition is gone only when our own
+                // metadata says so, above: a leader behind on metadata may answer
+                // UNKNOWN_TOPIC_OR_PARTITION for one it is about to lead.)
+                0 | INVALID_PRODUCER_EPOCH => {
                     done.insert(tp);
                 }
                 TRANSACTION_COORDINATOR_FENCED => fenced = true,

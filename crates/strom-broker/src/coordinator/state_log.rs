@@ -77,6 +77,14 @@ impl StateLog {
         Ok(part)
     }
 
+    /// Runs `f` while no load of this log runs: a change to what loads build (applied after a
+    /// write to the log, as a marker's effect on pending offsets) either lands before a load
+    /// starts (and the load replays the write) or after it installed its state.
+    pub fn with_load_lock<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _loads = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
     /// Partition `p`, if this broker leads it in the leader epoch it last loaded it in.
     pub fn loaded_leader(&self, p: i32) -> Option<Arc<Partition>> {
         let part = self.replicas.get(self.topic, p)?;

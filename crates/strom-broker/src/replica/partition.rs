@@ -727,6 +727,26 @@ impl Partition {
         now_ms: i64,
         min_isr: Option<usize>,
     ) -> Result<LeaderAppend, ReplicaError> {
+        self.append_as_leader_verified(records, now_ms, min_isr, None)
+    }
+
+    /// Starts a transaction verification for `producer_id` at `epoch` (KIP-890): the token
+    /// [`Self::append_as_leader_verified`] requires, void once a marker of the producer is
+    /// written meanwhile.
+    pub fn start_verification(&self, producer_id: i64, epoch: i16) -> u64 {
+        self.producers.lock().unwrap_or_else(|p| p.into_inner()).start_verification(producer_id, epoch)
+    }
+
+    /// [`Self::append_as_leader`]; with `verified` (producer id, epoch, token), a batch that
+    /// would open that producer's transaction here is taken only if its verification still
+    /// holds (INVALID_TXN_STATE otherwise: the transaction ended while it was verified).
+    pub fn append_as_leader_verified(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+        min_isr: Option<usize>,
+        verified: Option<(i64, i16, u64)>,
+    ) -> Result<LeaderAppend, ReplicaError> {
         if !self.is_leader() {
             return Err(ReplicaError::NotLeader(self.tp.to_string()));
         }
@@ -755,6 +775,20 @@ impl Partition {
                 out
             };
             let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+            for (_, coordinator, _) in &batches {
+                if let Some((pid, epoch)) = coordinator {
+                    producers.check_coordinator_txn(*pid, *epoch).map_err(ReplicaError::ProducerSequence)?;
+                }
+            }
+            if let Some((pid, epoch, token)) = verified {
+                let opens = batches
+                    .iter()
+                    .flat_map(|(b, _, _)| b)
+                    .any(|b| b.transactional && b.producer_id == pid && !producers.has_open_txn(pid, epoch));
+                if opens && !producers.verification_holds(pid, epoch, token) {
+                    return Err(ReplicaError::ProducerSequence(crate::producer_state::INVALID_TXN_STATE));
+                }
+            }
             for (b, _, _) in &batches {
                 let Some(b) = b else { continue };
                 match producers.check(b) {

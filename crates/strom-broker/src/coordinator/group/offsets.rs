@@ -407,30 +407,42 @@ impl OffsetStore {
         let part = self.coordinator_partition(group)?;
         let p = self.log.partition_of(group);
         let recs = encode(entries.iter().map(|(t, q, c)| commit_record(group, t, *q, c)).collect())?;
-        let appended = self.log.start_append_as(&part, &recs, Some(producer))?;
-        self.log.wait_committed(&part, appended, timeout).await?;
-        let mut pending = self.pending_txn.lock().unwrap_or_else(|p| p.into_inner());
-        let list = pending.entry((p, producer.0)).or_default();
-        for (t, q, c) in entries {
-            list.retain(|(g, t2, q2, _)| !(g == group && *t2 == t && *q2 == q));
-            list.push((group.to_string(), t, q, c));
-        }
-        Ok(())
+        // Pending from the moment it is in the log (the pending lock held across the append):
+        // a marker written right after it, even before it is committed (an abort the
+        // coordinator decided meanwhile), finds it. If it is never committed, the leadership
+        // moved, and the next load rebuilds the partition's pending commits from the log.
+        let appended = {
+            let mut pending = self.pending_txn.lock().unwrap_or_else(|p| p.into_inner());
+            let appended = self.log.start_append_as(&part, &recs, Some(producer))?;
+            let list = pending.entry((p, producer.0)).or_default();
+            for (t, q, c) in entries {
+                list.retain(|(g, t2, q2, _)| !(g == group && *t2 == t && *q2 == q));
+                list.push((group.to_string(), t, q, c));
+            }
+            appended
+        };
+        self.log.wait_committed(&part, appended, timeout).await
     }
 
     /// A transaction marker of `producer_id` was written on offsets partition `p`: its pending
     /// commits there become committed offsets (`commit`) or are dropped.
+    /// Never during a load of the partition: a marker written while a load replays, past the
+    /// end it replays to, is applied to what the load installs (StateLog::with_load_lock).
+    /// May wait for a load: call it off the async workers.
     pub fn complete_txn(&self, p: i32, producer_id: i64, commit: bool) {
-        let Some(commits) = self.pending_txn.lock().unwrap_or_else(|p| p.into_inner()).remove(&(p, producer_id)) else {
-            return;
-        };
-        if !commit {
-            return;
-        }
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        for (group, topic, partition, c) in commits {
-            cache.entry(group).or_default().insert((topic, partition), c);
-        }
+        self.log.with_load_lock(|| {
+            let Some(commits) = self.pending_txn.lock().unwrap_or_else(|p| p.into_inner()).remove(&(p, producer_id))
+            else {
+                return;
+            };
+            if !commit {
+                return;
+            }
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for (group, topic, partition, c) in commits {
+                cache.entry(group).or_default().insert((topic, partition), c);
+            }
+        })
     }
 
     /// Does a transaction hold a commit of `group`'s offset of (`topic`, `partition`) not yet

@@ -181,8 +181,14 @@ impl TxnCoordinator {
     fn load(&self, p: i32, part: &Partition) -> Result<(), i16> {
         let epoch = part.role().leader_epoch;
         // From here a completion of the previous epoch writes nothing; one that wrote before
-        // is in the log this load replays.
-        self.lock().loaded.insert(p, epoch);
+        // is in the log this load replays. What an earlier leadership left in memory goes now,
+        // so nothing answers from it under the new epoch before the replay replaces it.
+        {
+            let mut inner = self.lock();
+            inner.loaded.insert(p, epoch);
+            inner.txns.retain(|id, _| self.log.partition_of(id) != p);
+            inner.to_complete.retain(|id| self.log.partition_of(id) != p);
+        }
         let node_id = self.log.node_id();
         let mut found: HashMap<String, TxnMetadata> = HashMap::new();
         let records = self.log.replay(p, part, |r| {

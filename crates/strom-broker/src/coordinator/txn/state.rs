@@ -170,12 +170,14 @@ pub fn init_producer_id(
 }
 
 /// An abort forced on a producer (its timeout, or a new producer's InitProducerId) bumps its
-/// epoch, so the markers written with it fence the old producer on every partition.
+/// epoch, so the markers written with it fence the old producer on every partition. The old
+/// epoch is not remembered as "the last one": the fenced producer must not pass for a client
+/// retrying a lost InitProducerId (KIP-360) and get the new epoch (Kafka's
+/// prepareFenceProducerEpoch). It may reach i16::MAX; the next InitProducerId then gives a
+/// new producer id.
 fn bump_epoch_for_fencing(m: &mut TxnMetadata) {
-    if m.producer_epoch < MAX_EPOCH {
-        m.last_producer_epoch = m.producer_epoch;
-        m.producer_epoch += 1;
-    }
+    m.producer_epoch = m.producer_epoch.saturating_add(1);
+    m.last_producer_epoch = -1;
 }
 
 /// The checks every request of a producer inside its transaction passes first.
@@ -355,6 +357,8 @@ mod tests {
             Ok(InitStep::AbortFirst(a)) => {
                 assert_eq!((a.state, a.producer_epoch), (TxnState::PrepareAbort, 1));
                 assert_eq!(a.partitions.len(), 1);
+                // The fenced producer cannot pass for a retry of a lost bump (KIP-360).
+                assert_eq!(init(Some(&complete(&a, 3_500)), Some((7, 0))), Err(PRODUCER_FENCED));
                 // The old producer is fenced from here on.
                 assert_eq!(end_txn(Some(&a), 7, 0, true, 3_000), Err(PRODUCER_FENCED));
                 // And a retried InitProducerId waits for the abort to complete.
