@@ -256,34 +256,7 @@ pub fn encode_records(
     timestamp_ms: i64,
     compression: kafka_protocol::records::Compression,
 ) -> Result<bytes::Bytes, EncodeError> {
-    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-    let records: Vec<Record> = records
-        .into_iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // No producer id: the batch's base sequence is -1. The encoder keeps records in
-            // one batch only while offset minus sequence stays the same (a decoded batch's
-            // records count up from its base sequence), so count up from -1 too; with -1 on
-            // every record it writes one batch per record.
-            sequence: (i as i32).wrapping_sub(1),
-            timestamp: timestamp_ms,
-            key,
-            value,
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
-        .map_err(|e| EncodeError(e.to_string()))?;
-    Ok(buf.freeze())
+    encode_keyed(records, timestamp_ms, compression, None)
 }
 
 /// One transactional batch of (key, value) records from producer `producer_id` at `epoch`,
@@ -295,20 +268,35 @@ pub fn encode_transactional_records(
     producer_id: i64,
     epoch: i16,
 ) -> Result<bytes::Bytes, EncodeError> {
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let none = kafka_protocol::records::Compression::None;
+    encode_keyed(records, timestamp_ms, none, Some((producer_id, epoch)))
+}
+
+/// [`encode_records`], as part of `transaction`'s (producer id, epoch) transaction if given.
+fn encode_keyed(
+    records: impl IntoIterator<Item = (Option<bytes::Bytes>, Option<bytes::Bytes>)>,
+    timestamp_ms: i64,
+    compression: kafka_protocol::records::Compression,
+    transaction: Option<(i64, i16)>,
+) -> Result<bytes::Bytes, EncodeError> {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let (producer_id, producer_epoch) = transaction.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .into_iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: true,
+            transactional: transaction.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
             producer_id,
-            producer_epoch: epoch,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            // As encode_records: counting up from -1 keeps the records in one batch.
+            // No sequences: the batch's base sequence is -1. The encoder keeps records in one
+            // batch only while offset minus sequence stays the same (a decoded batch's records
+            // count up from its base sequence), so count up from -1 too; with -1 on every
+            // record it writes one batch per record.
             sequence: (i as i32).wrapping_sub(1),
             timestamp: timestamp_ms,
             key,
@@ -317,7 +305,7 @@ pub fn encode_transactional_records(
         })
         .collect();
     let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
         .map_err(|e| EncodeError(e.to_string()))?;
     Ok(buf.freeze())
 }

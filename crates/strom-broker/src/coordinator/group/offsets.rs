@@ -117,6 +117,30 @@ enum OffsetRecord {
     KeylessSuperseded,
 }
 
+impl OffsetRecord {
+    /// A commit record as (group, topic, partition, offset); a record from before commit
+    /// times counts from `now`. `None` for other records.
+    fn into_commit(self, now: i64) -> Option<PendingCommit> {
+        match self {
+            OffsetRecord::Commit {
+                group,
+                topic,
+                partition,
+                offset,
+                leader_epoch,
+                metadata,
+                commit_timestamp_ms,
+                expire_timestamp_ms,
+            } => {
+                let commit_timestamp_ms = commit_timestamp_ms.unwrap_or(now);
+                let c = Committed { offset, leader_epoch, metadata, commit_timestamp_ms, expire_timestamp_ms };
+                Some((group, topic, partition, c))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What a record replaces: the key compaction keeps the latest record of.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "key")]
@@ -242,19 +266,10 @@ impl Replayed {
             return;
         };
         match value {
-            OffsetRecord::Commit {
-                group,
-                topic,
-                partition,
-                offset,
-                leader_epoch,
-                metadata,
-                commit_timestamp_ms,
-                expire_timestamp_ms,
-            } => {
-                let commit_timestamp_ms = commit_timestamp_ms.unwrap_or(now);
-                let c = Committed { offset, leader_epoch, metadata, commit_timestamp_ms, expire_timestamp_ms };
-                self.offsets.entry(group).or_default().insert((topic, partition), (c, keyless));
+            commit @ OffsetRecord::Commit { .. } => {
+                if let Some((group, topic, partition, c)) = commit.into_commit(now) {
+                    self.offsets.entry(group).or_default().insert((topic, partition), (c, keyless));
+                }
             }
             OffsetRecord::GroupDeleted { group } => {
                 self.memberships.remove(&group);
@@ -326,24 +341,7 @@ impl OffsetStore {
         let mut pending: HashMap<(i32, i64), Vec<PendingCommit>> = HashMap::new();
         for (pid, recs) in std::mem::take(&mut replayed.pending_txn) {
             for (_, value) in recs {
-                if let Some(OffsetRecord::Commit {
-                    group,
-                    topic,
-                    partition,
-                    offset,
-                    leader_epoch,
-                    metadata,
-                    commit_timestamp_ms,
-                    expire_timestamp_ms,
-                }) = value
-                {
-                    let c = Committed {
-                        offset,
-                        leader_epoch,
-                        metadata,
-                        commit_timestamp_ms: commit_timestamp_ms.unwrap_or(now),
-                        expire_timestamp_ms,
-                    };
+                if let Some((group, topic, partition, c)) = value.and_then(|v| v.into_commit(now)) {
                     pending.entry((p, pid)).or_default().push((group, topic, partition, c));
                 }
             }
