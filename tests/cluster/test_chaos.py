@@ -5,8 +5,9 @@ nodes killed, a full-cluster kill, a rolling restart. Expected: nothing acknowle
 duplicates from the idempotent producer, per-key order kept, replicas byte-identical. A compacted
 topic beside it (small segments, an eager cleaner, so kills land during cleanings) must keep the
 latest acknowledged value of every key, and its replicas converge per key.
-The same workload runs again with every internal listener on TLS (brokers on SASL_SSL, the
-quorum on mutual TLS) through leader kills, a cut-off leader, a full-cluster kill and a rolling
+The same workload runs again with every internal listener on TLS and SASL (brokers on SASL_SSL,
+the quorum on SASL_SSL with PLAIN; tests/cluster/test_secure_cluster.py runs the quorum on
+mutual TLS) through leader kills, a cut-off leader, a full-cluster kill and a rolling
 restart. The soak mode runs the scenarios at random: `python tests/harness/chaos.py --seed N --duration S`."""
 
 import os
@@ -63,7 +64,7 @@ def test_chaos_with_internal_listeners_on_tls_loses_nothing(cluster_factory, tmp
         if not made:
             net = node.cluster.network
             made.append(make_certs(str(tmp_path / "certs"), ips=[net.address(i) for i in node.cluster.nodes]))
-        return [*listeners_with_internal(node, 9091), *secured_internal_listeners(made[0])]
+        return [*listeners_with_internal(node, 9091), *secured_internal_listeners(made[0], controller="SASL_SSL")]
     c = cluster_factory(3, netns=True, per_node=per_node)
     w = chaos.Workload(c, "chaos-tls")
     w.start()

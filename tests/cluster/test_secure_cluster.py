@@ -8,6 +8,7 @@ anonymous client on the plaintext listener sees nothing."""
 
 import os
 import sys
+import urllib.request
 import uuid
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -122,3 +123,50 @@ def test_a_broker_with_a_wrong_inter_broker_password_cannot_replicate(cluster_fa
         return led_by_others and all(3 not in x.isrs and len(x.isrs) == 2 for x in led_by_others)
     wait_until("node 3 to leave the ISRs (its fetches are refused)", isr_without_3, timeout=60)
     assert not errors, errors[:3]
+
+
+def test_a_quorum_on_sasl_ssl_admits_only_nodes_that_log_in(cluster_factory, tmp_path):
+    """The controller listener on SASL_SSL (PLAIN, issue #20) with the authorizer on: the nodes
+    log in as User:broker, elect a controller and register; node 3 logs in to the quorum with a
+    wrong password, so its broker never registers (refused before any call, and counted),
+    while the other two serve a replicated topic."""
+    certs = make_certs(str(tmp_path / "certs"))
+    wrong = JAAS.replace('password="broker-secret" user_broker', 'password="wrong" user_broker')
+
+    def per_node(node):
+        out = secured(node)
+        if node.node_id == 3:
+            out.append(f"listener.name.controller.plain.sasl.jaas.config={wrong}")
+        return out
+    c = cluster_factory(3, per_node=per_node, start=False, extra=[
+        *secured_internal_listeners(certs, controller="SASL_SSL"),
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:broker;User:admin",
+    ])
+    for n in c.nodes.values():
+        n.start()
+    a = AdminClient({**admin_conf(c, certs), "bootstrap.servers": f"{c.node(1).host}:{c.node(1).internal_port}"})
+
+    def registered():
+        return sorted(a.list_topics(timeout=5).brokers)
+    wait_until("nodes 1 and 2 registered over a SASL_SSL controller listener", lambda: registered() == [1, 2],
+               timeout=60)
+    topic = "quorum-sasl-" + uuid.uuid4().hex[:8]
+    a.create_topics([NewTopic(topic, 1, 2, config={"min.insync.replicas": "2"})])[topic].result(30)
+    p = Producer({**admin_conf(c, certs), "bootstrap.servers": f"{c.node(1).host}:{c.node(1).internal_port}",
+                  "acks": "all"})
+    for i in range(50):
+        p.produce(topic, value=b"%d" % i)
+    assert p.flush(30) == 0
+
+    def refusals():
+        total = 0
+        for n in (c.node(1), c.node(2)):
+            with urllib.request.urlopen(f"http://{n.host}:{n.metrics_port}/metrics", timeout=5) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith("strom_controller_failed_authentications_total"):
+                        total += float(line.split()[-1])
+        return total
+    wait_until("node 3's logins refused and counted", lambda: refusals() > 0, timeout=30)
+    assert registered() == [1, 2], "node 3 registered with a wrong password"
+    assert c.node(3).is_running(), "a refused login must not stop the node"

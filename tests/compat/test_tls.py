@@ -151,9 +151,13 @@ def test_a_plaintext_client_on_the_tls_port_and_garbage_are_refused_and_the_node
     # which is not a super user here: the node could never register, so it does not start.
     (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}", "authorizer.class.name=x", "super.users=User:admin"],
      "super.users"),
+    # A SASL controller listener: Kafka's default mechanism there (GSSAPI) is not served.
     (["ssl.keystore.type=PEM", "ssl.keystore.location={pem}",
-      "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,CONTROLLER:SASL_SSL"],
-     "listener.security.protocol.map"),
+      "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,CONTROLLER:SASL_PLAINTEXT",
+      "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+      "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+      'required username="node" password="node-secret" user_node="node-secret";'],
+     "sasl.mechanism.controller.protocol"),
 ])
 def test_tls_settings_strom_cannot_honour_stop_the_node_with_the_key_named(tmp_path, certs, setting, key):
     port, tport, cport = free_port(), free_port(), free_port()

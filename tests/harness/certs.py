@@ -132,18 +132,26 @@ def make_certs(d, ips=()):
 
 
 # The secured cluster's internal listeners (tests/cluster): brokers reach each other on
-# INTERNAL (SASL_SSL, PLAIN user `broker`) and the quorum on CONTROLLER (SSL, mutual TLS, the
-# nodes' certificate CN=broker,OU=test,O=strom mapped to User:broker by a rule).
+# INTERNAL (SASL_SSL, PLAIN user `broker`) and the quorum on CONTROLLER: SSL with mutual TLS
+# (the nodes' certificate CN=broker,OU=test,O=strom mapped to User:broker by a rule), or
+# SASL_SSL with the nodes logging in as the PLAIN user `broker`.
 INTERNAL_JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="broker" '
                  'password="broker-secret" user_broker="broker-secret" user_admin="admin-secret";')
 
 
-def secured_internal_listeners(certs):
-    """Cluster-wide settings; each node also needs `listeners_with_internal`."""
+def secured_internal_listeners(certs, controller="SSL"):
+    """Cluster-wide settings; each node also needs `listeners_with_internal`. `controller`:
+    the controller listener's protocol, SSL (mutual TLS) or SASL_SSL (PLAIN)."""
+    if controller == "SSL":
+        quorum = ["listener.name.controller.ssl.client.auth=required",
+                  "listener.name.controller.ssl.principal.mapping.rules=RULE:^CN=([^,]*),OU=test,O=strom$/$1/"]
+    else:
+        quorum = ["listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+                  "sasl.mechanism.controller.protocol=PLAIN",
+                  f"listener.name.controller.plain.sasl.jaas.config={INTERNAL_JAAS}"]
     return [
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL,CONTROLLER:SSL",
-        "listener.name.controller.ssl.client.auth=required",
-        "listener.name.controller.ssl.principal.mapping.rules=RULE:^CN=([^,]*),OU=test,O=strom$/$1/",
+        f"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL,CONTROLLER:{controller}",
+        *quorum,
         "inter.broker.listener.name=INTERNAL",
         "sasl.enabled.mechanisms=PLAIN", "sasl.mechanism.inter.broker.protocol=PLAIN",
         f"listener.name.internal.plain.sasl.jaas.config={INTERNAL_JAAS}",

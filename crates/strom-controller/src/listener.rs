@@ -1,15 +1,18 @@
-//! The controller listener: gRPC over plain TCP, or over TLS when the listener is `SSL`.
+//! The controller listener: gRPC over plain TCP, or over TLS when the listener is `SSL` or
+//! `SASL_SSL`, after a SASL PLAIN login when it is `SASL_PLAINTEXT` or `SASL_SSL`
+//! ([`strom_metadata::controller_sasl`]).
 //!
 //! Every connection is accepted here and handed to tonic as a [`ControllerStream`] that
-//! carries its [`Peer`]: the address and the principal (`User:<certificate subject>` mapped
-//! by `ssl.principal.mapping.rules` for a client with a certificate, `User:ANONYMOUS`
-//! otherwise). With an authorizer configured, [`authorize_cluster_action`] lets a call
+//! carries its [`Peer`]: the address and the principal (`User:<SASL user>` on a SASL
+//! listener; else `User:<certificate subject>` mapped by `ssl.principal.mapping.rules` for a
+//! client with a certificate; `User:ANONYMOUS` otherwise). With an authorizer configured, [`authorize_cluster_action`] lets a call
 //! through only for a principal allowed CLUSTER_ACTION on the cluster (a super user, or an
 //! ACL), as Kafka's controller checks its brokers' and peers' requests.
 //!
-//! TLS handshakes run in their own tasks, bounded by [`TLS_HANDSHAKE_TIMEOUT`], so a slow or
-//! hostile client never holds up the accept loop; a failed handshake closes that connection
-//! only and is logged.
+//! TLS handshakes and SASL exchanges run in their own tasks, bounded together by
+//! [`AUTHENTICATION_TIMEOUT`], so a slow or hostile client never holds up the accept loop; a
+//! failed one closes that connection only and is logged (without the password) and counted
+//! (`Controller::failed_authentications`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +22,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use strom_metadata::acl::{authorize, AuthorizerSettings, Operation, Requester, ResourceType, CLUSTER_NAME};
+use strom_metadata::controller_sasl::{self, ExchangeError};
 use strom_security::reload::ListenerTls;
+use strom_security::sasl::SaslConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::raft::state_machine::MetadataState;
 
-/// How long a peer has to finish its TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a peer has to finish its TLS handshake and SASL exchange.
+pub const AUTHENTICATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who is on the other end of a controller-listener connection.
 #[derive(Debug, Clone)]
@@ -40,6 +45,15 @@ pub struct Peer {
 enum Io {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    async fn sasl_accept(&mut self, config: &SaslConfig, max_frame: usize) -> Result<String, ExchangeError> {
+        match self {
+            Io::Plain(s) => controller_sasl::accept(s, config, max_frame).await,
+            Io::Tls(s) => controller_sasl::accept(s.as_mut(), config, max_frame).await,
+        }
+    }
 }
 
 /// One accepted connection, plain or TLS, with its peer.
@@ -102,14 +116,17 @@ impl AsyncWrite for ControllerStream {
 }
 
 /// Accepts connections on `listener` until `shutdown`, runs the TLS handshake of each when
-/// `tls` is set, and yields the connections ready for gRPC.
+/// `tls` is set and the SASL login when `sasl` is, and yields the connections ready for gRPC.
 pub fn incoming(
     node_id: i32,
     listener: TcpListener,
     tls: Option<Arc<ListenerTls>>,
+    sasl: Option<(SaslConfig, usize)>,
+    failed: prometheus_client::metrics::counter::Counter,
     shutdown: CancellationToken,
 ) -> ReceiverStream<io::Result<ControllerStream>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let sasl = sasl.map(Arc::new);
     tokio::spawn(async move {
         let mut backoff_ms = 1;
         loop {
@@ -130,46 +147,69 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let anonymous = format!("User:{}", strom_security::ANONYMOUS);
-            let Some(tls) = tls.clone() else {
-                let stream = ControllerStream { io: Io::Plain(tcp), peer: Peer { addr, principal: anonymous } };
+            if tls.is_none() && sasl.is_none() {
+                let principal = format!("User:{}", strom_security::ANONYMOUS);
+                let stream = ControllerStream { io: Io::Plain(tcp), peer: Peer { addr, principal } };
                 if tx.send(Ok(stream)).await.is_err() {
                     return;
                 }
                 continue;
-            };
-            let (tx, shutdown) = (tx.clone(), shutdown.clone());
+            }
+            let (tx, shutdown, tls, sasl, failed) =
+                (tx.clone(), shutdown.clone(), tls.clone(), sasl.clone(), failed.clone());
             tokio::spawn(async move {
-                let Some(server) = tls.server.as_ref().map(|s| s.get()) else { return };
-                let handshake = tokio_rustls::TlsAcceptor::from(server).accept(tcp);
-                let stream = tokio::select! {
+                let authenticated = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake) => match r {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::info!(node = node_id, %addr, error = %e, "controller listener: TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(node = node_id, %addr, "controller listener: TLS handshake timed out");
-                            return;
-                        }
+                    r = tokio::time::timeout(AUTHENTICATION_TIMEOUT, authenticate(tcp, tls, sasl)) => match r {
+                        Ok(r) => r,
+                        Err(_) => Err("timed out".to_string()),
                     },
                 };
-                let principal = match tls.settings.principal_of(stream.get_ref().1.peer_certificates()) {
-                    Ok(Some(name)) => format!("User:{name}"),
-                    Ok(None) => anonymous,
-                    Err(e) => {
-                        tracing::info!(node = node_id, %addr, error = %e, "controller listener: peer refused");
-                        return;
+                match authenticated {
+                    Ok((io, principal)) => {
+                        let _ = tx.send(Ok(ControllerStream { io, peer: Peer { addr, principal } })).await;
                     }
-                };
-                let stream = ControllerStream { io: Io::Tls(Box::new(stream)), peer: Peer { addr, principal } };
-                let _ = tx.send(Ok(stream)).await;
+                    Err(reason) => {
+                        failed.inc();
+                        tracing::info!(node = node_id, %addr, %reason, "controller listener: connection refused");
+                    }
+                }
             });
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// The TLS handshake (when `tls`), then the SASL login (when `sasl`) of one connection: its
+/// stream and principal, or why it was refused (a message naming no secret).
+async fn authenticate(
+    tcp: TcpStream,
+    tls: Option<Arc<ListenerTls>>,
+    sasl: Option<Arc<(SaslConfig, usize)>>,
+) -> Result<(Io, String), String> {
+    let mut principal = format!("User:{}", strom_security::ANONYMOUS);
+    let mut io = match &tls {
+        None => Io::Plain(tcp),
+        Some(tls) => {
+            let server = tls.server.as_ref().map(|s| s.get()).ok_or("no TLS server configuration")?;
+            let stream = tokio_rustls::TlsAcceptor::from(server)
+                .accept(tcp)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            match tls.settings.principal_of(stream.get_ref().1.peer_certificates()) {
+                Ok(Some(name)) => principal = format!("User:{name}"),
+                Ok(None) => {}
+                Err(e) => return Err(format!("certificate refused: {e}")),
+            }
+            Io::Tls(Box::new(stream))
+        }
+    };
+    if let Some(sasl) = &sasl {
+        let (config, max_frame) = sasl.as_ref();
+        let user = io.sasl_accept(config, *max_frame).await.map_err(|e| e.to_string())?;
+        principal = format!("User:{user}");
+    }
+    Ok((io, principal))
 }
 
 /// A gRPC interceptor for the controller's services: with an authorizer, the caller must be

@@ -35,6 +35,8 @@ fn config(dir: &std::path::Path, id: i32, voters: &[(i32, String)], session_time
         raft_heartbeat_ms: 50,
         cluster_id: None,
         tls: None,
+        sasl: None,
+        peers: Default::default(),
         authorizer: None,
     }
 }
@@ -149,7 +151,7 @@ impl Quorum {
     }
 
     fn client(&self) -> ControllerClient {
-        ControllerClient::new(&self.voters, None).unwrap()
+        ControllerClient::new(&self.voters, &Default::default()).unwrap()
     }
 }
 

@@ -51,13 +51,13 @@ pub struct ControllerClient {
 }
 
 impl ControllerClient {
-    /// `voters`: (node id, host:port) of each controller; `tls`: the controller listener's
-    /// client side when it is `SSL` ([`crate::transport`]).
-    pub fn new(voters: &[(i32, String)], tls: Option<&strom_security::reload::ClientTls>) -> Result<Self, ClientError> {
+    /// `voters`: (node id, host:port) of each controller; `security`: how the controller
+    /// listener is reached (TLS, SASL: [`crate::transport`]).
+    pub fn new(voters: &[(i32, String)], security: &crate::transport::ControllerSecurity) -> Result<Self, ClientError> {
         let voters = voters
             .iter()
             .map(|(id, addr)| {
-                let channel = crate::transport::lazy_channel(addr, tls, |e| e)
+                let channel = crate::transport::lazy_channel(addr, security, |e| e)
                     .map_err(|e| ClientError::BadAddress(addr.clone(), e.to_string()))?;
                 Ok((*id, GrpcClient::new(channel)))
             })

@@ -15,8 +15,10 @@
 //! - [`cluster_id`]: the cluster id's form (Kafka's base64url UUID) and its generation.
 //! - [`client`]: [`client::ControllerClient`], a broker's handle on the quorum: finds the
 //!   active controller, follows redirects.
-//! - [`transport`]: the gRPC channel to a controller listener, over TCP or TLS (brokers to
-//!   the quorum, controllers to their Raft peers).
+//! - [`transport`]: the gRPC channel to a controller listener, over TCP or TLS, logged in with
+//!   SASL when the listener asks (brokers to the quorum, controllers to their Raft peers).
+//! - [`controller_sasl`]: the SASL exchange on a new controller-listener connection, both
+//!   sides (PLAIN), before gRPC starts.
 //!
 //! **API boundary:** brokers reach the controller only through [`client::ControllerClient`]
 //! and learn metadata only by applying records to their own [`image::MetadataImage`].
@@ -24,6 +26,7 @@
 pub mod acl;
 pub mod client;
 pub mod cluster_id;
+pub mod controller_sasl;
 pub mod image;
 pub mod records;
 pub mod topic_config;

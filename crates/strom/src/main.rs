@@ -128,7 +128,7 @@ fn server(args: ServerArgs) -> ExitCode {
         if tls_key && config.listener_tls.is_empty() {
             tracing::warn!(key = %key, "TLS key set, but no listener is SSL or SASL_SSL: it has no effect");
         }
-        if sasl_key && config.listener_sasl.is_empty() {
+        if sasl_key && config.listener_sasl.is_empty() && config.controller_security.sasl.is_none() {
             tracing::warn!(key = %key, "SASL key set, but no listener is SASL_PLAINTEXT or SASL_SSL: it has no effect");
         }
     }

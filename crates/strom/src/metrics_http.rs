@@ -91,6 +91,11 @@ pub async fn serve(
             "Time for a metadata change to be planned and committed",
             c.write_seconds.clone(),
         );
+        registry.register(
+            "strom_controller_failed_authentications",
+            "Connections to the controller listener refused for a failed TLS handshake or SASL login",
+            c.failed_authentications.clone(),
+        );
     }
     let endpoint = Arc::new(Endpoint { registry, apis, controller, active_controller, controller_offset, raft_term });
     let app = Router::new()

@@ -204,7 +204,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         // The client's connections are driven by the control runtime.
         let client = {
             let _on_control = control.handle().enter();
-            ControllerClient::new(&voters, config.controller_tls().and_then(|t| t.client.as_ref()))?
+            ControllerClient::new(&voters, &config.controller_security)?
         };
         let endpoints = config
             .advertised_listeners
@@ -572,6 +572,11 @@ fn controller_config(config: &NodeConfig, data_dir: &Path, cluster_id: Option<St
         raft_heartbeat_ms: (config.controller_election_timeout_ms / 3).max(10),
         cluster_id,
         tls: config.controller_tls().cloned(),
+        sasl: config
+            .controller_listener()
+            .and_then(|l| config.listener_sasl.get(&l.name))
+            .map(|s| (s.clone(), config.sasl_server_max_receive_size)),
+        peers: config.controller_security.clone(),
         authorizer: config.authorizer.clone(),
     }
 }

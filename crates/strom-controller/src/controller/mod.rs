@@ -69,6 +69,12 @@ pub struct ControllerConfig {
     /// The controller listener's TLS when it is `SSL` (served to brokers and peers, and used
     /// to reach peers); `None`: plain TCP.
     pub tls: Option<Arc<strom_security::reload::ListenerTls>>,
+    /// The controller listener's SASL when it is `SASL_PLAINTEXT` or `SASL_SSL`: the users
+    /// it admits ([`strom_metadata::controller_sasl`]; PLAIN only) and the largest frame
+    /// before authentication (`sasl.server.max.receive.size`).
+    pub sasl: Option<(strom_security::sasl::SaslConfig, usize)>,
+    /// How this controller reaches its Raft peers' controller listeners (TLS, SASL login).
+    pub peers: strom_metadata::transport::ControllerSecurity,
     /// The authorizer (`authorizer.class.name`): callers need CLUSTER_ACTION.
     pub authorizer: Option<strom_metadata::acl::AuthorizerSettings>,
 }
@@ -135,6 +141,8 @@ pub struct Controller {
     sessions: liveness::Sessions,
     /// Time from a change being asked for to its commit (Kafka's controller event latency).
     pub write_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Connections to the controller listener refused for a failed TLS handshake or SASL login.
+    pub failed_authentications: prometheus_client::metrics::counter::Counter,
 }
 
 impl Controller {
@@ -167,7 +175,7 @@ impl Controller {
         let raft = Raft::new(
             config.node_id as NodeId,
             Arc::new(raft_config),
-            Network::new(identity.clone(), config.tls.as_ref().and_then(|t| t.client.clone())),
+            Network::new(identity.clone(), config.peers.clone()),
             log_store,
             sm,
         )
@@ -183,16 +191,31 @@ impl Controller {
             write_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
             ),
+            failed_authentications: Default::default(),
         });
 
         let node_id = controller.config.node_id;
-        let incoming = crate::listener::incoming(node_id, listener, controller.config.tls.clone(), shutdown.clone());
+        let incoming = crate::listener::incoming(
+            node_id,
+            listener,
+            controller.config.tls.clone(),
+            controller.config.sasl.clone(),
+            controller.failed_authentications.clone(),
+            shutdown.clone(),
+        );
         let check = crate::listener::authorize_cluster_action(
             node_id,
             controller.config.authorizer.clone(),
             controller.metadata.clone(),
         );
-        let server = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(ms) = controller.config.sasl.as_ref().and_then(|(s, _)| s.max_reauth_ms) {
+            // `connections.max.reauth.ms` (KIP-368) on the controller listener: a connection
+            // ends (gracefully, HTTP/2 GOAWAY) once its login is that old; the node logs in
+            // again on a new one, with the credentials configured then.
+            server = server.max_connection_age(std::time::Duration::from_millis(ms));
+        }
+        let server = server
             .add_service(strom_protocol::proto::raft::raft_server::RaftServer::with_interceptor(
                 RaftService::new(raft.clone(), identity),
                 check.clone(),

@@ -35,13 +35,13 @@ use crate::cluster_identity::{ClusterIdentity, RAFT_HEADER};
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     identity: ClusterIdentity,
-    /// The controller listener's client side when it is `SSL`.
-    tls: Option<strom_security::reload::ClientTls>,
+    /// How peers' controller listeners are reached (TLS, SASL).
+    security: strom_metadata::transport::ControllerSecurity,
 }
 
 impl Network {
-    pub fn new(identity: ClusterIdentity, tls: Option<strom_security::reload::ClientTls>) -> Self {
-        Network { channels: Arc::default(), identity, tls }
+    pub fn new(identity: ClusterIdentity, security: strom_metadata::transport::ControllerSecurity) -> Self {
+        Network { channels: Arc::default(), identity, security }
     }
 }
 
@@ -61,7 +61,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             Some(c) => Some(c.clone()),
             // A connection that went silent (a cut network) is dropped within ~3 s and dialled
             // again, instead of waiting out TCP retransmission backoff.
-            None => strom_metadata::transport::lazy_channel(&node.addr, self.tls.as_ref(), |e| {
+            None => strom_metadata::transport::lazy_channel(&node.addr, &self.security, |e| {
                 e.http2_keep_alive_interval(Duration::from_secs(1))
                     .keep_alive_timeout(Duration::from_secs(2))
                     .keep_alive_while_idle(true)

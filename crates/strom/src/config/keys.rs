@@ -80,6 +80,11 @@ pub const KEYS: &[KeyDef] = &[
         Some("GSSAPI"),
         "How brokers log in to a SASL inter-broker listener: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.",
     ),
+    key(
+        "sasl.mechanism.controller.protocol",
+        Some("GSSAPI"),
+        "How nodes log in to a SASL controller listener: PLAIN (the only mechanism served there).",
+    ),
     key("connections.max.reauth.ms", Some("0"), "SASL session lifetime (KIP-368); 0: sessions do not expire."),
     key("log.dirs", Some("./data"), "Directory (comma-separated list) holding partition logs and metadata."),
     key("log.dir", None, "Used when log.dirs is not set."),

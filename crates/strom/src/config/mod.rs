@@ -229,6 +229,8 @@ pub struct NodeConfig {
     pub listener_sasl: BTreeMap<String, strom_security::sasl::SaslConfig>,
     /// How this broker reaches other brokers (TLS, SASL) on the inter-broker listener.
     pub inter_broker_security: strom_client::ClientSecurity,
+    /// How this node reaches the controller listener on the voters (TLS, SASL PLAIN login).
+    pub controller_security: strom_metadata::transport::ControllerSecurity,
     pub sasl_server_max_receive_size: usize,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
@@ -308,12 +310,13 @@ impl NodeConfig {
         }
         let controller_listener_names = list(r, "controller.listener.names");
         let inter_broker_listener_name = r.get("inter.broker.listener.name").unwrap_or("").trim().to_string();
-        check_controller_listener(&security_protocols, &controller_listener_names)?;
         let listener_tls =
             listener_tls(r, &listeners, &security_protocols, &controller_listener_names, &inter_broker_listener_name)?;
         let listener_sasl = listener_sasl(r, &listeners)?;
         let inter_broker_security =
             inter_broker_security(r, &listeners, &inter_broker_listener_name, &listener_tls, &listener_sasl)?;
+        let controller_security =
+            controller_security(r, &security_protocols, &controller_listener_names, &listener_tls, &listener_sasl)?;
         // A SCRAM login entry is a broker's own credential for the inter-broker listener.
         for l in &listeners {
             for mech in ["scram-sha-256", "scram-sha-512"] {
@@ -356,6 +359,7 @@ impl NodeConfig {
             authorizer.as_ref(),
             controller_listener_name,
             controller_listener_name.and_then(|n| listener_tls.get(n)),
+            controller_security.sasl.as_ref(),
         )?;
 
         // Roles against quorum and listeners (KRaft's own start-up checks).
@@ -560,6 +564,7 @@ impl NodeConfig {
             listener_tls,
             listener_sasl,
             inter_broker_security,
+            controller_security,
             sasl_server_max_receive_size,
             authorizer,
             controller_listener_names,
@@ -694,36 +699,40 @@ fn per_ip_overrides(r: &RawConfig) -> Result<BTreeMap<std::net::IpAddr, usize>, 
     Ok(out)
 }
 
-/// The controller listener speaks gRPC between Strom nodes: TLS (with mTLS to admit only
-/// nodes holding certificates) is served there, SASL is not.
 /// With an authorizer, brokers and controllers need CLUSTER_ACTION on the controller listener,
 /// and before the quorum runs no ACL can grant it: the principal this node has there must be
-/// a super user (or `allow.everyone.if.no.acl.found` on). The principal is the node's
-/// certificate subject (mapped by the listener's rules) when the listener is SSL and asks for
-/// client certificates, `User:ANONYMOUS` otherwise. Caught here, as a clear refusal, instead
-/// of a node that never registers.
+/// a super user (or `allow.everyone.if.no.acl.found` on). The principal is the SASL user the
+/// node logs in as when the listener is SASL; else the node's certificate subject (mapped by
+/// the listener's rules) when the listener is SSL and asks for client certificates;
+/// `User:ANONYMOUS` otherwise. Caught here, as a clear refusal, instead of a node that never
+/// registers.
 fn check_nodes_reach_the_controller(
     authorizer: Option<&strom_metadata::acl::AuthorizerSettings>,
     controller_listener: Option<&String>,
     controller_tls: Option<&Arc<ListenerTls>>,
+    login: Option<&strom_metadata::controller_sasl::PlainLogin>,
 ) -> Result<(), ConfigError> {
     let (Some(a), Some(listener)) = (authorizer, controller_listener) else { return Ok(()) };
     if a.allow_if_no_acl {
         return Ok(());
     }
-    let principal = match controller_tls.filter(|t| t.settings.client_auth != strom_security::tls::ClientAuth::None) {
-        Some(t) => format!(
+    let mtls = controller_tls.filter(|t| t.settings.client_auth != strom_security::tls::ClientAuth::None);
+    let principal = match (login, mtls) {
+        (Some(login), _) => format!("User:{}", login.username),
+        (None, Some(t)) => format!(
             "User:{}",
             t.settings
                 .own_principal()
                 .map_err(|e| inconsistent("super.users", format!("the controller listener {listener}: {e}")))?
         ),
-        None => format!("User:{}", strom_security::ANONYMOUS),
+        (None, None) => format!("User:{}", strom_security::ANONYMOUS),
     };
     if a.super_users.contains(&principal) {
         return Ok(());
     }
-    let how = if controller_tls.is_some() {
+    let how = if login.is_some() {
+        "the user of listener.name.<listener>.plain.sasl.jaas.config"
+    } else if controller_tls.is_some() {
         "its certificate's subject, mapped by ssl.principal.mapping.rules"
     } else {
         "no one is authenticated on a listener without ssl.client.auth"
@@ -734,28 +743,76 @@ fn check_nodes_reach_the_controller(
             "with the authorizer on, brokers and controllers need CLUSTER_ACTION on the controller listener \
              {listener}, and this node reaches it as {principal} ({how}), which is not a super user: add it \
              to super.users, or make the listener SSL with ssl.client.auth=required and list the nodes' \
-             certificate principals"
+             certificate principals, or SASL with the nodes' PLAIN user"
         ),
     ))
 }
 
-fn check_controller_listener(
+/// How this node reaches the controller listener of the quorum's voters: the listener's TLS
+/// client side when it is `SSL` or `SASL_SSL`, and a SASL PLAIN login when it is
+/// `SASL_PLAINTEXT` or `SASL_SSL` (`sasl.mechanism.controller.protocol`, and the username
+/// and password of `listener.name.<listener>.plain.sasl.jaas.config`). Only PLAIN is served
+/// there ([`strom_metadata::controller_sasl`] says why); a node that binds the listener is
+/// refused if it enables another mechanism on it.
+fn controller_security(
+    r: &RawConfig,
     protocols: &BTreeMap<String, String>,
     controller_listener_names: &[String],
-) -> Result<(), ConfigError> {
-    for name in controller_listener_names {
-        if let Some(p) = protocols.get(name).filter(|p| p.starts_with("SASL_")) {
+    tls: &BTreeMap<String, Arc<ListenerTls>>,
+    sasl: &BTreeMap<String, strom_security::sasl::SaslConfig>,
+) -> Result<strom_metadata::transport::ControllerSecurity, ConfigError> {
+    use strom_security::sasl::{jaas, Mechanism};
+    let mut out = strom_metadata::transport::ControllerSecurity::default();
+    let Some(name) = controller_listener_names.first() else { return Ok(out) };
+    out.tls = tls.get(name).and_then(|t| t.client.clone());
+    let protocol = protocols.get(name).map_or("PLAINTEXT", String::as_str);
+    let mech_key = "sasl.mechanism.controller.protocol";
+    if !protocol.starts_with("SASL_") {
+        if r.source(mech_key).is_some_and(|s| s != Source::Default) {
+            return Err(inconsistent(mech_key, format!("has no effect: the controller listener {name} is {protocol}")));
+        }
+        return Ok(out);
+    }
+    let mechanism = r.get(mech_key).unwrap_or("GSSAPI").trim().to_string();
+    if Mechanism::from_name(&mechanism) != Some(Mechanism::Plain) {
+        return Err(inconsistent(
+            mech_key,
+            format!(
+                "{mechanism} is not served on the controller listener {name} ({protocol}): Strom serves PLAIN \
+                 there (SCRAM credentials live in the metadata log, which the quorum must agree on before \
+                 its members can log in to each other); set it to PLAIN"
+            ),
+        ));
+    }
+    if let Some(server) = sasl.get(name) {
+        let (_, enabled_key) = listener_value(r, name, "sasl.enabled.mechanisms")
+            .unwrap_or_else(|| (String::new(), "sasl.enabled.mechanisms".into()));
+        if let Some(other) = server.mechanisms.iter().find(|m| **m != Mechanism::Plain) {
             return Err(inconsistent(
-                "listener.security.protocol.map",
-                format!(
-                    "the controller listener {name} is {p}: SASL is not served between Strom nodes on the \
-                     controller listener; use SSL there, with ssl.client.auth=required to admit only \
-                     nodes with certificates"
-                ),
+                &enabled_key,
+                format!("the controller listener {name} serves PLAIN only, not {}", other.name()),
             ));
         }
+        if !server.mechanisms.contains(&Mechanism::Plain) {
+            return Err(inconsistent(&enabled_key, format!("the controller listener {name} must enable PLAIN")));
+        }
     }
-    Ok(())
+    let jaas_key = format!("listener.name.{}.plain.sasl.jaas.config", name.to_ascii_lowercase());
+    let text = r.get(&jaas_key).ok_or_else(|| {
+        inconsistent(
+            &jaas_key,
+            format!("nodes log in to the controller listener {name} with this entry's username and password"),
+        )
+    })?;
+    let entry = jaas::parse(text).map_err(|why| inconsistent(&jaas_key, why))?;
+    let field = |f: &str| {
+        entry.options.get(f).cloned().ok_or_else(|| inconsistent(&jaas_key, format!("no {f}=\"...\" option")))
+    };
+    out.sasl = Some(strom_metadata::controller_sasl::PlainLogin {
+        username: field("username")?,
+        password: field("password")?,
+    });
+    Ok(out)
 }
 
 /// How this broker reaches other brokers on the inter-broker listener: its TLS as a client

@@ -356,20 +356,13 @@ fn an_ssl_listener_needs_a_keystore_and_serves_clients_only() {
     ])
     .expect_err("a JKS keystore must be refused");
     assert_eq!(e.key(), Some("listener.name.ssl.ssl.keystore.type"), "{e}");
-    // The controller listener may be SSL (it needs a keystore like any other); SASL is not
-    // served there.
+    // The controller listener may be SSL (it needs a keystore like any other).
     let e = ov(&[
         "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
         "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
     ])
     .expect_err("an SSL controller listener without a keystore must be refused");
     assert_eq!(e.key(), Some("ssl.keystore.location"), "{e}");
-    let e = ov(&[
-        "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_SSL",
-    ])
-    .expect_err("SASL on the controller listener must be refused");
-    assert_eq!(e.key(), Some("listener.security.protocol.map"), "{e}");
     // A broker-only node reaches an SSL controller listener it does not bind: it needs the
     // listener's truststore (the keystore file is read too, as its client certificate).
     let e = ov(&[
@@ -457,4 +450,72 @@ fn only_a_metrics_listener_the_user_set_is_explicit() {
     assert!(!ov(&[]).unwrap().metrics_listener_explicit);
     assert!(ov(&["metrics.listener=127.0.0.1:9464"]).unwrap().metrics_listener_explicit);
     assert!(load(None, &[("STROM_METRICS_LISTENER", "127.0.0.1:9500")], &[]).unwrap().metrics_listener_explicit);
+}
+
+#[test]
+fn a_sasl_controller_listener_serves_plain_only_and_its_nodes_log_in_with_the_jaas_entry() {
+    const JAAS: &str = "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.\
+                        PlainLoginModule required username=\"node\" password=\"node-secret\" user_node=\"node-secret\";";
+    let sasl_controller = |extra: &[&str]| {
+        let mut keys = vec![
+            "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            JAAS,
+        ];
+        keys.extend_from_slice(extra);
+        ov(&keys)
+    };
+    // Kafka's default mechanism for the controller is GSSAPI: not served, so the key is named.
+    let e = sasl_controller(&[]).expect_err("GSSAPI on the controller listener");
+    assert_eq!(e.key(), Some("sasl.mechanism.controller.protocol"), "{e}");
+    let e = sasl_controller(&["sasl.mechanism.controller.protocol=SCRAM-SHA-256"]).expect_err("SCRAM login");
+    assert_eq!(e.key(), Some("sasl.mechanism.controller.protocol"), "{e}");
+
+    let c = sasl_controller(&["sasl.mechanism.controller.protocol=PLAIN"]).expect("PLAIN on the controller listener");
+    let login = c.controller_security.sasl.as_ref().expect("a login");
+    assert_eq!(login.username, "node");
+    assert_eq!(login.password, "node-secret");
+    let served = c.listener_sasl.get("CONTROLLER").expect("served");
+    assert_eq!(served.plain_users.get("node").map(String::as_str), Some("node-secret"));
+
+    // SCRAM is not served on the controller listener, even beside PLAIN.
+    let e = ov(&[
+        "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256",
+        JAAS,
+        "sasl.mechanism.controller.protocol=PLAIN",
+    ])
+    .expect_err("SCRAM served on the controller listener");
+    assert_eq!(e.key(), Some("listener.name.controller.sasl.enabled.mechanisms"), "{e}");
+
+    // With the authorizer on, the nodes' PLAIN user must be a super user.
+    let e = sasl_controller(&[
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "authorizer.class.name=x",
+        "super.users=User:admin",
+    ])
+    .expect_err("nodes locked out");
+    assert_eq!(e.key(), Some("super.users"), "{e}");
+    assert!(e.to_string().contains("User:node"), "{e}");
+    sasl_controller(&["sasl.mechanism.controller.protocol=PLAIN", "authorizer.class.name=x", "super.users=User:node"])
+        .expect("the nodes' user is a super user");
+
+    // The mechanism key does nothing for a PLAINTEXT controller listener: refused, not ignored.
+    let e = ov(&["sasl.mechanism.controller.protocol=PLAIN"]).expect_err("a key without effect");
+    assert_eq!(e.key(), Some("sasl.mechanism.controller.protocol"), "{e}");
+
+    // A broker-only node logs in to a controller listener it does not bind: the JAAS entry's
+    // username and password, no users of its own needed.
+    let c = ov(&[
+        "process.roles=broker",
+        "listeners=PLAINTEXT://127.0.0.1:9092",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
+         required username=\"node\" password=\"node-secret\";",
+    ])
+    .expect("a broker-only node");
+    assert_eq!(c.controller_security.sasl.map(|l| l.username), Some("node".to_string()));
 }
