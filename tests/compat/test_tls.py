@@ -298,3 +298,74 @@ def test_a_renewed_certificate_is_served_without_a_restart(node_factory, certs, 
     assert served_certificate(n.tls_port, certs) == der(certs.renewed_server_chain)
     round_trip(ssl_conf(certs, n), topic)
     assert n.proc.pid == pid and n.proc.poll() is None
+
+
+def test_a_dynamic_keystore_config_switches_the_certificate_without_a_restart(node_factory, certs):
+    """Kafka's dynamic keystore update: `listener.name.ssl.ssl.keystore.location` set on
+    broker 1 with IncrementalAlterConfigs makes new connections get the certificate of the new
+    keystore, DescribeConfigs shows it as a dynamic broker config, and it survives a restart
+    (it lives in the metadata log). A keystore that cannot be used, and keys Strom does not
+    change while it runs, are refused with INVALID_REQUEST and change nothing; deleting the
+    key brings back the node's own keystore."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, ResourceType
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    def der(pem_path):
+        with open(pem_path, "rb") as f:
+            return x509.load_pem_x509_certificate(f.read()).public_bytes(Encoding.DER)
+    n = tls_node(node_factory, "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_pem}")
+    admin = AdminClient({"bootstrap.servers": n.bootstrap})
+    key = "listener.name.ssl.ssl.keystore.location"
+
+    def alter(name, value, op=AlterConfigOpType.SET):
+        r = ConfigResource(ResourceType.BROKER, "1",
+                           incremental_configs=[ConfigEntry(name, value, incremental_operation=op)])
+        return admin.incremental_alter_configs([r])[r].result(15)
+
+    def refused_with(name, value):
+        with pytest.raises(KafkaException) as e:
+            alter(name, value)
+        assert e.value.args[0].code() == KafkaError.INVALID_REQUEST, e.value
+        return str(e.value)
+    assert served_certificate(n.tls_port, certs) == der(certs.server_chain)
+
+    alter(key, certs.renewed_server_pem)
+    wait_until("the dynamic keystore's certificate to be served",
+               lambda: served_certificate(n.tls_port, certs) == der(certs.renewed_server_chain), timeout=20)
+    round_trip(ssl_conf(certs, n), "dyn-" + uuid.uuid4().hex[:8])
+    described = admin.describe_configs([ConfigResource(ResourceType.BROKER, "1")])
+    entry = list(described.values())[0].result(10)[key]
+    assert entry.value == certs.renewed_server_pem and entry.source == ConfigSource.DYNAMIC_BROKER_CONFIG.value, entry
+
+    # Refused, nothing changed: a file that is not a keystore, a key Strom does not change
+    # while it runs, a listener without TLS.
+    message = refused_with(key, certs.ca_pem)
+    assert "ssl" in message.lower(), message
+    message = refused_with("log.retention.ms", "1000")
+    assert "log.retention.ms" in message, message
+    refused_with("listener.name.plaintext.ssl.keystore.location", certs.renewed_server_pem)
+    entry = list(admin.describe_configs([ConfigResource(ResourceType.BROKER, "1")]).values())[0].result(10)
+    assert entry[key].value == certs.renewed_server_pem
+    assert "log.retention.ms" not in entry or entry["log.retention.ms"].source != ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert served_certificate(n.tls_port, certs) == der(certs.renewed_server_chain)
+
+    # A restart keeps the dynamic keystore (applied again once the node has its metadata).
+    n.stop()
+    n.start()
+    wait_until("the dynamic keystore served after a restart",
+               lambda: served_certificate(n.tls_port, certs) == der(certs.renewed_server_chain), timeout=30)
+
+    # The tool (kafka-configs.sh's flags) shows it, and deleting the key brings back the
+    # node's own keystore.
+    tool = [STROM, "configs", "--bootstrap-server", n.bootstrap, "--entity-type", "brokers", "--entity-name", "1"]
+    shown = subprocess.run(tool + ["--describe"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and f"{key}={certs.renewed_server_pem}" in shown.stdout, shown
+    bad = subprocess.run(tool + ["--alter", "--add-config", "log.retention.ms=1000"], capture_output=True, text=True,
+                         timeout=30)
+    assert bad.returncode != 0 and "INVALID_REQUEST" in bad.stderr, bad
+    done = subprocess.run(tool + ["--alter", "--delete-config", key], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done
+    wait_until("the node's own keystore served again",
+               lambda: served_certificate(n.tls_port, certs) == der(certs.server_chain), timeout=20)

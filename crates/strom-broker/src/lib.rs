@@ -23,6 +23,8 @@
 //! - [`metrics`]: Prometheus metrics under Kafka's names; state gauges computed at scrape.
 //! - [`lifecycle`]: registration and heartbeats with the controller quorum, the metadata
 //!   follower that keeps this broker's metadata image, controlled shutdown.
+//! - [`dynamic_config`]: the broker configs changed while a node runs (its TLS listeners'
+//!   keystores and truststores): the check before they are stored, and their values.
 //!
 //! **Architecture invariant:** a connection handles one request at a time and answers in
 //! request order, as Kafka does (a client may pipeline; responses never overtake).
@@ -36,6 +38,7 @@ use std::collections::BTreeMap;
 pub mod apis;
 pub mod authenticator;
 pub mod coordinator;
+pub mod dynamic_config;
 pub mod fetcher;
 pub mod isr;
 pub mod lifecycle;
@@ -96,4 +99,8 @@ pub struct BrokerSettings {
     pub topic_defaults: BTreeMap<String, (String, i8)>,
     /// Every broker config key → (value, DescribeConfigs source).
     pub broker_configs: BTreeMap<String, (String, i8)>,
+    /// The TLS of this broker's client and inter-broker listeners (SSL, SASL_SSL), by
+    /// listener name: their keystores and truststores are dynamic configs
+    /// ([`dynamic_config`]).
+    pub listener_tls: BTreeMap<String, std::sync::Arc<strom_security::reload::ListenerTls>>,
 }

@@ -470,3 +470,24 @@ async fn controllers_of_different_clusters_never_form_a_quorum() {
         let _ = m.controller.raft.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_configs_other_than_listener_keystores_are_refused_not_stored() {
+    use strom_controller::controller::ControllerError;
+    use strom_metadata::records::ConfigResource;
+    let q = Quorum::start(1).await;
+    q.wait_for_leader(Duration::from_secs(10)).await;
+    let c = &q.members[0].as_ref().unwrap().controller;
+    let set = |k: &str, v: &str| vec![(k.to_string(), Some(v.to_string()))];
+    let e = c
+        .alter_configs(ConfigResource::Broker(1), set("log.retention.ms", "1000"), false, false)
+        .await
+        .expect_err("a broker key Strom does not apply while it runs");
+    assert!(matches!(&e, ControllerError::InvalidRequest(m) if m.contains("log.retention.ms")), "{e:?}");
+    let key = "listener.name.external.ssl.keystore.location";
+    c.alter_configs(ConfigResource::Broker(1), set(key, "/etc/new.pem"), false, false).await.expect("a keystore");
+    let image = c.metadata.image();
+    let stored = image.broker_configs.get(&1).cloned().unwrap_or_default();
+    assert_eq!(stored.get(key).map(String::as_str), Some("/etc/new.pem"));
+    assert!(!stored.contains_key("log.retention.ms"), "{stored:?}");
+}

@@ -8,7 +8,15 @@
 //! keystore update). A change that does not make a working configuration (a key written
 //! before its certificate, a bad password) is refused and the old configuration stays; the
 //! next check tries again.
+//!
+//! A listener's keystore and truststore keys ([`crate::tls::RECONFIGURABLE_KEYS`]) may also
+//! be changed while it runs, as Kafka's dynamic broker configs
+//! (`listener.name.<listener>.ssl.keystore.location` set with IncrementalAlterConfigs):
+//! [`ListenerTls::reconfigure`] lays them over the keys the node started with, builds the
+//! configurations (refusing what does not work, the old ones staying) and from then on
+//! watches the new files.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -55,11 +63,25 @@ pub type ClientTls = Shared<ClientConfig>;
 /// listener) and the client configuration (when it connects to the listener on other nodes).
 #[derive(Debug)]
 pub struct ListenerTls {
+    /// The settings the listener started with; what is not reconfigurable (client auth,
+    /// protocols, principal mapping rules) stays as here.
     pub settings: TlsSettings,
     pub server: Option<ServerTls>,
     pub client: Option<ClientTls>,
-    /// The bytes of each file the configurations were last built from.
-    loaded: Mutex<Vec<Option<Vec<u8>>>>,
+    /// The listener's `ssl.*` keys from the node configuration (dynamic keys are laid over
+    /// them); `None`: not reconfigurable.
+    static_keys: Option<BTreeMap<String, String>>,
+    current: Mutex<Current>,
+}
+
+/// What the configurations in use were built from.
+#[derive(Debug)]
+struct Current {
+    settings: TlsSettings,
+    /// The bytes of each file of `settings`, as last read.
+    loaded: Vec<Option<Vec<u8>>>,
+    /// The dynamic keys laid over the static ones.
+    overrides: BTreeMap<String, String>,
 }
 
 impl ListenerTls {
@@ -68,38 +90,103 @@ impl ListenerTls {
         let loaded = read_all(&settings.files());
         let server = if serve { Some(Shared::new(settings.server_config()?)) } else { None };
         let client = if connect { Some(Shared::new(settings.client_config()?)) } else { None };
-        Ok(ListenerTls { settings, server, client, loaded: Mutex::new(loaded) })
+        let current = Mutex::new(Current { settings: settings.clone(), loaded, overrides: BTreeMap::new() });
+        Ok(ListenerTls { settings, server, client, static_keys: None, current })
+    }
+
+    /// As [`ListenerTls::new`], from the listener's `ssl.*` keys (already resolved from the
+    /// per-listener overrides), which [`ListenerTls::reconfigure`] then builds on.
+    pub fn from_keys(keys: BTreeMap<String, String>, serve: bool, connect: bool) -> Result<ListenerTls, TlsError> {
+        let settings = TlsSettings::from_keys(|k| keys.get(k).cloned())?;
+        let mut tls = ListenerTls::new(settings, serve, connect)?;
+        tls.static_keys = Some(keys);
+        Ok(tls)
     }
 
     /// The files watched.
     pub fn files(&self) -> Vec<PathBuf> {
-        self.settings.files()
+        self.lock().settings.files()
     }
 
-    /// Rebuilds the configurations if a file changed since they were built. `Ok(true)`: new
-    /// configurations are in use; `Ok(false)`: nothing changed; `Err`: the files changed but
-    /// do not make a working configuration, and the old one stays in use.
-    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let now = read_all(&self.settings.files());
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if *loaded == now {
-            return Ok(false);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The settings with `overrides` (reconfigurable `ssl.*` keys) laid over the static keys.
+    fn settings_with(&self, overrides: &BTreeMap<String, String>) -> Result<TlsSettings, TlsError> {
+        let Some(keys) = &self.static_keys else {
+            return Err(TlsError::Setting {
+                key: "ssl.keystore.location".into(),
+                reason: "this listener's TLS cannot be changed while it runs".into(),
+            });
+        };
+        if let Some(k) = overrides.keys().find(|k| !crate::tls::RECONFIGURABLE_KEYS.contains(&k.as_str())) {
+            return Err(TlsError::Setting { key: k.clone(), reason: "cannot be changed while the node runs".into() });
         }
+        TlsSettings::from_keys(|k| overrides.get(k).or_else(|| keys.get(k)).cloned())
+    }
+
+    /// The configurations `settings` make, for the sides this listener has.
+    #[allow(clippy::type_complexity)]
+    fn build(
+        &self,
+        settings: &TlsSettings,
+    ) -> Result<(Option<Arc<ServerConfig>>, Option<Arc<ClientConfig>>), TlsError> {
         let server = match &self.server {
-            Some(_) => Some(self.settings.server_config()?),
+            Some(_) => Some(settings.server_config()?),
             None => None,
         };
         let client = match &self.client {
-            Some(_) => Some(self.settings.client_config()?),
+            Some(_) => Some(settings.client_config()?),
             None => None,
         };
+        Ok((server, client))
+    }
+
+    fn install(&self, server: Option<Arc<ServerConfig>>, client: Option<Arc<ClientConfig>>) {
         if let (Some(cell), Some(config)) = (&self.server, server) {
             cell.replace(config);
         }
         if let (Some(cell), Some(config)) = (&self.client, client) {
             cell.replace(config);
         }
-        *loaded = now;
+    }
+
+    /// Checks that `overrides` would make a working configuration, changing nothing.
+    pub fn validate(&self, overrides: &BTreeMap<String, String>) -> Result<(), TlsError> {
+        let settings = self.settings_with(overrides)?;
+        self.build(&settings).map(|_| ())
+    }
+
+    /// Lays `overrides` (dynamic `ssl.*` keys, without the listener prefix) over the static
+    /// keys and uses the result for new connections. `Ok(false)`: the same overrides are
+    /// already in use; `Err`: they do not make a working configuration, the old one stays
+    /// (and the same overrides are tried again at the next call).
+    pub fn reconfigure(&self, overrides: &BTreeMap<String, String>) -> Result<bool, TlsError> {
+        let mut current = self.lock();
+        if current.overrides == *overrides {
+            return Ok(false);
+        }
+        let settings = self.settings_with(overrides)?;
+        let loaded = read_all(&settings.files());
+        let (server, client) = self.build(&settings)?;
+        self.install(server, client);
+        *current = Current { settings, loaded, overrides: overrides.clone() };
+        Ok(true)
+    }
+
+    /// Rebuilds the configurations if a file changed since they were built. `Ok(true)`: new
+    /// configurations are in use; `Ok(false)`: nothing changed; `Err`: the files changed but
+    /// do not make a working configuration, and the old one stays in use.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let mut current = self.lock();
+        let now = read_all(&current.settings.files());
+        if current.loaded == now {
+            return Ok(false);
+        }
+        let (server, client) = self.build(&current.settings)?;
+        self.install(server, client);
+        current.loaded = now;
         Ok(true)
     }
 }

@@ -112,6 +112,31 @@ pub const KEYS: &[&str] = &[
     "ssl.principal.mapping.rules",
 ];
 
+/// The keys a running listener's TLS may change (Kafka's reconfigurable SSL configs): its
+/// keystore and truststore. The rest (client auth, protocols, suites, mapping rules) needs a
+/// restart.
+pub const RECONFIGURABLE_KEYS: &[&str] = &[
+    "ssl.keystore.type",
+    "ssl.keystore.location",
+    "ssl.keystore.password",
+    "ssl.key.password",
+    "ssl.keystore.key",
+    "ssl.keystore.certificate.chain",
+    "ssl.truststore.type",
+    "ssl.truststore.location",
+    "ssl.truststore.password",
+    "ssl.truststore.certificates",
+];
+
+/// The `(listener, key)` a dynamic broker config names, if it is one a running listener may
+/// change: `listener.name.<listener>.<key>`, `<key>` in [`RECONFIGURABLE_KEYS`] (Kafka takes
+/// dynamic SSL updates only with the listener prefix).
+pub fn reconfigurable(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix("listener.name.")?;
+    let (listener, key) = rest.split_once('.')?;
+    (!listener.is_empty() && RECONFIGURABLE_KEYS.contains(&key)).then_some((listener, key))
+}
+
 impl TlsSettings {
     /// Reads one listener's settings; `get(key)` answers a key's value (already resolved from
     /// the per-listener override, if any). An SSL or SASL_SSL listener needs a keystore.

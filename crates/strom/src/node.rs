@@ -192,8 +192,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             }
         });
     }
-    if !config.listener_tls.is_empty() {
-        tasks.spawn(watch_certificates(config.node_id, config.listener_tls.clone(), shutdown.clone()));
+    if !config.roles.broker && !config.listener_tls.is_empty() {
+        tasks.spawn(watch_certificates(config.node_id, config.listener_tls.clone(), None, shutdown.clone()));
     }
     let mut cluster_id_source = controller.clone().map(ClusterIdSource::Controller);
     let mut broker = None;
@@ -278,6 +278,15 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             });
         }
         cluster_id_source = Some(ClusterIdSource::Broker(lifecycle.clone()));
+        if !config.listener_tls.is_empty() {
+            let dynamic = DynamicTls { lifecycle: lifecycle.clone(), listeners: broker_settings_tls(&config) };
+            tasks.spawn(watch_certificates(
+                config.node_id,
+                config.listener_tls.clone(),
+                Some(dynamic),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(apis.clone().run_group_timer(shutdown.clone()));
         tasks.spawn(apis.clone().run_offsets_upkeep(shutdown.clone()));
         tasks.spawn(apis.clone().run_transactions(shutdown.clone()));
@@ -448,9 +457,30 @@ pub const CERTIFICATE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Reloads a TLS listener's certificates when its files change (a renewed certificate is
 /// served to new connections without a restart; open connections keep theirs). A change that
 /// does not make a working configuration is logged once and the old one stays in use.
+/// A broker's listeners whose keystores and truststores are dynamic configs
+/// (`strom_broker::dynamic_config`), and where their committed values are read.
+struct DynamicTls {
+    lifecycle: Arc<BrokerLifecycle>,
+    listeners: std::collections::BTreeSet<String>,
+}
+
+/// The broker listeners with TLS (their names).
+fn broker_settings_tls(config: &NodeConfig) -> std::collections::BTreeSet<String> {
+    config
+        .broker_listeners()
+        .iter()
+        .filter(|l| config.listener_tls.contains_key(&l.name))
+        .map(|l| l.name.clone())
+        .collect()
+}
+
+/// Every `CERTIFICATE_CHECK_INTERVAL`: lays each broker listener's dynamic keystore and
+/// truststore keys from the metadata image over its configuration when they changed, then
+/// reloads any listener whose files changed.
 async fn watch_certificates(
     node_id: i32,
     listeners: std::collections::BTreeMap<String, Arc<strom_security::reload::ListenerTls>>,
+    dynamic: Option<DynamicTls>,
     shutdown: CancellationToken,
 ) {
     let mut last_error: std::collections::BTreeMap<String, String> = Default::default();
@@ -459,20 +489,38 @@ async fn watch_certificates(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(CERTIFICATE_CHECK_INTERVAL) => {}
         }
+        let image = dynamic.as_ref().map(|d| d.lifecycle.image());
         for (name, tls) in &listeners {
+            let overrides = match (&dynamic, &image) {
+                (Some(d), Some(image)) if d.listeners.contains(name) => {
+                    Some(strom_broker::dynamic_config::overrides(image, node_id, name))
+                }
+                _ => None,
+            };
             let tls = tls.clone();
             // File reads: off the async workers.
-            let outcome = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await;
+            let outcome = tokio::task::spawn_blocking(move || {
+                let reconfigured = match &overrides {
+                    Some(o) => tls.reconfigure(o)?,
+                    None => false,
+                };
+                Ok::<_, strom_security::tls::TlsError>((reconfigured, tls.reload_if_changed()?))
+            })
+            .await;
             match outcome {
-                Ok(Ok(true)) => {
+                Ok(Ok((reconfigured, reloaded))) => {
                     last_error.remove(name);
-                    tracing::info!(node = node_id, listener = %name, "TLS certificates reloaded");
+                    if reconfigured {
+                        tracing::info!(node = node_id, listener = %name, "TLS keystore/truststore changed by a dynamic broker config");
+                    }
+                    if reloaded {
+                        tracing::info!(node = node_id, listener = %name, "TLS certificates reloaded");
+                    }
                 }
-                Ok(Ok(false)) => {}
                 Ok(Err(e)) => {
                     let e = e.to_string();
                     if last_error.get(name) != Some(&e) {
-                        tracing::error!(node = node_id, listener = %name, error = %e, "TLS files changed but cannot be used; the previous certificates stay in use");
+                        tracing::error!(node = node_id, listener = %name, error = %e, "TLS files or dynamic configs changed but cannot be used; the previous certificates stay in use");
                         last_error.insert(name.clone(), e);
                     }
                 }
@@ -700,5 +748,10 @@ fn broker_settings(config: &NodeConfig) -> BrokerSettings {
         metrics_per_partition: config.metrics_per_partition,
         topic_defaults,
         broker_configs,
+        listener_tls: config
+            .broker_listeners()
+            .iter()
+            .filter_map(|l| config.listener_tls.get(&l.name).map(|t| (l.name.clone(), t.clone())))
+            .collect(),
     }
 }

@@ -106,6 +106,13 @@ pub(super) fn describe_configs(b: &Broker, a: &Access<'_>, req: &DescribeConfigs
                             None => out.configs.push(entry(k, v, *src, vec![])),
                         }
                     }
+                    // Dynamic keys the node's configuration does not have (a listener's new
+                    // keystore, crate::dynamic_config).
+                    for (k, dv) in dynamic.into_iter().flatten() {
+                        if wanted(k) && !b.settings.broker_configs.contains_key(k) {
+                            out.configs.push(entry(k, dv, source::DYNAMIC_BROKER_CONFIG, vec![]));
+                        }
+                    }
                 }
             }
             other => {

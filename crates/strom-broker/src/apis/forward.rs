@@ -18,16 +18,17 @@ use super::{admin, Broker, RequestError};
 enum Refused {
     /// Topic names (CreateTopics, DeleteTopics by name, CreatePartitions).
     Topics(Vec<StrBytes>),
-    /// Config resources: (type, name, code).
-    Configs(Vec<(i8, StrBytes, i16)>),
+    /// Config resources: (type, name, code, message).
+    Configs(Vec<(i8, StrBytes, i16, Option<String>)>),
     /// The whole request, with this code (cluster-level APIs).
     All(i16),
 }
 
 use strom_protocol::kafka_protocol::protocol::StrBytes;
 
-/// Splits `body` into what `a` may do (forwarded) and what it may not.
-fn split(a: &Access<'_>, body: RequestKind) -> (RequestKind, Refused) {
+/// Splits `body` into what `a` may do (forwarded) and what it may not (or what this broker
+/// refuses: a dynamic broker config it cannot apply, [`crate::dynamic_config`]).
+fn split(b: &Broker, a: &Access<'_>, body: RequestKind) -> (RequestKind, Refused) {
     let topic_ok = |op: Operation, t: &TopicName| a.may_topic(op, t.0.as_str());
     match body {
         RequestKind::CreateTopics(mut r) => {
@@ -62,16 +63,31 @@ fn split(a: &Access<'_>, body: RequestKind) -> (RequestKind, Refused) {
         RequestKind::AlterConfigs(mut r) => {
             let mut refused = Vec::new();
             r.resources.retain(|x| {
-                let code = config_refusal(a, x.resource_type, x.resource_name.as_str());
-                code.map(|c| refused.push((x.resource_type, x.resource_name.clone(), c))).is_none()
+                let changes: Vec<(String, Option<String>)> =
+                    x.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))).collect();
+                let why = config_refusal(b, a, x.resource_type, x.resource_name.as_str(), Ok(&changes), true);
+                why.map(|(c, m)| refused.push((x.resource_type, x.resource_name.clone(), c, m))).is_none()
             });
             (RequestKind::AlterConfigs(r), Refused::Configs(refused))
         }
         RequestKind::IncrementalAlterConfigs(mut r) => {
             let mut refused = Vec::new();
             r.resources.retain(|x| {
-                let code = config_refusal(a, x.resource_type, x.resource_name.as_str());
-                code.map(|c| refused.push((x.resource_type, x.resource_name.clone(), c))).is_none()
+                // SET (0) and DELETE (1); APPEND and SUBTRACT are for list keys (topics only).
+                let changes: Result<Vec<(String, Option<String>)>, String> = x
+                    .configs
+                    .iter()
+                    .map(|c| match c.config_operation {
+                        0 => Ok((c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))),
+                        1 => Ok((c.name.to_string(), None)),
+                        op => Err(format!(
+                            "Config value append is not allowed for config key: {} (operation {op})",
+                            c.name.as_str()
+                        )),
+                    })
+                    .collect();
+                let why = config_refusal(b, a, x.resource_type, x.resource_name.as_str(), changes.as_deref(), false);
+                why.map(|(c, m)| refused.push((x.resource_type, x.resource_name.clone(), c, m))).is_none()
             });
             (RequestKind::IncrementalAlterConfigs(r), Refused::Configs(refused))
         }
@@ -85,13 +101,31 @@ fn split(a: &Access<'_>, body: RequestKind) -> (RequestKind, Refused) {
     }
 }
 
-/// ALTER_CONFIGS on the topic, or on the cluster for a broker resource; `Some(code)` if refused.
-fn config_refusal(a: &Access<'_>, resource_type: i8, name: &str) -> Option<i16> {
+/// ALTER_CONFIGS on the topic, or on the cluster for a broker resource, and for a broker
+/// resource the dynamic-config rules ([`crate::dynamic_config`]); `Some((code, message))` if
+/// refused.
+fn config_refusal(
+    b: &Broker,
+    a: &Access<'_>,
+    resource_type: i8,
+    name: &str,
+    changes: Result<&[(String, Option<String>)], &String>,
+    replace: bool,
+) -> Option<(i16, Option<String>)> {
     match resource_type {
         strom_metadata::records::RESOURCE_TOPIC => {
-            (!a.may_topic(Operation::AlterConfigs, name)).then_some(TOPIC_AUTHORIZATION_FAILED)
+            (!a.may_topic(Operation::AlterConfigs, name)).then_some((TOPIC_AUTHORIZATION_FAILED, None))
         }
-        _ => (!a.may_cluster(Operation::AlterConfigs)).then_some(CLUSTER_AUTHORIZATION_FAILED),
+        _ if !a.may_cluster(Operation::AlterConfigs) => Some((CLUSTER_AUTHORIZATION_FAILED, None)),
+        strom_metadata::records::RESOURCE_BROKER => {
+            let s = &b.settings;
+            changes
+                .map_err(String::clone)
+                .and_then(|c| crate::dynamic_config::check(s.node_id, &s.listener_tls, &b.image(), name, c, replace))
+                .err()
+                .map(|why| (crate::dynamic_config::INVALID_REQUEST, Some(why)))
+        }
+        _ => None,
     }
 }
 
@@ -154,22 +188,24 @@ fn add_refused(api_key: ApiKey, version: i16, controller: &[u8], refused: &Refus
         }
         (ApiKey::AlterConfigs, Refused::Configs(rs)) => {
             let mut r: AlterConfigsResponse = decode(controller, version);
-            for (rt, name, code) in rs {
+            for (rt, name, code, message) in rs {
                 let mut x = alter_configs_response::AlterConfigsResourceResponse::default();
                 x.resource_type = *rt;
                 x.resource_name = name.clone();
                 x.error_code = *code;
+                x.error_message = message.as_deref().map(str_bytes);
                 r.responses.push(x);
             }
             encode(&r, version)
         }
         (ApiKey::IncrementalAlterConfigs, Refused::Configs(rs)) => {
             let mut r: IncrementalAlterConfigsResponse = decode(controller, version);
-            for (rt, name, code) in rs {
+            for (rt, name, code, message) in rs {
                 let mut x = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
                 x.resource_type = *rt;
                 x.resource_name = name.clone();
                 x.error_code = *code;
+                x.error_message = message.as_deref().map(str_bytes);
                 r.responses.push(x);
             }
             encode(&r, version)
@@ -231,7 +267,7 @@ pub(super) async fn handle(
     correlation_id: i32,
     body: RequestKind,
 ) -> Result<Option<Bytes>, RequestError> {
-    let (allowed, refused) = split(a, body);
+    let (allowed, refused) = split(b, a, body);
     if let Refused::All(code) = refused {
         if code != 0 {
             let answer = refuse_all(&allowed, code, version);

@@ -259,6 +259,15 @@ impl Controller {
                     if let (ConfigResource::Topic(_), Some(v)) = (&resource, v) {
                         topic_config::validate(k, v).map_err(ControllerError::InvalidConfig)?;
                     }
+                    // A broker applies only its TLS listeners' keystores and truststores while
+                    // it runs (strom_broker::dynamic_config, which also checks them first).
+                    if matches!(resource, ConfigResource::Broker(_)) && strom_security::tls::reconfigurable(k).is_none()
+                    {
+                        return Err(ControllerError::InvalidRequest(format!(
+                            "Cannot update these configs dynamically: [{k}] (only \
+                             listener.name.<listener>.ssl.keystore.* and ssl.truststore.* keys are)"
+                        )));
+                    }
                     records.push(MetadataRecord::Config {
                         resource: resource.clone(),
                         key: k.clone(),

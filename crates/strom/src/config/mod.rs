@@ -974,9 +974,10 @@ fn listener_tls(
             let key = if r.get(&format!("{prefix}{key}")).is_some() { format!("{prefix}{key}") } else { key };
             inconsistent(&key, format!("listener {name}: {reason}"))
         };
-        let settings = strom_security::tls::TlsSettings::from_keys(get).map_err(tls_error)?;
+        let keys: BTreeMap<String, String> =
+            strom_security::tls::KEYS.iter().filter_map(|k| get(k).map(|v| (k.to_string(), v))).collect();
         let connect = name == inter_broker_listener_name || controller_listener_names.first() == Some(&name);
-        let tls = ListenerTls::new(settings, serve, connect).map_err(tls_error)?;
+        let tls = ListenerTls::from_keys(keys, serve, connect).map_err(tls_error)?;
         out.insert(name, Arc::new(tls));
     }
     Ok(out)

@@ -1,4 +1,6 @@
-//! `strom configs`: the SCRAM-credential part of Kafka's `kafka-configs.sh` (KIP-554).
+//! `strom configs`: the SCRAM-credential part of Kafka's `kafka-configs.sh` (KIP-554), and
+//! the dynamic broker configs Strom serves (a TLS listener's keystore and truststore,
+//! `strom_broker::dynamic_config`).
 //!
 //! ```text
 //! strom configs --bootstrap-server HOST:PORT --alter --entity-type users --entity-name alice \
@@ -6,6 +8,11 @@
 //! strom configs --bootstrap-server HOST:PORT --alter --entity-type users --entity-name alice \
 //!     --delete-config 'SCRAM-SHA-512'
 //! strom configs --bootstrap-server HOST:PORT --describe --entity-type users [--entity-name alice]
+//! strom configs --bootstrap-server HOST:PORT --alter --entity-type brokers --entity-name 1 \
+//!     --add-config listener.name.external.ssl.keystore.location=/etc/strom/new.pem
+//! strom configs --bootstrap-server HOST:PORT --alter --entity-type brokers --entity-name 1 \
+//!     --delete-config listener.name.external.ssl.keystore.location
+//! strom configs --bootstrap-server HOST:PORT --describe --entity-type brokers --entity-name 1
 //! ```
 //!
 //! The password never leaves this process: as Kafka's tool, it sends a random salt and the
@@ -48,16 +55,17 @@ pub struct ConfigsArgs {
     /// Show the entity's configs.
     #[arg(long)]
     describe: bool,
-    /// The kind of entity: users (SCRAM credentials).
+    /// The kind of entity: users (SCRAM credentials) or brokers (dynamic broker configs).
     #[arg(long)]
     entity_type: String,
-    /// The entity (a user name); with --describe, all users when left out.
+    /// The entity (a user name, a broker id); with --describe of users, all when left out.
     #[arg(long)]
     entity_name: Option<String>,
-    /// `SCRAM-SHA-256=[iterations=N,password=P],SCRAM-SHA-512=[password=P]`.
+    /// Users: `SCRAM-SHA-256=[iterations=N,password=P],SCRAM-SHA-512=[password=P]`;
+    /// brokers: `key=value,key=[a,b],…`.
     #[arg(long)]
     add_config: Option<String>,
-    /// `SCRAM-SHA-256,SCRAM-SHA-512`: the credentials to remove.
+    /// Users: `SCRAM-SHA-256,SCRAM-SHA-512` (the credentials to remove); brokers: keys.
     #[arg(long)]
     delete_config: Option<String>,
 }
@@ -87,10 +95,28 @@ fn parse_add_config(text: &str) -> anyhow::Result<Vec<(ScramMechanism, i32, Stri
     Ok(out)
 }
 
+/// `key=value,key=[a,b],…` of --add-config for brokers (Kafka's syntax: a value holding
+/// commas goes in brackets).
+fn parse_key_values(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (key, after) =
+            rest.split_once('=').with_context(|| format!("--add-config: expected key=value at {rest:?}"))?;
+        let (value, tail) = match after.strip_prefix('[') {
+            Some(body) => body.split_once(']').context("--add-config: missing ]")?,
+            None => after.split_once(',').unwrap_or((after, "")),
+        };
+        out.push((key.trim().to_string(), value.to_string()));
+        rest = tail.trim_start_matches(',').trim();
+    }
+    Ok(out)
+}
+
 pub async fn run(args: ConfigsArgs) -> anyhow::Result<()> {
-    if args.entity_type != "users" {
+    if args.entity_type != "users" && args.entity_type != "brokers" {
         bail!(
-            "--entity-type {}: only users (SCRAM credentials) is served; topic configs: strom topics --alter --config",
+            "--entity-type {}: users (SCRAM credentials) and brokers are served; topic configs: strom topics --alter --config",
             args.entity_type
         );
     }
@@ -99,6 +125,9 @@ pub async fn run(args: ConfigsArgs) -> anyhow::Result<()> {
     }
     let security = super::cluster::command_config(args.command_config.as_deref())?;
     let mut cluster = Cluster::connect_with(&args.bootstrap_server, security).await?;
+    if args.entity_type == "brokers" {
+        return brokers(&args, &mut cluster).await;
+    }
     if args.describe {
         let mut req = DescribeUserScramCredentialsRequest::default();
         req.users = args.entity_name.as_ref().map(|n| {
@@ -159,9 +188,84 @@ pub async fn run(args: ConfigsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--entity-type brokers`: IncrementalAlterConfigs or DescribeConfigs of one broker, sent to
+/// that broker (as Kafka's tool: a broker checks its own keystore before the change is stored).
+async fn brokers(args: &ConfigsArgs, cluster: &mut Cluster) -> anyhow::Result<()> {
+    use strom_protocol::kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use strom_protocol::kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use strom_protocol::kafka_protocol::messages::{DescribeConfigsRequest, IncrementalAlterConfigsRequest};
+    const RESOURCE_BROKER: i8 = 4;
+    const DYNAMIC_BROKER_CONFIG: i8 = 2;
+    let name = args.entity_name.clone().context("--entity-type brokers needs --entity-name (a broker id)")?;
+    let id: i32 = name.parse().with_context(|| format!("--entity-name {name}: not a broker id"))?;
+    let wait = std::time::Duration::ZERO;
+    if args.describe {
+        let mut r = DescribeConfigsResource::default();
+        r.resource_type = RESOURCE_BROKER;
+        r.resource_name = str_bytes(&name);
+        let mut req = DescribeConfigsRequest::default();
+        req.resources = vec![r];
+        let resp = cluster.send_to(id, 1, &req, wait).await?;
+        println!("Dynamic configs for broker {name} are:");
+        for result in resp.results {
+            if result.error_code != 0 {
+                bail!("broker {name}: {}", message(result.error_code, result.error_message.as_deref()));
+            }
+            for c in result.configs.iter().filter(|c| c.config_source == DYNAMIC_BROKER_CONFIG) {
+                let value =
+                    if c.is_sensitive { "null".to_string() } else { c.value.as_deref().unwrap_or("").to_string() };
+                println!("  {}={value} sensitive={}", c.name.as_str(), c.is_sensitive);
+            }
+        }
+        return Ok(());
+    }
+    let mut resource = AlterConfigsResource::default();
+    resource.resource_type = RESOURCE_BROKER;
+    resource.resource_name = str_bytes(&name);
+    for (key, value) in parse_key_values(args.add_config.as_deref().unwrap_or(""))? {
+        let mut c = AlterableConfig::default();
+        c.name = str_bytes(&key);
+        c.config_operation = 0; // SET
+        c.value = Some(str_bytes(&value));
+        resource.configs.push(c);
+    }
+    for key in args.delete_config.as_deref().unwrap_or("").split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        let mut c = AlterableConfig::default();
+        c.name = str_bytes(key);
+        c.config_operation = 1; // DELETE
+        resource.configs.push(c);
+    }
+    if resource.configs.is_empty() {
+        bail!("--alter needs --add-config or --delete-config");
+    }
+    let mut req = IncrementalAlterConfigsRequest::default();
+    req.resources = vec![resource];
+    let resp = cluster.send_to(id, 0, &req, wait).await?;
+    for r in resp.responses {
+        if r.error_code != 0 {
+            bail!("broker {name}: {}", message(r.error_code, r.error_message.as_deref()));
+        }
+    }
+    println!("Completed updating config for broker {name}.");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broker_add_config_as_kafka_configs_writes_it() {
+        let got = parse_key_values("a.b=/x/y.pem,c=[1,2],d=").unwrap();
+        assert_eq!(
+            got,
+            vec![("a.b".to_string(), "/x/y.pem".to_string()), ("c".into(), "1,2".into()), ("d".into(), "".into())]
+        );
+        assert!(parse_key_values("novalue").is_err());
+        assert!(parse_key_values("k=[unclosed").is_err());
+    }
 
     #[test]
     fn add_config_as_kafka_configs_writes_it() {
