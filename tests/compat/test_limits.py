@@ -195,7 +195,9 @@ def producer_id_count(node):
 def test_idle_producer_ids_expire(node_factory):
     """producer.id.expiration.ms: the state of idempotent producers that went quiet is dropped,
     so it stays bounded however many producers come and go (KIP-847's ProducerIdCount shows it)."""
-    n = node_factory(["producer.id.expiration.ms=3000", "producer.id.expiration.check.interval.ms=200"]).start()
+    # Long enough that the five producers below are all still there when counted, on a busy
+    # machine too (each takes a connection, InitProducerId and a produce).
+    n = node_factory(["producer.id.expiration.ms=10000", "producer.id.expiration.check.interval.ms=200"]).start()
     topic = "pids-" + uuid.uuid4().hex[:8]
     admin = AdminClient({"bootstrap.servers": n.bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
@@ -204,7 +206,7 @@ def test_idle_producer_ids_expire(node_factory):
         p.produce(topic, value=b"v")
         assert p.flush(30) == 0
     assert producer_id_count(n) == 5
-    wait_until("the five idle producers to expire", lambda: producer_id_count(n) == 0, timeout=30)
+    wait_until("the five idle producers to expire", lambda: producer_id_count(n) == 0, timeout=40)
     # A producer still writing is kept.
     p = Producer({"bootstrap.servers": n.bootstrap, "enable.idempotence": True})
     p.produce(topic, value=b"v")
