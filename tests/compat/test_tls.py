@@ -343,6 +343,15 @@ def test_a_dynamic_keystore_config_switches_the_certificate_without_a_restart(no
     # while it runs, a listener without TLS.
     message = refused_with(key, certs.ca_pem)
     assert "ssl" in message.lower(), message
+    # Another certificate subject (alice's key and certificate): refused, as Kafka does unless
+    # ssl.allow.dn.changes=true.
+    other = os.path.join(certs.dir, "alice-keystore.pem")
+    with open(other, "wb") as out, open(certs.client_key, "rb") as k, open(certs.client_cert, "rb") as c:
+        out.write(k.read() + c.read())
+    message = refused_with(key, other)
+    assert "subject" in message and "ssl.allow.dn.changes" in message, message
+    # Kafka's prefix holds the listener name in lower case.
+    refused_with("listener.name.SSL.ssl.keystore.location", certs.renewed_server_pem)
     message = refused_with("log.retention.ms", "1000")
     assert "log.retention.ms" in message, message
     refused_with("listener.name.plaintext.ssl.keystore.location", certs.renewed_server_pem)

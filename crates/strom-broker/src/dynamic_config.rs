@@ -5,14 +5,17 @@
 //! **Rules (Kafka's dynamic SSL update, and nothing else):**
 //! - The keys are per broker (`resource_name` = the broker's node id, the request sent to that
 //!   broker, as Kafka's admin client does): `listener.name.<listener>.<key>` for one of this
-//!   broker's TLS listeners, `<key>` one of its keystore or truststore keys
+//!   broker's TLS listeners (its name in lower case), `<key>` one of its keystore or truststore keys
 //!   ([`strom_security::tls::RECONFIGURABLE_KEYS`]). Operations SET and DELETE. (The
 //!   controller refuses any other key of a BROKER resource too, whoever forwards it.)
 //! - Anything else is refused with INVALID_REQUEST naming the keys, never stored and
 //!   ignored: the cluster-wide default (an empty `resource_name`), another broker's id, any
-//!   other key (Strom applies the rest of its settings at start only).
-//! - The listener's keys after the change must make a working TLS configuration here (files
-//!   read, key matching its certificate); otherwise INVALID_REQUEST and nothing is stored.
+//!   other key (Strom applies the rest of its settings at start only). A key already stored
+//!   (by an older Strom) may always be deleted.
+//! - Every listener whose keys the change alters must still make a working TLS configuration
+//!   here, by `ListenerTls`'s rule (files read, key matching its certificate, the same
+//!   subject and alternative names unless `ssl.allow.dn.changes` / `ssl.allow.san.changes`);
+//!   otherwise INVALID_REQUEST and nothing is stored.
 //! - Once committed to the metadata log, each broker lays its own keys over its configuration
 //!   ([`overrides`], applied by the node's certificate watcher within 2 s, and again after a
 //!   restart): new connections get the new certificates, open ones keep theirs.
@@ -23,19 +26,30 @@ use strom_metadata::image::MetadataImage;
 
 /// Kafka's code for a refused dynamic config.
 pub const INVALID_REQUEST: i16 = 42;
+/// Kafka's code for APPEND / SUBTRACT on a key that is not a list.
+pub const INVALID_CONFIG: i16 = 40;
 
 pub use strom_security::tls::reconfigurable;
 
 /// The dynamic keys of `listener` for `node_id` in `image` (without the listener prefix).
 pub fn overrides(image: &MetadataImage, node_id: i32, listener: &str) -> BTreeMap<String, String> {
-    let prefix = format!("listener.name.{}.", listener.to_ascii_lowercase());
-    image
-        .broker_configs
-        .get(&node_id)
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|key| (key.to_string(), v.clone())))
+    image.broker_configs.get(&node_id).map(|keys| prefixed(keys, listener)).unwrap_or_default()
+}
+
+/// The reconfigurable keys of `listener` among `keys` (without the listener prefix).
+fn prefixed(keys: &BTreeMap<String, String>, listener: &str) -> BTreeMap<String, String> {
+    let lower = listener.to_ascii_lowercase();
+    keys.iter()
+        .filter_map(|(k, v)| match reconfigurable(k) {
+            Some((l, key)) if l == lower => Some((key.to_string(), v.clone())),
+            _ => None,
+        })
         .collect()
+}
+
+/// Whether `key`, stored for this broker, is in effect (shown by DescribeConfigs).
+pub fn in_effect(listeners: &BTreeMap<String, std::sync::Arc<strom_security::reload::ListenerTls>>, key: &str) -> bool {
+    reconfigurable(key).is_some_and(|(l, _)| listeners.keys().any(|n| n.to_ascii_lowercase() == l))
 }
 
 /// Checks a change of BROKER resource `resource_name` on broker `node_id`: `changes` are
@@ -58,10 +72,12 @@ pub fn check(
     if resource_name != node_id.to_string() {
         return Err(format!("Unexpected broker id, expected {node_id} or empty string, but received {resource_name}"));
     }
+    let stored = image.broker_configs.get(&node_id);
     let not_dynamic: Vec<&str> = changes
         .iter()
+        .filter(|(k, v)| !(v.is_none() && stored.is_some_and(|s| s.contains_key(k))))
         .map(|(k, _)| k.as_str())
-        .filter(|k| reconfigurable(k).is_none_or(|(l, _)| !listeners.keys().any(|n| n.eq_ignore_ascii_case(l))))
+        .filter(|k| !in_effect(listeners, k))
         .collect();
     if !not_dynamic.is_empty() {
         let listeners: Vec<String> = listeners.keys().map(|l| l.to_ascii_lowercase()).collect();
@@ -71,9 +87,10 @@ pub fn check(
              and ssl.truststore.* of this broker's TLS listeners {listeners:?} while it runs)"
         ));
     }
-    // The broker's dynamic keys after the change, then each touched listener's TLS built.
-    let mut after: BTreeMap<String, String> =
-        if replace { BTreeMap::new() } else { image.broker_configs.get(&node_id).cloned().unwrap_or_default() };
+    // The broker's dynamic keys before and after the change; each listener whose keys differ
+    // must still build.
+    let before: BTreeMap<String, String> = stored.cloned().unwrap_or_default();
+    let mut after = if replace { BTreeMap::new() } else { before.clone() };
     for (k, v) in changes {
         match v {
             Some(v) => after.insert(k.clone(), v.clone()),
@@ -81,12 +98,11 @@ pub fn check(
         };
     }
     for (name, tls) in listeners {
-        let prefix = format!("listener.name.{}.", name.to_ascii_lowercase());
-        if !changes.iter().any(|(k, _)| k.to_ascii_lowercase().starts_with(&prefix)) {
+        let of = |keys: &BTreeMap<String, String>| prefixed(keys, name);
+        let overrides = of(&after);
+        if overrides == of(&before) {
             continue;
         }
-        let overrides: BTreeMap<String, String> =
-            after.iter().filter_map(|(k, v)| k.strip_prefix(&prefix).map(|key| (key.to_string(), v.clone()))).collect();
         tls.validate(&overrides).map_err(|e| {
             format!("Validation of dynamic config update of the SSL configuration of listener {name} failed: {e}")
         })?;
@@ -112,6 +128,8 @@ mod tests {
         assert_eq!(reconfigurable("ssl.keystore.location"), None);
         assert_eq!(reconfigurable("log.retention.ms"), None);
         assert_eq!(reconfigurable("listener.name..ssl.keystore.location"), None);
+        // Kafka's prefix holds the listener name in lower case.
+        assert_eq!(reconfigurable("listener.name.SSL.ssl.keystore.location"), None);
     }
 
     #[test]

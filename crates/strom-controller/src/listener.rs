@@ -35,6 +35,11 @@ use crate::raft::state_machine::MetadataState;
 /// How long a peer has to finish its TLS handshake and SASL exchange.
 pub const AUTHENTICATION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many connections may be in their TLS handshake or SASL exchange at once; more are
+/// closed at once (a flood of connections that never finish cannot hold the node's file
+/// descriptors and memory; brokers and peers retry).
+pub const MAX_PENDING_AUTHENTICATIONS: usize = 256;
+
 /// Who is on the other end of a controller-listener connection.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -127,6 +132,7 @@ pub fn incoming(
 ) -> ReceiverStream<io::Result<ControllerStream>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let sasl = sasl.map(Arc::new);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_AUTHENTICATIONS));
     tokio::spawn(async move {
         let mut backoff_ms = 1;
         loop {
@@ -155,9 +161,15 @@ pub fn incoming(
                 }
                 continue;
             }
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                failed.inc();
+                tracing::warn!(node = node_id, %addr, limit = MAX_PENDING_AUTHENTICATIONS, "controller listener: too many connections authenticating; closed");
+                continue;
+            };
             let (tx, shutdown, tls, sasl, failed) =
                 (tx.clone(), shutdown.clone(), tls.clone(), sasl.clone(), failed.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 let authenticated = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     r = tokio::time::timeout(AUTHENTICATION_TIMEOUT, authenticate(tcp, tls, sasl)) => match r {

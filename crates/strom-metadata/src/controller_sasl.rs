@@ -16,8 +16,9 @@
 //! - Only PLAIN is served here, as Kafka's controllers in practice: SCRAM credentials live in
 //!   the metadata log, which the quorum would need to read before any of its members could
 //!   log in to another. The node configuration refuses the others, naming the key.
-//! - A frame longer than `sasl.server.max.receive.size` fails the exchange before it is
-//!   buffered; the listener bounds the whole exchange in time (with the TLS handshake).
+//! - A frame longer than `sasl.server.max.receive.size` (a mechanism name: 64 bytes) fails
+//!   the exchange before it is buffered; the listener bounds the whole exchange in time
+//!   (with the TLS handshake) and the number of connections in it at once.
 //! - The principal of an authenticated connection is `User:<user>`; the controller's
 //!   authorizer then needs CLUSTER_ACTION for it, as for a certificate's principal.
 
@@ -33,6 +34,9 @@ pub const CONTINUE: u8 = 0;
 pub const FAILED: u8 = 1;
 /// Status byte: authenticated; the mechanism's final bytes follow.
 pub const DONE: u8 = 2;
+
+/// The longest mechanism name a listener reads (Kafka's are at most 20 bytes).
+const MAX_MECHANISM_NAME_BYTES: usize = 64;
 
 /// The largest frame a connecting node reads from a listener (a guard against a garbage
 /// length; a PLAIN exchange answers with a status byte and at most a short message).
@@ -76,8 +80,9 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     config: &SaslConfig,
     max_frame: usize,
 ) -> Result<String, ExchangeError> {
-    let name = read_frame(stream, max_frame).await?;
-    let name = String::from_utf8_lossy(&name).into_owned();
+    let name = read_frame(stream, MAX_MECHANISM_NAME_BYTES).await?;
+    // From an unauthenticated peer: shown (in the answer and the log) escaped.
+    let name = String::from_utf8_lossy(&name).escape_debug().to_string();
     let Some(mechanism) =
         Mechanism::from_name(&name).filter(|m| *m == Mechanism::Plain && config.mechanisms.contains(m))
     else {

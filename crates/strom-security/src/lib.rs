@@ -28,5 +28,11 @@ pub const ANONYMOUS: &str = "ANONYMOUS";
 /// Whether a config key holds a secret: DescribeConfigs answers it as sensitive, with no
 /// value (as Kafka's `ConfigDef.Type.PASSWORD` keys), and logs never print it.
 pub fn is_sensitive(key: &str) -> bool {
-    key.ends_with(".password") || key.ends_with("ssl.keystore.key") || key.ends_with("sasl.jaas.config")
+    // Kafka's PASSWORD-typed keys: passwords, the inline key, and (as Kafka types them) the
+    // inline certificate chain and trusted certificates.
+    key.ends_with(".password")
+        || key.ends_with("ssl.keystore.key")
+        || key.ends_with("ssl.keystore.certificate.chain")
+        || key.ends_with("ssl.truststore.certificates")
+        || key.ends_with("sasl.jaas.config")
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::{ClientConfig, ServerConfig};
 
-use crate::tls::{TlsError, TlsSettings};
+use crate::tls::{CertificateIdentity, TlsError, TlsSettings};
 
 /// A value replaced in place while readers hold on to the one they took (a rustls config).
 pub struct Shared<T>(Arc<RwLock<Arc<T>>>);
@@ -61,7 +61,11 @@ pub type ClientTls = Shared<ClientConfig>;
 
 /// One listener's TLS: the settings, the server configuration (when this node serves the
 /// listener) and the client configuration (when it connects to the listener on other nodes).
-#[derive(Debug)]
+///
+/// **Rule (Kafka's, for a keystore replaced while the listener runs, by a file change or a
+/// dynamic config):** the new certificate keeps the subject and subject alternative names of
+/// the one in use unless `ssl.allow.dn.changes` / `ssl.allow.san.changes`; stores that are
+/// given must read; otherwise the change is refused and the configuration in use stays.
 pub struct ListenerTls {
     /// The settings the listener started with; what is not reconfigurable (client auth,
     /// protocols, principal mapping rules) stays as here.
@@ -75,13 +79,27 @@ pub struct ListenerTls {
 }
 
 /// What the configurations in use were built from.
-#[derive(Debug)]
 struct Current {
     settings: TlsSettings,
     /// The bytes of each file of `settings`, as last read.
     loaded: Vec<Option<Vec<u8>>>,
     /// The dynamic keys laid over the static ones.
     overrides: BTreeMap<String, String>,
+    /// The certificate in use's subject and alternative names.
+    identity: CertificateIdentity,
+}
+
+// Key values (passwords, inline keys) never reach a log line: names only.
+impl std::fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("settings", &self.settings)
+            .field("server", &self.server.is_some())
+            .field("client", &self.client.is_some())
+            .field("static_keys", &self.static_keys.as_ref().map(|k| k.keys().collect::<Vec<_>>()))
+            .field("overrides", &self.lock().overrides.keys().cloned().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl ListenerTls {
@@ -90,7 +108,8 @@ impl ListenerTls {
         let loaded = read_all(&settings.files());
         let server = if serve { Some(Shared::new(settings.server_config()?)) } else { None };
         let client = if connect { Some(Shared::new(settings.client_config()?)) } else { None };
-        let current = Mutex::new(Current { settings: settings.clone(), loaded, overrides: BTreeMap::new() });
+        let identity = settings.identity()?;
+        let current = Mutex::new(Current { settings: settings.clone(), loaded, overrides: BTreeMap::new(), identity });
         Ok(ListenerTls { settings, server, client, static_keys: None, current })
     }
 
@@ -152,10 +171,26 @@ impl ListenerTls {
         }
     }
 
-    /// Checks that `overrides` would make a working configuration, changing nothing.
+    /// Checks that `overrides` would make a working configuration (the rule above), changing
+    /// nothing.
     pub fn validate(&self, overrides: &BTreeMap<String, String>) -> Result<(), TlsError> {
         let settings = self.settings_with(overrides)?;
-        self.build(&settings).map(|_| ())
+        let identity = self.lock().identity.clone();
+        self.checked(&settings, &identity).map(|_| ())
+    }
+
+    /// The configurations `settings` make, and their certificate's identity, if they pass the
+    /// rule above against `current`.
+    #[allow(clippy::type_complexity)]
+    fn checked(
+        &self,
+        settings: &TlsSettings,
+        current: &CertificateIdentity,
+    ) -> Result<(Option<Arc<ServerConfig>>, Option<Arc<ClientConfig>>, CertificateIdentity), TlsError> {
+        settings.load_all()?;
+        let identity = settings.check_identity(current)?;
+        let (server, client) = self.build(settings)?;
+        Ok((server, client, identity))
     }
 
     /// Lays `overrides` (dynamic `ssl.*` keys, without the listener prefix) over the static
@@ -169,9 +204,9 @@ impl ListenerTls {
         }
         let settings = self.settings_with(overrides)?;
         let loaded = read_all(&settings.files());
-        let (server, client) = self.build(&settings)?;
+        let (server, client, identity) = self.checked(&settings, &current.identity)?;
         self.install(server, client);
-        *current = Current { settings, loaded, overrides: overrides.clone() };
+        *current = Current { settings, loaded, overrides: overrides.clone(), identity };
         Ok(true)
     }
 
@@ -184,9 +219,10 @@ impl ListenerTls {
         if current.loaded == now {
             return Ok(false);
         }
-        let (server, client) = self.build(&current.settings)?;
+        let (server, client, identity) = self.checked(&current.settings, &current.identity)?;
         self.install(server, client);
         current.loaded = now;
+        current.identity = identity;
         Ok(true)
     }
 }

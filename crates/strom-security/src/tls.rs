@@ -57,7 +57,7 @@ pub enum ClientAuth {
 }
 
 /// Where the broker's own key and certificate chain come from (`ssl.keystore.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum KeyStore {
     /// `ssl.keystore.type=PEM`, `ssl.keystore.location`: one file with the private key
     /// (PKCS#8, PKCS#1 or SEC1, unencrypted) and the certificate chain.
@@ -70,11 +70,32 @@ pub enum KeyStore {
 }
 
 /// Which certificate authorities vouch for peers (`ssl.truststore.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum TrustStore {
     PemFile(PathBuf),
     PemInline(String),
     Pkcs12 { path: PathBuf, password: String },
+}
+
+// Passwords and private keys never reach a log line.
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyStore::PemFile(p) => f.debug_tuple("PemFile").field(p).finish(),
+            KeyStore::PemInline { .. } => f.write_str("PemInline(..)"),
+            KeyStore::Pkcs12 { path, .. } => f.debug_struct("Pkcs12").field("path", path).finish_non_exhaustive(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TrustStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrustStore::PemFile(p) => f.debug_tuple("PemFile").field(p).finish(),
+            TrustStore::PemInline(_) => f.write_str("PemInline(..)"),
+            TrustStore::Pkcs12 { path, .. } => f.debug_struct("Pkcs12").field("path", path).finish_non_exhaustive(),
+        }
+    }
 }
 
 /// One listener's TLS settings.
@@ -90,6 +111,11 @@ pub struct TlsSettings {
     pub cipher_suites: Vec<String>,
     /// `ssl.principal.mapping.rules`: a client certificate's subject to a principal name.
     pub principal_mapper: PrincipalMapper,
+    /// `ssl.allow.dn.changes` / `ssl.allow.san.changes` (Kafka's, default false): whether a
+    /// keystore replaced while the listener runs may bring a certificate with another subject
+    /// / other subject alternative names.
+    pub allow_dn_changes: bool,
+    pub allow_san_changes: bool,
 }
 
 /// The `ssl.*` keys [`TlsSettings::from_keys`] reads (and so the ones a listener may set).
@@ -110,6 +136,8 @@ pub const KEYS: &[&str] = &[
     "ssl.cipher.suites",
     "ssl.endpoint.identification.algorithm",
     "ssl.principal.mapping.rules",
+    "ssl.allow.dn.changes",
+    "ssl.allow.san.changes",
 ];
 
 /// The keys a running listener's TLS may change (Kafka's reconfigurable SSL configs): its
@@ -129,12 +157,14 @@ pub const RECONFIGURABLE_KEYS: &[&str] = &[
 ];
 
 /// The `(listener, key)` a dynamic broker config names, if it is one a running listener may
-/// change: `listener.name.<listener>.<key>`, `<key>` in [`RECONFIGURABLE_KEYS`] (Kafka takes
-/// dynamic SSL updates only with the listener prefix).
+/// change: `listener.name.<listener>.<key>`, the listener name in lower case (as Kafka's
+/// prefix writes it), `<key>` in [`RECONFIGURABLE_KEYS`] (Kafka takes dynamic SSL updates
+/// only with the listener prefix).
 pub fn reconfigurable(name: &str) -> Option<(&str, &str)> {
     let rest = name.strip_prefix("listener.name.")?;
     let (listener, key) = rest.split_once('.')?;
-    (!listener.is_empty() && RECONFIGURABLE_KEYS.contains(&key)).then_some((listener, key))
+    let lower = !listener.is_empty() && !listener.bytes().any(|b| b.is_ascii_uppercase());
+    (lower && RECONFIGURABLE_KEYS.contains(&key)).then_some((listener, key))
 }
 
 impl TlsSettings {
@@ -259,7 +289,24 @@ impl TlsSettings {
             Some(rules) => PrincipalMapper::parse(&rules).map_err(|e| setting("ssl.principal.mapping.rules", e.0))?,
             None => PrincipalMapper::default(),
         };
-        let settings = TlsSettings { keystore, truststore, client_auth, tls12, tls13, cipher_suites, principal_mapper };
+        let flag = |key: &str| match get(key).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(setting(key, format!("expected true or false, got {other}"))),
+        };
+        let allow_dn_changes = flag("ssl.allow.dn.changes")?;
+        let allow_san_changes = flag("ssl.allow.san.changes")?;
+        let settings = TlsSettings {
+            keystore,
+            truststore,
+            client_auth,
+            tls12,
+            tls13,
+            cipher_suites,
+            principal_mapper,
+            allow_dn_changes,
+            allow_san_changes,
+        };
         settings.provider()?; // unknown suite names fail here, at start
         Ok(settings)
     }
@@ -363,6 +410,61 @@ impl TlsSettings {
         self.principal_mapper.name(&subject).map_err(|e| setting("ssl.principal.mapping.rules", e.to_string()))
     }
 
+    /// Reads the keystore and the truststore (when one is set), whether or not a side of the
+    /// listener uses it: a store that is given must be usable.
+    pub fn load_all(&self) -> Result<(), TlsError> {
+        load_keystore(&self.keystore)?;
+        if let Some(t) = &self.truststore {
+            load_truststore(t)?;
+        }
+        Ok(())
+    }
+
+    /// Who the keystore's certificate says this node is: its subject and its subject
+    /// alternative names (DNS names and IP addresses), as a replaced keystore is compared.
+    pub fn identity(&self) -> Result<CertificateIdentity, TlsError> {
+        let (chain, _) = load_keystore(&self.keystore)?;
+        let cert = chain.first().ok_or_else(|| setting("ssl.keystore.location", "holds no certificate"))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+            .map_err(|e| setting("ssl.keystore.location", format!("the certificate does not parse: {e}")))?;
+        let mut sans: Vec<String> = parsed
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|ext| ext.value.general_names.iter().map(|n| n.to_string()).collect())
+            .unwrap_or_default();
+        sans.sort();
+        Ok(CertificateIdentity { subject: subject_of(cert).unwrap_or_default(), sans })
+    }
+
+    /// Kafka's rule for a keystore replaced while the listener runs: the new certificate must
+    /// have the subject and the subject alternative names of `current`, unless
+    /// `ssl.allow.dn.changes` / `ssl.allow.san.changes` allow it.
+    pub fn check_identity(&self, current: &CertificateIdentity) -> Result<CertificateIdentity, TlsError> {
+        let new = self.identity()?;
+        if new.subject != current.subject && !self.allow_dn_changes {
+            return Err(setting(
+                "ssl.keystore.location",
+                format!(
+                    "the new certificate's subject {} is not the current one's ({}); set ssl.allow.dn.changes=true \
+                     to allow it",
+                    new.subject, current.subject
+                ),
+            ));
+        }
+        if new.sans != current.sans && !self.allow_san_changes {
+            return Err(setting(
+                "ssl.keystore.location",
+                format!(
+                    "the new certificate's subject alternative names {:?} are not the current one's ({:?}); set \
+                     ssl.allow.san.changes=true to allow it",
+                    new.sans, current.sans
+                ),
+            ));
+        }
+        Ok(new)
+    }
+
     /// The files this listener's TLS reads (watched for changes: a changed file reloads).
     pub fn files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
@@ -401,8 +503,31 @@ fn suite_name(s: &rustls::SupportedCipherSuite) -> String {
     }
 }
 
+/// The largest keystore or truststore file read (a CA bundle is a few hundred KiB).
+pub const MAX_STORE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A store file: a regular file (not a pipe or device that could block or never end) of at
+/// most [`MAX_STORE_BYTES`].
 fn read(key: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { key: key.into(), path: path.to_path_buf(), source })
+    use std::io::Read;
+    let fail = |source| TlsError::Read { key: key.into(), path: path.to_path_buf(), source };
+    let meta = std::fs::metadata(path).map_err(fail)?;
+    if !meta.is_file() {
+        return Err(setting(key, format!("{} is not a regular file", path.display())));
+    }
+    if meta.len() > MAX_STORE_BYTES {
+        return Err(setting(key, format!("{} is over {MAX_STORE_BYTES} bytes", path.display())));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path).and_then(|f| f.take(MAX_STORE_BYTES).read_to_end(&mut out)).map_err(fail)?;
+    Ok(out)
+}
+
+/// The subject and subject alternative names of a node's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CertificateIdentity {
+    pub subject: String,
+    pub sans: Vec<String>,
 }
 
 fn pem_certs(key: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -499,32 +499,40 @@ async fn watch_certificates(
             };
             let tls = tls.clone();
             // File reads: off the async workers.
+            // (A dynamic config that cannot be used does not stop file changes from loading.)
             let outcome = tokio::task::spawn_blocking(move || {
-                let reconfigured = match &overrides {
-                    Some(o) => tls.reconfigure(o)?,
-                    None => false,
-                };
-                Ok::<_, strom_security::tls::TlsError>((reconfigured, tls.reload_if_changed()?))
+                let reconfigured = overrides.as_ref().map(|o| tls.reconfigure(o));
+                (reconfigured, tls.reload_if_changed())
             })
             .await;
-            match outcome {
-                Ok(Ok((reconfigured, reloaded))) => {
-                    last_error.remove(name);
-                    if reconfigured {
-                        tracing::info!(node = node_id, listener = %name, "TLS keystore/truststore changed by a dynamic broker config");
-                    }
-                    if reloaded {
-                        tracing::info!(node = node_id, listener = %name, "TLS certificates reloaded");
-                    }
+            let (reconfigured, reloaded) = match outcome {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(node = node_id, listener = %name, error = %e, "certificate check failed");
+                    continue;
                 }
-                Ok(Err(e)) => {
-                    let e = e.to_string();
-                    if last_error.get(name) != Some(&e) {
-                        tracing::error!(node = node_id, listener = %name, error = %e, "TLS files or dynamic configs changed but cannot be used; the previous certificates stay in use");
-                        last_error.insert(name.clone(), e);
-                    }
+            };
+            let mut errors = Vec::new();
+            match reconfigured {
+                Some(Ok(true)) => {
+                    tracing::info!(node = node_id, listener = %name, "TLS keystore/truststore changed by a dynamic broker config")
                 }
-                Err(e) => tracing::error!(node = node_id, listener = %name, error = %e, "certificate check failed"),
+                Some(Err(e)) => errors.push(format!("dynamic config: {e}")),
+                _ => {}
+            }
+            match reloaded {
+                Ok(true) => tracing::info!(node = node_id, listener = %name, "TLS certificates reloaded"),
+                Ok(false) => {}
+                Err(e) => errors.push(format!("files: {e}")),
+            }
+            if errors.is_empty() {
+                last_error.remove(name);
+            } else {
+                let e = errors.join("; ");
+                if last_error.get(name) != Some(&e) {
+                    tracing::error!(node = node_id, listener = %name, error = %e, "TLS files or dynamic configs changed but cannot be used; the previous certificates stay in use");
+                    last_error.insert(name.clone(), e);
+                }
             }
         }
     }

@@ -97,19 +97,21 @@ pub(super) fn describe_configs(b: &Broker, a: &Access<'_>, req: &DescribeConfigs
                     out.error_message = Some(str_bytes("DescribeConfigs for a broker goes to that broker"));
                 } else {
                     let dynamic = image.broker_configs.get(&b.settings.node_id);
+                    let in_effect = |k: &str| crate::dynamic_config::in_effect(&b.settings.listener_tls, k);
                     for (k, (v, src)) in &b.settings.broker_configs {
                         if !wanted(k) {
                             continue;
                         }
-                        match dynamic.and_then(|d| d.get(k)) {
+                        // Only dynamic keys in effect (crate::dynamic_config) are shown.
+                        match dynamic.and_then(|d| d.get(k)).filter(|_| in_effect(k)) {
                             Some(dv) => out.configs.push(entry(k, dv, source::DYNAMIC_BROKER_CONFIG, vec![])),
                             None => out.configs.push(entry(k, v, *src, vec![])),
                         }
                     }
                     // Dynamic keys the node's configuration does not have (a listener's new
-                    // keystore, crate::dynamic_config).
+                    // keystore).
                     for (k, dv) in dynamic.into_iter().flatten() {
-                        if wanted(k) && !b.settings.broker_configs.contains_key(k) {
+                        if wanted(k) && in_effect(k) && !b.settings.broker_configs.contains_key(k) {
                             out.configs.push(entry(k, dv, source::DYNAMIC_BROKER_CONFIG, vec![]));
                         }
                     }

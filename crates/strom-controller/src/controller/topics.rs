@@ -261,8 +261,9 @@ impl Controller {
                     }
                     // A broker applies only its TLS listeners' keystores and truststores while
                     // it runs (strom_broker::dynamic_config, which also checks them first).
-                    if matches!(resource, ConfigResource::Broker(_)) && strom_security::tls::reconfigurable(k).is_none()
-                    {
+                    // (A key an older Strom stored may be deleted.)
+                    let dynamic = v.is_none() || strom_security::tls::reconfigurable(k).is_some();
+                    if matches!(resource, ConfigResource::Broker(_)) && !dynamic {
                         return Err(ControllerError::InvalidRequest(format!(
                             "Cannot update these configs dynamically: [{k}] (only \
                              listener.name.<listener>.ssl.keystore.* and ssl.truststore.* keys are)"

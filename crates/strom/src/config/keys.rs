@@ -328,7 +328,6 @@ pub const LISTENER_KEYS: &[&str] = &[
     "scram-sha-256.sasl.jaas.config",
     "scram-sha-512.sasl.jaas.config",
     "connections.max.reauth.ms",
-    "sasl.server.max.receive.size",
 ];
 
 /// `listener.name.<listener>.<key>`: a key set for one listener (Kafka's per-listener

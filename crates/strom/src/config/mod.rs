@@ -310,6 +310,28 @@ impl NodeConfig {
         }
         let controller_listener_names = list(r, "controller.listener.names");
         let inter_broker_listener_name = r.get("inter.broker.listener.name").unwrap_or("").trim().to_string();
+        // A per-listener key must name a listener of this node (or the controller listener it
+        // reaches), in lower case as Kafka's prefix writes it: any other would be read by no one.
+        let known: Vec<String> = listeners
+            .iter()
+            .map(|l| l.name.as_str())
+            .chain(controller_listener_names.first().map(String::as_str))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        for (key, _, _) in r.iter() {
+            let Some(listener) = key.strip_prefix("listener.name.").and_then(|rest| rest.split_once('.')).map(|x| x.0)
+            else {
+                continue;
+            };
+            if !known.iter().any(|k| k == listener) {
+                return Err(inconsistent(
+                    key,
+                    format!(
+                        "names no listener of this node ({known:?}; the prefix is listener.name.<name in lower case>.)"
+                    ),
+                ));
+            }
+        }
         let listener_tls =
             listener_tls(r, &listeners, &security_protocols, &controller_listener_names, &inter_broker_listener_name)?;
         let listener_sasl = listener_sasl(r, &listeners)?;
@@ -763,10 +785,15 @@ fn controller_security(
 ) -> Result<strom_metadata::transport::ControllerSecurity, ConfigError> {
     use strom_security::sasl::{jaas, Mechanism};
     let mut out = strom_metadata::transport::ControllerSecurity::default();
-    let Some(name) = controller_listener_names.first() else { return Ok(out) };
+    let mech_key = "sasl.mechanism.controller.protocol";
+    let Some(name) = controller_listener_names.first() else {
+        if r.source(mech_key).is_some_and(|s| s != Source::Default) {
+            return Err(inconsistent(mech_key, "has no effect: controller.listener.names is empty"));
+        }
+        return Ok(out);
+    };
     out.tls = tls.get(name).and_then(|t| t.client.clone());
     let protocol = protocols.get(name).map_or("PLAINTEXT", String::as_str);
-    let mech_key = "sasl.mechanism.controller.protocol";
     if !protocol.starts_with("SASL_") {
         if r.source(mech_key).is_some_and(|s| s != Source::Default) {
             return Err(inconsistent(mech_key, format!("has no effect: the controller listener {name} is {protocol}")));
@@ -805,6 +832,12 @@ fn controller_security(
         )
     })?;
     let entry = jaas::parse(text).map_err(|why| inconsistent(&jaas_key, why))?;
+    if entry.login_module != jaas::PLAIN_LOGIN_MODULE {
+        return Err(inconsistent(
+            &jaas_key,
+            format!("PLAIN needs {}, not {}", jaas::PLAIN_LOGIN_MODULE, entry.login_module),
+        ));
+    }
     let field = |f: &str| {
         entry.options.get(f).cloned().ok_or_else(|| inconsistent(&jaas_key, format!("no {f}=\"...\" option")))
     };

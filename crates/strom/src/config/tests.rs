@@ -519,3 +519,14 @@ fn a_sasl_controller_listener_serves_plain_only_and_its_nodes_log_in_with_the_ja
     .expect("a broker-only node");
     assert_eq!(c.controller_security.sasl.map(|l| l.username), Some("node".to_string()));
 }
+
+#[test]
+fn a_per_listener_key_must_name_a_listener_in_lower_case() {
+    let e = ov(&["listener.name.PLAINTEXT.connections.max.reauth.ms=1000"]).expect_err("upper case");
+    assert_eq!(e.key(), Some("listener.name.PLAINTEXT.connections.max.reauth.ms"), "{e}");
+    let e = ov(&["listener.name.nosuch.connections.max.reauth.ms=1000"]).expect_err("no such listener");
+    assert_eq!(e.key(), Some("listener.name.nosuch.connections.max.reauth.ms"), "{e}");
+    // Read per listener nowhere: refused rather than ignored.
+    let e = ov(&["listener.name.plaintext.sasl.server.max.receive.size=1000"]).expect_err("not read per listener");
+    assert_eq!(e.key(), Some("listener.name.plaintext.sasl.server.max.receive.size"), "{e}");
+}
