@@ -53,7 +53,14 @@ def run(cluster_factory, small):
 
     def produce(n):
         for _ in range(n):
-            p.produce(topic, value=uuid.uuid4().bytes + payload, on_delivery=on_delivery)
+            # While node 3 fails and before its replicas leave the ISRs, acks=all waits: the
+            # client's queue may fill (BufferError), and then waits for room.
+            while True:
+                try:
+                    p.produce(topic, value=uuid.uuid4().bytes + payload, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    p.poll(0.05)
             p.poll(0)
 
     def node3_stopped():
