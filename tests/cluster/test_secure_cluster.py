@@ -28,6 +28,19 @@ def secured(node):
     return listeners_with_internal(node, node.internal_port)
 
 
+def node_3_with_a_wrong_password(listener):
+    """Per-node settings: node 3 logs in on `listener` (lower case) with a wrong password; it
+    still admits the others with the right one."""
+    wrong = JAAS.replace('password="broker-secret" user_broker', 'password="wrong" user_broker')
+
+    def per_node(node):
+        out = secured(node)
+        if node.node_id == 3:
+            out.append(f"listener.name.{listener}.plain.sasl.jaas.config={wrong}")
+        return out
+    return per_node
+
+
 def admin_conf(c, certs):
     servers = ",".join(f"{n.host}:{n.internal_port}" for n in c.nodes.values() if n.is_running())
     return {"bootstrap.servers": servers, "security.protocol": "SASL_SSL", "ssl.ca.location": certs.ca_pem,
@@ -95,14 +108,7 @@ def test_a_broker_with_a_wrong_inter_broker_password_cannot_replicate(cluster_fa
     """The negative control: node 3 logs in to the others with a wrong password, so its
     follower fetches are refused and it drops out of every ISR, while the other two go on."""
     certs = make_certs(str(tmp_path / "certs"))
-    wrong = JAAS.replace('password="broker-secret" user_broker', 'password="wrong" user_broker')
-
-    def per_node(node):
-        out = secured(node)
-        if node.node_id == 3:
-            out.append(f"listener.name.internal.plain.sasl.jaas.config={wrong}")
-        return out
-    c = cluster_factory(3, per_node=per_node, extra=[
+    c = cluster_factory(3, per_node=node_3_with_a_wrong_password("internal"), extra=[
         *secured_internal_listeners(certs),
         "replica.lag.time.max.ms=2000",
     ])
@@ -131,14 +137,7 @@ def test_a_quorum_on_sasl_ssl_admits_only_nodes_that_log_in(cluster_factory, tmp
     wrong password, so its broker never registers (refused before any call, and counted),
     while the other two serve a replicated topic."""
     certs = make_certs(str(tmp_path / "certs"))
-    wrong = JAAS.replace('password="broker-secret" user_broker', 'password="wrong" user_broker')
-
-    def per_node(node):
-        out = secured(node)
-        if node.node_id == 3:
-            out.append(f"listener.name.controller.plain.sasl.jaas.config={wrong}")
-        return out
-    c = cluster_factory(3, per_node=per_node, start=False, extra=[
+    c = cluster_factory(3, per_node=node_3_with_a_wrong_password("controller"), start=False, extra=[
         *secured_internal_listeners(certs, controller="SASL_SSL"),
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users=User:broker;User:admin",

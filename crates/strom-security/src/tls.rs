@@ -118,18 +118,9 @@ pub struct TlsSettings {
     pub allow_san_changes: bool,
 }
 
-/// The `ssl.*` keys [`TlsSettings::from_keys`] reads (and so the ones a listener may set).
-pub const KEYS: &[&str] = &[
-    "ssl.keystore.type",
-    "ssl.keystore.location",
-    "ssl.keystore.password",
-    "ssl.key.password",
-    "ssl.keystore.key",
-    "ssl.keystore.certificate.chain",
-    "ssl.truststore.type",
-    "ssl.truststore.location",
-    "ssl.truststore.password",
-    "ssl.truststore.certificates",
+/// The `ssl.*` keys [`TlsSettings::from_keys`] reads (and so the ones a listener may set):
+/// these and [`RECONFIGURABLE_KEYS`] ([`keys`] lists both).
+pub const STATIC_KEYS: &[&str] = &[
     "ssl.client.auth",
     "ssl.enabled.protocols",
     "ssl.protocol",
@@ -139,6 +130,16 @@ pub const KEYS: &[&str] = &[
     "ssl.allow.dn.changes",
     "ssl.allow.san.changes",
 ];
+
+/// Every `ssl.*` key a listener may set.
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    RECONFIGURABLE_KEYS.iter().chain(STATIC_KEYS).copied()
+}
+
+/// Whether `key` is one of [`keys`].
+pub fn is_key(key: &str) -> bool {
+    RECONFIGURABLE_KEYS.contains(&key) || STATIC_KEYS.contains(&key)
+}
 
 /// The keys a running listener's TLS may change (Kafka's reconfigurable SSL configs): its
 /// keystore and truststore. The rest (client auth, protocols, suites, mapping rules) needs a

@@ -335,7 +335,7 @@ pub const LISTENER_KEYS: &[&str] = &[
 pub fn is_listener_key(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("listener.name.") else { return false };
     rest.split_once('.').is_some_and(|(listener, key)| {
-        !listener.is_empty() && (strom_security::tls::KEYS.contains(&key) || LISTENER_KEYS.contains(&key))
+        !listener.is_empty() && (strom_security::tls::is_key(key) || LISTENER_KEYS.contains(&key))
     })
 }
 

@@ -825,26 +825,9 @@ fn controller_security(
         }
     }
     let jaas_key = format!("listener.name.{}.plain.sasl.jaas.config", name.to_ascii_lowercase());
-    let text = r.get(&jaas_key).ok_or_else(|| {
-        inconsistent(
-            &jaas_key,
-            format!("nodes log in to the controller listener {name} with this entry's username and password"),
-        )
-    })?;
-    let entry = jaas::parse(text).map_err(|why| inconsistent(&jaas_key, why))?;
-    if entry.login_module != jaas::PLAIN_LOGIN_MODULE {
-        return Err(inconsistent(
-            &jaas_key,
-            format!("PLAIN needs {}, not {}", jaas::PLAIN_LOGIN_MODULE, entry.login_module),
-        ));
-    }
-    let field = |f: &str| {
-        entry.options.get(f).cloned().ok_or_else(|| inconsistent(&jaas_key, format!("no {f}=\"...\" option")))
-    };
-    out.sasl = Some(strom_metadata::controller_sasl::PlainLogin {
-        username: field("username")?,
-        password: field("password")?,
-    });
+    let why = format!("nodes log in to the controller listener {name} with this entry's username and password");
+    let (username, password) = jaas_login(r, &jaas_key, why, Some(jaas::PLAIN_LOGIN_MODULE))?;
+    out.sasl = Some(strom_metadata::controller_sasl::PlainLogin { username, password });
     Ok(out)
 }
 
@@ -859,7 +842,7 @@ fn inter_broker_security(
     tls: &BTreeMap<String, Arc<ListenerTls>>,
     sasl: &BTreeMap<String, strom_security::sasl::SaslConfig>,
 ) -> Result<strom_client::ClientSecurity, ConfigError> {
-    use strom_security::sasl::{jaas, Mechanism};
+    use strom_security::sasl::Mechanism;
     let mut out = strom_client::ClientSecurity::default();
     let Some(l) = listeners.iter().find(|l| l.name == inter_broker_listener_name) else { return Ok(out) };
     let mech_key = "sasl.mechanism.inter.broker.protocol";
@@ -889,20 +872,30 @@ fn inter_broker_security(
             return Err(inconsistent(key, format!("{name} is not enabled on the inter-broker listener {}", l.name)));
         }
         let jaas_key = format!("listener.name.{lower}.{}.sasl.jaas.config", name.to_ascii_lowercase());
-        let text = r.get(&jaas_key).ok_or_else(|| {
-            inconsistent(&jaas_key, format!("brokers log in to {} with this entry's username and password", l.name))
-        })?;
-        let entry = jaas::parse(text).map_err(|why| inconsistent(&jaas_key, why))?;
-        let field = |f: &str| {
-            entry.options.get(f).cloned().ok_or_else(|| inconsistent(&jaas_key, format!("no {f}=\"...\" option")))
-        };
-        out.sasl = Some(strom_client::SaslCredentials {
-            mechanism,
-            username: field("username")?,
-            password: field("password")?,
-        });
+        let why = format!("brokers log in to {} with this entry's username and password", l.name);
+        let (username, password) = jaas_login(r, &jaas_key, why, None)?;
+        out.sasl = Some(strom_client::SaslCredentials { mechanism, username, password });
     }
     Ok(out)
+}
+
+/// This node's own login from JAAS entry `jaas_key`: its `username` and `password` (`why`
+/// says what needs them when the key is missing; `module`: the login module it must name).
+fn jaas_login(
+    r: &RawConfig,
+    jaas_key: &str,
+    why: String,
+    module: Option<&str>,
+) -> Result<(String, String), ConfigError> {
+    use strom_security::sasl::jaas;
+    let text = r.get(jaas_key).ok_or_else(|| inconsistent(jaas_key, why))?;
+    let entry = jaas::parse(text).map_err(|why| inconsistent(jaas_key, why))?;
+    if let Some(module) = module.filter(|m| *m != entry.login_module) {
+        return Err(inconsistent(jaas_key, format!("needs {module}, not {}", entry.login_module)));
+    }
+    let field =
+        |f: &str| entry.options.get(f).cloned().ok_or_else(|| inconsistent(jaas_key, format!("no {f}=\"...\" option")));
+    Ok((field("username")?, field("password")?))
 }
 
 /// A listener's value of `key`: `listener.name.<listener>.<key>` (the listener name in lower
@@ -1008,7 +1001,7 @@ fn listener_tls(
             inconsistent(&key, format!("listener {name}: {reason}"))
         };
         let keys: BTreeMap<String, String> =
-            strom_security::tls::KEYS.iter().filter_map(|k| get(k).map(|v| (k.to_string(), v))).collect();
+            strom_security::tls::keys().filter_map(|k| get(k).map(|v| (k.to_string(), v))).collect();
         let connect = name == inter_broker_listener_name || controller_listener_names.first() == Some(&name);
         let tls = ListenerTls::from_keys(keys, serve, connect).map_err(tls_error)?;
         out.insert(name, Arc::new(tls));
