@@ -132,12 +132,24 @@ def test_a_broker_with_a_wrong_inter_broker_password_cannot_replicate(cluster_fa
 
 
 def test_a_quorum_on_sasl_ssl_admits_only_nodes_that_log_in(cluster_factory, tmp_path):
-    """The controller listener on SASL_SSL (PLAIN, issue #20) with the authorizer on: the nodes
-    log in as User:broker, elect a controller and register; node 3 logs in to the quorum with a
-    wrong password, so its broker never registers (refused before any call, and counted),
-    while the other two serve a replicated topic."""
+    """The controller listener on SASL_SSL (PLAIN, issue #20) with the authorizer on: nodes 1
+    and 2 (the quorum) log in as User:broker, elect a controller and register; node 3, a
+    broker only, logs in to the quorum with a wrong password, so it never registers (refused
+    before any call, and counted), while the other two serve a replicated topic. (Node 3 is
+    not a voter: a voter that cannot reach the others keeps raising its Raft term and, without
+    pre-vote in openraft 0.9, would unseat their leader through its answers to appends.)"""
     certs = make_certs(str(tmp_path / "certs"))
-    c = cluster_factory(3, per_node=node_3_with_a_wrong_password("controller"), start=False, extra=[
+    wrong = node_3_with_a_wrong_password("controller")
+
+    def per_node(node):
+        out = wrong(node)
+        n1, n2 = node.cluster.nodes[1], node.cluster.nodes[2]
+        out.append(f"controller.quorum.voters=1@{n1.host}:{n1.controller_port},2@{n2.host}:{n2.controller_port}")
+        if node.node_id == 3:
+            out += ["process.roles=broker",
+                    f"listeners=PLAINTEXT://{node.host}:{node.kafka_port},INTERNAL://{node.host}:{node.internal_port}"]
+        return out
+    c = cluster_factory(3, per_node=per_node, start=False, extra=[
         *secured_internal_listeners(certs, controller="SASL_SSL"),
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users=User:broker;User:admin",
