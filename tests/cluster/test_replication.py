@@ -260,6 +260,33 @@ def test_paused_follower_leaves_and_rejoins_the_isr(cluster_factory):
     assert_replicas_agree(c, "lag", 1)
 
 
+def test_isr_changes_complete_when_every_alter_partition_reply_is_lost(cluster_factory):
+    """Every AlterPartition reply is lost (failpoint): a leader must learn from its resent
+    proposal's refusal that the change was committed. Until it does, a follower it is adding
+    counts in its HW (the controller may already have elected it), so a leader that never
+    learned would stall acks=all; one that forgot the proposal could lose acknowledged records."""
+    c = cluster_factory(3, extra=["replica.lag.time.max.ms=2000"], start=False)
+    for n in c.nodes.values():
+        n.env = {"FAILPOINTS": "alter_partition_reply_lost=return"}
+    c.start()
+    assert "failpoint configured" in c.node(1).log_tail(200), "a build without failpoints (tests/run.sh builds one)"
+    c.create_topic("lost", partitions=1, rf=3, config={"min.insync.replicas": "2"})
+    c.wait_full_isr("lost")
+    leader = c.leader_of("lost", 0)
+    follower = next(i for i in c.nodes if i != leader)
+    c.node(follower).pause()
+    wait_until("the paused follower to leave the ISR", lambda: follower not in c.partitions("lost")[0][2], timeout=30)
+    acked, errors = produce(c.bootstrap, "lost", [(None, f"a{i}".encode()) for i in range(300)])
+    assert not errors and len(acked) == 300, errors[:3]
+    c.node(follower).resume()
+    c.wait_full_isr("lost")
+    more, errors = produce(c.bootstrap, "lost", [(None, f"b{i}".encode()) for i in range(300)])
+    assert not errors and len(more) == 300, errors[:3]
+    assert_replicas_agree(c, "lost", 1)
+    seen = consume_all(c.bootstrap, "lost", 1, 600)
+    check_history({**acked, **more}, seen)
+
+
 def test_idempotent_producer_through_a_leader_kill_neither_loses_nor_duplicates(cluster_factory):
     import threading
     c = cluster_factory(3)

@@ -168,7 +168,21 @@ impl controller_server::Controller for ControllerService {
             },
             Err(e) => {
                 let (error_code, _, active_controller_id) = self.error(&e);
-                AlterPartitionResponse { error_code, active_controller_id, ..Default::default() }
+                let refused = AlterPartitionResponse { error_code, active_controller_id, ..Default::default() };
+                // Decided on an up-to-date image (refusals on the partition's epochs or ISR):
+                // say what the partition is now.
+                let decided = matches!(e, ControllerError::StaleEpoch | ControllerError::InvalidIsr(_));
+                match self.controller.partition_state(&topic_id, r.partition).filter(|_| decided) {
+                    Some(p) => AlterPartitionResponse {
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                        isr: p.isr,
+                        has_partition: true,
+                        ..refused
+                    },
+                    None => refused,
+                }
             }
         }))
     }

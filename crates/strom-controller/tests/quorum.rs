@@ -491,3 +491,70 @@ async fn broker_configs_other_than_listener_keystores_are_refused_not_stored() {
     assert_eq!(stored.get(key).map(String::as_str), Some("/etc/new.pem"));
     assert!(!stored.contains_key("log.retention.ms"), "{stored:?}");
 }
+
+/// A leader whose AlterPartition reply was lost sends the same proposal again: the refusal
+/// must say where the partition now is, so the leader learns its change was committed (the
+/// controller may already elect a follower it added). A refusal of a proposal that was never
+/// committed names the epochs the proposal was made from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_isr_change_is_answered_with_the_partition_as_the_controller_has_it() {
+    // A long session: fencing on a slow machine would rightly change the ISR under the test.
+    let q = Quorum::start_with_session(1, 60_000).await;
+    q.wait_for_leader(Duration::from_secs(10)).await;
+    let client = q.client();
+    let c = q.members[0].as_ref().unwrap().controller.clone();
+    let e1 = register(&client, 1).await;
+    let e2 = register(&client, 2).await;
+    heartbeat(&client, 1, e1, i64::MAX).await;
+    heartbeat(&client, 2, e2, i64::MAX).await;
+    let t = NewTopic { num_partitions: 2, replication_factor: 2, ..topic("t", 2) };
+    let (r, _) = c.create_topics(vec![t], false).await;
+    r[0].as_ref().unwrap();
+    let img = c.metadata.image();
+    let topic_id = img.topics["t"].id;
+    let (&partition, before) = img.topics["t"].partitions.iter().find(|(_, p)| p.leader == 1).unwrap();
+    assert_eq!(before.isr.len(), 2);
+    let alter = |new_isr: Vec<i32>| {
+        let req = pb::AlterPartitionRequest {
+            broker_id: 1,
+            broker_epoch: e1,
+            topic_id: topic_id.to_string(),
+            partition,
+            leader_epoch: before.leader_epoch,
+            partition_epoch: before.partition_epoch,
+            new_isr,
+        };
+        let client = &client;
+        async move {
+            client
+                .call(Duration::from_secs(10), Duration::from_secs(2), |mut c| {
+                    let req = req.clone();
+                    async move { c.alter_partition(req).await }
+                })
+                .await
+                .unwrap()
+        }
+    };
+
+    // Never committed: refused, and the partition is still at the proposal's epochs.
+    let refused = alter(vec![2]).await;
+    assert_ne!(refused.error_code, 0, "an ISR without its leader was accepted");
+    assert!(refused.has_partition);
+    assert_eq!(
+        (refused.leader, refused.leader_epoch, refused.partition_epoch, refused.isr.clone()),
+        (1, before.leader_epoch, before.partition_epoch, before.isr.clone())
+    );
+
+    // Committed; then the same proposal again, as after a lost reply.
+    let committed = alter(vec![1]).await;
+    assert_eq!(committed.error_code, 0);
+    assert_eq!((committed.isr.clone(), committed.partition_epoch), (vec![1], before.partition_epoch + 1));
+    let again = alter(vec![1]).await;
+    assert_ne!(again.error_code, 0, "a proposal from a stale partition epoch was accepted");
+    assert!(again.has_partition);
+    assert_eq!(
+        (again.leader, again.leader_epoch, again.partition_epoch, again.isr),
+        (1, before.leader_epoch, before.partition_epoch + 1, vec![1]),
+        "the refusal does not show the change the lost reply was for"
+    );
+}

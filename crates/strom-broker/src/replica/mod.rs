@@ -16,7 +16,9 @@
 //!   not caught up for `replica.lag.time.max.ms` is proposed out of the ISR; one outside the
 //!   ISR that fetches at or past the HW is proposed back in. Proposals go to the controller
 //!   (AlterPartition, checked against the partition epoch); only a committed change alters
-//!   the ISR used here.
+//!   the ISR used here. Until its outcome is known, a proposal's additions count in the
+//!   HW as members (Kafka's maximal ISR): the controller may elect a follower it just added
+//!   before the leader hears of the change.
 //! - Becoming leader clears what was known of followers (their LEOs belong to an older epoch)
 //!   and records the new leader epoch at the LEO before anything is appended in it.
 //! - A replica that leaves the ISR is forgotten too: it rejoins only on fetches made after
@@ -40,7 +42,7 @@ mod partition;
 pub use disk_io::{DiskIo, DEFAULT_IO_THREADS};
 pub use log_dir::LogDirHealth;
 pub use manager::ReplicaManager;
-pub use partition::{Commit, CommitWait, FollowerFetchOutcome, LeaderAppend, Partition, ReplicaRole};
+pub use partition::{Commit, CommitWait, FollowerFetchOutcome, IsrProposal, LeaderAppend, Partition, ReplicaRole};
 
 use strom_storage::LogError;
 

@@ -67,8 +67,9 @@ pub struct Partition {
     log: Mutex<Log>,
     role: RwLock<ReplicaRole>,
     high_watermark: AtomicI64,
-    /// What the leader knows of each follower, from its fetches (leader only).
-    followers: Mutex<HashMap<i32, FollowerProgress>>,
+    /// What the leader knows of its followers, from their fetches, and the ISR change it has
+    /// on its way to the controller (leader only).
+    followers: Mutex<Followers>,
     /// An ISR change for this partition is on its way to the controller.
     isr_change_in_flight: AtomicBool,
     /// Idempotent producers' recent batches (taken inside the log lock).
@@ -94,6 +95,46 @@ struct SnapshotMarks {
     last_offset: i64,
     /// Bumped by every rebuild (open, truncation): a snapshot copied before one is not written.
     rebuilds: u64,
+}
+
+/// A leader's view of its followers. One lock covers both fields, and a leader's high
+/// watermark rises only under it: see [`IsrProposal`] for why.
+#[derive(Debug, Default)]
+struct Followers {
+    progress: HashMap<i32, FollowerProgress>,
+    /// The ISR change sent to the controller whose outcome this leader does not know yet.
+    pending_isr: Option<IsrProposal>,
+}
+
+/// An ISR change a leader sends to the controller (AlterPartition), from the role it held.
+///
+/// **Rule (Kafka's maximal ISR):** from the moment a leader decides to add a follower until it
+/// knows the controller's answer, its high watermark counts that follower as an ISR member.
+/// The controller may commit the change, and then elect the follower, before the leader hears
+/// of it (the reply is lost, or the leader dies first); had the leader's HW moved past the
+/// follower's LEO meanwhile, records acknowledged with acks=all would be missing on the new
+/// leader. The follower is checked to be at or past the HW under the same lock the HW moves
+/// under, so from then on the HW never passes it. A removal needs nothing: the leader keeps
+/// counting the member until the removal is committed. The proposal stops counting once its
+/// outcome is known here: the role moved past the epochs it was made from (whatever the
+/// controller committed is in the role, and it refuses the proposal from then on), or the
+/// controller refused it and said the partition is still at those epochs (a refusal is
+/// decided on an image holding every batch committed before it, and a batch that may still
+/// commit holds the controller's write lock, so no earlier attempt can commit later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+    /// Members of `isr` not in the ISR it was made from.
+    pub additions: Vec<i32>,
+}
+
+impl IsrProposal {
+    /// Whether the proposal is still undecided for a replica in `role`.
+    fn in_force(&self, role: &ReplicaRole) -> bool {
+        role.leader_epoch == self.leader_epoch && role.partition_epoch == self.partition_epoch
+    }
 }
 
 /// A follower as its leader sees it.
@@ -303,7 +344,7 @@ impl Partition {
         let now = Instant::now();
         {
             let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
-            let f = followers.entry(replica).or_insert_with(|| FollowerProgress::new(now));
+            let f = followers.progress.entry(replica).or_insert_with(|| FollowerProgress::new(now));
             if offset >= leo {
                 f.last_caught_up = now;
             } else if f.leader_leo_at_last_fetch >= 0 && offset >= f.leader_leo_at_last_fetch {
@@ -330,7 +371,9 @@ impl Partition {
             .iter()
             .copied()
             .filter(|r| *r != self.node_id)
-            .filter(|r| followers.get(r).is_some_and(|f| now.saturating_duration_since(f.last_caught_up) > lag_max))
+            .filter(|r| {
+                followers.progress.get(r).is_some_and(|f| now.saturating_duration_since(f.last_caught_up) > lag_max)
+            })
             .collect()
     }
 
@@ -345,10 +388,11 @@ impl Partition {
         let hw = self.high_watermark();
         let epoch_start = self.with_log(|l| l.epochs().last().map_or(0, |(_, start)| *start));
         let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
-        let lagging =
-            |r: &i32| followers.get(r).is_some_and(|f| now.saturating_duration_since(f.last_caught_up) > lag_max);
+        let lagging = |r: &i32| {
+            followers.progress.get(r).is_some_and(|f| now.saturating_duration_since(f.last_caught_up) > lag_max)
+        };
         let caught_up = |r: &i32| {
-            followers.get(r).is_some_and(|f| {
+            followers.progress.get(r).is_some_and(|f| {
                 f.log_end_offset >= hw
                     && f.log_end_offset >= epoch_start
                     && now.saturating_duration_since(f.last_caught_up) <= lag_max
@@ -372,24 +416,73 @@ impl Partition {
         (current != wanted).then_some(isr)
     }
 
-    /// Marks an ISR proposal as sent; false if one already is.
-    pub fn begin_isr_change(&self) -> bool {
-        !self.isr_change_in_flight.swap(true, Ordering::AcqRel)
+    /// Starts an ISR change to `isr` from the role this leader holds now, unless one is on its
+    /// way already, this broker no longer leads, or a member it adds is no longer at or past
+    /// the HW. From here until its outcome is known ([`Self::isr_change_decided`]) the HW
+    /// counts the members it adds ([`IsrProposal`]'s rule).
+    pub fn begin_isr_change(&self, isr: Vec<i32>) -> Option<IsrProposal> {
+        if self.isr_change_in_flight.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let proposal = {
+            // The followers' lock first, then the role: the HW moves under this lock, so no
+            // HW computed without the additions is stored after they are checked here.
+            let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+            let role = self.role.read().unwrap_or_else(|p| p.into_inner());
+            let hw = self.high_watermark();
+            let additions: Vec<i32> = isr.iter().copied().filter(|r| !role.isr.contains(r)).collect();
+            let valid = role.leader == self.node_id
+                && isr.contains(&self.node_id)
+                && isr.iter().all(|r| role.replicas.contains(r))
+                && additions.iter().all(|r| followers.progress.get(r).is_some_and(|f| f.log_end_offset >= hw));
+            let proposal = valid.then(|| IsrProposal {
+                leader_epoch: role.leader_epoch,
+                partition_epoch: role.partition_epoch,
+                isr,
+                additions,
+            });
+            followers.pending_isr = proposal.clone();
+            proposal
+        };
+        if proposal.is_none() {
+            self.isr_change_in_flight.store(false, Ordering::Release);
+        }
+        proposal
     }
 
+    /// Whether `proposal` is still undecided: this broker holds the role it was made from.
+    pub fn isr_change_undecided(&self, proposal: &IsrProposal) -> bool {
+        proposal.in_force(&self.role.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The pending ISR change's outcome is known ([`IsrProposal`]'s rule): the HW stops
+    /// counting its additions (and may move at once).
+    pub fn isr_change_decided(&self) {
+        self.followers.lock().unwrap_or_else(|p| p.into_inner()).pending_isr = None;
+        if self.update_high_watermark() {
+            self.wake();
+        }
+    }
+
+    /// The ISR change is over: another may be proposed.
     pub fn end_isr_change(&self) {
+        self.isr_change_decided();
         self.isr_change_in_flight.store(false, Ordering::Release);
     }
 
-    /// The controller committed an ISR change this leader asked for: use it now rather than
-    /// when the metadata image catches up (Kafka does the same with the AlterPartition reply).
+    /// The controller committed an ISR change this leader asked for (or says what the ISR
+    /// now is): use it now rather than when the metadata image catches up (Kafka does the
+    /// same with the AlterPartition reply).
     pub fn apply_committed_isr(&self, leader_epoch: i32, partition_epoch: i32, isr: Vec<i32>) {
         {
             let mut role = self.role.write().unwrap_or_else(|p| p.into_inner());
             if role.leader_epoch != leader_epoch || partition_epoch <= role.partition_epoch {
                 return;
             }
-            debug_assert!(isr.iter().all(|r| role.replicas.contains(r)), "ISR {isr:?} ⊄ replicas {:?}", role.replicas);
+            if !isr.iter().all(|r| role.replicas.contains(r)) {
+                tracing::warn!(node = self.node_id, partition = %self.tp, ?isr, replicas = ?role.replicas, "ISR from the controller is not within the replicas; waiting for the metadata image");
+                return;
+            }
             role.partition_epoch = partition_epoch;
             role.isr = isr;
         }
@@ -404,19 +497,33 @@ impl Partition {
         self.producers.lock().unwrap_or_else(|p| p.into_inner()).forget_ended_below(hw);
     }
 
-    /// Recomputes the high watermark: the minimum LEO over the ISR (ours for ourselves).
-    /// Returns true when it moved.
+    /// Recomputes the high watermark: the minimum LEO over the ISR (ours for ourselves) and
+    /// the members an undecided ISR change adds ([`IsrProposal`]). Returns true when it moved.
     pub fn update_high_watermark(&self) -> bool {
+        // The followers' lock first, then the role, then the LEO. A role read under this lock
+        // that predates a committed ISR still finds the proposal that adds to it pending (the
+        // role changes before the proposal ends, which takes this lock). A LEO read after a
+        // role that says "leader" cannot predate a truncation as follower. The role's lock is
+        // released before the log's is taken (elsewhere the log's comes first).
+        let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
         let role = self.role();
         if role.leader != self.node_id {
             return false;
         }
         let leo = self.log_end_offset();
-        let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        let pending =
+            followers.pending_isr.as_ref().filter(|p| p.in_force(&role)).map_or(&[][..], |p| &p.additions[..]);
         let hw = role
             .isr
             .iter()
-            .map(|r| if *r == self.node_id { leo } else { followers.get(r).map_or(0, |f| f.log_end_offset.max(0)) })
+            .chain(pending)
+            .map(|r| {
+                if *r == self.node_id {
+                    leo
+                } else {
+                    followers.progress.get(r).map_or(0, |f| f.log_end_offset.max(0))
+                }
+            })
             .min()
             .unwrap_or(leo)
             .min(leo);
@@ -601,9 +708,10 @@ impl Partition {
         let replicas = self.role().replicas;
         {
             let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
-            followers.clear();
+            followers.progress.clear();
+            followers.pending_isr = None; // made in an older epoch: the controller refuses it
             for r in replicas.into_iter().filter(|r| *r != self.node_id) {
-                followers.insert(r, FollowerProgress::new(now));
+                followers.progress.insert(r, FollowerProgress::new(now));
             }
         }
         let leo = self.log_end_offset();
@@ -634,7 +742,7 @@ impl Partition {
             log: Mutex::new(log),
             role: RwLock::new(role.clone()),
             high_watermark: AtomicI64::new(0),
-            followers: Mutex::new(HashMap::new()),
+            followers: Mutex::new(Followers::default()),
             isr_change_in_flight: AtomicBool::new(false),
             producers: Mutex::new(ProducerStates::default()),
             snapshots: Mutex::new(SnapshotMarks { last_offset: -1, rebuilds: 0 }),
@@ -663,52 +771,51 @@ impl Partition {
     /// The metadata image names a new role for this replica: apply it (unless it is older
     /// than an ISR this leader already took from an AlterPartition reply).
     pub(super) fn apply_role(&self, role: ReplicaRole) {
-        let old = self.role();
-        // The leader may already hold a newer ISR from an AlterPartition reply.
-        let stale = role.leader_epoch == old.leader_epoch && role.partition_epoch < old.partition_epoch;
-        if old != role && !stale {
-            debug_assert!(
-                role.leader_epoch >= old.leader_epoch,
-                "{}: leader epoch went back from {} to {}",
-                self.tp,
-                old.leader_epoch,
-                role.leader_epoch
+        // Compared and written under the log lock (a leader append or a follower truncation
+        // sees the role before or after this change, never during its work) and the role's
+        // write lock: an ISR taken from an AlterPartition reply meanwhile is never overwritten
+        // by an older image.
+        let old = self.with_log(|_| {
+            let mut current = self.role.write().unwrap_or_else(|p| p.into_inner());
+            // The leader may already hold a newer ISR from an AlterPartition reply.
+            let stale = role.leader_epoch == current.leader_epoch && role.partition_epoch < current.partition_epoch;
+            (*current != role && !stale).then(|| std::mem::replace(&mut *current, role.clone()))
+        });
+        let Some(old) = old else { return };
+        debug_assert!(
+            role.leader_epoch >= old.leader_epoch,
+            "{}: leader epoch went back from {} to {}",
+            self.tp,
+            old.leader_epoch,
+            role.leader_epoch
+        );
+        debug_assert!(role.isr.iter().all(|r| role.replicas.contains(r)), "{}: ISR ⊄ replicas in {role:?}", self.tp);
+        let new_leadership = old.leader != role.leader || old.leader_epoch != role.leader_epoch;
+        if new_leadership {
+            tracing::info!(
+                node = self.node_id,
+                partition = %self.tp,
+                leader = role.leader,
+                leader_epoch = role.leader_epoch,
+                isr = ?role.isr,
+                "partition leadership changed"
             );
-            debug_assert!(
-                role.isr.iter().all(|r| role.replicas.contains(r)),
-                "{}: ISR ⊄ replicas in {role:?}",
-                self.tp
-            );
-            let new_leadership = old.leader != role.leader || old.leader_epoch != role.leader_epoch;
-            if new_leadership {
-                tracing::info!(
-                    node = self.node_id,
-                    partition = %self.tp,
-                    leader = role.leader,
-                    leader_epoch = role.leader_epoch,
-                    isr = ?role.isr,
-                    "partition leadership changed"
-                );
-            }
-            let leads = role.leader == self.node_id;
-            let epoch = role.leader_epoch;
-            let left_isr: Vec<i32> = old.isr.iter().copied().filter(|r| !role.isr.contains(r)).collect();
-            // Under the log lock: a leader append or a follower truncation
-            // sees the role before or after this change, never during its work.
-            self.with_log(|_| *self.role.write().unwrap_or_else(|p| p.into_inner()) = role);
-            if leads && new_leadership {
-                self.become_leader(epoch);
-            } else if leads && !left_isr.is_empty() {
-                // A replica that left the ISR (fenced: maybe restarted with a
-                // shorter log) must prove itself by fetching again before it can
-                // rejoin: what it fetched before is forgotten.
-                let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
-                for r in &left_isr {
-                    followers.remove(r);
-                }
-            }
-            self.update_high_watermark();
         }
+        let leads = role.leader == self.node_id;
+        let epoch = role.leader_epoch;
+        let left_isr: Vec<i32> = old.isr.iter().copied().filter(|r| !role.isr.contains(r)).collect();
+        if leads && new_leadership {
+            self.become_leader(epoch);
+        } else if leads && !left_isr.is_empty() {
+            // A replica that left the ISR (fenced: maybe restarted with a
+            // shorter log) must prove itself by fetching again before it can
+            // rejoin: what it fetched before is forgotten.
+            let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+            for r in &left_isr {
+                followers.progress.remove(r);
+            }
+        }
+        self.update_high_watermark();
     }
 
     /// Appends a producer's batches as leader. `min_isr` (acks=all writes) refuses a new
@@ -942,6 +1049,85 @@ mod tests {
         drop(on_a);
         a.append_as_leader(&one_record(), 0, None).unwrap();
         assert!(a.watchers.lock().unwrap().is_empty());
+    }
+
+    /// Leader 1 of replicas 1, 2, 3 with ISR {1, 2} and `records` records appended.
+    fn leader_of_three(dir: &std::path::Path, records: usize) -> Arc<Partition> {
+        let (log, _) = Log::open(&dir.join("t-0"), strom_storage::LogConfig::default()).unwrap();
+        let role =
+            ReplicaRole { leader: 1, leader_epoch: 3, partition_epoch: 7, isr: vec![1, 2], replicas: vec![1, 2, 3] };
+        let tp = TopicPartition { topic: "t".into(), partition: 0 };
+        let p = Partition::open(tp, Uuid::nil(), 1, log, role, Arc::default());
+        for _ in 0..records {
+            p.append_as_leader(&one_record(), 0, None).unwrap();
+        }
+        p
+    }
+
+    /// The bug the chaos test caught: the controller committed follower 3 into the ISR and
+    /// elected it, while the leader, not yet told, had acknowledged records 3 lacked.
+    #[test]
+    fn a_follower_being_added_to_the_isr_holds_the_hw_back_until_the_controller_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path(), 10);
+        p.record_follower_fetch(2, 10);
+        assert_eq!(p.high_watermark(), 10);
+        // Follower 3 catches up to the HW: the leader proposes it back in.
+        assert!(p.record_follower_fetch(3, 10).expand_isr);
+        let wanted = p.desired_isr(Duration::from_secs(30), Instant::now(), |_| true).unwrap();
+        assert_eq!(wanted, vec![1, 2, 3]);
+        let proposal = p.begin_isr_change(wanted.clone()).unwrap();
+        assert_eq!((proposal.leader_epoch, proposal.partition_epoch, proposal.additions.clone()), (3, 7, vec![3]));
+        assert!(p.begin_isr_change(wanted.clone()).is_none(), "one proposal at a time");
+        // More records, fetched by 2 only: the HW waits for 3 while the answer is unknown.
+        for _ in 0..5 {
+            p.append_as_leader(&one_record(), 0, None).unwrap();
+        }
+        p.record_follower_fetch(2, 15);
+        assert_eq!(p.high_watermark(), 10, "the HW passed a follower the controller may have made leader");
+        assert_eq!(p.commit_state(15, 3), Commit::Pending);
+        p.record_follower_fetch(3, 12);
+        assert_eq!(p.high_watermark(), 12);
+        // Committed (the reply): 3 is a member, the proposal is over.
+        p.apply_committed_isr(3, 8, wanted);
+        p.end_isr_change();
+        assert_eq!(p.high_watermark(), 12);
+        p.record_follower_fetch(3, 15);
+        assert_eq!(p.high_watermark(), 15);
+    }
+
+    #[test]
+    fn a_refused_or_overtaken_isr_proposal_stops_holding_the_hw_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path(), 10);
+        p.record_follower_fetch(2, 10);
+        p.record_follower_fetch(3, 10);
+        let proposal = p.begin_isr_change(vec![1, 2, 3]).unwrap();
+        p.append_as_leader(&one_record(), 0, None).unwrap();
+        p.record_follower_fetch(2, 11);
+        assert_eq!(p.high_watermark(), 10);
+        // The metadata image moves the partition on (another change was committed first):
+        // the proposal can no longer be committed, and the ISR is what the image says.
+        p.apply_role(ReplicaRole {
+            leader: 1,
+            leader_epoch: 3,
+            partition_epoch: 8,
+            isr: vec![1, 2],
+            replicas: vec![1, 2, 3],
+        });
+        assert!(!p.isr_change_undecided(&proposal));
+        assert_eq!(p.high_watermark(), 11);
+        p.end_isr_change();
+        // A refusal: the controller's answer ends the proposal, and the HW goes on without 3.
+        assert!(p.begin_isr_change(vec![1, 2, 3]).is_none(), "3 is behind the HW now");
+        p.record_follower_fetch(3, 11);
+        let proposal = p.begin_isr_change(vec![1, 2, 3]).unwrap();
+        assert!(p.isr_change_undecided(&proposal));
+        p.append_as_leader(&one_record(), 0, None).unwrap();
+        p.record_follower_fetch(2, 12);
+        assert_eq!(p.high_watermark(), 11);
+        p.end_isr_change();
+        assert_eq!(p.high_watermark(), 12);
     }
 
     /// One record from producer 7, epoch 0, at sequence `seq`.

@@ -74,4 +74,12 @@ impl Controller {
         tracing::info!(node = self.config.node_id, %topic_id, partition, isr = ?p.isr, partition_epoch = p.partition_epoch, "ISR changed");
         Ok(PartitionReply { partition: p, offset })
     }
+
+    /// The partition as this controller's image has it now: what a refused AlterPartition
+    /// answers with, so the leader learns whether an earlier attempt of its proposal was
+    /// committed. Read after the refusal, which was decided on an up-to-date image (see
+    /// `write`), so it holds everything committed before the refusal.
+    pub fn partition_state(&self, topic_id: &Uuid, partition: i32) -> Option<PartitionImage> {
+        self.metadata.image().topic_by_id(topic_id)?.partitions.get(&partition).cloned()
+    }
 }

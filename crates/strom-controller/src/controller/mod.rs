@@ -3,9 +3,10 @@
 //! commits them. Every other member answers NOT_CONTROLLER with the active one's id.
 //!
 //! **Architecture invariant:** records are computed from the applied image under
-//! [`Controller::write_lock`], after `ensure_linearizable`, and committed before the lock is
-//! released; so every batch is computed from the image that includes every earlier batch, and
-//! two operations never both see "topic does not exist".
+//! [`Controller::write_lock`], after `ensure_linearizable`, and committed (or failed) before the
+//! lock is released, even when the caller has gone away; so every batch is computed from the
+//! image that includes every earlier batch, and two operations never both see "topic does not
+//! exist". A refusal computed there is final: no earlier batch can still commit after it.
 //!
 //!
 //! # Layout
@@ -136,7 +137,7 @@ pub struct Controller {
     pub config: ControllerConfig,
     pub raft: Raft,
     pub metadata: Arc<MetadataState>,
-    write_lock: tokio::sync::Mutex<()>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
     /// Broker sessions and suspects ([`liveness`]), kept by the active controller only.
     sessions: liveness::Sessions,
     /// Time from a change being asked for to its commit (Kafka's controller event latency).
@@ -186,7 +187,7 @@ impl Controller {
             config,
             raft: raft.clone(),
             metadata,
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
             sessions: liveness::Sessions::default(),
             write_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
@@ -293,7 +294,7 @@ impl Controller {
         compute: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ControllerError>,
     ) -> Result<(T, i64), ControllerError> {
         let started = Instant::now();
-        let _guard = self.write_lock.lock().await;
+        let guard = self.write_lock.clone().lock_owned().await;
         if let Err(e) = self.raft.ensure_linearizable().await {
             return Err(self.not_active(e.to_string()));
         }
@@ -305,7 +306,18 @@ impl Controller {
         fail::fail_point!("controller_write", |_| Err(ControllerError::Unavailable(
             "failpoint controller_write".into()
         )));
-        match self.raft.client_write(RecordBatch::new(records)).await {
+        // Committed in a task of its own that holds the lock until Raft has decided: a caller
+        // that goes away (its client timed out) must not release the lock while the batch may
+        // still commit, or the next batch would be computed from an image without it.
+        let raft = self.raft.clone();
+        let written = tokio::spawn(async move {
+            let written = raft.client_write(RecordBatch::new(records)).await;
+            drop(guard);
+            written
+        })
+        .await
+        .map_err(|e| ControllerError::Unavailable(format!("metadata write task: {e}")))?;
+        match written {
             Ok(r) => {
                 self.write_seconds.observe(started.elapsed().as_secs_f64());
                 if !r.data.refused.is_empty() {
