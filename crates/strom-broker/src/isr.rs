@@ -59,26 +59,38 @@ impl IsrManager {
         let eligible = |id: i32| image.brokers.get(&id).is_some_and(|b| !b.fenced);
         let Some(new_isr) = p.desired_isr(self.lag_max, Instant::now(), eligible) else { return };
         let Some(proposal) = p.begin_isr_change(new_isr) else { return };
+        // Ends the change however the task ends (a panic, or a runtime that drops it before
+        // it ran, included): a change left pending would hold the HW and block every later ISR
+        // change of the partition.
+        let end = EndIsrChange(p.clone());
         let this = self.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            // Ends the change however this task ends (a panic included): a change left
-            // pending would hold the HW and block every later ISR change of the partition.
-            let _end = EndIsrChange(p.clone());
+            let _end = end;
             // **Rule:** the proposal stays pending (its additions count in the HW, see
             // `IsrProposal`) until its outcome is known here; until then it is sent again.
             // A replica that is no longer this broker's stops it (the partition is gone).
-            while p.isr_change_undecided(&proposal) && !shutdown.is_cancelled() && this.still_hosted(&p) {
-                match this.propose(&p, &proposal).await {
-                    Answer::Committed => {}
+            while p.isr_change_undecided(&proposal) && this.still_hosted(&p) {
+                let answer = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    answer = this.propose(&p, &proposal) => answer,
+                };
+                let pause = match answer {
+                    Answer::Committed => continue,
                     Answer::NotCommitted => {
                         p.isr_change_decided();
-                        tokio::time::sleep(RETRY_BACKOFF).await;
-                        return;
+                        RETRY_BACKOFF
                     }
-                    Answer::Unknown => tokio::time::sleep(RETRY_BACKOFF).await,
+                    Answer::Unknown => RETRY_BACKOFF,
                     // The client waited and retried already.
-                    Answer::NoReply => {}
+                    Answer::NoReply => continue,
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                if answer == Answer::NotCommitted {
+                    return;
                 }
             }
         });
@@ -108,61 +120,59 @@ impl IsrManager {
                 async move { c.alter_partition(req).await }
             })
             .await;
-        match r {
-            Ok(r) if r.error_code == 0 => {
-                // Test builds: the reply is lost on its way back (the change stands).
-                fail::fail_point!("alter_partition_reply_lost", |_| Answer::NoReply);
-                // The controller logs the change itself; this is the leader's view of it.
-                tracing::debug!(
-                    node,
-                    partition = %p.tp,
-                    isr = ?r.isr,
-                    leader_epoch = r.leader_epoch,
-                    partition_epoch = r.partition_epoch,
-                    "ISR change committed"
-                );
-                if proposal.additions.is_empty() {
-                    self.metrics.isr_shrinks.inc();
-                } else {
-                    self.metrics.isr_expands.inc();
-                }
-                p.apply_committed_isr(r.leader_epoch, r.partition_epoch, r.isr);
-                p.wake();
-                Answer::Committed
-            }
-            Ok(r) if r.has_partition => {
-                let unchanged = r.leader == node
-                    && r.leader_epoch == proposal.leader_epoch
-                    && r.partition_epoch == proposal.partition_epoch;
-                tracing::debug!(node, partition = %p.tp, code = r.error_code, wanted = ?proposal.isr, unchanged, "ISR change refused");
-                if unchanged {
-                    return Answer::NotCommitted;
-                }
-                // The partition moved on; an earlier attempt of this proposal may be what
-                // moved it (its reply was lost). What the controller has now is committed.
-                if r.leader == node {
-                    p.apply_committed_isr(r.leader_epoch, r.partition_epoch, r.isr);
-                    p.wake();
-                }
-                Answer::Unknown
-            }
-            Ok(r) => {
-                // Refused without saying where the partition is (e.g. the controller could
-                // not commit, or our broker epoch is stale): an earlier attempt may be in.
-                tracing::debug!(node, partition = %p.tp, code = r.error_code, wanted = ?proposal.isr, "ISR change refused; outcome unknown");
-                Answer::Unknown
-            }
+        let r = match r {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(node, partition = %p.tp, error = %e, "ISR change not answered; sending it again");
-                Answer::NoReply
+                return Answer::NoReply;
+            }
+        };
+        // Test builds: the reply is lost on its way back (the change stands).
+        fail::fail_point!("alter_partition_reply_lost", r.error_code == 0, |_| Answer::NoReply);
+        let (answer, apply) = classify(node, proposal, &r);
+        tracing::debug!(node, partition = %p.tp, code = r.error_code, wanted = ?proposal.isr, isr = ?r.isr, partition_epoch = r.partition_epoch, ?answer, "ISR change answered");
+        if answer == Answer::Committed {
+            if proposal.additions.is_empty() {
+                self.metrics.isr_shrinks.inc();
+            } else {
+                self.metrics.isr_expands.inc();
             }
         }
+        if apply {
+            p.apply_committed_isr(r.leader_epoch, r.partition_epoch, r.isr);
+            p.wake();
+        }
+        answer
     }
 }
 
+/// What the controller's answer `r` to `proposal` means, and whether the partition it names
+/// (leader epoch, partition epoch, ISR) is committed state for this leader to apply.
+fn classify(node: i32, proposal: &IsrProposal, r: &pb::AlterPartitionResponse) -> (Answer, bool) {
+    if r.error_code == 0 {
+        return (Answer::Committed, true);
+    }
+    if !r.has_partition {
+        // Refused without saying where the partition is (e.g. the controller could not
+        // commit, or our broker epoch is stale): an earlier attempt may be in.
+        return (Answer::Unknown, false);
+    }
+    let unchanged =
+        r.leader == node && r.leader_epoch == proposal.leader_epoch && r.partition_epoch == proposal.partition_epoch;
+    if unchanged {
+        // Refused on the epochs it was made from: a refusal is final (the controller's ISR
+        // rule), and nothing of it was committed.
+        return (Answer::NotCommitted, false);
+    }
+    // The partition moved on; an earlier attempt of this proposal may be what moved it (its
+    // reply was lost). What the controller has now is committed.
+    (Answer::Unknown, r.leader == node)
+}
+
 /// How the controller answered an ISR proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
-    /// Committed, and applied to the partition.
+    /// Committed (and applied to the partition).
     Committed,
     /// Refused, with the partition still at the epochs the proposal was made from.
     NotCommitted,
@@ -179,5 +189,47 @@ struct EndIsrChange(Arc<Partition>);
 impl Drop for EndIsrChange {
     fn drop(&mut self) {
         self.0.end_isr_change();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proposal() -> IsrProposal {
+        IsrProposal { leader_epoch: 3, partition_epoch: 7, isr: vec![1, 2, 3], additions: vec![3] }
+    }
+
+    fn answer(
+        error_code: i32,
+        has_partition: bool,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    ) -> pb::AlterPartitionResponse {
+        pb::AlterPartitionResponse {
+            error_code,
+            has_partition,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            isr: vec![1, 2],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_refusal_at_the_proposals_own_epochs_ends_it_uncommitted() {
+        let p = proposal();
+        assert_eq!(classify(1, &p, &answer(0, false, 1, 3, 8)), (Answer::Committed, true));
+        // Refused where the partition still is: nothing of it was committed.
+        assert_eq!(classify(1, &p, &answer(89, true, 1, 3, 7)), (Answer::NotCommitted, false));
+        // Moved on (maybe by an earlier attempt whose reply was lost): applied, still unknown.
+        assert_eq!(classify(1, &p, &answer(89, true, 1, 3, 8)), (Answer::Unknown, true));
+        // Another leader now: nothing this broker may apply; it waits for its metadata.
+        assert_eq!(classify(1, &p, &answer(89, true, 2, 4, 8)), (Answer::Unknown, false));
+        // A refusal that does not say where the partition is (unavailable, stale broker epoch).
+        assert_eq!(classify(1, &p, &answer(15, false, 0, 0, 0)), (Answer::Unknown, false));
+        assert_eq!(classify(1, &p, &answer(77, false, 0, 0, 0)), (Answer::Unknown, false));
     }
 }

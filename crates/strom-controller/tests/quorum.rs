@@ -557,4 +557,42 @@ async fn a_refused_isr_change_is_answered_with_the_partition_as_the_controller_h
         (1, before.leader_epoch, before.partition_epoch + 1, vec![1]),
         "the refusal does not show the change the lost reply was for"
     );
+
+    // Broker 2 restarts (a new incarnation: fenced until it catches up). A proposal adding it
+    // is committed without it: the partition epoch moves, so no earlier attempt of that
+    // proposal can add it later, once it is unfenced.
+    let r = client
+        .call(Duration::from_secs(10), Duration::from_secs(2), |mut c| async move {
+            c.register_broker(pb::RegisterBrokerRequest {
+                broker_id: 2,
+                incarnation_id: b"inc-2-restarted".to_vec(),
+                listeners: vec![],
+                rack: None,
+                cluster_id: None,
+            })
+            .await
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.error_code, 0, "{}", r.error_message);
+    let now = c.metadata.image().topics["t"].partitions[&partition].clone();
+    assert!(c.metadata.image().brokers[&2].fenced);
+    let req = pb::AlterPartitionRequest {
+        broker_id: 1,
+        broker_epoch: e1,
+        topic_id: topic_id.to_string(),
+        partition,
+        leader_epoch: now.leader_epoch,
+        partition_epoch: now.partition_epoch,
+        new_isr: vec![1, 2],
+    };
+    let fenced_left_out = client
+        .call(Duration::from_secs(10), Duration::from_secs(2), |mut c| {
+            let req = req.clone();
+            async move { c.alter_partition(req).await }
+        })
+        .await
+        .unwrap();
+    assert_eq!(fenced_left_out.error_code, 0);
+    assert_eq!((fenced_left_out.isr, fenced_left_out.partition_epoch), (vec![1], now.partition_epoch + 1));
 }

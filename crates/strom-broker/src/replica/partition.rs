@@ -474,7 +474,7 @@ impl Partition {
     /// now is): use it now rather than when the metadata image catches up (Kafka does the
     /// same with the AlterPartition reply).
     pub fn apply_committed_isr(&self, leader_epoch: i32, partition_epoch: i32, isr: Vec<i32>) {
-        {
+        let left_isr: Vec<i32> = {
             let mut role = self.role.write().unwrap_or_else(|p| p.into_inner());
             if role.leader_epoch != leader_epoch || partition_epoch <= role.partition_epoch {
                 return;
@@ -483,10 +483,22 @@ impl Partition {
                 tracing::warn!(node = self.node_id, partition = %self.tp, ?isr, replicas = ?role.replicas, "ISR from the controller is not within the replicas; waiting for the metadata image");
                 return;
             }
+            let left = role.isr.iter().copied().filter(|r| !isr.contains(r)).collect();
             role.partition_epoch = partition_epoch;
             role.isr = isr;
+            left
+        };
+        // As in `apply_role`: a member that left (the controller may have fenced it: a restart
+        // with a shorter log) rejoins only on fetches made after it left.
+        if !left_isr.is_empty() {
+            let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+            for r in &left_isr {
+                followers.progress.remove(r);
+            }
         }
-        self.update_high_watermark();
+        if self.update_high_watermark() {
+            self.wake();
+        }
     }
 
     /// A follower's HW: the leader's, capped at our LEO.
@@ -1128,6 +1140,14 @@ mod tests {
         assert_eq!(p.high_watermark(), 11);
         p.end_isr_change();
         assert_eq!(p.high_watermark(), 12);
+        // A member that leaves through a reply (the controller fenced it) is forgotten: it is
+        // proposed back only on fetches made after it left.
+        p.record_follower_fetch(3, 12);
+        p.apply_committed_isr(3, 9, vec![1, 3]);
+        p.apply_committed_isr(3, 10, vec![1]);
+        assert!(p.begin_isr_change(vec![1, 3]).is_none(), "3 rejoined on what it fetched before it left");
+        p.record_follower_fetch(3, 12);
+        assert!(p.begin_isr_change(vec![1, 3]).is_some());
     }
 
     /// One record from producer 7, epoch 0, at sequence `seq`.

@@ -2,9 +2,11 @@
 //!
 //! **ISR rule:** a change is accepted only from the partition's current leader, with the
 //! broker epoch, leader epoch and partition epoch the controller has now; the new ISR is
-//! never empty, holds the leader, lies within the replicas, and holds no fenced broker. So a
-//! deposed leader (or a stale retry) can never shrink or grow an ISR, and an ISR never names a
-//! broker that could not take over.
+//! never empty, holds the leader, lies within the replicas, and holds no fenced broker (one
+//! proposed is left out of what is committed). So a deposed leader (or a stale retry) can
+//! never shrink or grow an ISR, and an ISR never names a broker that could not take over.
+//! A refusal is final for the proposal: it names epochs that moved on, or an ISR without the
+//! leader or outside the replicas, which no retry of it can change.
 
 use uuid::Uuid;
 
@@ -33,7 +35,7 @@ pub struct PartitionReply {
 
 impl Controller {
     /// An ISR change from a partition leader, accepted only with the current epochs; the new
-    /// ISR is non-empty, within the replicas, contains the leader, and has no fenced broker.
+    /// ISR is non-empty, within the replicas, contains the leader; fenced brokers are left out.
     pub async fn alter_partition(&self, req: AlterPartition) -> Result<PartitionReply, ControllerError> {
         let AlterPartition { broker_id, broker_epoch, topic_id, partition, leader_epoch, partition_epoch, new_isr } =
             req;
@@ -56,18 +58,24 @@ impl Controller {
                 if let Some(r) = new_isr.iter().find(|r| !p.replicas.contains(r)) {
                     return Err(ControllerError::InvalidIsr(format!("{r} is not a replica")));
                 }
-                if let Some(r) = new_isr.iter().find(|r| image.brokers.get(r).is_none_or(|b| b.fenced)) {
-                    return Err(ControllerError::InvalidIsr(format!("broker {r} is fenced")));
+                // A fenced broker the leader would add is left out, and the rest committed, rather
+                // than refused: the partition epoch then moves, so no earlier attempt of the same
+                // proposal can commit it later (its broker may be unfenced by then), and the
+                // leader stops counting it. The leader itself is never fenced here (its broker
+                // epoch was just checked against a registered broker; fencing moves leaderships).
+                let isr: Vec<i32> = new_isr
+                    .iter()
+                    .copied()
+                    .filter(|r| *r == broker_id || image.brokers.get(r).is_some_and(|b| !b.fenced))
+                    .collect();
+                if isr.len() < new_isr.len() {
+                    tracing::info!(node = self.config.node_id, %topic_id, partition, wanted = ?new_isr, ?isr, "fenced brokers left out of a proposed ISR");
                 }
                 let mut next = p.clone();
-                next.isr = new_isr.clone();
+                next.isr = isr.clone();
                 next.partition_epoch += 1;
-                let records = vec![MetadataRecord::PartitionChange {
-                    topic_id,
-                    partition,
-                    isr: Some(new_isr.clone()),
-                    leader: None,
-                }];
+                let records =
+                    vec![MetadataRecord::PartitionChange { topic_id, partition, isr: Some(isr), leader: None }];
                 Ok((records, next))
             })
             .await?;
