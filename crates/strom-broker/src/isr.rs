@@ -59,14 +59,14 @@ impl IsrManager {
         let eligible = |id: i32| image.brokers.get(&id).is_some_and(|b| !b.fenced);
         let Some(new_isr) = p.desired_isr(self.lag_max, Instant::now(), eligible) else { return };
         let Some(proposal) = p.begin_isr_change(new_isr) else { return };
-        // Ends the change however the task ends (a panic, or a runtime that drops it before
-        // it ran, included): a change left pending would hold the HW and block every later ISR
-        // change of the partition.
-        let end = EndIsrChange(p.clone());
+        // Lets another change be proposed however the task ends (a panic, or a runtime that
+        // drops it before it ran, included). A proposal left undecided stays pending: the HW
+        // goes on counting its additions until the role moves past it.
+        let release = ReleaseIsrChange(p.clone());
         let this = self.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let _end = end;
+            let _release = release;
             // **Rule:** the proposal stays pending (its additions count in the HW, see
             // `IsrProposal`) until its outcome is known here; until then it is sent again.
             // A replica that is no longer this broker's stops it (the partition is gone).
@@ -77,8 +77,15 @@ impl IsrManager {
                 };
                 let pause = match answer {
                     Answer::Committed => continue,
+                    // Fenced followers were left out: they rejoin on fetches made from now
+                    // on, and not before the backoff (the leader's image may still show them
+                    // unfenced, and each proposal is a metadata commit).
+                    Answer::CommittedWithout(ref left_out) => {
+                        p.forget_followers(left_out);
+                        RETRY_BACKOFF
+                    }
                     Answer::NotCommitted => {
-                        p.isr_change_decided();
+                        p.isr_change_decided(&proposal);
                         RETRY_BACKOFF
                     }
                     Answer::Unknown => RETRY_BACKOFF,
@@ -93,6 +100,8 @@ impl IsrManager {
                     return;
                 }
             }
+            // The role moved past it: what it committed, if anything, is in the role.
+            p.isr_change_decided(&proposal);
         });
     }
 
@@ -132,11 +141,9 @@ impl IsrManager {
         let (answer, apply) = classify(node, proposal, &r);
         tracing::debug!(node, partition = %p.tp, code = r.error_code, wanted = ?proposal.isr, isr = ?r.isr, partition_epoch = r.partition_epoch, ?answer, "ISR change answered");
         if answer == Answer::Committed {
-            if proposal.additions.is_empty() {
-                self.metrics.isr_shrinks.inc();
-            } else {
-                self.metrics.isr_expands.inc();
-            }
+            let counter =
+                if proposal.additions.is_empty() { &self.metrics.isr_shrinks } else { &self.metrics.isr_expands };
+            counter.inc();
         }
         if apply {
             p.apply_committed_isr(r.leader_epoch, r.partition_epoch, r.isr);
@@ -150,7 +157,9 @@ impl IsrManager {
 /// (leader epoch, partition epoch, ISR) is committed state for this leader to apply.
 fn classify(node: i32, proposal: &IsrProposal, r: &pb::AlterPartitionResponse) -> (Answer, bool) {
     if r.error_code == 0 {
-        return (Answer::Committed, true);
+        let left_out: Vec<i32> = proposal.additions.iter().copied().filter(|a| !r.isr.contains(a)).collect();
+        let answer = if left_out.is_empty() { Answer::Committed } else { Answer::CommittedWithout(left_out) };
+        return (answer, true);
     }
     if !r.has_partition {
         // Refused without saying where the partition is (e.g. the controller could not
@@ -170,10 +179,12 @@ fn classify(node: i32, proposal: &IsrProposal, r: &pb::AlterPartitionResponse) -
 }
 
 /// How the controller answered an ISR proposal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Answer {
     /// Committed (and applied to the partition).
     Committed,
+    /// Committed without these additions: the controller has them fenced.
+    CommittedWithout(Vec<i32>),
     /// Refused, with the partition still at the epochs the proposal was made from.
     NotCommitted,
     /// Not known: what the controller said is applied where it can be, and the proposal is
@@ -183,12 +194,13 @@ enum Answer {
     NoReply,
 }
 
-/// Ends an ISR change when dropped ([`Partition::end_isr_change`]).
-struct EndIsrChange(Arc<Partition>);
+/// Lets another ISR change of the partition be proposed when dropped
+/// ([`Partition::release_isr_change`]).
+struct ReleaseIsrChange(Arc<Partition>);
 
-impl Drop for EndIsrChange {
+impl Drop for ReleaseIsrChange {
     fn drop(&mut self) {
-        self.0.end_isr_change();
+        self.0.release_isr_change();
     }
 }
 
@@ -221,7 +233,9 @@ mod tests {
     #[test]
     fn only_a_refusal_at_the_proposals_own_epochs_ends_it_uncommitted() {
         let p = proposal();
-        assert_eq!(classify(1, &p, &answer(0, false, 1, 3, 8)), (Answer::Committed, true));
+        assert_eq!(classify(1, &p, &answer(0, false, 1, 3, 8)), (Answer::CommittedWithout(vec![3]), true));
+        let with_3 = pb::AlterPartitionResponse { isr: vec![1, 2, 3], ..answer(0, false, 1, 3, 8) };
+        assert_eq!(classify(1, &p, &with_3), (Answer::Committed, true));
         // Refused where the partition still is: nothing of it was committed.
         assert_eq!(classify(1, &p, &answer(89, true, 1, 3, 7)), (Answer::NotCommitted, false));
         // Moved on (maybe by an earlier attempt whose reply was lost): applied, still unknown.

@@ -418,8 +418,9 @@ impl Partition {
 
     /// Starts an ISR change to `isr` from the role this leader holds now, unless one is on its
     /// way already, this broker no longer leads, or a member it adds is no longer at or past
-    /// the HW. From here until its outcome is known ([`Self::isr_change_decided`]) the HW
-    /// counts the members it adds ([`IsrProposal`]'s rule).
+    /// the HW. From here until its outcome is known ([`Self::isr_change_decided`], or the
+    /// role moves past it) the HW counts the members it adds ([`IsrProposal`]'s rule); no
+    /// other change is proposed until [`Self::release_isr_change`].
     pub fn begin_isr_change(&self, isr: Vec<i32>) -> Option<IsrProposal> {
         if self.isr_change_in_flight.swap(true, Ordering::AcqRel) {
             return None;
@@ -441,7 +442,19 @@ impl Partition {
                 isr,
                 additions,
             });
-            followers.pending_isr = proposal.clone();
+            if let Some(proposal) = &proposal {
+                // One left undecided (its task ended at shutdown or in a panic) may still
+                // commit: its additions go on counting beside the new one's.
+                let mut pending = proposal.clone();
+                if let Some(old) = followers.pending_isr.as_ref().filter(|old| old.in_force(&role)) {
+                    for r in &old.additions {
+                        if !pending.additions.contains(r) {
+                            pending.additions.push(*r);
+                        }
+                    }
+                }
+                followers.pending_isr = Some(pending);
+            }
             proposal
         };
         if proposal.is_none() {
@@ -455,19 +468,38 @@ impl Partition {
         proposal.in_force(&self.role.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The pending ISR change's outcome is known ([`IsrProposal`]'s rule): the HW stops
-    /// counting its additions (and may move at once).
-    pub fn isr_change_decided(&self) {
-        self.followers.lock().unwrap_or_else(|p| p.into_inner()).pending_isr = None;
+    /// The outcome of `proposal` is known ([`IsrProposal`]'s rule): the HW stops counting its
+    /// additions (and may move at once).
+    pub fn isr_change_decided(&self, proposal: &IsrProposal) {
+        {
+            let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+            let same = |p: &IsrProposal| {
+                (p.leader_epoch, p.partition_epoch, &p.isr)
+                    == (proposal.leader_epoch, proposal.partition_epoch, &proposal.isr)
+            };
+            if followers.pending_isr.as_ref().is_some_and(same) {
+                followers.pending_isr = None;
+            }
+        }
         if self.update_high_watermark() {
             self.wake();
         }
     }
 
-    /// The ISR change is over: another may be proposed.
-    pub fn end_isr_change(&self) {
-        self.isr_change_decided();
+    /// Another ISR change may be proposed. A proposal whose outcome is not known stays pending
+    /// (a later one from the same epochs counts its additions too).
+    pub fn release_isr_change(&self) {
         self.isr_change_in_flight.store(false, Ordering::Release);
+    }
+
+    /// Forgets what `replicas` fetched: they are proposed into the ISR again only on fetches
+    /// made from now on (the controller left them out: fenced, maybe restarted with a shorter
+    /// log).
+    pub fn forget_followers(&self, replicas: &[i32]) {
+        let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        for r in replicas {
+            followers.progress.remove(r);
+        }
     }
 
     /// The controller committed an ISR change this leader asked for (or says what the ISR
@@ -1102,7 +1134,9 @@ mod tests {
         assert_eq!(p.high_watermark(), 12);
         // Committed (the reply): 3 is a member, the proposal is over.
         p.apply_committed_isr(3, 8, wanted);
-        p.end_isr_change();
+        assert!(!p.isr_change_undecided(&proposal));
+        p.isr_change_decided(&proposal);
+        p.release_isr_change();
         assert_eq!(p.high_watermark(), 12);
         p.record_follower_fetch(3, 15);
         assert_eq!(p.high_watermark(), 15);
@@ -1129,8 +1163,8 @@ mod tests {
         });
         assert!(!p.isr_change_undecided(&proposal));
         assert_eq!(p.high_watermark(), 11);
-        p.end_isr_change();
-        // A refusal: the controller's answer ends the proposal, and the HW goes on without 3.
+        p.release_isr_change();
+        // 3 is proposed again once it is back at the HW.
         assert!(p.begin_isr_change(vec![1, 2, 3]).is_none(), "3 is behind the HW now");
         p.record_follower_fetch(3, 11);
         let proposal = p.begin_isr_change(vec![1, 2, 3]).unwrap();
@@ -1138,15 +1172,27 @@ mod tests {
         p.append_as_leader(&one_record(), 0, None).unwrap();
         p.record_follower_fetch(2, 12);
         assert_eq!(p.high_watermark(), 11);
-        p.end_isr_change();
-        assert_eq!(p.high_watermark(), 12);
+        // Its task ends without an answer (shutdown): it stays pending, and a later proposal
+        // from the same epochs (here one dropping 2) counts its addition too.
+        p.release_isr_change();
+        assert_eq!(p.high_watermark(), 11);
+        let later = p.begin_isr_change(vec![1]).unwrap();
+        assert!(later.additions.is_empty());
+        p.append_as_leader(&one_record(), 0, None).unwrap();
+        p.record_follower_fetch(2, 13);
+        assert_eq!(p.high_watermark(), 11, "the undecided proposal's addition stopped counting");
+        // The later one refused on unchanged epochs (a refusal is final): the HW goes on over
+        // the ISR it has.
+        p.isr_change_decided(&later);
+        p.release_isr_change();
+        assert_eq!(p.high_watermark(), 13);
         // A member that leaves through a reply (the controller fenced it) is forgotten: it is
         // proposed back only on fetches made after it left.
-        p.record_follower_fetch(3, 12);
+        p.record_follower_fetch(3, 13);
         p.apply_committed_isr(3, 9, vec![1, 3]);
         p.apply_committed_isr(3, 10, vec![1]);
         assert!(p.begin_isr_change(vec![1, 3]).is_none(), "3 rejoined on what it fetched before it left");
-        p.record_follower_fetch(3, 12);
+        p.record_follower_fetch(3, 13);
         assert!(p.begin_isr_change(vec![1, 3]).is_some());
     }
 

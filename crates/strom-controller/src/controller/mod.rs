@@ -307,25 +307,24 @@ impl Controller {
             "failpoint controller_write".into()
         )));
         // Committed in a task of its own that holds the lock until Raft has decided, or this
-        // node has stopped leading in the term it wrote in: a caller that goes away (its client
-        // timed out) must not release the lock while the batch may still commit here, or the
-        // next batch would be computed from an image without it. Once this node no longer
-        // leads in that term, its next write needs `ensure_linearizable` in a later term,
-        // which settles the batch either way (openraft answers a deposed leader's pending
-        // write only if the entry is applied or truncated: not when a snapshot replaces it).
+        // node is seen to stop leading: a caller that goes away (its client timed out) must
+        // not release the lock while the batch may still commit here, or the next batch would
+        // be computed from an image without it. Once this node has stopped leading, its next
+        // write needs `ensure_linearizable` as leader of a later term, which settles the batch
+        // either way (openraft 0.9 answers a deposed leader's pending write only if the entry
+        // is applied or truncated: not when a snapshot replaces it, so it is not awaited).
         let raft = self.raft.clone();
         let me = self.config.node_id as NodeId;
         let mut metrics = self.raft.metrics();
-        let term = metrics.borrow().current_term;
         let written = tokio::spawn(async move {
             let write = raft.client_write(RecordBatch::new(records));
             tokio::pin!(write);
             let written = loop {
                 tokio::select! {
+                    biased;
                     written = &mut write => break Some(written),
                     changed = metrics.changed() => {
-                        let m = metrics.borrow();
-                        if changed.is_err() || m.current_term != term || m.current_leader != Some(me) {
+                        if changed.is_err() || metrics.borrow().current_leader != Some(me) {
                             break None;
                         }
                     }
@@ -337,7 +336,7 @@ impl Controller {
         .await
         .map_err(|e| ControllerError::Unavailable(format!("metadata write task: {e}")))?;
         let Some(written) = written else {
-            return Err(self.not_active(format!("leadership lost in term {term} before the write was decided")));
+            return Err(self.not_active("leadership lost before the write was decided".into()));
         };
         match written {
             Ok(r) => {
