@@ -347,7 +347,14 @@ fn led_by_2(img: &strom_metadata::image::MetadataImage) -> usize {
 /// partitions, RF=2) created, some of it led by broker 2. Returns the quorum (kept alive),
 /// a client, the controller and the two broker epochs.
 async fn two_brokers_sharing_topic_t() -> (Quorum, ControllerClient, Arc<Controller>, i64, i64) {
-    let q = Quorum::start(1).await;
+    two_brokers_sharing_topic_t_with_session(1500).await
+}
+
+/// [`two_brokers_sharing_topic_t`] with a broker session of `session_timeout_ms`.
+async fn two_brokers_sharing_topic_t_with_session(
+    session_timeout_ms: u64,
+) -> (Quorum, ControllerClient, Arc<Controller>, i64, i64) {
+    let q = Quorum::start_with_session(1, session_timeout_ms).await;
     q.wait_for_leader(Duration::from_secs(10)).await;
     let client = q.client();
     let c = q.members[0].as_ref().unwrap().controller.clone();
@@ -499,17 +506,7 @@ async fn broker_configs_other_than_listener_keystores_are_refused_not_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_isr_change_is_answered_with_the_partition_as_the_controller_has_it() {
     // A long session: fencing on a slow machine would rightly change the ISR under the test.
-    let q = Quorum::start_with_session(1, 60_000).await;
-    q.wait_for_leader(Duration::from_secs(10)).await;
-    let client = q.client();
-    let c = q.members[0].as_ref().unwrap().controller.clone();
-    let e1 = register(&client, 1).await;
-    let e2 = register(&client, 2).await;
-    heartbeat(&client, 1, e1, i64::MAX).await;
-    heartbeat(&client, 2, e2, i64::MAX).await;
-    let t = NewTopic { num_partitions: 2, replication_factor: 2, ..topic("t", 2) };
-    let (r, _) = c.create_topics(vec![t], false).await;
-    r[0].as_ref().unwrap();
+    let (_q, client, c, e1, _e2) = two_brokers_sharing_topic_t_with_session(60_000).await;
     let img = c.metadata.image();
     let topic_id = img.topics["t"].id;
     let (&partition, before) = img.topics["t"].partitions.iter().find(|(_, p)| p.leader == 1).unwrap();
